@@ -1,0 +1,109 @@
+"""The agents of the default chain: monitor → investigate → remediate → verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from temporalio import activity
+
+from activities.http_check import CheckOutcome, check_http
+from core.payloads import AgentInput, AgentResult
+
+DIAGNOSES = {
+    "refused": "nothing is listening: the service process is down or not bound to its port",
+    "timeout": "the service accepts connections but does not answer: hung or overloaded",
+    "dns": "the service's host name does not resolve",
+    "unsafe_target": "the service URL points at a blocked address; fix the incident's service URL",
+    "transport": "the connection failed below HTTP (TLS or network)",
+}
+
+
+def _attempt() -> int:
+    return activity.info().attempt
+
+
+class ChainAgents:
+    """Agents as bound-method activities; the HTTP client is injected so tests and workers share one."""
+
+    def __init__(self, http: httpx.AsyncClient, *, check_timeout: float) -> None:
+        self._http = http
+        self._timeout = check_timeout
+
+    async def _check(self, url: str | None) -> CheckOutcome | None:
+        return None if not url else await check_http(self._http, url, timeout=self._timeout)
+
+    @activity.defn(name="monitor")
+    async def monitor(self, input: AgentInput) -> AgentResult:
+        """HTTP GET on the incident's service URL."""
+        outcome = await self._check(input.incident.service_url)
+        if outcome is None:
+            return AgentResult(
+                ok=False,
+                summary=f"{input.incident.service}: no service URL to check",
+                data={"checked": False, "attempt": _attempt()},
+            )
+        if outcome.healthy:
+            summary = f"{input.incident.service} is up: HTTP {outcome.status_code} in {outcome.latency_ms} ms"
+        else:
+            summary = f"{input.incident.service} is DOWN: {outcome.error}"
+        return AgentResult(
+            ok=outcome.healthy, summary=summary, data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()}
+        )
+
+    @activity.defn(name="investigate")
+    async def investigate(self, input: AgentInput) -> AgentResult:
+        """Summarise what monitor saw into a diagnosis."""
+        seen: dict[str, Any] = (input.previous_agent_output or {}).get("data", {})
+        check = seen.get("check")
+        if not check:
+            diagnosis = "no check data: the incident has no service URL, so nothing could be observed"
+            healthy = None
+        elif check["healthy"]:
+            diagnosis = f"the service answers normally (HTTP {check['status_code']}); the problem may be transient"
+            healthy = True
+        elif check["error_kind"] == "http_status":
+            code = check["status_code"]
+            side = "server-side failure" if code >= 500 else "the endpoint rejects the request"
+            diagnosis = f"the service is up but answers HTTP {code}: {side}"
+            healthy = False
+        else:
+            diagnosis = DIAGNOSES.get(check["error_kind"], check["error"])
+            healthy = False
+        return AgentResult(
+            ok=healthy is not False,
+            summary=f"{input.incident.service}: {diagnosis}",
+            data={"diagnosis": diagnosis, "healthy": healthy, "observed": check, "attempt": _attempt()},
+        )
+
+    @activity.defn(name="remediate")
+    async def remediate(self, input: AgentInput) -> AgentResult:
+        """Records that no remediation is configured; real actions arrive with the agents issue."""
+        diagnosis = (input.previous_agent_output or {}).get("data", {}).get("diagnosis")
+        return AgentResult(
+            ok=True,
+            summary=f"no action: no remediation is configured for {input.incident.service}",
+            data={"action": "none", "diagnosis": diagnosis, "attempt": _attempt()},
+        )
+
+    @activity.defn(name="verify")
+    async def verify(self, input: AgentInput) -> AgentResult:
+        """Re-check the service URL; a negative result fails the workflow."""
+        outcome = await self._check(input.incident.service_url)
+        if outcome is None:
+            return AgentResult(
+                ok=False,
+                summary="cannot verify: the incident has no service URL; resolve it by hand",
+                data={"checked": False, "attempt": _attempt()},
+            )
+        summary = (
+            f"verified: {input.incident.service} answers HTTP {outcome.status_code}"
+            if outcome.healthy
+            else f"verification failed: {input.incident.service} still down ({outcome.error})"
+        )
+        return AgentResult(
+            ok=outcome.healthy, summary=summary, data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()}
+        )
+
+    def all(self) -> list:
+        return [self.monitor, self.investigate, self.remediate, self.verify]

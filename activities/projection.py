@@ -1,0 +1,101 @@
+"""Idempotent writes of workflow state into Postgres (the dashboard's read model)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, update
+from sqlalchemy.dialects.postgresql import insert
+from temporalio import activity
+
+from core.db import session_scope
+from core.payloads import RecordResult, RecordStepInput, RecordWorkflowInput
+from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class ProjectionActivities:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn(name="record_workflow")
+    def record_workflow(self, input: RecordWorkflowInput) -> RecordResult:
+        """Upsert the workflow row; a write older than the stored one (lower seq) is ignored."""
+        state = input.state
+        values = {
+            "workflow_id": state.workflow_id,
+            "incident_id": state.incident_id,
+            "playbook_id": state.playbook_id,
+            "status": state.status,
+            "current_steps": state.current_steps,
+            "error": state.error,
+            "seq": input.seq,
+            "started_at": _ts(state.started_at),
+            "finished_at": _ts(state.finished_at),
+            "updated_at": utcnow(),
+        }
+        table = WorkflowRun.__table__
+        stmt = insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.workflow_id],
+            set_={k: stmt.excluded[k] for k in values if k != "workflow_id"},
+            where=table.c.seq <= stmt.excluded.seq,
+        )
+        with session_scope(self._engine) as session:
+            written = session.execute(stmt).rowcount > 0
+            self._follow_incident(session, state.incident_id, state.status)
+        return RecordResult(written=written)
+
+    @staticmethod
+    def _follow_incident(session, incident_id: int, workflow_status: str) -> None:
+        """The workflow's progress moves the incident: started → in_progress, completed → resolved."""
+        incidents = Incident.__table__
+        now = utcnow()
+        if workflow_status == "in_progress":
+            session.execute(
+                update(incidents)
+                .where(incidents.c.id == incident_id, incidents.c.status == "open")
+                .values(status="in_progress", updated_at=now)
+            )
+        elif workflow_status == "completed":
+            session.execute(
+                update(incidents)
+                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "in_progress"]))
+                .values(status="resolved", resolved_at=now, updated_at=now)
+            )
+
+    @activity.defn(name="record_step")
+    def record_step(self, input: RecordStepInput) -> RecordResult:
+        step = input.step
+        values = {
+            "workflow_id": input.workflow_id,
+            "step_id": step.step_id,
+            "agent": step.agent,
+            "position": step.position,
+            "status": step.status,
+            "attempt": step.attempt,
+            "output": step.output,
+            "error": step.error,
+            "seq": input.seq,
+            "started_at": _ts(step.started_at),
+            "finished_at": _ts(step.finished_at),
+            "updated_at": utcnow(),
+        }
+        if input.input is not None:
+            values["input"] = input.input
+        table = WorkflowStep.__table__
+        stmt = insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            constraint="uq_workflow_steps_workflow_step",
+            set_={k: stmt.excluded[k] for k in values if k not in ("workflow_id", "step_id")},
+            where=table.c.seq <= stmt.excluded.seq,
+        )
+        with session_scope(self._engine) as session:
+            written = session.execute(stmt).rowcount > 0
+        return RecordResult(written=written)
+
+    def all(self) -> list:
+        return [self.record_workflow, self.record_step]

@@ -1,0 +1,122 @@
+"""JSON API for incidents."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
+
+from api.deps import EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.incident_service import (
+    IncidentNotFound,
+    WorkflowConflict,
+    get_incident,
+    incident_detail,
+    insert_incident,
+    list_incidents,
+    start_incident_workflow,
+)
+from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
+from core.db import session_scope
+from core.tables import IncidentCreate
+
+router = APIRouter(prefix="/api/incidents", tags=["incidents"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Repeat a create safely: the same key returns the incident created first.",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=IncidentDetail)
+async def create_incident(
+    data: IncidentCreate,
+    response: Response,
+    engine: EngineDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> IncidentDetail:
+    """Record an incident and start its IncidentWorkflow (`incident-<id>`)."""
+
+    def _insert():
+        with session_scope(engine) as session:
+            incident, created = insert_incident(
+                session=session,
+                data=data,
+                idempotency_key=idempotency_key,
+                workflow_id_prefix=settings.workflow_id_prefix,
+            )
+            session.expunge(incident)
+            return incident, created
+
+    incident, created = await run_in_threadpool(_insert)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    try:
+        await start_incident_workflow(
+            temporal=temporal, incident=incident, task_queue=settings.task_queue, fresh=created
+        )
+    except WorkflowConflict as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
+    except RPCError as err:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"incident {incident.id} was recorded but its workflow could not start ({err.message}); "
+            "repeat the request with the same Idempotency-Key to retry",
+        ) from err
+
+    def _detail() -> IncidentDetail:
+        with session_scope(engine) as session:
+            return incident_detail(
+                session=session,
+                incident=get_incident(session=session, incident_id=incident.id),
+                ui_url=settings.effective_temporal_ui_url,
+                namespace=settings.temporal_namespace,
+            )
+
+    return await run_in_threadpool(_detail)
+
+
+@router.get("", response_model=IncidentPage)
+def list_incidents_route(
+    session: SessionDep,
+    status_: Annotated[
+        Literal["open", "in_progress", "resolved", "closed", "reopened"] | None, Query(alias="status")
+    ] = None,
+    severity: Literal["P1", "P2", "P3", "P4"] | None = None,
+    service: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> IncidentPage:
+    """Incidents, newest first, filtered by status, severity and service."""
+    rows, total = list_incidents(
+        session=session, status=status_, severity=severity, service=service, limit=limit, offset=offset
+    )
+    return IncidentPage(
+        items=[IncidentPublic.model_validate(row, from_attributes=True) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{incident_id}", response_model=IncidentDetail)
+def get_incident_route(incident_id: int, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
+    """One incident with its workflow status and steps."""
+    try:
+        incident = get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    return incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )

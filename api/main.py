@@ -1,0 +1,51 @@
+"""The web application: JSON API routers, pages and health, combined in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from api import errors, health, incidents
+from core.db import make_engine, resolve_database_url
+from core.settings import Settings, load_settings
+from core.temporal import connect
+from web import pages
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, temporal: Client | None = None
+) -> FastAPI:
+    """Build the app. Without engine/temporal, the lifespan opens them from settings (one per process)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_engine = None
+        if getattr(app.state, "engine", None) is None:
+            owned_engine = make_engine(resolve_database_url(settings, stop_at_exit=False))
+            app.state.engine = owned_engine
+        if getattr(app.state, "temporal", None) is None:
+            # Lazy: the web starts even while Temporal is down; /readyz says so.
+            app.state.temporal = await connect(settings, lazy=True)
+        yield
+        if owned_engine is not None:
+            owned_engine.dispose()
+
+    app = FastAPI(title="Agent Monitor", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.temporal = temporal
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(incidents.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    return app

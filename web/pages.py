@@ -1,0 +1,41 @@
+"""Server-rendered pages (Jinja2, autoescaped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from api.deps import SessionDep, SettingsDep
+from api.incident_service import IncidentNotFound, get_incident, incident_detail, list_incidents
+
+WEB_DIR = Path(__file__).resolve().parent
+STATIC_DIR = WEB_DIR / "static"
+templates = Jinja2Templates(directory=WEB_DIR / "templates")  # autoescape is on for .html
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+def incident_list_page(request: Request, session: SessionDep) -> HTMLResponse:
+    rows, total = list_incidents(session=session, status=None, severity=None, service=None, limit=50, offset=0)
+    return templates.TemplateResponse(request, "incidents/list.html", {"incidents": rows, "total": total})
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_detail_page(
+    request: Request, incident_id: int, session: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
+    try:
+        incident = get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    detail = incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )
+    return templates.TemplateResponse(request, "incidents/detail.html", {"incident": detail})

@@ -1,0 +1,202 @@
+"""The `agent-monitor` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from core.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response.")
+incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incidents (through the web API).")
+app.add_typer(incident_app, name="incident")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        raise fail(str(err), 2) from None
+    settings.configure_logging()
+    return settings
+
+
+@app.command()
+def up() -> None:
+    """Start everything: Postgres, Temporal dev server, migrations, worker and web. Ctrl-C stops all."""
+    from worker.stack import Stack, StackError
+
+    settings = settings_or_exit()
+    stack = Stack(settings, echo=typer.echo)
+    code = 1
+    try:
+        stack.start()
+        typer.echo(
+            "\nAgent Monitor is up.\n"
+            f"  Dashboard:   {settings.web_url}\n"
+            f"  Temporal UI: {settings.effective_temporal_ui_url}\n"
+            "  Ctrl-C stops everything.\n"
+        )
+        code = stack.watch()
+    except StackError as err:
+        typer.echo(f"error: {err}", err=True)
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        typer.echo("stopping…")
+        stack.stop()
+        typer.echo("stopped")
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker (scale out: run N of them against TEMPORAL_ADDRESS and DATABASE_URL)."""
+    from core.db import make_engine, resolve_database_url
+    from core.temporal import connect
+    from worker.runner import run_worker
+
+    settings = settings_or_exit()
+
+    async def main() -> None:
+        engine = make_engine(resolve_database_url(settings, stop_at_exit=False))
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:
+            raise fail(f"cannot reach Temporal at {settings.effective_temporal_address}: {err}") from None
+        await run_worker(client, engine, settings)
+        engine.dispose()
+
+    code = 0
+    try:
+        asyncio.run(main())
+    except typer.Exit as exc:
+        code = exc.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # temporalio can abort at interpreter exit after a worker ran (PyGILState_Release); leave directly.
+    os._exit(code)
+
+
+@app.command()
+def web(workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1) -> None:
+    """Run the web server (dashboard + API)."""
+    import uvicorn
+
+    settings = settings_or_exit()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.web_host,
+        port=settings.web_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the latest revision."""
+    from core.db import resolve_database_url, run_migrations
+
+    settings = settings_or_exit()
+    run_migrations(resolve_database_url(settings))
+    typer.echo("database schema is up to date")
+
+
+def _api_url(url: str | None) -> str:
+    return (url or os.environ.get("AGENT_MONITOR_URL") or settings_or_exit().web_url).rstrip("/")
+
+
+def _request(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as err:
+        raise fail(f"cannot reach Agent Monitor at {url} ({err}); is `agent-monitor up` running?") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:300]}
+    if response.status_code >= 400:
+        raise fail(str(body.get("detail", body)))
+    return body
+
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="Web API base URL [env AGENT_MONITOR_URL]")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
+
+
+def _print_incident(incident: dict[str, Any], base: str) -> None:
+    typer.echo(f"#{incident['id']} [{incident['severity']}] {incident['title']}")
+    typer.echo(f"  status:   {incident['status']}")
+    typer.echo(f"  service:  {incident['service']}" + (f"  {incident['service_url']}" if incident["service_url"] else ""))
+    typer.echo(f"  page:     {base}/incidents/{incident['id']}")
+    workflow = incident.get("workflow")
+    if workflow:
+        typer.echo(f"  workflow: {workflow['workflow_id']}  {workflow['status']}")
+        if workflow.get("error"):
+            typer.echo(f"            {workflow['error']}")
+        for step in workflow["steps"]:
+            summary = (step.get("output") or {}).get("summary") or step.get("error") or ""
+            typer.echo(f"    {step['position'] + 1}. {step['step_id']:<12} {step['status']:<10} {summary}")
+
+
+@incident_app.command("create")
+def incident_create(
+    title: Annotated[str, typer.Option(help="What is wrong, in one line")],
+    service: Annotated[str, typer.Option(help="The affected service's name")],
+    severity: Annotated[str, typer.Option(help="P1 | P2 | P3 | P4")] = "P3",
+    service_url: Annotated[str | None, typer.Option(help="URL the agents check, e.g. its health endpoint")] = None,
+    description: Annotated[str, typer.Option(help="Longer description")] = "",
+    incident_type: Annotated[str, typer.Option("--type", help="Incident type")] = "default",
+    idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe key")] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open an incident and start its workflow."""
+    base = _api_url(url)
+    payload = {
+        "title": title,
+        "service": service,
+        "severity": severity,
+        "service_url": service_url,
+        "description": description,
+        "incident_type": incident_type,
+    }
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    incident = _request("POST", f"{base}/api/incidents", json=payload, headers=headers)
+    if as_json:
+        typer.echo(json.dumps(incident, indent=2))
+    else:
+        _print_incident(incident, base)
+
+
+@incident_app.command("show")
+def incident_show(
+    incident_id: Annotated[int, typer.Argument(help="Incident number")],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an incident with its workflow steps."""
+    base = _api_url(url)
+    incident = _request("GET", f"{base}/api/incidents/{incident_id}")
+    if as_json:
+        typer.echo(json.dumps(incident, indent=2))
+    else:
+        _print_incident(incident, base)
+
+
+if __name__ == "__main__":
+    app()

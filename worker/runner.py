@@ -1,0 +1,55 @@
+"""Builds and runs the Temporal worker: IncidentWorkflow plus its agent and projection activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import httpx
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.chain import ChainAgents
+from activities.projection import ProjectionActivities
+from core.settings import Settings
+from workflows.incident import IncidentWorkflow
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def incident_worker(
+    client: Client, engine: Engine, settings: Settings, *, task_queue: str | None = None
+) -> AsyncIterator[Worker]:
+    """A running worker for the incident task queue; stops cleanly on exit."""
+    executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
+    async with httpx.AsyncClient(headers={"User-Agent": "agent-monitor/0.1"}) as http:
+        agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds)
+        projection = ProjectionActivities(engine)
+        worker = Worker(
+            client,
+            task_queue=task_queue or settings.task_queue,
+            workflows=[IncidentWorkflow],
+            activities=[*agents.all(), *projection.all()],
+            activity_executor=executor,
+        )
+        async with worker:
+            yield worker
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_worker(client: Client, engine: Engine, settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with incident_worker(client, engine, settings):
+        log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
+        await stop.wait()
+        log.info("worker stopping")
