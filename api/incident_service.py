@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import quote
 
 from sqlalchemy import func
@@ -20,6 +21,9 @@ from workflows.incident import IncidentWorkflow
 
 class IncidentNotFound(LookupError):
     pass
+
+
+CLOCK_SKEW = timedelta(seconds=2)
 
 
 class WorkflowConflict(RuntimeError):
@@ -74,12 +78,22 @@ async def start_incident_workflow(*, temporal: Client, incident: Incident, task_
             static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],
         )
     except WorkflowAlreadyStartedError:
-        if fresh:
+        if fresh and await _started_before(temporal, incident):
             raise WorkflowConflict(
                 f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in Temporal: "
                 "this database and the Temporal history do not belong together (set WORKFLOW_ID_PREFIX to "
                 "share a namespace between deployments)"
             ) from None
+
+
+async def _started_before(temporal: Client, incident: Incident) -> bool:
+    """Whether the existing workflow predates this incident row (so it belongs to another database).
+
+    A workflow started after the row by a concurrent duplicate request of the same incident is ours.
+    """
+    assert incident.workflow_id is not None
+    description = await temporal.get_workflow_handle(incident.workflow_id).describe()
+    return description.start_time < incident.created_at - CLOCK_SKEW
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

@@ -28,10 +28,10 @@ def utcnow() -> datetime:
 class IncidentBase(SQLModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     description: str = Field(default="", max_length=DESCRIPTION_MAX)
-    service: str = Field(min_length=1, max_length=SERVICE_MAX, index=True, regex=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    service: str = Field(min_length=1, max_length=SERVICE_MAX, index=True, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"})
     service_url: str | None = Field(default=None, max_length=URL_MAX)
     severity: Severity = "P3"
-    incident_type: str = Field(default="default", min_length=1, max_length=100, regex=r"^[a-z0-9][a-z0-9_.-]*$")
+    incident_type: str = Field(default="default", min_length=1, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"})
 
 class IncidentCreate(IncidentBase):
     @field_validator("title")
