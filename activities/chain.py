@@ -48,7 +48,9 @@ class ChainAgents:
         else:
             summary = f"{input.incident.service} is DOWN: {outcome.error}"
         return AgentResult(
-            ok=outcome.healthy, summary=summary, data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()}
+            ok=outcome.healthy,
+            summary=summary,
+            data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()},
         )
 
     @activity.defn(name="investigate")
@@ -60,7 +62,9 @@ class ChainAgents:
             diagnosis = "no check data: the incident has no service URL, so nothing could be observed"
             healthy = None
         elif check["healthy"]:
-            diagnosis = f"the service answers normally (HTTP {check['status_code']}); the problem may be transient"
+            diagnosis = (
+                f"the service answers normally (HTTP {check['status_code']}); the problem may be transient"
+            )
             healthy = True
         elif check["error_kind"] == "http_status":
             code = check["status_code"]
@@ -102,7 +106,9 @@ class ChainAgents:
             else f"verification failed: {input.incident.service} still down ({outcome.error})"
         )
         return AgentResult(
-            ok=outcome.healthy, summary=summary, data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()}
+            ok=outcome.healthy,
+            summary=summary,
+            data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()},
         )
 
     def all(self) -> list:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, Table, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from core.db import session_scope
 from core.payloads import RecordResult, RecordStepInput, RecordWorkflowInput
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
+
+
+def table_of(model: type) -> Table:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -37,7 +46,7 @@ class ProjectionActivities:
             "finished_at": _ts(state.finished_at),
             "updated_at": utcnow(),
         }
-        table = WorkflowRun.__table__
+        table = table_of(WorkflowRun)
         stmt = insert(table).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.workflow_id],
@@ -45,14 +54,14 @@ class ProjectionActivities:
             where=table.c.seq <= stmt.excluded.seq,
         )
         with session_scope(self._engine) as session:
-            written = session.execute(stmt).rowcount > 0
+            written = _rowcount(session.execute(stmt)) > 0
             self._follow_incident(session, state.incident_id, state.status)
         return RecordResult(written=written)
 
     @staticmethod
     def _follow_incident(session, incident_id: int, workflow_status: str) -> None:
         """The workflow's progress moves the incident: started → in_progress, completed → resolved."""
-        incidents = Incident.__table__
+        incidents = table_of(Incident)
         now = utcnow()
         if workflow_status == "in_progress":
             session.execute(
@@ -86,7 +95,7 @@ class ProjectionActivities:
         }
         if input.input is not None:
             values["input"] = input.input
-        table = WorkflowStep.__table__
+        table = table_of(WorkflowStep)
         stmt = insert(table).values(**values)
         stmt = stmt.on_conflict_do_update(
             constraint="uq_workflow_steps_workflow_step",
@@ -94,7 +103,7 @@ class ProjectionActivities:
             where=table.c.seq <= stmt.excluded.seq,
         )
         with session_scope(self._engine) as session:
-            written = session.execute(stmt).rowcount > 0
+            written = _rowcount(session.execute(stmt)) > 0
         return RecordResult(written=written)
 
     def all(self) -> list:

@@ -13,7 +13,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.schemas import IncidentDetail, IncidentPublic, StepPublic, WorkflowPublic
-from core.payloads import IncidentContext, IncidentWorkflowInput, incident_search_attributes, incident_workflow_id
+from core.payloads import (
+    IncidentContext,
+    IncidentWorkflowInput,
+    incident_search_attributes,
+    incident_workflow_id,
+)
 from core.playbooks import DEFAULT_PLAYBOOK_ID
 from core.tables import Incident, IncidentCreate, WorkflowRun, WorkflowStep
 from workflows.incident import IncidentWorkflow
@@ -31,9 +36,13 @@ class WorkflowConflict(RuntimeError):
 
 
 def insert_incident(
-    *, session: Session, data: IncidentCreate, idempotency_key: str | None, workflow_id_prefix: str = "incident-"
+    *,
+    session: Session,
+    data: IncidentCreate,
+    idempotency_key: str | None,
+    workflow_id_prefix: str = "incident-",
 ) -> tuple[Incident, bool]:
-    """Store the incident; with a known idempotency key return the existing one. Returns (incident, created)."""
+    """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
     if idempotency_key:
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
@@ -56,7 +65,9 @@ def insert_incident(
     return incident, True
 
 
-async def start_incident_workflow(*, temporal: Client, incident: Incident, task_queue: str, fresh: bool) -> None:
+async def start_incident_workflow(
+    *, temporal: Client, incident: Incident, task_queue: str, fresh: bool
+) -> None:
     """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success."""
     assert incident.id is not None and incident.workflow_id is not None
     context = IncidentContext(
@@ -80,9 +91,9 @@ async def start_incident_workflow(*, temporal: Client, incident: Incident, task_
     except WorkflowAlreadyStartedError:
         if fresh and await _started_before(temporal, incident):
             raise WorkflowConflict(
-                f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in Temporal: "
-                "this database and the Temporal history do not belong together (set WORKFLOW_ID_PREFIX to "
-                "share a namespace between deployments)"
+                f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in "
+                "Temporal: this database and the Temporal history do not belong together "
+                "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
             ) from None
 
 
@@ -125,14 +136,24 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
             error=run.error if run else None,
             started_at=run.started_at if run else None,
             finished_at=run.finished_at if run else None,
-            temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id),
+            temporal_ui_url=temporal_ui_link(
+                ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id
+            ),
             steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
         )
-    return IncidentDetail(**IncidentPublic.model_validate(incident, from_attributes=True).model_dump(), workflow=workflow)
+    return IncidentDetail(
+        **IncidentPublic.model_validate(incident, from_attributes=True).model_dump(), workflow=workflow
+    )
 
 
 def list_incidents(
-    *, session: Session, status: str | None, severity: str | None, service: str | None, limit: int, offset: int
+    *,
+    session: Session,
+    status: str | None,
+    severity: str | None,
+    service: str | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[Incident], int]:
     """Newest first, filtered; returns (page, total)."""
     query = select(Incident)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, text
@@ -37,7 +38,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.resolve() / "pgdata"
-        self._server = None
+        self._server: Any = None
 
     def start(self, *, stop_at_exit: bool = True) -> str:
         """Start it, or attach to the one already running on this data dir; return its URL."""

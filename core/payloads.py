@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+
 def incident_workflow_id(incident_id: int, prefix: str = "incident-") -> str:
     return f"{prefix}{incident_id}"
 

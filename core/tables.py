@@ -22,16 +22,26 @@ DESCRIPTION_MAX = 10_000
 SERVICE_MAX = 100
 URL_MAX = 2048
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
 
 class IncidentBase(SQLModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     description: str = Field(default="", max_length=DESCRIPTION_MAX)
-    service: str = Field(min_length=1, max_length=SERVICE_MAX, index=True, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"})
+    service: str = Field(
+        min_length=1,
+        max_length=SERVICE_MAX,
+        index=True,
+        schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"},
+    )
     service_url: str | None = Field(default=None, max_length=URL_MAX)
     severity: Severity = "P3"
-    incident_type: str = Field(default="default", min_length=1, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"})
+    incident_type: str = Field(
+        default="default", min_length=1, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"}
+    )
+
 
 class IncidentCreate(IncidentBase):
     @field_validator("title")
@@ -52,19 +62,29 @@ class IncidentCreate(IncidentBase):
             raise ValueError("service_url must be an absolute http:// or https:// URL")
         return value
 
+
 class Incident(IncidentBase, table=True):
     __tablename__ = "incidents"
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    severity: str = Field(sa_column=Column(String(2), nullable=False, index=True))
+    severity: str = Field(sa_column=Column(String(2), nullable=False, index=True))  # type: ignore[assignment]
     status: str = Field(default="open", sa_column=Column(String(20), nullable=False, index=True))
     playbook_id: str = Field(default="default", max_length=100)
     workflow_id: str | None = Field(default=None, max_length=200)
     # A client-chosen key making POST /api/incidents safe to repeat.
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), unique=True, nullable=True))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
-    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    idempotency_key: str | None = Field(
+        default=None, sa_column=Column(String(200), unique=True, nullable=True)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    resolved_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
 
 class WorkflowRun(SQLModel, table=True):
     """Projection of an IncidentWorkflow's state, written by activities, read by the dashboard."""
@@ -72,7 +92,9 @@ class WorkflowRun(SQLModel, table=True):
     __tablename__ = "workflows"
 
     workflow_id: str = Field(primary_key=True, max_length=200)
-    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False, index=True))
+    incident_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False, index=True)
+    )
     playbook_id: str = Field(default="default", max_length=100)
     status: str = Field(default="pending", max_length=20, index=True)
     current_steps: list[str] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
@@ -81,7 +103,10 @@ class WorkflowRun(SQLModel, table=True):
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
 
 class WorkflowStep(SQLModel, table=True):
     __tablename__ = "workflow_steps"
@@ -103,4 +128,6 @@ class WorkflowStep(SQLModel, table=True):
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

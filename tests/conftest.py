@@ -129,7 +129,9 @@ async def worker(temporal_client: Client, engine: Engine, settings: Settings) ->
 
 
 @pytest.fixture
-async def api(settings: Settings, engine: Engine, temporal_client: Client) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    settings: Settings, engine: Engine, temporal_client: Client
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real FastAPI app on this test's database and Temporal."""
     app = create_app(settings, engine=engine, temporal=temporal_client)
     transport = httpx.ASGITransport(app=app)

@@ -50,6 +50,8 @@ async def run_worker(client: Client, engine: Engine, settings: Settings) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with incident_worker(client, engine, settings):
-        log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
+        log.info(
+            "worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address
+        )
         await stop.wait()
         log.info("worker stopping")

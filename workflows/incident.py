@@ -24,7 +24,9 @@ with workflow.unsafe.imports_passed_through():
 AGENT_TIMEOUT = timedelta(minutes=2)
 AGENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 PROJECTION_TIMEOUT = timedelta(seconds=30)
-PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+PROJECTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+)
 
 
 @workflow.defn(name="IncidentWorkflow")
@@ -39,7 +41,9 @@ class IncidentWorkflow:
             playbook_id=input.playbook_id,
             status="pending",
             current_steps=[],
-            steps=[StepState(step_id=s.step_id, agent=s.agent, position=i) for i, s in enumerate(self._chain)],
+            steps=[
+                StepState(step_id=s.step_id, agent=s.agent, position=i) for i, s in enumerate(self._chain)
+            ],
         )
 
     @workflow.query(name="status")
@@ -74,7 +78,9 @@ class IncidentWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._state.status == "failed":
             # Failed in the Temporal UI and `temporal workflow list` too, not just in our tables.
-            raise ApplicationError(self._state.error or "incident workflow failed", type="IncidentFailed", non_retryable=True)
+            raise ApplicationError(
+                self._state.error or "incident workflow failed", type="IncidentFailed", non_retryable=True
+            )
         return self._state
 
     async def _run_step(
@@ -134,7 +140,9 @@ class IncidentWorkflow:
     async def _record_step(self, step: StepState, input: dict | None = None) -> None:
         await workflow.execute_local_activity(
             "record_step",
-            RecordStepInput(workflow_id=self._state.workflow_id, step=step, seq=self._next_seq(), input=input),
+            RecordStepInput(
+                workflow_id=self._state.workflow_id, step=step, seq=self._next_seq(), input=input
+            ),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )

@@ -53,7 +53,9 @@ async def test_other_bad_fields_get_clear_messages(api, engine):
         assert response.status_code == 422, field
         assert response.json()["errors"][0]["field"] == field
         assert message in response.json()["detail"]
-    not_json = await api.post("/api/incidents", content=b"{not json", headers={"Content-Type": "application/json"})
+    not_json = await api.post(
+        "/api/incidents", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 422
     assert count_incidents(engine) == 0
 
@@ -67,7 +69,9 @@ async def test_oversized_body_is_413(api, engine):
     assert count_incidents(engine) == 0
 
 
-async def test_repeated_create_with_same_idempotency_key_makes_one_incident(api, engine, temporal_client, worker):
+async def test_repeated_create_with_same_idempotency_key_makes_one_incident(
+    api, engine, temporal_client, worker
+):
     headers = {"Idempotency-Key": "alert-123"}
     first, *rest = await asyncio.gather(
         *[api.post("/api/incidents", json=incident_payload(), headers=headers) for _ in range(5)]

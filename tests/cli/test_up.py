@@ -90,14 +90,26 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
 
         with http_service() as (url, _):
             created = _cli(
-                env, "incident", "create", "--title", "checkout 500s", "--service", "checkout",
-                "--severity", "P2", "--service-url", url, "--json",
+                env,
+                "incident",
+                "create",
+                "--title",
+                "checkout 500s",
+                "--service",
+                "checkout",
+                "--severity",
+                "P2",
+                "--service-url",
+                url,
+                "--json",
             )
             assert created.returncode == 0, created.stderr
             incident_id = json.loads(created.stdout)["id"]
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                detail = httpx.get(f"http://127.0.0.1:{web_port}/api/incidents/{incident_id}", timeout=5).json()
+                detail = httpx.get(
+                    f"http://127.0.0.1:{web_port}/api/incidents/{incident_id}", timeout=5
+                ).json()
                 if detail["workflow"]["status"] in ("completed", "failed"):
                     break
                 time.sleep(0.2)
@@ -121,9 +133,20 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
         assert f"#{incident_id} [P2] checkout 500s" in shown.stdout
         assert "resolved" in shown.stdout and "verified: checkout answers HTTP 200" in shown.stdout
         history = subprocess.run(
-            [str(temporal_binary()), "workflow", "describe", "-w", f"incident-{incident_id}",
-             "--address", f"127.0.0.1:{temporal_port}", "--output", "json"],
-            capture_output=True, text=True, timeout=30,
+            [
+                str(temporal_binary()),
+                "workflow",
+                "describe",
+                "-w",
+                f"incident-{incident_id}",
+                "--address",
+                f"127.0.0.1:{temporal_port}",
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert history.returncode == 0, history.stderr
         info = json.loads(history.stdout)["workflowExecutionInfo"]
