@@ -20,6 +20,7 @@ from core.payloads import (
     incident_workflow_id,
 )
 from core.playbooks import DEFAULT_PLAYBOOK_ID
+from core.settings import Settings
 from core.tables import Incident, IncidentCreate, WorkflowRun, WorkflowStep
 from workflows.incident import IncidentWorkflow
 
@@ -66,7 +67,7 @@ def insert_incident(
 
 
 async def start_incident_workflow(
-    *, temporal: Client, incident: Incident, task_queue: str, fresh: bool
+    *, temporal: Client, incident: Incident, settings: Settings, fresh: bool
 ) -> None:
     """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success."""
     assert incident.id is not None and incident.workflow_id is not None
@@ -81,9 +82,14 @@ async def start_incident_workflow(
     try:
         await temporal.start_workflow(
             IncidentWorkflow.run,
-            IncidentWorkflowInput(incident=context, playbook_id=incident.playbook_id),
+            IncidentWorkflowInput(
+                incident=context,
+                playbook_id=incident.playbook_id,
+                recheck_count=settings.verify_checks,
+                recheck_interval_seconds=settings.verify_interval_seconds,
+            ),
             id=incident.workflow_id,
-            task_queue=task_queue,
+            task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=incident_search_attributes(context, incident.playbook_id),
             static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],

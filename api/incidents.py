@@ -60,9 +60,7 @@ async def create_incident(
     if not created:
         response.status_code = status.HTTP_200_OK
     try:
-        await start_incident_workflow(
-            temporal=temporal, incident=incident, task_queue=settings.task_queue, fresh=created
-        )
+        await start_incident_workflow(temporal=temporal, incident=incident, settings=settings, fresh=created)
     except WorkflowConflict as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
     except RPCError as err:

@@ -31,6 +31,9 @@ class IncidentContext:
 class IncidentWorkflowInput:
     incident: IncidentContext
     playbook_id: str = "default"
+    # How often steps marked `recheck` (verify) check before a negative result counts, and the pause between.
+    recheck_count: int = 3
+    recheck_interval_seconds: float = 10.0
 
 
 @dataclass

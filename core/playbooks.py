@@ -11,6 +11,8 @@ class ChainStep:
     agent: str
     # A negative finding ("still down") fails the step and the workflow, not just informs the next step.
     fail_on_negative: bool = False
+    # Run again after a pause while the finding is negative (IncidentWorkflowInput.recheck_*).
+    recheck: bool = False
 
 
 DEFAULT_PLAYBOOK_ID = "default"
@@ -18,5 +20,5 @@ DEFAULT_CHAIN: tuple[ChainStep, ...] = (
     ChainStep("monitor", "monitor"),
     ChainStep("investigate", "investigate"),
     ChainStep("remediate", "remediate"),
-    ChainStep("verify", "verify", fail_on_negative=True),
+    ChainStep("verify", "verify", fail_on_negative=True, recheck=True),
 )

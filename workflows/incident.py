@@ -96,20 +96,33 @@ class IncidentWorkflow:
             previous_agent_output=previous_output,
         )
         await self._record_step(step, input=asdict(agent_input))
-        try:
-            result = await workflow.execute_activity(
-                step.agent,
-                agent_input,
-                result_type=AgentResult,
-                start_to_close_timeout=AGENT_TIMEOUT,
-                retry_policy=AGENT_RETRY,
-            )
-        except ActivityError as err:
-            step.status = "failed"
-            step.error = str(err.cause or err)
-            step.finished_at = self._now()
+        definition = self._chain[step.position]
+        checks = max(1, input.recheck_count) if definition.recheck else 1
+        for check in range(1, checks + 1):
+            try:
+                result = await workflow.execute_activity(
+                    step.agent,
+                    agent_input,
+                    result_type=AgentResult,
+                    start_to_close_timeout=AGENT_TIMEOUT,
+                    retry_policy=AGENT_RETRY,
+                )
+            except ActivityError as err:
+                step.status = "failed"
+                step.error = str(err.cause or err)
+                step.finished_at = self._now()
+                await self._record_step(step)
+                return None
+            if definition.recheck:
+                result.data["checks"] = {"done": check, "allowed": checks}
+            if result.ok or check == checks:
+                break
+            step.output = asdict(result)
             await self._record_step(step)
-            return None
+            await workflow.sleep(
+                timedelta(seconds=input.recheck_interval_seconds),
+                summary=f"{step.step_id}: check {check}/{checks} negative, re-checking",
+            )
         step.attempt = int(result.data.get("attempt", 1))
         step.output = asdict(result)
         step.status = "completed" if result.ok or not self._fails_on_negative(step) else "failed"

@@ -75,6 +75,7 @@ async def test_down_service_is_reported_by_monitor_and_fails_verify(api, tempora
     assert "nothing is listening" in investigate.output["data"]["diagnosis"]
     assert verify.status == "failed"
     assert "still down" in verify.error
+    assert verify.output["data"]["checks"] == {"done": 2, "allowed": 2}  # VERIFY_CHECKS=2 in tests
     assert state.status == "failed" and "verify" in state.error
 
     detail = (await api.get(f"/api/incidents/{incident['id']}")).json()
