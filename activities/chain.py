@@ -70,6 +70,8 @@ class ChainAgents:
             code = check["status_code"]
             side = "server-side failure" if code >= 500 else "the endpoint rejects the request"
             diagnosis = f"the service is up but answers HTTP {code}: {side}"
+            if check.get("body_excerpt"):
+                diagnosis += f"; it says: {check['body_excerpt'].strip()[:200]}"
             healthy = False
         else:
             diagnosis = DIAGNOSES.get(check["error_kind"], check["error"])

@@ -11,6 +11,7 @@ from temporalio import activity
 
 from core.db import session_scope
 from core.payloads import RecordResult, RecordStepInput, RecordWorkflowInput
+from core.redact import redact
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
 
 
@@ -86,15 +87,16 @@ class ProjectionActivities:
             "position": step.position,
             "status": step.status,
             "attempt": step.attempt,
-            "output": step.output,
-            "error": step.error,
+            # Agent output is untrusted and may quote secrets (URLs with passwords, tokens, keys).
+            "output": redact(step.output),
+            "error": redact(step.error),
             "seq": input.seq,
             "started_at": _ts(step.started_at),
             "finished_at": _ts(step.finished_at),
             "updated_at": utcnow(),
         }
         if input.input is not None:
-            values["input"] = input.input
+            values["input"] = redact(input.input)
         table = table_of(WorkflowStep)
         stmt = insert(table).values(**values)
         stmt = stmt.on_conflict_do_update(

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import public
 from api.deps import EngineDep, TemporalDep
 from core.db import ping
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[public("health checks for load balancers and probes")])
 CHECK_TIMEOUT = 3.0
 
 

@@ -13,6 +13,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.schemas import IncidentDetail, IncidentPublic, StepPublic, WorkflowPublic
+from core.audit import Actor, record_audit
 from core.payloads import (
     IncidentContext,
     IncidentWorkflowInput,
@@ -41,6 +42,7 @@ def insert_incident(
     session: Session,
     data: IncidentCreate,
     idempotency_key: str | None,
+    actor: Actor,
     workflow_id_prefix: str = "incident-",
 ) -> tuple[Incident, bool]:
     """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
@@ -61,6 +63,14 @@ def insert_incident(
         return existing, False
     assert incident.id is not None
     incident.workflow_id = incident_workflow_id(incident.id, workflow_id_prefix)
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.create",
+        target_type="incident",
+        target_id=incident.id,
+        after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
+    )
     session.commit()
     session.refresh(incident)
     return incident, True

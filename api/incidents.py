@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
+from api.auth import Responder, actor_of, require
 from api.deps import EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.incident_service import (
     IncidentNotFound,
@@ -19,10 +21,12 @@ from api.incident_service import (
     start_incident_workflow,
 )
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
+from core.audit import record_audit
 from core.db import session_scope
-from core.tables import IncidentCreate
+from core.identity import Team, User
+from core.tables import IncidentCreate, utcnow
 
-router = APIRouter(prefix="/api/incidents", tags=["incidents"])
+router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -36,6 +40,8 @@ IdempotencyKey = Annotated[
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=IncidentDetail)
 async def create_incident(
+    request: Request,
+    principal: Responder,
     data: IncidentCreate,
     response: Response,
     engine: EngineDep,
@@ -52,6 +58,7 @@ async def create_incident(
                 data=data,
                 idempotency_key=idempotency_key,
                 workflow_id_prefix=settings.workflow_id_prefix,
+                actor=actor_of(request, principal),
             )
             session.expunge(incident)
             return incident, created
@@ -112,6 +119,56 @@ def get_incident_route(incident_id: int, session: SessionDep, settings: Settings
         incident = get_incident(session=session, incident_id=incident_id)
     except IncidentNotFound as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    return incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )
+
+
+class AssigneeUpdate(BaseModel):
+    user_id: int | None = Field(default=None, ge=1)
+    team_id: int | None = Field(default=None, ge=1)
+
+
+@router.put("/{incident_id}/assignee", response_model=IncidentDetail)
+def assign_incident(
+    request: Request,
+    incident_id: int,
+    body: AssigneeUpdate,
+    principal: Responder,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> IncidentDetail:
+    """Assign the incident to a user and/or a team (nulls unassign)."""
+    try:
+        incident = get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    if body.user_id is not None and session.get(User, body.user_id) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist"
+        )
+    if body.team_id is not None and session.get(Team, body.team_id) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"team_id: team {body.team_id} does not exist"
+        )
+    before = {"assignee_user_id": incident.assignee_user_id, "assignee_team_id": incident.assignee_team_id}
+    incident.assignee_user_id, incident.assignee_team_id = body.user_id, body.team_id
+    incident.updated_at = utcnow()
+    session.add(incident)
+    record_audit(
+        session,
+        actor=actor_of(request, principal),
+        action="incident.assign",
+        target_type="incident",
+        target_id=incident.id,
+        before=before,
+        after={"assignee_user_id": body.user_id, "assignee_team_id": body.team_id},
+    )
+    session.commit()
+    session.refresh(incident)
     return incident_detail(
         session=session,
         incident=incident,

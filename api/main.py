@@ -6,16 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api import errors, health, incidents
+from api import audit, errors, health, incidents, security, users
+from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
 from core.temporal import connect
-from web import pages
+from web import admin_pages, auth_pages, pages
+from web.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,31 @@ def create_app(
         if owned_engine is not None:
             owned_engine.dispose()
 
-    app = FastAPI(title="Agent Monitor", version="0.1.0", lifespan=lifespan)
+    # No Swagger UI (it loads from a CDN); the schema itself is served to logged-in users below.
+    app = FastAPI(
+        title="Agent Monitor",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.temporal = temporal
     errors.install(app)
+    security.install(app)
     app.include_router(health.router)
     app.include_router(incidents.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
+    app.include_router(auth_pages.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    app.include_router(admin_pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[require("viewer")])
+    def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     return app

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     temporal_ui_url: str = ""
     log_level: LogLevel = "INFO"
 
+    # Browser sessions. "auto" marks the cookie Secure when the request came over HTTPS.
+    session_ttl_hours: float = Field(default=12, gt=0, le=24 * 30)
+    session_cookie_secure: Literal["auto", "always", "never"] = "auto"
+
     # Agents of the default chain.
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     # verify re-checks a still-failing service this many times in all, waiting between checks

@@ -71,6 +71,9 @@ class Incident(IncidentBase, table=True):
     status: str = Field(default="open", sa_column=Column(String(20), nullable=False, index=True))
     playbook_id: str = Field(default="default", max_length=100)
     workflow_id: str | None = Field(default=None, max_length=200)
+    # Who is on it: a user, a team, or both.
+    assignee_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    assignee_team_id: int | None = Field(default=None, foreign_key="teams.id", index=True)
     # A client-chosen key making POST /api/incidents safe to repeat.
     idempotency_key: str | None = Field(
         default=None, sa_column=Column(String(200), unique=True, nullable=True)

@@ -4,7 +4,9 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 from sqlmodel import SQLModel
 
-import core.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import core.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
+import core.identity  # noqa: F401
+import core.tables  # noqa: F401
 
 # Any 64-bit number unique to us: serialises concurrent `migrate` runs from N processes.
 MIGRATION_LOCK_ID = 0x4147454E544D4F4E

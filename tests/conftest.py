@@ -10,12 +10,13 @@ import secrets
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -24,6 +25,7 @@ from api.main import create_app
 from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sqlalchemy_url
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+from tests.factories import make_user
 from tests.peers import http_service
 from worker.runner import incident_worker
 
@@ -142,13 +144,42 @@ async def worker(temporal_client: Client, engine: Engine, settings: Settings) ->
 
 
 @pytest.fixture
-async def api(
-    settings: Settings, engine: Engine, temporal_client: Client
-) -> AsyncIterator[httpx.AsyncClient]:
+def app(settings: Settings, engine: Engine, temporal_client: Client) -> FastAPI:
     """The real FastAPI app on this test's database and Temporal."""
-    app = create_app(settings, engine=engine, temporal=temporal_client)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    return create_app(settings, engine=engine, temporal=temporal_client)
+
+
+def app_client(app: FastAPI, **kwargs) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", **kwargs)
+
+
+@pytest.fixture
+async def client_as(
+    app: FastAPI, engine: Engine
+) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
+    """client_as(role): a client of the app using an API token of a new user with that role."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(role: str, username: str | None = None) -> httpx.AsyncClient:
+        _, token = make_user(engine, role, username=username)
+        client = app_client(app, headers={"Authorization": f"Bearer {token}"})
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def api(client_as) -> httpx.AsyncClient:
+    """An admin's client of the real app."""
+    return await client_as("admin", "root")
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(app) as client:
         yield client
 
 

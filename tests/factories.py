@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
+from sqlmodel import Session
 from temporalio.client import Client, WorkflowFailureError
 
+from api.identity_service import create_token, create_user
+from core.audit import Actor
+from core.identity import User
 from core.payloads import WorkflowState
+
+TEST_ACTOR = Actor(user_id=None, name="tests", kind="cli")
+PASSWORD = "correct horse battery staple"  # noqa: S105
 
 
 def incident_payload(**overrides: Any) -> dict[str, Any]:
@@ -32,3 +40,22 @@ async def wait_for_workflow(client: Client, workflow_id: str) -> tuple[str, Work
         outcome = "failed"
     state = await handle.query("status", result_type=WorkflowState)
     return outcome, state
+
+
+def make_user(
+    engine, role: str, *, username: str | None = None, password: str = PASSWORD
+) -> tuple[User, str]:
+    """A user of the role with a password and an API token: (user, token)."""
+    with Session(engine) as session:
+        user = create_user(
+            session=session,
+            actor=TEST_ACTOR,
+            username=username or f"{role}-{uuid.uuid4().hex[:8]}",
+            role=role,
+            password=password,
+        )
+        token, _ = create_token(session=session, actor=TEST_ACTOR, user=user, name="tests")
+        session.commit()
+        session.refresh(user)
+        session.expunge(user)
+    return user, token

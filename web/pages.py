@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
+from api.auth import require
 from api.deps import SessionDep, SettingsDep
 from api.incident_service import IncidentNotFound, get_incident, incident_detail, list_incidents
+from web.templating import templates
 
-WEB_DIR = Path(__file__).resolve().parent
-STATIC_DIR = WEB_DIR / "static"
-templates = Jinja2Templates(directory=WEB_DIR / "templates")  # autoescape is on for .html
-
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -20,6 +20,16 @@ incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incide
 app.add_typer(incident_app, name="incident")
 
 
+def _add_identity_commands() -> None:
+    from worker.cli_users import tokens_app, users_app
+
+    app.add_typer(users_app, name="users")
+    app.add_typer(tokens_app, name="tokens")
+
+
+_add_identity_commands()
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
@@ -122,9 +132,15 @@ def _api_url(url: str | None) -> str:
     return (url or os.environ.get("AGENT_MONITOR_URL") or settings_or_exit().web_url).rstrip("/")
 
 
-def _request(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+def _request(method: str, url: str, token: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    token = token or os.environ.get("AGENT_MONITOR_TOKEN")
+    if not token:
+        raise fail(
+            "no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)"
+        )
+    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
     try:
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as err:
         raise fail(f"cannot reach Agent Monitor at {url} ({err}); is `agent-monitor up` running?") from None
     try:
@@ -138,6 +154,7 @@ def _request(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Web API base URL [env AGENT_MONITOR_URL]")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
+TokenOption = Annotated[str | None, typer.Option("--token", help="API token [env AGENT_MONITOR_TOKEN]")]
 
 
 def _print_incident(incident: dict[str, Any], base: str) -> None:
@@ -170,6 +187,7 @@ def incident_create(
     incident_type: Annotated[str, typer.Option("--type", help="Incident type")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe key")] = None,
     url: UrlOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Open an incident and start its workflow."""
@@ -183,7 +201,7 @@ def incident_create(
         "incident_type": incident_type,
     }
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    incident = _request("POST", f"{base}/api/incidents", json=payload, headers=headers)
+    incident = _request("POST", f"{base}/api/incidents", token, json=payload, headers=headers)
     if as_json:
         typer.echo(json.dumps(incident, indent=2))
     else:
@@ -194,11 +212,12 @@ def incident_create(
 def incident_show(
     incident_id: Annotated[int, typer.Argument(help="Incident number")],
     url: UrlOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show an incident with its workflow steps."""
     base = _api_url(url)
-    incident = _request("GET", f"{base}/api/incidents/{incident_id}")
+    incident = _request("GET", f"{base}/api/incidents/{incident_id}", token)
     if as_json:
         typer.echo(json.dumps(incident, indent=2))
     else:

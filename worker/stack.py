@@ -112,6 +112,7 @@ class Stack:
 
         run_migrations(database_url)
         self.echo("migrations up to date")
+        self._bootstrap_admin(database_url)
 
         if _port_in_use(s.web_host if s.web_host != "0.0.0.0" else "127.0.0.1", s.web_port):  # noqa: S104
             raise StackError(f"port {s.web_port} is in use: stop what holds it or set WEB_PORT")
@@ -126,6 +127,23 @@ class Stack:
                 return False
 
         _wait_until(web_ready, timeout=60, what="web", child=web)
+
+    def _bootstrap_admin(self, database_url: str) -> None:
+        from sqlmodel import Session
+
+        from core.db import make_engine
+        from worker.cli_users import INITIAL_PASSWORD_FILE, ensure_initial_admin
+
+        engine = make_engine(database_url, pool_size=1)
+        with Session(engine) as session:
+            password = ensure_initial_admin(session, self.settings.data_dir)
+        engine.dispose()
+        saved = self.settings.data_dir / INITIAL_PASSWORD_FILE
+        if password:
+            self.echo(f"created the first admin: log in as 'admin' with password {password}")
+            self.echo(f"  (also saved in {saved}; change it on first login and delete the file)")
+        elif saved.exists():
+            self.echo(f"log in as 'admin' with the initial password in {saved}")
 
     def watch(self) -> int:
         """Block until Ctrl-C/SIGTERM (exit 0) or a child dies (exit 1)."""

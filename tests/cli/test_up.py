@@ -87,6 +87,14 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
         assert f"Dashboard:   http://127.0.0.1:{web_port}" in output
         assert f"Temporal UI: http://127.0.0.1:{ui_port}" in output
         assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
+        assert "created the first admin: log in as 'admin' with password" in output
+        assert (data_dir / "initial-admin-password").stat().st_mode & 0o077 == 0
+
+        unauthenticated = _cli(env, "incident", "show", "1")
+        assert unauthenticated.returncode == 1 and "no API token" in unauthenticated.stderr
+        token = _cli(env, "tokens", "create", "--user", "admin", "--name", "up-test")
+        assert token.returncode == 0, token.stderr
+        env["AGENT_MONITOR_TOKEN"] = token.stdout.strip()
 
         with http_service() as (url, _):
             created = _cli(
@@ -108,7 +116,9 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 detail = httpx.get(
-                    f"http://127.0.0.1:{web_port}/api/incidents/{incident_id}", timeout=5
+                    f"http://127.0.0.1:{web_port}/api/incidents/{incident_id}",
+                    headers={"Authorization": f"Bearer {env['AGENT_MONITOR_TOKEN']}"},
+                    timeout=5,
                 ).json()
                 if detail["workflow"]["status"] in ("completed", "failed"):
                     break
@@ -128,6 +138,7 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
     second = Up(env)
     try:
         second.wait_ready()
+        assert "log in as 'admin' with the initial password in" in "\n".join(second.lines)
         shown = _cli(env, "incident", "show", str(incident_id))
         assert shown.returncode == 0, shown.stderr
         assert f"#{incident_id} [P2] checkout 500s" in shown.stdout

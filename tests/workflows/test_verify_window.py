@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from api.incident_service import insert_incident
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import IncidentCreate, WorkflowRun
+from tests.factories import TEST_ACTOR
 from worker.runner import incident_worker
 
 
@@ -21,6 +22,7 @@ async def run_incident(env, engine, settings, url: str, *, checks: int, interval
             session=session,
             data=IncidentCreate(title="slow to come back", service="search", severity="P2", service_url=url),
             idempotency_key=None,
+            actor=TEST_ACTOR,
             workflow_id_prefix=f"ts-{uuid.uuid4().hex[:8]}-",
         )
     queue = f"ts-{uuid.uuid4().hex}"

@@ -1,0 +1,141 @@
+"""Who is calling: API token or session cookie; role guards; CSRF for cookie-authenticated writes.
+
+Every route declares either a guard (`require(role)`) or `public(reason)`; tests/api/test_route_guards.py
+walks the app and fails on any route with neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.identity_service import session_user, token_user
+from core.audit import Actor
+from core.identity import ROLE_RANK
+from core.secrets import same
+
+SESSION_COOKIE = "am_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    role: str
+    via: str  # "session" | "token"
+    session_id: str | None = None
+    csrf_token: str | None = None
+
+    def can(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+class LoginRequired(Exception):
+    """No valid credentials: 401 for the API, a redirect to /login for pages."""
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def actor_of(request: Request, principal: Principal) -> Actor:
+    return Actor(
+        user_id=principal.user_id,
+        name=principal.username,
+        kind=principal.via,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+def _resolve(request: Request) -> Principal | None:
+    with Session(request.app.state.engine) as session:
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            found = token_user(session=session, token=header[7:].strip())
+            if found is None:
+                return None
+            _, user = found
+            assert user.id is not None
+            return Principal(user.id, user.username, user.role, "token")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            live = session_user(session=session, cookie_value=cookie)
+            if live is not None:
+                record, user = live
+                assert user.id is not None
+                return Principal(user.id, user.username, user.role, "session", record.id, record.csrf_token)
+    return None
+
+
+async def current_principal(request: Request) -> Principal | None:
+    """The caller, resolved once per request."""
+    if not hasattr(request.state, "principal"):
+        request.state.principal = await run_in_threadpool(_resolve, request)
+    return request.state.principal
+
+
+async def _check_csrf(request: Request, principal: Principal) -> None:
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        value = (await request.form()).get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    if not sent or not principal.csrf_token or not same(sent, principal.csrf_token):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"missing or wrong CSRF token: send the {CSRF_HEADER} header (or the {CSRF_FIELD} form field) "
+            "with cookie-authenticated writes",
+        )
+
+
+def _make_guard(role: str) -> Callable[[Request], Awaitable[Principal]]:
+    async def guard(request: Request) -> Principal:
+        principal = await current_principal(request)
+        if principal is None:
+            raise LoginRequired()
+        if not principal.can(role):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this needs the {role} role; {principal.username} is {principal.role}",
+            )
+        if principal.via == "session" and request.method not in SAFE_METHODS:
+            await _check_csrf(request, principal)
+        return principal
+
+    guard.__name__ = f"require_{role}"
+    guard.__am_guard__ = role  # type: ignore[attr-defined]
+    return guard
+
+
+_GUARDS = {role: _make_guard(role) for role in ROLE_RANK}
+
+
+def require(role: str) -> Any:
+    """Dependency: the caller must be logged in with at least this role."""
+    return Depends(_GUARDS[role])
+
+
+def public(reason: str) -> Any:
+    """Dependency marking a route deliberately open (health, login, signature-authenticated endpoints)."""
+
+    async def open_route() -> None:
+        return None
+
+    open_route.__am_public__ = reason  # type: ignore[attr-defined]
+    return Depends(open_route)
+
+
+Viewer = Annotated[Principal, require("viewer")]
+Responder = Annotated[Principal, require("responder")]
+Approver = Annotated[Principal, require("approver")]
+Admin = Annotated[Principal, require("admin")]

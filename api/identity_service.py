@@ -1,0 +1,259 @@
+"""Users, teams, sessions and API tokens: the service functions behind login, the CLI and the admin API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from core.audit import Actor, record_audit
+from core.identity import ApiToken, LoginFailure, User, UserSession
+from core.secrets import (
+    hash_password,
+    new_api_token,
+    new_secret,
+    password_problem,
+    sha256_hex,
+    verify_password,
+)
+from core.tables import utcnow
+
+TOUCH_EVERY = timedelta(minutes=1)  # last_seen/last_used are written at most this often
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_USER = 10
+MAX_FAILURES_PER_IP = 30
+
+
+class IdentityError(ValueError):
+    """A refused identity operation; the message is for the user."""
+
+
+class Conflict(IdentityError):
+    pass
+
+
+class RateLimited(IdentityError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def user_public(user: User) -> dict:
+    """What the audit log and the API show of a user (never the hash)."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "email": user.email,
+        "role": user.role,
+        "is_active": user.is_active,
+    }
+
+
+def create_user(
+    *,
+    session: Session,
+    actor: Actor,
+    username: str,
+    role: str,
+    password: str | None,
+    display_name: str = "",
+    email: str | None = None,
+) -> User:
+    """Create a user (audited); a taken username raises Conflict."""
+    if password is not None and (problem := password_problem(password)):
+        raise IdentityError(problem)
+    user = User(
+        username=username.lower(),
+        role=role,
+        display_name=display_name,
+        email=email,
+        password_hash=hash_password(password) if password else None,
+        password_changed_at=utcnow() if password else None,
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"user {username!r} already exists") from None
+    record_audit(
+        session,
+        actor=actor,
+        action="user.create",
+        target_type="user",
+        target_id=user.id,
+        after=user_public(user),
+    )
+    return user
+
+
+def get_user_by_name(*, session: Session, username: str) -> User | None:
+    return session.exec(select(User).where(User.username == username.lower())).first()
+
+
+def check_rate_limit(*, session: Session, username: str, ip: str) -> None:
+    """Refuse a login attempt when this username or IP failed too often recently."""
+    since = utcnow() - FAILURE_WINDOW
+    by_user = session.exec(
+        select(func.count())
+        .select_from(LoginFailure)
+        .where(LoginFailure.username == username.lower(), col(LoginFailure.at) > since)
+    ).one()
+    by_ip = session.exec(
+        select(func.count())
+        .select_from(LoginFailure)
+        .where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
+    ).one()
+    if by_user >= MAX_FAILURES_PER_USER or by_ip >= MAX_FAILURES_PER_IP:
+        raise RateLimited(
+            "too many failed logins; try again in 15 minutes", int(FAILURE_WINDOW.total_seconds())
+        )
+
+
+def authenticate(*, session: Session, username: str, password: str, ip: str, user_agent: str | None) -> User:
+    """Check a password login (rate limited, audited both ways); return the user or raise IdentityError."""
+    check_rate_limit(session=session, username=username, ip=ip)
+    user = get_user_by_name(session=session, username=username)
+    ok = verify_password(user.password_hash if user else None, password)
+    if not ok or user is None or not user.is_active:
+        session.add(LoginFailure(username=username.lower()[:100], ip=ip))
+        record_audit(
+            session,
+            actor=Actor(None, username.lower()[:100], "session", ip, user_agent),
+            action="session.login_failed",
+            target_type="user",
+            target_id=user.id if user else None,
+        )
+        session.commit()
+        raise IdentityError("wrong username or password")
+    session.exec(delete(LoginFailure).where(col(LoginFailure.username) == user.username))  # type: ignore[call-overload]
+    user.last_login_at = utcnow()
+    return user
+
+
+@dataclass
+class NewSession:
+    cookie_value: str
+    record: UserSession
+
+
+def create_session(
+    *, session: Session, user: User, ttl: timedelta, ip: str | None, user_agent: str | None
+) -> NewSession:
+    secret = new_secret()
+    record = UserSession(
+        id=sha256_hex(secret),
+        user_id=user.id,  # type: ignore[arg-type]
+        csrf_token=new_secret(),
+        expires_at=utcnow() + ttl,
+        ip=ip,
+        user_agent=(user_agent or "")[:300] or None,
+    )
+    session.add(record)
+    record_audit(
+        session,
+        actor=Actor(user.id, user.username, "session", ip, user_agent),
+        action="session.login",
+        target_type="user",
+        target_id=user.id,
+    )
+    return NewSession(secret, record)
+
+
+def session_user(*, session: Session, cookie_value: str) -> tuple[UserSession, User] | None:
+    """The live session and its active user for a cookie value, or None."""
+    row = session.exec(
+        select(UserSession, User)
+        .join(User, col(User.id) == UserSession.user_id)
+        .where(UserSession.id == sha256_hex(cookie_value))
+    ).first()
+    if row is None:
+        return None
+    record, user = row
+    now = utcnow()
+    if record.expires_at <= now or not user.is_active:
+        return None
+    if now - record.last_seen_at > TOUCH_EVERY:
+        session.exec(update(UserSession).where(col(UserSession.id) == record.id).values(last_seen_at=now))  # type: ignore[call-overload]
+        session.commit()
+    return record, user
+
+
+def end_session(*, session: Session, session_id: str) -> None:
+    session.exec(delete(UserSession).where(col(UserSession.id) == session_id))  # type: ignore[call-overload]
+
+
+def change_password(
+    *, session: Session, actor: Actor, user: User, new_password: str, keep_session: str | None
+) -> None:
+    """Set a new password and end every other session of the user (audited)."""
+    if problem := password_problem(new_password):
+        raise IdentityError(problem)
+    user.password_hash = hash_password(new_password)
+    user.password_changed_at = utcnow()
+    session.add(user)
+    query = delete(UserSession).where(col(UserSession.user_id) == user.id)
+    if keep_session:
+        query = query.where(col(UserSession.id) != keep_session)
+    session.exec(query)  # type: ignore[call-overload]
+    record_audit(session, actor=actor, action="user.password_change", target_type="user", target_id=user.id)
+
+
+def create_token(
+    *, session: Session, actor: Actor, user: User, name: str, expires_at: datetime | None = None
+) -> tuple[str, ApiToken]:
+    """A new API token for user; the plain token is returned here and never again."""
+    token, prefix, digest = new_api_token()
+    record = ApiToken(user_id=user.id, name=name, prefix=prefix, token_hash=digest, expires_at=expires_at)  # type: ignore[arg-type]
+    session.add(record)
+    session.flush()
+    record_audit(
+        session,
+        actor=actor,
+        action="token.create",
+        target_type="api_token",
+        target_id=record.id,
+        after={"user_id": user.id, "name": name, "prefix": prefix},
+    )
+    return token, record
+
+
+def token_user(*, session: Session, token: str) -> tuple[ApiToken, User] | None:
+    """The live token and its active user, or None; touches last_used_at."""
+    row = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.id) == ApiToken.user_id)
+        .where(ApiToken.token_hash == sha256_hex(token))
+    ).first()
+    if row is None:
+        return None
+    record, user = row
+    now = utcnow()
+    if (
+        record.revoked_at is not None
+        or (record.expires_at and record.expires_at <= now)
+        or not user.is_active
+    ):
+        return None
+    if record.last_used_at is None or now - record.last_used_at > TOUCH_EVERY:
+        session.exec(update(ApiToken).where(col(ApiToken.id) == record.id).values(last_used_at=now))  # type: ignore[call-overload]
+        session.commit()
+    return record, user
+
+
+def revoke_token(*, session: Session, actor: Actor, token: ApiToken) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        record_audit(
+            session,
+            actor=actor,
+            action="token.revoke",
+            target_type="api_token",
+            target_id=token.id,
+            before={"name": token.name, "prefix": token.prefix},
+        )

@@ -1,0 +1,71 @@
+"""Redaction of common secret shapes from agent output and conversation text before it is stored."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "[REDACTED]"
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # PEM private keys, whole block.
+    (
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+            re.S,
+        ),
+        f"-----{MASK} PRIVATE KEY-----",
+    ),
+    # Passwords in URLs: scheme://user:password@host
+    (re.compile(r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(?=@)"), rf"\g<keep>{MASK}"),
+    # Authorization headers and bearer tokens.
+    (re.compile(r"(?P<keep>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), rf"\g<keep>{MASK}"),
+    # JSON Web Tokens.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), MASK),
+    # Well-known token formats: ours, AWS, GitHub, Slack, OpenAI-style, Google API keys, Stripe.
+    (
+        re.compile(
+            r"\b(?:amt_[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+            r"|github_pat_[A-Za-z0-9_]{30,}|xox[abeprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}"
+            r"|AIza[0-9A-Za-z_-]{35}|[rs]k_live_[0-9A-Za-z]{16,})"
+        ),
+        MASK,
+    ),
+    # key=value / key: value for secret-looking keys (password, secret, token, api_key, …).
+    (
+        re.compile(
+            r"(?P<keep>\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"
+            r"[\w.-]*[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?=[^\s\"',;&]*[A-Za-z])[^\s\"',;&]{3,}",
+            re.I,
+        ),
+        rf"\g<keep>{MASK}",
+    ),
+]
+
+_SECRET_KEY = re.compile(
+    r"password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|authorization", re.I
+)
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact(value: Any) -> Any:
+    """Redact strings anywhere in a JSON-like value; values under secret-looking keys are masked whole."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {
+            key: (
+                MASK
+                if isinstance(key, str) and _SECRET_KEY.search(key) and isinstance(item, str)
+                else redact(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    return value
