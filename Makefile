@@ -18,8 +18,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $@ $(VENV)/.installed-run
 
+# Browser tests drive Debian's Chromium through Playwright (never `playwright install`: it downloads).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null
+
 install: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(CHROMIUM)
 
 ## Start everything offline (Temporal dev server, Postgres, migrations, worker, web) and print the URLs.
 run: install

@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities.http_check import CheckOutcome, check_http
 from core.payloads import AgentInput, AgentResult
+from core.redact import redact, redact_text
 
 DIAGNOSES = {
     "refused": "nothing is listening: the service process is down or not bound to its port",
@@ -17,6 +18,11 @@ DIAGNOSES = {
     "unsafe_target": "the service URL points at a blocked address; fix the incident's service URL",
     "transport": "the connection failed below HTTP (TLS or network)",
 }
+
+
+def clean(ok: bool, summary: str, data: dict[str, Any]) -> AgentResult:
+    """The agent's result with secrets redacted, before it enters workflow history or storage."""
+    return AgentResult(ok=ok, summary=redact_text(summary), data=redact(data))
 
 
 def _attempt() -> int:
@@ -38,7 +44,7 @@ class ChainAgents:
         """HTTP GET on the incident's service URL."""
         outcome = await self._check(input.incident.service_url)
         if outcome is None:
-            return AgentResult(
+            return clean(
                 ok=False,
                 summary=f"{input.incident.service}: no service URL to check",
                 data={"checked": False, "attempt": _attempt()},
@@ -47,7 +53,7 @@ class ChainAgents:
             summary = f"{input.incident.service} is up: HTTP {outcome.status_code} in {outcome.latency_ms} ms"
         else:
             summary = f"{input.incident.service} is DOWN: {outcome.error}"
-        return AgentResult(
+        return clean(
             ok=outcome.healthy,
             summary=summary,
             data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()},
@@ -76,7 +82,7 @@ class ChainAgents:
         else:
             diagnosis = DIAGNOSES.get(check["error_kind"], check["error"])
             healthy = False
-        return AgentResult(
+        return clean(
             ok=healthy is not False,
             summary=f"{input.incident.service}: {diagnosis}",
             data={"diagnosis": diagnosis, "healthy": healthy, "observed": check, "attempt": _attempt()},
@@ -86,7 +92,7 @@ class ChainAgents:
     async def remediate(self, input: AgentInput) -> AgentResult:
         """Records that no remediation is configured; real actions arrive with the agents issue."""
         diagnosis = (input.previous_agent_output or {}).get("data", {}).get("diagnosis")
-        return AgentResult(
+        return clean(
             ok=True,
             summary=f"no action: no remediation is configured for {input.incident.service}",
             data={"action": "none", "diagnosis": diagnosis, "attempt": _attempt()},
@@ -97,7 +103,7 @@ class ChainAgents:
         """Re-check the service URL; a negative result fails the workflow."""
         outcome = await self._check(input.incident.service_url)
         if outcome is None:
-            return AgentResult(
+            return clean(
                 ok=False,
                 summary="cannot verify: the incident has no service URL; resolve it by hand",
                 data={"checked": False, "attempt": _attempt()},
@@ -107,7 +113,7 @@ class ChainAgents:
             if outcome.healthy
             else f"verification failed: {input.incident.service} still down ({outcome.error})"
         )
-        return AgentResult(
+        return clean(
             ok=outcome.healthy,
             summary=summary,
             data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()},

@@ -141,3 +141,19 @@ async def test_live_status_query_answers_while_running(api, temporal_client, ser
     assert state.workflow_id == incident["workflow_id"]
     assert [s.step_id for s in state.steps] == ["monitor", "investigate", "remediate", "verify"]
     await handle.result()
+
+
+async def test_secrets_in_agent_output_are_redacted_before_storage(api, temporal_client, engine, service):
+    url, peer = service
+    peer.status = 500
+    peer.body = b"db error: could not connect to postgres://app:hunter2pw@db:5432/main (password=hunter2pw)"
+    incident = await create_incident(api, service_url=url)
+    _, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert "hunter2pw" not in str(state)  # redacted inside the agent, so not in Temporal history either
+
+    with Session(engine) as session:
+        stored = " ".join(str([s.input, s.output, s.error]) for s in session.exec(select(WorkflowStep)).all())
+    assert "hunter2pw" not in stored
+    assert "postgres://app:[REDACTED]@db:5432/main" in stored
+    page = (await api.get(f"/incidents/{incident['id']}")).text
+    assert "hunter2pw" not in page and "it says: db error" in page

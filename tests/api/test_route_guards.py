@@ -1,0 +1,78 @@
+"""Every route is guarded by a role or is deliberately public: a new unguarded route cannot land."""
+
+from __future__ import annotations
+
+from fastapi.routing import APIRoute
+from starlette.routing import Mount
+
+# Public on purpose, and why; anything else must carry require(role).
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+}
+PUBLIC_MOUNTS = {"/static"}
+
+
+def _routes(app):
+    """(methods, path, dependant | None, route) for every route, through included routers."""
+    for route in app.routes:
+        if hasattr(route, "effective_route_contexts"):  # FastAPI's included router
+            for context in route.effective_route_contexts():
+                yield context.methods, context.path, context.dependant, context.original_route
+        elif isinstance(route, APIRoute):
+            yield route.methods, route.path, route.dependant, route
+        else:
+            yield getattr(route, "methods", None), getattr(route, "path", ""), None, route
+
+
+def _markers(dependant) -> tuple[set[str], set[str]]:
+    guards, public = set(), set()
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        call = getattr(current, "call", None)
+        if hasattr(call, "__am_guard__"):
+            guards.add(call.__am_guard__)
+        if hasattr(call, "__am_public__"):
+            public.add(call.__am_public__)
+        stack.extend(current.dependencies)
+    return guards, public
+
+
+def test_every_route_has_a_guard_or_is_declared_public(app):
+    problems, seen = [], 0
+    for methods, path, dependant, route in _routes(app):
+        if isinstance(route, Mount):
+            if route.path not in PUBLIC_MOUNTS:
+                problems.append(f"mount {route.path} is not known to be public")
+            continue
+        seen += 1
+        if dependant is None:
+            problems.append(f"{methods} {path}: not a FastAPI route, cannot carry a guard")
+            continue
+        guards, public = _markers(dependant)
+        for method in methods or ():
+            if (method, path) in PUBLIC:
+                if not public or guards:
+                    problems.append(f"{method} {path}: listed public but not marked public() alone")
+            elif public and not guards:
+                problems.append(f"{method} {path}: marked public() but not in this test's PUBLIC list")
+            elif not guards:
+                problems.append(f"{method} {path}: no require(role) guard")
+    assert seen > 15
+    assert problems == []
+
+
+def test_walker_catches_an_unguarded_route(app):
+    @app.get("/api/forgot-a-guard")
+    def forgot() -> dict:
+        return {}
+
+    unguarded = [
+        path
+        for methods, path, dependant, _ in _routes(app)
+        if dependant is not None and _markers(dependant) == (set(), set())
+    ]
+    assert unguarded == ["/api/forgot-a-guard"]

@@ -1,0 +1,50 @@
+"""Secrets in agent output never reach storage."""
+
+from __future__ import annotations
+
+from core.redact import MASK, redact, redact_text
+
+
+def test_common_secret_shapes_are_redacted():
+    cases = {
+        "connect postgres://app:s3cr3t-pw@db:5432/main failed": "postgres://app:[REDACTED]@db:5432/main",
+        "curl -H 'Authorization: Bearer abcdef0123456789'": "Bearer [REDACTED]",
+        "env: DB_PASSWORD=hunter2hunter2 PORT=5432": "DB_PASSWORD=[REDACTED] PORT=5432",
+        "key AKIAIOSFODNN7EXAMPLE in config": "key [REDACTED] in config",
+        "ghp_" + "a" * 36: MASK,
+        "xoxb-1234567890-abcdefghij": MASK,
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU ok": "token [REDACTED] ok",
+        '{"api_key": "sk-abcdefghijklmnopqrstuvwx"}': '"api_key": "[REDACTED]"',
+    }
+    for raw, expected in cases.items():
+        cleaned = redact_text(raw)
+        assert expected in cleaned, (raw, cleaned)
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    assert "b3BlbnNzaC1rZXktdjEAAAAA" not in redact_text(f"found:\n{key}\nend")
+
+
+def test_ordinary_text_is_left_alone():
+    for text in (
+        "HTTP 503 in 12.5 ms",
+        "token_count: 1500",
+        "see https://example.com/a:b@c? no",
+        "passwords rotate",
+    ):
+        assert redact_text(text) == text
+
+
+def test_nested_values_and_secret_keys():
+    value = {
+        "summary": "ok",
+        "headers": {"Authorization": "Basic dXNlcjpwYXNz"},
+        "list": ["password: x1y2z3"],
+        "count": 3,
+        "token_count": 42,
+    }
+    assert redact(value) == {
+        "summary": "ok",
+        "headers": {"Authorization": MASK},
+        "list": ["password: [REDACTED]"],
+        "count": 3,
+        "token_count": 42,
+    }

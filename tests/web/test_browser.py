@@ -1,0 +1,80 @@
+"""Pages in a real Chromium (Debian's, driven by Playwright) against a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from playwright.async_api import Browser, async_playwright
+
+from tests.factories import PASSWORD, create_incident, make_user, wait_for_workflow
+from tests.peers import free_port
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+XSS = b'<script>window.__xss = 1; alert(1)</script><img src=x onerror="window.__xss = 2">'
+
+
+@pytest.fixture
+async def server(app) -> AsyncIterator[str]:
+    """The app served by uvicorn on 127.0.0.1, in this event loop."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    instance = uvicorn.Server(config)
+    task = asyncio.create_task(instance.serve())
+    while not instance.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def test_agent_output_with_script_renders_inert(
+    server, browser, api, engine, temporal_client, worker, service
+):
+    url, peer = service
+    peer.status = 503
+    peer.body = XSS
+    incident = await create_incident(api, service_url=url, title='<img src=x onerror="window.__xss=3">')
+    await wait_for_workflow(temporal_client, incident["workflow_id"])
+    make_user(engine, "viewer", username="watcher")
+
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await page.goto(f"{server}/incidents/{incident['id']}")
+    assert page.url.startswith(f"{server}/login?next=")  # pages need a login
+    await page.fill("input[name=username]", "watcher")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{server}/incidents/{incident['id']}")
+
+    investigate = page.locator('[data-step="investigate"] .summary')
+    text = await investigate.inner_text()
+    assert "<script>window.__xss = 1; alert(1)</script>" in text  # shown as text…
+    assert await page.evaluate("window.__xss") is None  # …never run
+    assert dialogs == []
+    assert "onerror" in await page.locator("h1").inner_text()
+    assert await page.locator("script").count() == 0
+    assert await page.locator("img").count() == 0
+    assert await page.get_by_test_id("whoami").inner_text() == "watcher (viewer)"
