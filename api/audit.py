@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from api.auth import require
-from api.deps import EngineDep, SessionDep
+from api.deps import INT64_MAX, EngineDep, SessionDep
 from api.schemas import AuditEventPublic, AuditPage
 from core.audit import AuditEvent
 
@@ -66,7 +66,7 @@ def list_audit(*, session: Session, filters: AuditFilter, before_id: int | None,
 def browse(
     session: SessionDep,
     filters: Annotated[AuditFilter, Query()],
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """Audit events, newest first; page with `before_id`."""
@@ -80,7 +80,11 @@ def _export_rows(engine: Engine, filters: AuditFilter) -> Iterator[AuditEventPub
             yield AuditEventPublic.model_validate(row, from_attributes=True)
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "the events"}},
+)
 def export(
     engine: EngineDep,
     filters: Annotated[AuditFilter, Query()],

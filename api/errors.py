@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1_000_000
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationErrorBody(BaseModel):
+    """What every 422 looks like: one readable line, and the problems per field."""
+
+    detail: str
+    errors: list[FieldError]
+
+
+def document_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI schema describe our 422 body instead of FastAPI's default one."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in body.pop("$defs", {}).items():
+        components[name] = definition
+    components["HTTPValidationError"] = body
+    return schema
 
 
 def _field(loc: tuple) -> str:
@@ -41,6 +68,22 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Our own 422s (checks beyond the schema) get the same body shape as schema validation errors."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 422 and isinstance(exc.detail, str):
+        field, _, message = exc.detail.partition(": ")
+        if not message:
+            field, message = "body", exc.detail
+        return JSONResponse(
+            {"detail": exc.detail, "errors": [{"field": field, "message": message}]},
+            status_code=422,
+            headers=exc.headers,
+        )
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(BodySizeLimit)

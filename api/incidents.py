@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.auth import Responder, actor_of, require
-from api.deps import EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import INT32_MAX, EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_service import (
     IncidentNotFound,
     WorkflowConflict,
@@ -113,7 +113,7 @@ def list_incidents_route(
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail)
-def get_incident_route(incident_id: int, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
+def get_incident_route(incident_id: Int64Id, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
     """One incident with its workflow status and steps."""
     try:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -128,14 +128,14 @@ def get_incident_route(incident_id: int, session: SessionDep, settings: Settings
 
 
 class AssigneeUpdate(BaseModel):
-    user_id: int | None = Field(default=None, ge=1)
-    team_id: int | None = Field(default=None, ge=1)
+    user_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    team_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 @router.put("/{incident_id}/assignee", response_model=IncidentDetail)
 def assign_incident(
     request: Request,
-    incident_id: int,
+    incident_id: Int64Id,
     body: AssigneeUpdate,
     principal: Responder,
     session: SessionDep,

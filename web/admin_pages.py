@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from api.audit import AuditFilter, list_audit
 from api.auth import require
-from api.deps import SessionDep
+from api.deps import INT64_MAX, SessionDep
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("admin")])
@@ -20,7 +20,7 @@ def audit_page(
     request: Request,
     session: SessionDep,
     filters: Annotated[AuditFilter, Query()],
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
 ) -> HTMLResponse:
     page = list_audit(session=session, filters=filters, before_id=before_id, limit=100)
     return templates.TemplateResponse(

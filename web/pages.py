@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 
 from api.auth import require
-from api.deps import SessionDep, SettingsDep
+from api.deps import Int64Id, SessionDep, SettingsDep
 from api.incident_service import IncidentNotFound, get_incident, incident_detail, list_incidents
 from web.templating import templates
 
@@ -23,7 +23,7 @@ def incident_list_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 def incident_detail_page(
-    request: Request, incident_id: int, session: SessionDep, settings: SettingsDep
+    request: Request, incident_id: Int64Id, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:
     try:
         incident = get_incident(session=session, incident_id=incident_id)

@@ -83,7 +83,7 @@ class Stack:
             database_url = self.postgres.start(stop_at_exit=True)
             self.echo(f"postgres   embedded, data in {self.postgres.pgdata}")
         else:
-            database_url = sqlalchemy_url(s.database_url)
+            database_url = sqlalchemy_url(s.database_url.get_secret_value())
         env["DATABASE_URL"] = database_url
 
         if s.embedded_temporal:

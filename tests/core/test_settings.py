@@ -41,6 +41,12 @@ def test_secret_bearing_values_are_not_echoed(monkeypatch):
     assert "hunter2" not in str(err.value)
 
 
+def test_configured_secrets_are_not_shown():
+    settings = Settings(_env_file=None, database_url="postgresql://app:hunter2@db/x")
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert not settings.embedded_postgres
+
+
 def test_cli_exits_nonzero_with_one_line(tmp_path):
     env = {**os.environ, "LOG_LEVEL": "chatty", "DATA_DIR": str(tmp_path)}
     result = subprocess.run([*CLI, "migrate"], env=env, capture_output=True, text=True, timeout=60)
