@@ -17,7 +17,7 @@ from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
 from core.temporal import connect
-from web import admin_pages, auth_pages, pages
+from web import account_pages, admin_pages, auth_pages, pages
 from web.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def create_app(
     app.include_router(auth_pages.router)
     app.include_router(pages.router)
     app.include_router(admin_pages.router)
+    app.include_router(account_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     generate = app.openapi

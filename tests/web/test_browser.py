@@ -78,3 +78,28 @@ async def test_agent_output_with_script_renders_inert(
     assert await page.locator("script").count() == 0
     assert await page.locator("img").count() == 0
     assert await page.get_by_test_id("whoami").inner_text() == "watcher (viewer)"
+
+
+async def test_account_page_creates_shows_once_and_revokes_a_token(server, browser, app, engine):
+    make_user(engine, "responder", username="tina")
+    page = await browser.new_page()
+    await page.goto(f"{server}/login?next=/account")
+    await page.fill("input[name=username]", "tina")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{server}/account")
+
+    await page.fill("input[name=name]", "grafana")
+    await page.click("text=Create token")
+    token = await page.get_by_test_id("new-token").inner_text()
+    assert token.startswith("amt_")
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {token}"}) as bot:
+        assert (await bot.get("/api/me")).json()["username"] == "tina"
+        await page.goto(f"{server}/account")
+        assert await page.get_by_test_id("new-token").count() == 0  # shown once
+        await page.click("text=Revoke")
+        await page.wait_for_url(f"{server}/account")
+        assert "revoked" in await page.locator("table.grid").inner_text()
+        assert (await bot.get("/api/me")).status_code == 401
