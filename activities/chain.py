@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 from temporalio import activity
 
 from activities.http_check import CheckOutcome, check_http
+from activities.runs import AgentRunLog, recorded
 from core.payloads import AgentInput, AgentResult
 from core.redact import redact, redact_text
 
@@ -32,14 +34,16 @@ def _attempt() -> int:
 class ChainAgents:
     """Agents as bound-method activities; the HTTP client is injected so tests and workers share one."""
 
-    def __init__(self, http: httpx.AsyncClient, *, check_timeout: float) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, check_timeout: float, runs: AgentRunLog | None = None) -> None:
         self._http = http
         self._timeout = check_timeout
+        self.runs = runs or AgentRunLog(None)
 
     async def _check(self, url: str | None) -> CheckOutcome | None:
         return None if not url else await check_http(self._http, url, timeout=self._timeout)
 
     @activity.defn(name="monitor")
+    @recorded("monitor")
     async def monitor(self, input: AgentInput) -> AgentResult:
         """HTTP GET on the incident's service URL."""
         outcome = await self._check(input.incident.service_url)
@@ -60,6 +64,7 @@ class ChainAgents:
         )
 
     @activity.defn(name="investigate")
+    @recorded("investigate")
     async def investigate(self, input: AgentInput) -> AgentResult:
         """Summarise what monitor saw into a diagnosis."""
         seen: dict[str, Any] = (input.previous_agent_output or {}).get("data", {})
@@ -68,9 +73,7 @@ class ChainAgents:
             diagnosis = "no check data: the incident has no service URL, so nothing could be observed"
             healthy = None
         elif check["healthy"]:
-            diagnosis = (
-                f"the service answers normally (HTTP {check['status_code']}); the problem may be transient"
-            )
+            diagnosis = f"the service answers normally (HTTP {check['status_code']}); the problem may be transient"
             healthy = True
         elif check["error_kind"] == "http_status":
             code = check["status_code"]
@@ -89,6 +92,7 @@ class ChainAgents:
         )
 
     @activity.defn(name="remediate")
+    @recorded("remediate")
     async def remediate(self, input: AgentInput) -> AgentResult:
         """Records that no remediation is configured; real actions arrive with the agents issue."""
         diagnosis = (input.previous_agent_output or {}).get("data", {}).get("diagnosis")
@@ -99,6 +103,7 @@ class ChainAgents:
         )
 
     @activity.defn(name="verify")
+    @recorded("verify")
     async def verify(self, input: AgentInput) -> AgentResult:
         """Re-check the service URL; a negative result fails the workflow."""
         outcome = await self._check(input.incident.service_url)
@@ -119,5 +124,29 @@ class ChainAgents:
             data={"checked": True, "check": outcome.as_dict(), "attempt": _attempt()},
         )
 
+    @activity.defn(name="noop")
+    @recorded("noop")
+    async def noop(self, input: AgentInput) -> AgentResult:
+        """Nothing to do: ok, or params.ok; a placeholder or a join point."""
+        ok = bool(input.params.get("ok", True))
+        return clean(
+            ok,
+            str(input.params.get("summary", "nothing to do")),
+            {"params": input.params, "attempt": _attempt()},
+        )
+
+    @activity.defn(name="sleep")
+    @recorded("sleep")
+    async def sleep(self, input: AgentInput) -> AgentResult:
+        """Wait params.seconds, heartbeating twice a second so a stuck or dead worker is noticed."""
+        seconds = float(input.params.get("seconds", 1))
+        waited = 0.0
+        while waited < seconds:
+            activity.heartbeat(waited)
+            step = min(0.5, seconds - waited)
+            await asyncio.sleep(step)
+            waited += step
+        return clean(True, f"waited {seconds:g}s", {"seconds": seconds, "attempt": _attempt()})
+
     def all(self) -> list:
-        return [self.monitor, self.investigate, self.remediate, self.verify]
+        return [self.monitor, self.investigate, self.remediate, self.verify, self.noop, self.sleep]

@@ -84,9 +84,7 @@ async def check_http(client: httpx.AsyncClient, url: str, *, timeout: float) -> 
             return CheckOutcome(url=url, healthy=False, error="connection refused", error_kind="refused")
         return CheckOutcome(url=url, healthy=False, error=f"cannot connect: {err}", error_kind="transport")
     except httpx.TimeoutException:
-        return CheckOutcome(
-            url=url, healthy=False, error=f"no answer within {timeout:g}s", error_kind="timeout"
-        )
+        return CheckOutcome(url=url, healthy=False, error=f"no answer within {timeout:g}s", error_kind="timeout")
     except httpx.HTTPError as err:
         return CheckOutcome(url=url, healthy=False, error=f"HTTP error: {err}", error_kind="transport")
     latency = round((time.perf_counter() - started) * 1000, 1)

@@ -1,30 +1,39 @@
-"""Idempotent writes of workflow state into Postgres (the dashboard's read model)."""
+"""Idempotent writes of workflow state into Postgres (the dashboard's read model), with an event each.
+
+Every write is guarded by the workflow's sequence number, so a replayed or late write never overwrites
+newer state; each accepted write adds an `events` row and NOTIFYs its id in the same transaction.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Engine, Table, update
+from sqlalchemy import Engine, Table, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import Session
 from temporalio import activity
 
 from core.db import session_scope
 from core.payloads import RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
-from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
+from core.tables import Event, Incident, WorkflowRun, WorkflowStep, utcnow
+
+EVENTS_CHANNEL = "agent_monitor_events"
 
 
 def table_of(model: type) -> Table:
     return model.__table__  # type: ignore[attr-defined]
 
 
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)
-
-
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def publish(session: Session, event: Event) -> None:
+    """Store the event and announce its id (NOTIFY is delivered only if the transaction commits)."""
+    session.add(event)
+    session.flush()
+    session.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": EVENTS_CHANNEL, "id": str(event.id)})
 
 
 class ProjectionActivities:
@@ -39,8 +48,10 @@ class ProjectionActivities:
             "workflow_id": state.workflow_id,
             "incident_id": state.incident_id,
             "playbook_id": state.playbook_id,
+            "playbook_version": state.playbook_version,
             "status": state.status,
             "current_steps": state.current_steps,
+            "changes": state.changes,
             "error": state.error,
             "seq": input.seq,
             "started_at": _ts(state.started_at),
@@ -52,15 +63,29 @@ class ProjectionActivities:
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.workflow_id],
             set_={k: stmt.excluded[k] for k in values if k != "workflow_id"},
-            where=table.c.seq <= stmt.excluded.seq,
+            where=table.c.seq < stmt.excluded.seq,
         )
         with session_scope(self._engine) as session:
-            written = _rowcount(session.execute(stmt)) > 0
-            self._follow_incident(session, state.incident_id, state.status)
+            written = session.execute(stmt.returning(table.c.seq)).first() is not None
+            if written:
+                self._follow_incident(session, state.incident_id, state.status)
+                publish(
+                    session,
+                    Event(
+                        kind="workflow.status",
+                        incident_id=state.incident_id,
+                        workflow_id=state.workflow_id,
+                        data={
+                            "status": state.status,
+                            "current_steps": state.current_steps,
+                            "error": state.error,
+                        },
+                    ),
+                )
         return RecordResult(written=written)
 
     @staticmethod
-    def _follow_incident(session, incident_id: int, workflow_status: str) -> None:
+    def _follow_incident(session: Session, incident_id: int, workflow_status: str) -> None:
         """The workflow's progress moves the incident: started → in_progress, completed → resolved."""
         incidents = table_of(Incident)
         now = utcnow()
@@ -87,7 +112,9 @@ class ProjectionActivities:
             "position": step.position,
             "status": step.status,
             "attempt": step.attempt,
-            # Agent output is untrusted and may quote secrets (URLs with passwords, tokens, keys).
+            "runs": step.runs,
+            "note": step.note,
+            # Agents redact their own results; this is the last line for anything else that slipped in.
             "output": redact(step.output),
             "error": redact(step.error),
             "seq": input.seq,
@@ -102,10 +129,21 @@ class ProjectionActivities:
         stmt = stmt.on_conflict_do_update(
             constraint="uq_workflow_steps_workflow_step",
             set_={k: stmt.excluded[k] for k in values if k not in ("workflow_id", "step_id")},
-            where=table.c.seq <= stmt.excluded.seq,
+            where=table.c.seq < stmt.excluded.seq,
         )
         with session_scope(self._engine) as session:
-            written = _rowcount(session.execute(stmt)) > 0
+            written = session.execute(stmt.returning(table.c.seq)).first() is not None
+            if written:
+                publish(
+                    session,
+                    Event(
+                        kind="step.status",
+                        incident_id=input.incident_id or None,
+                        workflow_id=input.workflow_id,
+                        step_id=step.step_id,
+                        data={"status": step.status, "agent": step.agent, "runs": step.runs},
+                    ),
+                )
         return RecordResult(written=written)
 
     def all(self) -> list:

@@ -60,9 +60,7 @@ class BodySizeLimit:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.limit):
-                response = JSONResponse(
-                    {"detail": f"request body larger than {self.limit} bytes"}, status_code=413
-                )
+                response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

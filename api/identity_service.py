@@ -104,14 +104,10 @@ def check_rate_limit(*, session: Session, username: str, ip: str) -> None:
         .where(LoginFailure.username == username.lower(), col(LoginFailure.at) > since)
     ).one()
     by_ip = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
+        select(func.count()).select_from(LoginFailure).where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
     ).one()
     if by_user >= MAX_FAILURES_PER_USER or by_ip >= MAX_FAILURES_PER_IP:
-        raise RateLimited(
-            "too many failed logins; try again in 15 minutes", int(FAILURE_WINDOW.total_seconds())
-        )
+        raise RateLimited("too many failed logins; try again in 15 minutes", int(FAILURE_WINDOW.total_seconds()))
 
 
 def authenticate(*, session: Session, username: str, password: str, ip: str, user_agent: str | None) -> User:
@@ -187,9 +183,7 @@ def end_session(*, session: Session, session_id: str) -> None:
     session.exec(delete(UserSession).where(col(UserSession.id) == session_id))  # type: ignore[call-overload]
 
 
-def change_password(
-    *, session: Session, actor: Actor, user: User, new_password: str, keep_session: str | None
-) -> None:
+def change_password(*, session: Session, actor: Actor, user: User, new_password: str, keep_session: str | None) -> None:
     """Set a new password and end every other session of the user (audited)."""
     if problem := password_problem(new_password):
         raise IdentityError(problem)
@@ -233,11 +227,7 @@ def token_user(*, session: Session, token: str) -> tuple[ApiToken, User] | None:
         return None
     record, user = row
     now = utcnow()
-    if (
-        record.revoked_at is not None
-        or (record.expires_at and record.expires_at <= now)
-        or not user.is_active
-    ):
+    if record.revoked_at is not None or (record.expires_at and record.expires_at <= now) or not user.is_active:
         return None
     if record.last_used_at is None or now - record.last_used_at > TOUCH_EVERY:
         session.exec(update(ApiToken).where(col(ApiToken.id) == record.id).values(last_used_at=now))  # type: ignore[call-overload]

@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import quote
 
-from sqlalchemy import func
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from api.playbook_service import choose_playbook, load_playbook
 from api.schemas import IncidentDetail, IncidentPublic, StepPublic, WorkflowPublic
+from core.agents import known_agents
 from core.audit import Actor, record_audit
 from core.payloads import (
     IncidentContext,
@@ -20,7 +23,7 @@ from core.payloads import (
     incident_search_attributes,
     incident_workflow_id,
 )
-from core.playbooks import DEFAULT_PLAYBOOK_ID
+from core.playbook import Playbook
 from core.settings import Settings
 from core.tables import Incident, IncidentCreate, WorkflowRun, WorkflowStep
 from workflows.incident import IncidentWorkflow
@@ -43,15 +46,23 @@ def insert_incident(
     data: IncidentCreate,
     idempotency_key: str | None,
     actor: Actor,
-    workflow_id_prefix: str = "incident-",
+    settings: Settings,
 ) -> tuple[Incident, bool]:
     """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
     if idempotency_key:
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
             return existing, False
+    playbook = choose_playbook(
+        session=session, settings=settings, incident_type=data.incident_type, playbook_id=data.playbook_id
+    )
     incident = Incident.model_validate(
-        data, update={"idempotency_key": idempotency_key, "playbook_id": DEFAULT_PLAYBOOK_ID}
+        data.model_dump(exclude={"playbook_id"}),
+        update={
+            "idempotency_key": idempotency_key,
+            "playbook_id": playbook.id,
+            "playbook_version": playbook.version,
+        },
     )
     session.add(incident)
     try:
@@ -62,7 +73,7 @@ def insert_incident(
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).one()
         return existing, False
     assert incident.id is not None
-    incident.workflow_id = incident_workflow_id(incident.id, workflow_id_prefix)
+    incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
     record_audit(
         session,
         actor=actor,
@@ -77,7 +88,7 @@ def insert_incident(
 
 
 async def start_incident_workflow(
-    *, temporal: Client, incident: Incident, settings: Settings, fresh: bool
+    *, temporal: Client, engine: Engine, incident: Incident, settings: Settings, fresh: bool
 ) -> None:
     """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success."""
     assert incident.id is not None and incident.workflow_id is not None
@@ -89,14 +100,15 @@ async def start_incident_workflow(
         incident_type=incident.incident_type,
         service_url=incident.service_url,
     )
+    playbook = await run_in_threadpool(_pinned_playbook, engine, settings, incident)
     try:
         await temporal.start_workflow(
             IncidentWorkflow.run,
             IncidentWorkflowInput(
                 incident=context,
-                playbook_id=incident.playbook_id,
-                recheck_count=settings.verify_checks,
-                recheck_interval_seconds=settings.verify_interval_seconds,
+                playbook=playbook.model_dump(mode="json"),
+                known_agents=sorted(known_agents()),
+                retry_window_seconds=settings.retry_window_seconds,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,
@@ -111,6 +123,16 @@ async def start_incident_workflow(
                 "Temporal: this database and the Temporal history do not belong together "
                 "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
             ) from None
+
+
+def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> Playbook:
+    with Session(engine) as session:
+        return load_playbook(
+            session=session,
+            settings=settings,
+            playbook_id=incident.playbook_id,
+            version=incident.playbook_version,
+        )
 
 
 async def _started_before(temporal: Client, incident: Incident) -> bool:
@@ -152,9 +174,7 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
             error=run.error if run else None,
             started_at=run.started_at if run else None,
             finished_at=run.finished_at if run else None,
-            temporal_ui_url=temporal_ui_link(
-                ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id
-            ),
+            temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id),
             steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
         )
     return IncidentDetail(

@@ -20,6 +20,7 @@ from api.incident_service import (
     list_incidents,
     start_incident_workflow,
 )
+from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
 from core.audit import record_audit
 from core.db import session_scope
@@ -57,17 +58,22 @@ async def create_incident(
                 session=session,
                 data=data,
                 idempotency_key=idempotency_key,
-                workflow_id_prefix=settings.workflow_id_prefix,
+                settings=settings,
                 actor=actor_of(request, principal),
             )
             session.expunge(incident)
             return incident, created
 
-    incident, created = await run_in_threadpool(_insert)
+    try:
+        incident, created = await run_in_threadpool(_insert)
+    except PlaybookNotFound as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"playbook_id: {err}") from err
     if not created:
         response.status_code = status.HTTP_200_OK
     try:
-        await start_incident_workflow(temporal=temporal, incident=incident, settings=settings, fresh=created)
+        await start_incident_workflow(
+            temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=created
+        )
     except WorkflowConflict as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
     except RPCError as err:
@@ -147,13 +153,9 @@ def assign_incident(
     except IncidentNotFound as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     if body.user_id is not None and session.get(User, body.user_id) is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist"
-        )
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist")
     if body.team_id is not None and session.get(Team, body.team_id) is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"team_id: team {body.team_id} does not exist"
-        )
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"team_id: team {body.team_id} does not exist")
     before = {"assignee_user_id": incident.assignee_user_id, "assignee_team_id": incident.assignee_team_id}
     incident.assignee_user_id, incident.assignee_team_id = body.user_id, body.team_id
     incident.updated_at = utcnow()

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api import audit, errors, health, incidents, security, users
+from api import audit, errors, health, incidents, playbooks, security, users, workflows
 from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
@@ -59,6 +59,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(users.router)
+    app.include_router(playbooks.router)
+    app.include_router(workflows.router)
     app.include_router(audit.router)
     app.include_router(auth_pages.router)
     app.include_router(pages.router)

@@ -86,9 +86,7 @@ def me(principal: Viewer, session: SessionDep) -> User:
 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_my_password(
-    request: Request, body: PasswordChange, principal: Viewer, session: SessionDep
-) -> Response:
+def change_my_password(request: Request, body: PasswordChange, principal: Viewer, session: SessionDep) -> Response:
     """Change your password; every other session of yours ends."""
     user = _user(session, principal.user_id)
     if not verify_password(user.password_hash, body.current_password):
@@ -110,15 +108,11 @@ def change_my_password(
 @router.get("/me/tokens", response_model=list[TokenPublic])
 def my_tokens(principal: Viewer, session: SessionDep) -> list[ApiToken]:
     """Your API tokens (never their secret)."""
-    return list(
-        session.exec(select(ApiToken).where(ApiToken.user_id == principal.user_id).order_by(col(ApiToken.id)))
-    )
+    return list(session.exec(select(ApiToken).where(ApiToken.user_id == principal.user_id).order_by(col(ApiToken.id))))
 
 
 @router.post("/me/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_my_token(
-    request: Request, body: TokenCreate, principal: Viewer, session: SessionDep
-) -> TokenCreated:
+def create_my_token(request: Request, body: TokenCreate, principal: Viewer, session: SessionDep) -> TokenCreated:
     """A new API token for you. The `token` field is shown this once; store it now."""
     user = _user(session, principal.user_id)
     expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
@@ -169,9 +163,7 @@ def add_user(request: Request, body: UserCreate, principal: Admin, session: Sess
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic)
-def edit_user(
-    request: Request, user_id: Int32Id, body: UserUpdate, principal: Admin, session: SessionDep
-) -> User:
+def edit_user(request: Request, user_id: Int32Id, body: UserUpdate, principal: Admin, session: SessionDep) -> User:
     """Change a user's role, name or active flag; deactivating ends their sessions."""
     user = _user(session, user_id)
     if user.id == principal.user_id and (body.role not in (None, "admin") or body.is_active is False):

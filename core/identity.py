@@ -73,9 +73,7 @@ class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
 
     id: int | None = Field(default=None, primary_key=True)
-    user_id: int = Field(
-        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
-    )
+    user_id: int = Field(sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=20)  # shown in lists so people can tell tokens apart
     token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})

@@ -30,10 +30,12 @@ class IncidentContext:
 @dataclass
 class IncidentWorkflowInput:
     incident: IncidentContext
-    playbook_id: str = "default"
-    # How often steps marked `recheck` (verify) check before a negative result counts, and the pause between.
-    recheck_count: int = 3
-    recheck_interval_seconds: float = 10.0
+    # The playbook (core.playbook.Playbook as JSON), pinned: later edits never change a running incident.
+    playbook: dict[str, Any]
+    # Agents the workers provide, for validating steps added at run time.
+    known_agents: list[str] = field(default_factory=list)
+    # How long a failed workflow waits for retry_step/abort before it ends as failed.
+    retry_window_seconds: float = 86_400.0
 
 
 @dataclass
@@ -41,8 +43,12 @@ class AgentInput:
     incident: IncidentContext
     workflow_id: str
     step_id: str
-    # Output of the step(s) this one depends on; None for the first step.
+    # The single dependency's output, or {dependency id: output} at a join; None for a first step.
     previous_agent_output: dict[str, Any] | None = None
+    dependency_outputs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    instructions: str = ""
+    run: int = 1  # 1 for the first run of the step, 2 after a retry_step or a repeat, …
 
 
 @dataclass
@@ -65,6 +71,9 @@ class StepState:
     finished_at: str | None = None
     output: dict[str, Any] | None = None
     error: str | None = None
+    runs: int = 0
+    note: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +89,42 @@ class WorkflowState:
     error: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    playbook_version: int = 1
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RetryStepInput:
+    """Run failed step(s) again; `params` replaces the step's params (validated) before it runs."""
+
+    step_id: str | None = None  # None: every step that failed
+    params: dict[str, Any] | None = None
+    actor: str = "unknown"
+
+
+@dataclass
+class AbortInput:
+    reason: str = ""
+    actor: str = "unknown"
+
+
+@dataclass
+class AddStepInput:
+    step: dict[str, Any]  # core.playbook.StepSpec as JSON
+    actor: str = "unknown"
+
+
+@dataclass
+class RemoveStepInput:
+    step_id: str
+    actor: str = "unknown"
+
+
+@dataclass
+class UpdateStepParamsInput:
+    step_id: str
+    params: dict[str, Any]
+    actor: str = "unknown"
 
 
 @dataclass
@@ -94,6 +139,7 @@ class RecordStepInput:
     step: StepState
     seq: int
     input: dict[str, Any] | None = None
+    incident_id: int = 0
 
 
 @dataclass

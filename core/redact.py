@@ -42,9 +42,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
-_SECRET_KEY = re.compile(
-    r"password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|authorization", re.I
-)
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|authorization", re.I)
 
 
 def redact_text(text: str) -> str:
@@ -59,11 +57,7 @@ def redact(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, dict):
         return {
-            key: (
-                MASK
-                if isinstance(key, str) and _SECRET_KEY.search(key) and isinstance(item, str)
-                else redact(item)
-            )
+            key: (MASK if isinstance(key, str) and _SECRET_KEY.search(key) and isinstance(item, str) else redact(item))
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):

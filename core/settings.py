@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # (a durable Temporal timer): services take a moment to come back after a remediation.
     verify_checks: int = Field(default=3, ge=1, le=20)
     verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
+    retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -44,6 +44,9 @@ class IncidentBase(SQLModel):
 
 
 class IncidentCreate(IncidentBase):
+    # Run this playbook instead of the one chosen by incident_type.
+    playbook_id: str | None = Field(default=None, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"})
+
     @field_validator("title")
     @classmethod
     def _title_not_blank(cls, value: str) -> str:
@@ -70,23 +73,16 @@ class Incident(IncidentBase, table=True):
     severity: str = Field(sa_column=Column(String(2), nullable=False, index=True))  # type: ignore[assignment]
     status: str = Field(default="open", sa_column=Column(String(20), nullable=False, index=True))
     playbook_id: str = Field(default="default", max_length=100)
+    playbook_version: int = 1
     workflow_id: str | None = Field(default=None, max_length=200)
     # Who is on it: a user, a team, or both.
     assignee_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     assignee_team_id: int | None = Field(default=None, foreign_key="teams.id", index=True)
     # A client-chosen key making POST /api/incidents safe to repeat.
-    idempotency_key: str | None = Field(
-        default=None, sa_column=Column(String(200), unique=True, nullable=True)
-    )
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
-    updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
-    resolved_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), unique=True, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
 class WorkflowRun(SQLModel, table=True):
@@ -95,20 +91,19 @@ class WorkflowRun(SQLModel, table=True):
     __tablename__ = "workflows"
 
     workflow_id: str = Field(primary_key=True, max_length=200)
-    incident_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False, index=True)
-    )
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False, index=True))
     playbook_id: str = Field(default="default", max_length=100)
+    playbook_version: int = 1
     status: str = Field(default="pending", max_length=20, index=True)
     current_steps: list[str] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    # Run-time changes (add/remove step, edit params, retry, abort): who, when, what.
+    changes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
     error: str | None = None
     # Monotonic per workflow: a late or repeated write of an older state never overwrites a newer one.
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class WorkflowStep(SQLModel, table=True):
@@ -124,13 +119,65 @@ class WorkflowStep(SQLModel, table=True):
     agent: str = Field(max_length=100)
     position: int = 0
     status: str = Field(default="pending", max_length=20)
-    attempt: int = 0
+    attempt: int = 0  # activity attempts in the latest run
+    runs: int = 0  # times the step was started (retries by a human, repeats)
+    note: str | None = None  # why it was skipped or cancelled
     input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     error: str | None = None
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    updated_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PlaybookVersion(SQLModel, table=True):
+    """One immutable version of a playbook; incidents pin the version they started with."""
+
+    __tablename__ = "playbooks"
+    __table_args__ = (UniqueConstraint("playbook_id", "version", name="uq_playbooks_id_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    playbook_id: str = Field(max_length=100, index=True)
+    version: int
+    name: str = Field(max_length=200)
+    incident_type: str = Field(max_length=100, index=True)
+    definition: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """Every transition the dashboard shows; each insert is announced with NOTIFY (id only)."""
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    kind: str = Field(max_length=50)  # workflow.status, step.status, …
+    incident_id: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    workflow_id: str | None = Field(default=None, max_length=200)
+    step_id: str | None = Field(default=None, max_length=100)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+
+
+class AgentRun(SQLModel, table=True):
+    """One execution of an agent activity (every attempt): what ran, where, how it ended."""
+
+    __tablename__ = "agent_runs"
+    __table_args__ = (
+        UniqueConstraint("activity_key", name="uq_agent_runs_activity_key"),
+        Index("ix_agent_runs_workflow_step", "workflow_id", "step_id"),
     )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    activity_key: str = Field(max_length=400)  # workflow run + activity id + attempt: one row per attempt
+    workflow_id: str = Field(max_length=200)
+    step_id: str = Field(max_length=100)
+    agent: str = Field(max_length=100)
+    attempt: int
+    worker: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="running", max_length=20, index=True)  # running | succeeded | failed
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

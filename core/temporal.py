@@ -9,6 +9,4 @@ from core.settings import Settings
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """Connect to TEMPORAL_ADDRESS (or the embedded dev server); lazy defers the dial to the first call."""
-    return await Client.connect(
-        settings.effective_temporal_address, namespace=settings.temporal_namespace, lazy=lazy
-    )
+    return await Client.connect(settings.effective_temporal_address, namespace=settings.temporal_namespace, lazy=lazy)

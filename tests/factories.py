@@ -42,9 +42,7 @@ async def wait_for_workflow(client: Client, workflow_id: str) -> tuple[str, Work
     return outcome, state
 
 
-def make_user(
-    engine, role: str, *, username: str | None = None, password: str = PASSWORD
-) -> tuple[User, str]:
+def make_user(engine, role: str, *, username: str | None = None, password: str = PASSWORD) -> tuple[User, str]:
     """A user of the role with a password and an API token: (user, token)."""
     with Session(engine) as session:
         user = create_user(

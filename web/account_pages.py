@@ -31,9 +31,7 @@ def _render(
     status_code: int = 200,
 ) -> HTMLResponse:
     user = session.get(User, user_id)
-    tokens = session.exec(
-        select(ApiToken).where(ApiToken.user_id == user_id).order_by(col(ApiToken.id).desc())
-    ).all()
+    tokens = session.exec(select(ApiToken).where(ApiToken.user_id == user_id).order_by(col(ApiToken.id).desc())).all()
     return templates.TemplateResponse(
         request,
         "account/index.html",
@@ -70,9 +68,7 @@ def account_password(
     except IdentityError as err:
         return _render(request, session, user.id, error=f"{err}.", status_code=422)  # type: ignore[arg-type]
     session.commit()
-    return _render(
-        request, session, principal.user_id, message="Password changed; your other sessions ended."
-    )
+    return _render(request, session, principal.user_id, message="Password changed; your other sessions ended.")
 
 
 @router.post("/account/tokens", response_class=HTMLResponse)
@@ -94,9 +90,7 @@ def account_new_token(
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-def account_revoke_token(
-    request: Request, token_id: Int32Id, principal: Viewer, session: SessionDep
-) -> Response:
+def account_revoke_token(request: Request, token_id: Int32Id, principal: Viewer, session: SessionDep) -> Response:
     token = session.get(ApiToken, token_id)
     if token is None or token.user_id != principal.user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"token {token_id} does not exist")

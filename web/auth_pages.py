@@ -31,9 +31,7 @@ def _secure(request: Request) -> bool:
     return mode == "always" or (mode == "auto" and request.url.scheme == "https")
 
 
-def _login_form(
-    request: Request, *, next_url: str, error: str | None = None, status_code: int = 200
-) -> Response:
+def _login_form(request: Request, *, next_url: str, error: str | None = None, status_code: int = 200) -> Response:
     token = new_secret()
     response = templates.TemplateResponse(
         request,
@@ -63,9 +61,7 @@ async def login(
     next_url = _safe_next(next)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not same(cookie, csrf_token):
-        return _login_form(
-            request, next_url=next_url, error="The form expired; please try again.", status_code=403
-        )
+        return _login_form(request, next_url=next_url, error="The form expired; please try again.", status_code=403)
     settings = request.app.state.settings
 
     def _login() -> str:

@@ -15,9 +15,7 @@ router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 
 @router.get("/", response_class=HTMLResponse)
 def incident_list_page(request: Request, session: SessionDep) -> HTMLResponse:
-    rows, total = list_incidents(
-        session=session, status=None, severity=None, service=None, limit=50, offset=0
-    )
+    rows, total = list_incidents(session=session, status=None, severity=None, service=None, limit=50, offset=0)
     return templates.TemplateResponse(request, "incidents/list.html", {"incidents": rows, "total": total})
 
 

@@ -13,9 +13,7 @@ import typer
 
 from core.settings import Settings, SettingsError, load_settings
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response."
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response.")
 incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incidents (through the web API).")
 app.add_typer(incident_app, name="incident")
 
@@ -135,9 +133,7 @@ def _api_url(url: str | None) -> str:
 def _request(method: str, url: str, token: str | None = None, **kwargs: Any) -> dict[str, Any]:
     token = token or os.environ.get("AGENT_MONITOR_TOKEN")
     if not token:
-        raise fail(
-            "no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)"
-        )
+        raise fail("no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)")
     headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
     try:
         response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
@@ -161,8 +157,7 @@ def _print_incident(incident: dict[str, Any], base: str) -> None:
     typer.echo(f"#{incident['id']} [{incident['severity']}] {incident['title']}")
     typer.echo(f"  status:   {incident['status']}")
     typer.echo(
-        f"  service:  {incident['service']}"
-        + (f"  {incident['service_url']}" if incident["service_url"] else "")
+        f"  service:  {incident['service']}" + (f"  {incident['service_url']}" if incident["service_url"] else "")
     )
     typer.echo(f"  page:     {base}/incidents/{incident['id']}")
     workflow = incident.get("workflow")
@@ -180,9 +175,7 @@ def incident_create(
     title: Annotated[str, typer.Option(help="What is wrong, in one line")],
     service: Annotated[str, typer.Option(help="The affected service's name")],
     severity: Annotated[str, typer.Option(help="P1 | P2 | P3 | P4")] = "P3",
-    service_url: Annotated[
-        str | None, typer.Option(help="URL the agents check, e.g. its health endpoint")
-    ] = None,
+    service_url: Annotated[str | None, typer.Option(help="URL the agents check, e.g. its health endpoint")] = None,
     description: Annotated[str, typer.Option(help="Longer description")] = "",
     incident_type: Annotated[str, typer.Option("--type", help="Incident type")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe key")] = None,

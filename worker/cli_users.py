@@ -31,9 +31,7 @@ from core.secrets import random_password
 from core.settings import Settings
 
 users_app = typer.Typer(no_args_is_help=True, help="Create and list users (directly in the database).")
-tokens_app = typer.Typer(
-    no_args_is_help=True, help="Create and revoke API tokens (directly in the database)."
-)
+tokens_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens (directly in the database).")
 
 INITIAL_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 (a file name)
 
@@ -96,9 +94,7 @@ def _settings() -> Settings:
 @users_app.command("create-admin")
 def create_admin(
     username: Annotated[str, typer.Option(help="Login name")] = "admin",
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin")
-    ] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin")] = False,
 ) -> None:
     """Create an admin. Without --password-stdin a random password is generated and printed once."""
     _create(username, "admin", password_stdin)
@@ -108,9 +104,7 @@ def create_admin(
 def create(
     username: Annotated[str, typer.Option(help="Login name")],
     role: Annotated[str, typer.Option(help="viewer | responder | approver | admin")] = "viewer",
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin")
-    ] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin")] = False,
 ) -> None:
     """Create a user. Without --password-stdin a random password is generated and printed once."""
     if role not in ROLES:
@@ -130,9 +124,7 @@ def _create(username: str, role: str, password_stdin: bool) -> None:
     password = password or random_password()
     with db_session(_settings()) as session:
         try:
-            user = create_user(
-                session=session, actor=cli_actor(), username=username, role=role, password=password
-            )
+            user = create_user(session=session, actor=cli_actor(), username=username, role=role, password=password)
         except (Conflict, IdentityError) as err:
             raise _fail(str(err)) from None
         session.commit()

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities.chain import ChainAgents
 from activities.projection import ProjectionActivities
+from activities.runs import AgentRunLog
 from core.settings import Settings
 from workflows.incident import IncidentWorkflow
 
@@ -29,7 +30,7 @@ async def incident_worker(
     """A running worker for the incident task queue; stops cleanly on exit."""
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
     async with httpx.AsyncClient(headers={"User-Agent": "agent-monitor/0.1"}) as http:
-        agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds)
+        agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds, runs=AgentRunLog(engine))
         projection = ProjectionActivities(engine)
         worker = Worker(
             client,
@@ -50,8 +51,6 @@ async def run_worker(client: Client, engine: Engine, settings: Settings) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with incident_worker(client, engine, settings):
-        log.info(
-            "worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address
-        )
+        log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
         await stop.wait()
         log.info("worker stopping")

@@ -39,9 +39,7 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait_until(
-    predicate: Callable[[], bool], *, timeout: float, what: str, child: subprocess.Popen | None
-) -> None:
+def _wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, child: subprocess.Popen | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child is not None and child.poll() is not None:
@@ -59,9 +57,7 @@ class Stack:
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     postgres: EmbeddedPostgres | None = None
 
-    def _spawn(
-        self, name: str, argv: list[str], env: dict[str, str], log_to: Path | None = None
-    ) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], log_to: Path | None = None) -> subprocess.Popen:
         out = open(log_to, "ab") if log_to else None  # noqa: SIM115 (the child owns it)
         child = subprocess.Popen(  # noqa: S603
             argv, env=env, start_new_session=True, preexec_fn=_die_with_parent, stdout=out, stderr=out
@@ -89,12 +85,8 @@ class Stack:
         if s.embedded_temporal:
             for port, name in ((s.temporal_port, "TEMPORAL_PORT"), (s.temporal_ui_port, "TEMPORAL_UI_PORT")):
                 if _port_in_use("127.0.0.1", port):
-                    raise StackError(
-                        f"port {port} is in use: stop what holds it, or set {name} or TEMPORAL_ADDRESS"
-                    )
-            argv = start_dev_argv(
-                data_dir=s.data_dir.resolve(), port=s.temporal_port, ui_port=s.temporal_ui_port
-            )
+                    raise StackError(f"port {port} is in use: stop what holds it, or set {name} or TEMPORAL_ADDRESS")
+            argv = start_dev_argv(data_dir=s.data_dir.resolve(), port=s.temporal_port, ui_port=s.temporal_ui_port)
             log_dir = s.data_dir / "logs"
             log_dir.mkdir(exist_ok=True)
             temporal = self._spawn("temporal", argv, env, log_to=log_dir / "temporal.log")

@@ -1,76 +1,374 @@
-"""IncidentWorkflow: one per incident, runs the playbook's agents as activities and projects its state."""
+"""IncidentWorkflow: one per incident. Interprets the pinned playbook's DAG, running agents as activities.
+
+Named handlers for the Temporal UI and CLI: query `status`; updates `retry_step`, `abort`, `add_step`,
+`remove_step`, `update_step_params` (each validated before it is written to history); signal `abort`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import dataclasses
 from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
+    from core import dag
+    from core.conditions import ConditionError, evaluate
     from core.payloads import (
+        AbortInput,
+        AddStepInput,
         AgentInput,
         AgentResult,
         IncidentWorkflowInput,
         RecordStepInput,
         RecordWorkflowInput,
+        RemoveStepInput,
+        RetryStepInput,
         StepState,
+        UpdateStepParamsInput,
         WorkflowState,
     )
-    from core.playbooks import DEFAULT_CHAIN
+    from core.playbook import Playbook, StepSpec, substitute
+    from workflows.changes import check_add, check_params, check_remove, check_retry
 
-AGENT_TIMEOUT = timedelta(minutes=2)
-AGENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 PROJECTION_TIMEOUT = timedelta(seconds=30)
-PROJECTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
+PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+
+
+def _retry_policy(step: StepSpec) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=step.retry.initial_interval_seconds),
+        backoff_coefficient=step.retry.backoff,
+        maximum_interval=timedelta(seconds=step.retry.max_interval_seconds),
+        maximum_attempts=step.retry.max_attempts,
+    )
 
 
 @workflow.defn(name="IncidentWorkflow")
 class IncidentWorkflow:
     @workflow.init
     def __init__(self, input: IncidentWorkflowInput) -> None:
+        self._input = input
+        self._playbook = Playbook.model_validate(input.playbook)
         self._seq = 0
-        self._chain = DEFAULT_CHAIN
+        self._facts = {s.id: dag.StepFacts() for s in self._playbook.steps}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = False
+        self._halted = False
+        self._retry: RetryStepInput | None = None
+        self._abort: AbortInput | None = None
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
             incident_id=input.incident.incident_id,
-            playbook_id=input.playbook_id,
+            playbook_id=self._playbook.id,
+            playbook_version=self._playbook.version,
             status="pending",
             current_steps=[],
-            steps=[
-                StepState(step_id=s.step_id, agent=s.agent, position=i) for i, s in enumerate(self._chain)
-            ],
+            steps=[self._new_step(s, i) for i, s in enumerate(self._playbook.steps)],
         )
+
+    @staticmethod
+    def _new_step(spec: StepSpec, position: int) -> StepState:
+        return StepState(step_id=spec.id, agent=spec.agent, position=position, params=copy.deepcopy(spec.params))
+
+    # ---- queries and updates ----------------------------------------------------------------------
 
     @workflow.query(name="status")
     def status(self) -> WorkflowState:
-        """Live state: workflow status, current step(s), per-step status and output."""
+        """Live state: workflow status, current step(s), per-step status, output, attempts."""
         return self._state
+
+    @workflow.update(name="retry_step")
+    def retry_step(self, input: RetryStepInput) -> WorkflowState:
+        """Run the failed step (or every failed step) again, optionally with new params."""
+        self._retry = input
+        self._change(input.actor, "retry_step", input.step_id, {"params": input.params})
+        return self._state
+
+    @retry_step.validator
+    def _validate_retry(self, input: RetryStepInput) -> None:
+        check_retry(self._playbook, self._facts, input.step_id, input.params, self._halted and self._retry is None)
+
+    @workflow.update(name="abort")
+    def abort(self, input: AbortInput) -> WorkflowState:
+        """Stop: cancel running steps, skip the rest, end as cancelled."""
+        self._request_abort(input)
+        return self._state
+
+    @abort.validator
+    def _validate_abort(self, input: AbortInput) -> None:
+        if self._abort is not None or self._state.status in ("completed", "cancelled"):
+            raise ValueError(f"the workflow is already {self._state.status}")
+
+    @workflow.signal(name="abort_signal")
+    def abort_signal(self, input: AbortInput) -> None:
+        """The same as the abort update, for tools that can only signal (repeats are ignored)."""
+        if self._abort is None:
+            self._request_abort(input)
+
+    @workflow.update(name="add_step")
+    def add_step(self, input: AddStepInput) -> WorkflowState:
+        """Add a step to the DAG; it starts as soon as its dependencies allow."""
+        step = check_add(self._playbook, self._facts, input.step, set(self._input.known_agents))
+        self._playbook = self._playbook.model_copy(update={"steps": [*self._playbook.steps, step]})
+        self._facts[step.id] = dag.StepFacts()
+        self._state.steps.append(self._new_step(step, len(self._state.steps)))
+        self._change(input.actor, "add_step", step.id, {"step": step.model_dump(mode="json")})
+        return self._state
+
+    @add_step.validator
+    def _validate_add(self, input: AddStepInput) -> None:
+        self._check_open()
+        check_add(self._playbook, self._facts, input.step, set(self._input.known_agents))
+
+    @workflow.update(name="remove_step")
+    def remove_step(self, input: RemoveStepInput) -> WorkflowState:
+        """Remove a step that has not started."""
+        self._playbook = self._playbook.model_copy(
+            update={"steps": [s for s in self._playbook.steps if s.id != input.step_id]}
+        )
+        del self._facts[input.step_id]
+        self._state.steps = [s for s in self._state.steps if s.step_id != input.step_id]
+        self._change(input.actor, "remove_step", input.step_id, {})
+        return self._state
+
+    @remove_step.validator
+    def _validate_remove(self, input: RemoveStepInput) -> None:
+        self._check_open()
+        check_remove(self._playbook, self._facts, input.step_id)
+
+    @workflow.update(name="update_step_params")
+    def update_step_params(self, input: UpdateStepParamsInput) -> WorkflowState:
+        """Change the params of a step that has not started."""
+        self._step(input.step_id).params = copy.deepcopy(input.params)
+        self._change(input.actor, "update_step_params", input.step_id, {"params": input.params})
+        return self._state
+
+    @update_step_params.validator
+    def _validate_params(self, input: UpdateStepParamsInput) -> None:
+        self._check_open()
+        check_params(self._playbook, self._facts, input.step_id, input.params)
+
+    def _check_open(self) -> None:
+        if self._abort is not None or self._state.status in ("completed", "cancelled"):
+            raise ValueError(f"the workflow is {self._state.status}; it cannot change any more")
+
+    def _request_abort(self, input: AbortInput) -> None:
+        self._abort = input
+        self._change(input.actor, "abort", None, {"reason": input.reason})
+
+    def _change(self, actor: str, kind: str, step_id: str | None, detail: dict[str, Any]) -> None:
+        self._state.changes.append({"at": self._now(), "actor": actor, "kind": kind, "step_id": step_id, **detail})
+        self._wake = True
+
+    # ---- the run ----------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: IncidentWorkflowInput) -> WorkflowState:
-        self._state.status = "in_progress"
+        self._set_status("in_progress")
         self._state.started_at = self._now()
         await self._record_workflow()
+        while self._abort is None:
+            await self._advance()
+            if not self._tasks:
+                outcome = dag.outcome(self._playbook, self._facts)
+                if outcome == "completed":
+                    self._set_status("completed")
+                    break
+                if outcome == "halted" and not await self._wait_for_retry():
+                    break
+                if outcome is None and not self._wake:
+                    break  # nothing can move (defensive: a validated DAG never gets here)
+                continue
+            self._wake = False
+            await workflow.wait_condition(lambda: self._wake or self._abort is not None)
+        return await self._finish()
 
-        previous_output: dict | None = None
-        for definition, step in zip(self._chain, self._state.steps, strict=True):
-            result = await self._run_step(input, step, previous_output)
-            if result is None or (definition.fail_on_negative and not result.ok):
-                self._state.status = "failed"
-                self._state.error = f"step {step.step_id} failed: {step.error or (result and result.summary)}"
-                break
-            previous_output = asdict(result)
+    async def _advance(self) -> None:
+        """Apply the scheduler's moves until it has none."""
+        while True:
+            moves = dag.plan(self._playbook, self._facts)
+            if moves.empty():
+                return
+            for step_id, reason in moves.skip.items():
+                await self._settle(step_id, "skipped", note=reason, spreads=True)
+            for step_id, reason in moves.fail.items():
+                await self._settle(step_id, "failed", error=reason)
+            for step_id, reason in moves.cancel.items():
+                self._step(step_id).note = reason
+                self._tasks[step_id].cancel()
+            for step_id in moves.start:
+                spec = self._playbook.step(step_id)
+                skip = self._condition_skip(spec)
+                if skip:
+                    await self._settle(step_id, "skipped", note=skip)
+                    continue
+                self._facts[step_id].status = "running"
+                self._tasks[step_id] = asyncio.create_task(self._run_step(spec))
+            if moves.cancel or moves.start:
+                self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
+                if not (moves.skip or moves.fail):
+                    return
+
+    def _condition_skip(self, spec: StepSpec) -> str | None:
+        if not spec.when:
+            return None
+        activation = {
+            "steps": {s.step_id: {"status": s.status, "output": s.output or {}} for s in self._state.steps},
+            "incident": asdict(self._input.incident),
+            "vars": self._playbook.variables,
+        }
+        try:
+            return None if evaluate(spec.when, activation) else f"condition is false: {spec.when}"
+        except ConditionError as err:
+            return f"condition {err}; skipped to be safe"
+
+    async def _wait_for_retry(self) -> bool:
+        """Failed: wait (durably) for retry_step or abort. True when a retry arrived."""
+        self._halted = True
+        self._set_status("failed")
+        failed = [s.step_id for s in self._state.steps if s.status == "failed"]
+        self._state.error = f"step {', '.join(failed)} failed; waiting for retry_step or abort"
+        await self._record_workflow()
+        if self._input.retry_window_seconds <= 0:
+            return False
+        try:
+            await workflow.wait_condition(
+                lambda: self._retry is not None or self._abort is not None,
+                timeout=timedelta(seconds=self._input.retry_window_seconds),
+                timeout_summary="retry window",
+            )
+        except TimeoutError:
+            self._state.error = f"step {', '.join(failed)} failed; no retry within the retry window"
+            return False
+        self._halted = False
+        if self._abort is not None or self._retry is None:
+            return False
+        retry, self._retry = self._retry, None
+        steps = check_retry(self._playbook, self._facts, retry.step_id, retry.params, True)
+        for step_id in steps:
+            step = self._step(step_id)
+            if retry.params is not None:
+                step.params = copy.deepcopy(retry.params)
+            step.status, step.error, step.note = "pending", None, None
+            self._facts[step_id] = dag.StepFacts()
+            await self._record_step(step)
+        self._state.error = None
+        self._set_status("in_progress")
+        await self._record_workflow()
+        return True
+
+    async def _run_step(self, spec: StepSpec) -> None:
+        step = self._step(spec.id)
+        step.status, step.started_at, step.finished_at = "running", self._now(), None
+        step.runs += 1
+        step.output = step.error = step.note = None
+        agent_input = self._agent_input(spec, step)
+        await self._record_step(step, input=asdict(agent_input))
+        checks = spec.repeat.count if spec.repeat else 1
+        try:
+            for check in range(1, checks + 1):
+                result = await workflow.execute_activity(
+                    spec.agent,
+                    agent_input,
+                    result_type=AgentResult,
+                    start_to_close_timeout=timedelta(seconds=spec.timeout_seconds),
+                    heartbeat_timeout=timedelta(seconds=spec.heartbeat_seconds) if spec.heartbeat_seconds else None,
+                    retry_policy=_retry_policy(spec),
+                    summary=f"{spec.id}: {spec.agent}",
+                )
+                if spec.repeat:
+                    result.data["checks"] = {"done": check, "allowed": checks}
+                step.attempt = int(result.data.get("attempt", 1))
+                step.output = asdict(result)
+                if result.ok or check == checks:
+                    break
+                await self._record_step(step)
+                await workflow.sleep(
+                    timedelta(seconds=spec.repeat.interval_seconds if spec.repeat else 0),
+                    summary=f"{spec.id}: check {check}/{checks} negative, checking again",
+                )
+        except (asyncio.CancelledError, CancelledError):
+            await self._settle(spec.id, "cancelled", note=step.note or "cancelled")
+            return
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                await self._settle(spec.id, "cancelled", note=step.note or "cancelled")
+                return
+            cause = err.cause
+            reason = "timed out" if isinstance(cause, ActivityTimeout) else str(cause or err)
+            await self._settle(spec.id, "failed", error=f"{spec.agent}: {reason}")
+            return
+        ok = bool(step.output and step.output["ok"])
+        if ok or not spec.fail_on_negative:
+            await self._settle(spec.id, "completed")
         else:
-            self._state.status = "completed"
+            await self._settle(spec.id, "failed", error=step.output["summary"] if step.output else "negative")
 
+    def _agent_input(self, spec: StepSpec, step: StepState) -> AgentInput:
+        outputs = {dep: copy.deepcopy(self._step(dep).output) for dep in spec.depends_on}
+        variables = {
+            **self._playbook.variables,
+            **{f"incident.{k}": str(v) for k, v in asdict(self._input.incident).items()},
+        }
+        previous = outputs[spec.depends_on[0]] if len(spec.depends_on) == 1 else (outputs or None)
+        return AgentInput(
+            incident=self._input.incident,
+            workflow_id=self._state.workflow_id,
+            step_id=spec.id,
+            previous_agent_output=previous,
+            dependency_outputs=outputs,
+            params=substitute(step.params, variables),
+            instructions=substitute(spec.instructions, variables),
+            run=step.runs,
+        )
+
+    async def _settle(
+        self,
+        step_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        spreads: bool = False,
+    ) -> None:
+        step = self._step(step_id)
+        step.status, step.error = status, error
+        if note:
+            step.note = note
+        if status != "skipped" or step.started_at:
+            step.finished_at = self._now()
+        self._facts[step_id] = dag.StepFacts(status=status, skip_spreads=spreads)
+        self._tasks.pop(step_id, None)
+        self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
+        self._wake = True
+        await self._record_step(step)
+
+    async def _finish(self) -> WorkflowState:
+        if self._abort is not None:
+            for task in list(self._tasks.values()):
+                task.cancel()
+            while self._tasks:
+                await workflow.wait_condition(lambda: not self._tasks or self._wake)
+                self._wake = False
+            self._set_status("cancelled")
+            self._state.error = f"aborted by {self._abort.actor}" + (
+                f": {self._abort.reason}" if self._abort.reason else ""
+            )
+        elif self._state.status != "completed":
+            self._set_status("failed")
         for step in self._state.steps:
             if step.status == "pending":
-                step.status = "skipped"
+                step.status, step.note = (
+                    ("cancelled", "workflow aborted") if self._abort else ("skipped", "not reached")
+                )
                 await self._record_step(step)
         self._state.current_steps = []
         self._state.finished_at = self._now()
@@ -83,57 +381,16 @@ class IncidentWorkflow:
             )
         return self._state
 
-    async def _run_step(
-        self, input: IncidentWorkflowInput, step: StepState, previous_output: dict | None
-    ) -> AgentResult | None:
-        step.status = "running"
-        step.started_at = self._now()
-        self._state.current_steps = [step.step_id]
-        agent_input = AgentInput(
-            incident=input.incident,
-            workflow_id=self._state.workflow_id,
-            step_id=step.step_id,
-            previous_agent_output=previous_output,
-        )
-        await self._record_step(step, input=asdict(agent_input))
-        definition = self._chain[step.position]
-        checks = max(1, input.recheck_count) if definition.recheck else 1
-        for check in range(1, checks + 1):
-            try:
-                result = await workflow.execute_activity(
-                    step.agent,
-                    agent_input,
-                    result_type=AgentResult,
-                    start_to_close_timeout=AGENT_TIMEOUT,
-                    retry_policy=AGENT_RETRY,
-                )
-            except ActivityError as err:
-                step.status = "failed"
-                step.error = str(err.cause or err)
-                step.finished_at = self._now()
-                await self._record_step(step)
-                return None
-            if definition.recheck:
-                result.data["checks"] = {"done": check, "allowed": checks}
-            if result.ok or check == checks:
-                break
-            step.output = asdict(result)
-            await self._record_step(step)
-            await workflow.sleep(
-                timedelta(seconds=input.recheck_interval_seconds),
-                summary=f"{step.step_id}: check {check}/{checks} negative, re-checking",
-            )
-        step.attempt = int(result.data.get("attempt", 1))
-        step.output = asdict(result)
-        step.status = "completed" if result.ok or not self._fails_on_negative(step) else "failed"
-        if step.status == "failed":
-            step.error = result.summary
-        step.finished_at = self._now()
-        await self._record_step(step)
-        return result
+    # ---- helpers ----------------------------------------------------------------------------------
 
-    def _fails_on_negative(self, step: StepState) -> bool:
-        return self._chain[step.position].fail_on_negative
+    def _step(self, step_id: str) -> StepState:
+        for step in self._state.steps:
+            if step.step_id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def _set_status(self, status: str) -> None:
+        self._state.status = status
 
     def _now(self) -> str:
         return workflow.now().isoformat()
@@ -145,7 +402,8 @@ class IncidentWorkflow:
     async def _record_workflow(self) -> None:
         await workflow.execute_local_activity(
             "record_workflow",
-            RecordWorkflowInput(state=self._state, seq=self._next_seq()),
+            # Steps travel with record_step; keep this payload small.
+            RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq()),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
@@ -154,7 +412,11 @@ class IncidentWorkflow:
         await workflow.execute_local_activity(
             "record_step",
             RecordStepInput(
-                workflow_id=self._state.workflow_id, step=step, seq=self._next_seq(), input=input
+                workflow_id=self._state.workflow_id,
+                step=step,
+                seq=self._next_seq(),
+                input=input,
+                incident_id=self._state.incident_id,
             ),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,

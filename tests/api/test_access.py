@@ -110,9 +110,7 @@ async def test_login_sets_a_hardened_session_cookie_and_logout_ends_it(app, engi
         await browser.post("/logout", data={"csrf_token": csrf_of(home.text)})
         assert (await browser.get("/api/me")).status_code == 401
 
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="https://testserver"
-    ) as tls:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as tls:
         answer = await login(tls, "vera")
         assert "Secure" in answer.headers["set-cookie"]
 
@@ -127,9 +125,7 @@ async def test_login_refuses_wrong_passwords_open_redirects_and_forged_forms(app
         evil = await login(browser, "olga", next_url="//evil.example/steal")
         assert evil.status_code == 303 and evil.headers["location"] == "/"
     async with app_client(app) as forger:
-        forged = await forger.post(
-            "/login", data={"username": "olga", "password": PASSWORD, "csrf_token": "x"}
-        )
+        forged = await forger.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": "x"})
         assert forged.status_code == 403 and "am_session" not in forged.headers.get("set-cookie", "")
 
 
@@ -140,13 +136,9 @@ async def test_cookie_authenticated_writes_need_the_csrf_token(app, engine):
         token = csrf_of((await browser.get("/")).text)
         refused = await browser.post("/api/incidents", json=incident_payload())
         assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
-        wrong = await browser.post(
-            "/api/incidents", json=incident_payload(), headers={"X-CSRF-Token": "nope"}
-        )
+        wrong = await browser.post("/api/incidents", json=incident_payload(), headers={"X-CSRF-Token": "nope"})
         assert wrong.status_code == 403
-        accepted = await browser.post(
-            "/api/incidents", json=incident_payload(), headers={"X-CSRF-Token": token}
-        )
+        accepted = await browser.post("/api/incidents", json=incident_payload(), headers={"X-CSRF-Token": token})
         assert accepted.status_code == 201, accepted.text
         refused_form = await browser.post("/logout", data={"csrf_token": "forged"})
         assert refused_form.status_code == 403
@@ -184,9 +176,7 @@ async def test_api_tokens_are_shown_once_hashed_tracked_and_revocable(app, api, 
     token = created.json()["token"]
     assert token.startswith("amt_") and created.json()["prefix"] == token[:10]
     with engine.connect() as conn:
-        stored = conn.execute(
-            text("SELECT token_hash FROM api_tokens WHERE id = :id"), {"id": created.json()["id"]}
-        )
+        stored = conn.execute(text("SELECT token_hash FROM api_tokens WHERE id = :id"), {"id": created.json()["id"]})
         assert token not in stored.scalar_one()
     async with app_client(app, headers={"Authorization": f"Bearer {token}"}) as bot:
         assert (await bot.get("/api/me")).json()["username"] == "root"
@@ -258,6 +248,4 @@ async def test_audit_table_refuses_updates_and_deletes(api, engine):
                 conn.execute(text(statement))
             conn.rollback()
     with Session(engine) as session:
-        assert (
-            session.exec(select(AuditEvent).where(AuditEvent.action == "team.create")).one().actor == "root"
-        )
+        assert session.exec(select(AuditEvent).where(AuditEvent.action == "team.create")).one().actor == "root"

@@ -84,9 +84,7 @@ async def test_audit_browse_filters_pages_and_exports(api):
         await api.post("/api/teams", json={"name": f"team-{name}"})
     first = (await api.get("/api/audit", params={"action": "team.create", "limit": 2})).json()
     assert [e["after"]["name"] for e in first["items"]] == ["team-c", "team-b"]
-    rest = (
-        await api.get("/api/audit", params={"action": "team.create", "before_id": first["next_before_id"]})
-    ).json()
+    rest = (await api.get("/api/audit", params={"action": "team.create", "before_id": first["next_before_id"]})).json()
     assert [e["after"]["name"] for e in rest["items"]] == ["team-a"] and rest["next_before_id"] is None
 
     jsonl = await api.get("/api/audit/export", params={"action": "team.create"})

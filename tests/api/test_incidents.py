@@ -28,9 +28,7 @@ async def test_missing_title_is_422_naming_the_field_and_writes_nothing(api, eng
 async def test_unknown_severity_is_422(api, engine):
     response = await api.post("/api/incidents", json=incident_payload(severity="P9"))
     assert response.status_code == 422
-    assert response.json()["errors"] == [
-        {"field": "severity", "message": "Input should be 'P1', 'P2', 'P3' or 'P4'"}
-    ]
+    assert response.json()["errors"] == [{"field": "severity", "message": "Input should be 'P1', 'P2', 'P3' or 'P4'"}]
     assert count_incidents(engine) == 0
 
 
@@ -53,25 +51,19 @@ async def test_other_bad_fields_get_clear_messages(api, engine):
         assert response.status_code == 422, field
         assert response.json()["errors"][0]["field"] == field
         assert message in response.json()["detail"]
-    not_json = await api.post(
-        "/api/incidents", content=b"{not json", headers={"Content-Type": "application/json"}
-    )
+    not_json = await api.post("/api/incidents", content=b"{not json", headers={"Content-Type": "application/json"})
     assert not_json.status_code == 422
     assert count_incidents(engine) == 0
 
 
 async def test_oversized_body_is_413(api, engine):
-    response = await api.post(
-        "/api/incidents", content=b"x" * 1_500_000, headers={"Content-Type": "application/json"}
-    )
+    response = await api.post("/api/incidents", content=b"x" * 1_500_000, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "larger than" in response.json()["detail"]
     assert count_incidents(engine) == 0
 
 
-async def test_repeated_create_with_same_idempotency_key_makes_one_incident(
-    api, engine, temporal_client, worker
-):
+async def test_repeated_create_with_same_idempotency_key_makes_one_incident(api, engine, temporal_client, worker):
     headers = {"Idempotency-Key": "alert-123"}
     first, *rest = await asyncio.gather(
         *[api.post("/api/incidents", json=incident_payload(), headers=headers) for _ in range(5)]
@@ -133,12 +125,15 @@ async def test_new_incident_whose_workflow_id_has_old_history_is_409(api, engine
     from sqlalchemy import text
 
     from core.payloads import IncidentContext, IncidentWorkflowInput
+    from core.playbook import default_playbook
 
     with engine.connect() as conn:
         next_id = conn.execute(text("SELECT last_value FROM incidents_id_seq")).scalar_one()
     old = await temporal_client.start_workflow(
         "IncidentWorkflow",
-        IncidentWorkflowInput(incident=IncidentContext(next_id, "old", "old", "P4")),
+        IncidentWorkflowInput(
+            incident=IncidentContext(next_id, "old", "old", "P4"), playbook=default_playbook().model_dump(mode="json")
+        ),
         id=f"incident-{next_id}",
         task_queue=f"{settings.task_queue}-nobody",
     )

@@ -26,9 +26,7 @@ class Up:
     def __init__(self, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        self.proc = subprocess.Popen([*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -49,9 +49,7 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def test_agent_output_with_script_renders_inert(
-    server, browser, api, engine, temporal_client, worker, service
-):
+async def test_agent_output_with_script_renders_inert(server, browser, api, engine, temporal_client, worker, service):
     url, peer = service
     peer.status = 503
     peer.body = XSS

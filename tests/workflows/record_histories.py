@@ -19,6 +19,7 @@ from api.main import create_app
 from core.db import EmbeddedPostgres, make_engine, run_migrations
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+from tests.factories import make_user
 from tests.peers import closed_port_url, http_service
 from worker.runner import incident_worker
 
@@ -43,13 +44,18 @@ async def main() -> None:
             task_queue=f"record-{uuid.uuid4().hex}",
             verify_checks=2,
             verify_interval_seconds=0.1,
+            retry_window_seconds=0,
         )
         app = create_app(settings, engine=engine, temporal=env.client)
         cases = {"healthy": url, "recovering": url, "down": closed_port_url()}
         try:
             async with (
                 incident_worker(env.client, engine, settings),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as api,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://r",
+                    headers={"Authorization": f"Bearer {make_user(engine, 'responder')[1]}"},
+                ) as api,
             ):
                 for name, service_url in cases.items():
                     peer.script = [503, 503] if name == "recovering" else []

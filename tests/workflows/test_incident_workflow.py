@@ -14,9 +14,7 @@ from tests.peers import closed_port_url
 pytestmark = __import__("pytest").mark.usefixtures("worker")
 
 
-async def test_healthy_service_runs_all_four_steps_with_outputs_chained(
-    api, temporal_client, engine, service
-):
+async def test_healthy_service_runs_all_four_steps_with_outputs_chained(api, temporal_client, engine, service):
     url, peer = service
     incident = await create_incident(api, service_url=url)
     assert incident["workflow"]["workflow_id"] == f"incident-{incident['id']}"
@@ -56,9 +54,7 @@ async def test_healthy_service_runs_all_four_steps_with_outputs_chained(
     assert detail["status"] == "resolved"
     assert detail["workflow"]["status"] == "completed"
     assert [s["status"] for s in detail["workflow"]["steps"]] == ["completed"] * 4
-    assert detail["workflow"]["temporal_ui_url"].endswith(
-        f"/namespaces/default/workflows/incident-{incident['id']}"
-    )
+    assert detail["workflow"]["temporal_ui_url"].endswith(f"/namespaces/default/workflows/incident-{incident['id']}")
 
 
 async def test_down_service_is_reported_by_monitor_and_fails_verify(api, temporal_client, engine):

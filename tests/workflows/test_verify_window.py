@@ -11,6 +11,7 @@ from temporalio.client import WorkflowFailureError
 
 from api.incident_service import insert_incident
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
+from core.playbook import default_playbook
 from core.tables import IncidentCreate, WorkflowRun
 from tests.factories import TEST_ACTOR
 from worker.runner import incident_worker
@@ -23,18 +24,17 @@ async def run_incident(env, engine, settings, url: str, *, checks: int, interval
             data=IncidentCreate(title="slow to come back", service="search", severity="P2", service_url=url),
             idempotency_key=None,
             actor=TEST_ACTOR,
-            workflow_id_prefix=f"ts-{uuid.uuid4().hex[:8]}-",
+            settings=settings.model_copy(update={"workflow_id_prefix": f"ts-{uuid.uuid4().hex[:8]}-"}),
         )
     queue = f"ts-{uuid.uuid4().hex}"
     async with incident_worker(env.client, engine, settings, task_queue=queue):
         handle = await env.client.start_workflow(
             "IncidentWorkflow",
             IncidentWorkflowInput(
-                incident=IncidentContext(
-                    incident.id, incident.title, incident.service, "P2", service_url=url
+                incident=IncidentContext(incident.id, incident.title, incident.service, "P2", service_url=url),
+                playbook=default_playbook(verify_checks=checks, verify_interval_seconds=interval).model_dump(
+                    mode="json"
                 ),
-                recheck_count=checks,
-                recheck_interval_seconds=interval,
             ),
             id=incident.workflow_id,
             task_queue=queue,

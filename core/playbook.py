@@ -1,0 +1,200 @@
+"""Playbooks: versioned DAGs of agent steps, validated with messages that name the step.
+
+Parallel groups are steps with the same dependencies; a step with several dependencies is a join whose
+`join` strategy says when it may start: `all` (default), `first_success` (cancel the rest) or
+`at_least` N (cancel the rest once N succeeded).
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.conditions import ConditionError, check
+
+STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
+Risk = Literal["low", "medium", "high", "critical"]
+OnFailure = Literal["fail", "continue", "skip_dependents"]
+
+
+class PlaybookError(ValueError):
+    """An invalid playbook; the message names the step."""
+
+
+class RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    backoff: float = Field(default=2.0, ge=1, le=10)
+    max_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+
+class JoinSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["all", "first_success", "at_least"] = "all"
+    count: int | None = Field(default=None, ge=1, le=100)  # for at_least
+
+
+class RepeatSpec(BaseModel):
+    """Run again after a durable pause while the agent's finding is negative (verify)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=3, ge=1, le=20)
+    interval_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID)
+    agent: str = Field(min_length=1, max_length=100)
+    instructions: str = Field(default="", max_length=10_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list, max_length=50)
+    when: str | None = Field(default=None, max_length=2000)
+    join: JoinSpec = Field(default_factory=JoinSpec)
+    requires_approval: bool = False
+    risk: Risk = "low"
+    timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
+    heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    on_failure: OnFailure = "fail"
+    # A negative finding (ok: false) fails the step, instead of only informing the steps after it.
+    fail_on_negative: bool = False
+    repeat: RepeatSpec | None = None
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    version: int = Field(default=1, ge=0)  # 0: the built-in default
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    incident_type: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    variables: dict[str, str] = Field(default_factory=dict)
+    parallel: bool = True
+    steps: list[StepSpec] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _structure(self) -> Playbook:
+        problems = structure_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def step(self, step_id: str) -> StepSpec:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+
+def structure_problems(playbook: Playbook) -> list[str]:
+    """Duplicate ids, unknown dependencies, cycles, bad joins and conditions — each naming the step."""
+    problems: list[str] = []
+    ids: set[str] = set()
+    for step in playbook.steps:
+        if step.id in ids:
+            problems.append(f"step {step.id}: duplicate id")
+        ids.add(step.id)
+    for step in playbook.steps:
+        for dep in step.depends_on:
+            if dep not in ids:
+                problems.append(f"step {step.id}: depends on unknown step {dep!r}")
+            if dep == step.id:
+                problems.append(f"step {step.id}: depends on itself")
+        if len(set(step.depends_on)) != len(step.depends_on):
+            problems.append(f"step {step.id}: a dependency is listed twice")
+        if step.join.strategy == "at_least":
+            if step.join.count is None:
+                problems.append(f"step {step.id}: join at_least needs a count")
+            elif step.join.count > len(step.depends_on):
+                problems.append(
+                    f"step {step.id}: join at_least {step.join.count} but only {len(step.depends_on)} dependencies"
+                )
+        elif step.join.count is not None:
+            problems.append(f"step {step.id}: join count only applies to at_least")
+        if step.join.strategy != "all" and len(step.depends_on) < 2:
+            problems.append(f"step {step.id}: join {step.join.strategy} needs at least two dependencies")
+        if step.when:
+            try:
+                check(step.when)
+            except ConditionError as err:
+                problems.append(f"step {step.id}: condition {err}")
+    if not problems:
+        cycle = find_cycle({s.id: list(s.depends_on) for s in playbook.steps})
+        if cycle:
+            problems.append(f"step {cycle[0]}: dependency cycle {' → '.join(cycle)}")
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in step → dependencies, as a path that starts and ends on the same step, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return path[path.index(dep) :] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def check_agents(playbook: Playbook, known_agents: set[str]) -> None:
+    """Raise PlaybookError naming the first step whose agent nobody provides."""
+    unknown = [f"step {s.id}: unknown agent {s.agent!r}" for s in playbook.steps if s.agent not in known_agents]
+    if unknown:
+        raise PlaybookError("; ".join(unknown) + f" (known: {', '.join(sorted(known_agents))})")
+
+
+class _Template(string.Template):
+    # ${incident.service} and ${vars.region} as well as ${region}; nothing else is ever interpreted.
+    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z][_a-z0-9]*)*)"
+
+
+def substitute(value: Any, variables: dict[str, str]) -> Any:
+    """Replace ${name} placeholders in strings, recursively. Substitution only: no code, no filters."""
+    if isinstance(value, str):
+        return _Template(value).safe_substitute(variables)
+    if isinstance(value, dict):
+        return {key: substitute(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, variables) for item in value]
+    return value
+
+
+def default_playbook(*, verify_checks: int = 3, verify_interval_seconds: float = 10.0) -> Playbook:
+    """monitor → investigate → remediate → verify."""
+    return Playbook(
+        id="default",
+        name="Check, diagnose, remediate, verify",
+        steps=[
+            StepSpec(id="monitor", agent="monitor", instructions="Check the service's health."),
+            StepSpec(id="investigate", agent="investigate", depends_on=["monitor"]),
+            StepSpec(id="remediate", agent="remediate", depends_on=["investigate"], risk="medium"),
+            StepSpec(
+                id="verify",
+                agent="verify",
+                depends_on=["remediate"],
+                fail_on_negative=True,
+                repeat=RepeatSpec(count=verify_checks, interval_seconds=verify_interval_seconds),
+            ),
+        ],
+    )
