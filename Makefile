@@ -45,7 +45,7 @@ fmt: install-test
 	$(BIN)/ruff check --fix .
 
 bench: install-test
-	$(BIN)/python -m bench.incident_throughput
+	$(BIN)/python -m bench.engine
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:

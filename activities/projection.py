@@ -14,7 +14,7 @@ from sqlmodel import Session
 from temporalio import activity
 
 from core.db import session_scope
-from core.payloads import RecordResult, RecordStepInput, RecordWorkflowInput
+from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
 from core.tables import Event, Incident, WorkflowRun, WorkflowStep, utcnow
 
@@ -40,8 +40,18 @@ class ProjectionActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @activity.defn(name="record_workflow")
-    def record_workflow(self, input: RecordWorkflowInput) -> RecordResult:
+    @activity.defn(name="record_batch")
+    def record_batch(self, input: RecordBatchInput) -> RecordResult:
+        """Apply a batch of workflow/step snapshots in one transaction (workflow first: steps refer to it)."""
+        written = False
+        with session_scope(self._engine) as session:
+            if input.workflow is not None:
+                written |= self._record_workflow(session, input.workflow)
+            for step in input.steps:
+                written |= self._record_step(session, step)
+        return RecordResult(written=written)
+
+    def _record_workflow(self, session: Session, input: RecordWorkflowInput) -> bool:
         """Upsert the workflow row; a write older than the stored one (lower seq) is ignored."""
         state = input.state
         values = {
@@ -65,24 +75,19 @@ class ProjectionActivities:
             set_={k: stmt.excluded[k] for k in values if k != "workflow_id"},
             where=table.c.seq < stmt.excluded.seq,
         )
-        with session_scope(self._engine) as session:
-            written = session.execute(stmt.returning(table.c.seq)).first() is not None
-            if written:
-                self._follow_incident(session, state.incident_id, state.status)
-                publish(
-                    session,
-                    Event(
-                        kind="workflow.status",
-                        incident_id=state.incident_id,
-                        workflow_id=state.workflow_id,
-                        data={
-                            "status": state.status,
-                            "current_steps": state.current_steps,
-                            "error": state.error,
-                        },
-                    ),
-                )
-        return RecordResult(written=written)
+        written = session.execute(stmt.returning(table.c.seq)).first() is not None
+        if written:
+            self._follow_incident(session, state.incident_id, state.status)
+            publish(
+                session,
+                Event(
+                    kind="workflow.status",
+                    incident_id=state.incident_id,
+                    workflow_id=state.workflow_id,
+                    data={"status": state.status, "current_steps": state.current_steps, "error": state.error},
+                ),
+            )
+        return written
 
     @staticmethod
     def _follow_incident(session: Session, incident_id: int, workflow_status: str) -> None:
@@ -102,8 +107,7 @@ class ProjectionActivities:
                 .values(status="resolved", resolved_at=now, updated_at=now)
             )
 
-    @activity.defn(name="record_step")
-    def record_step(self, input: RecordStepInput) -> RecordResult:
+    def _record_step(self, session: Session, input: RecordStepInput) -> bool:
         step = input.step
         values = {
             "workflow_id": input.workflow_id,
@@ -131,20 +135,19 @@ class ProjectionActivities:
             set_={k: stmt.excluded[k] for k in values if k not in ("workflow_id", "step_id")},
             where=table.c.seq < stmt.excluded.seq,
         )
-        with session_scope(self._engine) as session:
-            written = session.execute(stmt.returning(table.c.seq)).first() is not None
-            if written:
-                publish(
-                    session,
-                    Event(
-                        kind="step.status",
-                        incident_id=input.incident_id or None,
-                        workflow_id=input.workflow_id,
-                        step_id=step.step_id,
-                        data={"status": step.status, "agent": step.agent, "runs": step.runs},
-                    ),
-                )
-        return RecordResult(written=written)
+        written = session.execute(stmt.returning(table.c.seq)).first() is not None
+        if written:
+            publish(
+                session,
+                Event(
+                    kind="step.status",
+                    incident_id=input.incident_id or None,
+                    workflow_id=input.workflow_id,
+                    step_id=step.step_id,
+                    data={"status": step.status, "agent": step.agent, "runs": step.runs},
+                ),
+            )
+        return written
 
     def all(self) -> list:
-        return [self.record_workflow, self.record_step]
+        return [self.record_batch]

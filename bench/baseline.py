@@ -1,17 +1,19 @@
-"""The minimum Temporal round trip: a workflow running one no-op activity (the benchmark's baseline)."""
+"""The minimum Temporal cost of a 4-step chain: a workflow running 4 no-op activities in sequence."""
 
 from datetime import timedelta
 
 from temporalio import activity, workflow
 
 
-@activity.defn(name="noop")
-async def noop(_: str) -> str:
+@activity.defn(name="bare_noop")
+async def bare_noop(_: str) -> str:
     return "ok"
 
 
-@workflow.defn(name="BaselineWorkflow")
-class BaselineWorkflow:
+@workflow.defn(name="BareChainWorkflow")
+class BareChainWorkflow:
     @workflow.run
     async def run(self, arg: str) -> str:
-        return await workflow.execute_activity(noop, arg, start_to_close_timeout=timedelta(seconds=10))
+        for _ in range(4):
+            arg = await workflow.execute_activity(bare_noop, arg, start_to_close_timeout=timedelta(seconds=10))
+        return arg

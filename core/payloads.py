@@ -143,6 +143,14 @@ class RecordStepInput:
 
 
 @dataclass
+class RecordBatchInput:
+    """Projection writes gathered while the previous batch was being written: one transaction."""
+
+    workflow: RecordWorkflowInput | None = None
+    steps: list[RecordStepInput] = field(default_factory=list)
+
+
+@dataclass
 class RecordResult:
     written: bool
 

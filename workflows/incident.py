@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         AgentInput,
         AgentResult,
         IncidentWorkflowInput,
+        RecordBatchInput,
         RecordStepInput,
         RecordWorkflowInput,
         RemoveStepInput,
@@ -63,6 +64,9 @@ class IncidentWorkflow:
         self._wake = False
         self._halted = False
         self._retry: RetryStepInput | None = None
+        self._pending_workflow: RecordWorkflowInput | None = None
+        self._pending_steps: dict[str, RecordStepInput] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._abort: AbortInput | None = None
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
@@ -174,7 +178,7 @@ class IncidentWorkflow:
     async def run(self, input: IncidentWorkflowInput) -> WorkflowState:
         self._set_status("in_progress")
         self._state.started_at = self._now()
-        await self._record_workflow()
+        await self._record_workflow(wait=True)  # the row the step rows refer to
         while self._abort is None:
             await self._advance()
             if not self._tasks:
@@ -236,7 +240,8 @@ class IncidentWorkflow:
         self._set_status("failed")
         failed = [s.step_id for s in self._state.steps if s.status == "failed"]
         self._state.error = f"step {', '.join(failed)} failed; waiting for retry_step or abort"
-        await self._record_workflow()
+        await self._record_workflow(wait=True)
+        await self._drain_records()
         if self._input.retry_window_seconds <= 0:
             return False
         try:
@@ -372,7 +377,8 @@ class IncidentWorkflow:
                 await self._record_step(step)
         self._state.current_steps = []
         self._state.finished_at = self._now()
-        await self._record_workflow()
+        await self._record_workflow(wait=True)
+        await self._drain_records()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._state.status == "failed":
             # Failed in the Temporal UI and `temporal workflow list` too, not just in our tables.
@@ -399,25 +405,45 @@ class IncidentWorkflow:
         self._seq += 1
         return self._seq
 
-    async def _record_workflow(self) -> None:
-        await workflow.execute_local_activity(
-            "record_workflow",
-            # Steps travel with record_step; keep this payload small.
-            RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq()),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
-        )
+    async def _record_workflow(self, wait: bool = False) -> None:
+        # Steps travel with record_step; keep this payload small.
+        snapshot = RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq())
+        await self._project("record_workflow", snapshot, wait)
 
     async def _record_step(self, step: StepState, input: dict | None = None) -> None:
-        await workflow.execute_local_activity(
-            "record_step",
-            RecordStepInput(
-                workflow_id=self._state.workflow_id,
-                step=step,
-                seq=self._next_seq(),
-                input=input,
-                incident_id=self._state.incident_id,
-            ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
+        snapshot = RecordStepInput(
+            workflow_id=self._state.workflow_id,
+            step=copy.deepcopy(step),
+            seq=self._next_seq(),
+            input=input,
+            incident_id=self._state.incident_id,
         )
+        await self._project("record_step", snapshot, False)
+
+    async def _project(self, name: str, arg: Any, wait: bool) -> None:
+        """Queue a write to the Postgres projection. Writes overlap with the agents' work and are batched
+        (one local activity, one transaction, at most one in flight); each carries a sequence number, so
+        the newest state wins."""
+        if isinstance(arg, RecordWorkflowInput):
+            self._pending_workflow = arg
+        else:
+            earlier = self._pending_steps.get(arg.step.step_id)
+            if earlier is not None and arg.input is None:
+                arg.input = earlier.input
+            self._pending_steps[arg.step.step_id] = arg
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        if wait:
+            await self._drain_records()
+
+    async def _flush(self) -> None:
+        while self._pending_workflow is not None or self._pending_steps:
+            batch = RecordBatchInput(workflow=self._pending_workflow, steps=list(self._pending_steps.values()))
+            self._pending_workflow, self._pending_steps = None, {}
+            await workflow.execute_local_activity(
+                "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
+            )
+
+    async def _drain_records(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher

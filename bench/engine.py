@@ -1,0 +1,152 @@
+"""Engine overhead: incidents/s of IncidentWorkflow (4-step chain, no-op agents, projection into Postgres)
+against a bare workflow running 4 no-op activities, on the same dev server in one run; plus the latency
+of the `status` query.
+
+    make bench            # or: python -m bench.engine --count 200
+Target: ratio ≥ 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.incident_service import insert_incident
+from bench.baseline import BareChainWorkflow, bare_noop
+from core.agents import known_agents
+from core.audit import SYSTEM
+from core.db import EmbeddedPostgres, make_engine, run_migrations
+from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
+from core.playbook import Playbook, StepSpec
+from core.settings import Settings
+from core.tables import IncidentCreate
+from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+from worker.runner import incident_worker
+from workflows.incident import IncidentWorkflow
+
+CONCURRENCY = 50
+NOOP_CHAIN = Playbook(
+    id="bench",
+    name="4 no-op steps",
+    steps=[
+        StepSpec(id="monitor", agent="noop"),
+        StepSpec(id="investigate", agent="noop", depends_on=["monitor"]),
+        StepSpec(id="remediate", agent="noop", depends_on=["investigate"]),
+        StepSpec(id="verify", agent="noop", depends_on=["remediate"]),
+    ],
+)
+
+
+async def bounded(coros, limit: int = CONCURRENCY):
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coro):
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
+async def bare(env: WorkflowEnvironment, count: int) -> float:
+    queue = f"bench-bare-{uuid.uuid4().hex}"
+    async with Worker(env.client, task_queue=queue, workflows=[BareChainWorkflow], activities=[bare_noop]):
+        started = time.perf_counter()
+        await bounded(
+            env.client.execute_workflow(BareChainWorkflow.run, "x", id=f"{queue}-{i}", task_queue=queue)
+            for i in range(count)
+        )
+        return count / (time.perf_counter() - started)
+
+
+async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count: int) -> tuple[float, list[str]]:
+    ids = []
+    with Session(engine) as session:
+        for i in range(count):
+            incident, _ = insert_incident(
+                session=session,
+                data=IncidentCreate(title=f"bench {i}", service="bench"),
+                idempotency_key=None,
+                actor=SYSTEM,
+                settings=settings,
+            )
+            ids.append((incident.id, incident.workflow_id))
+    playbook = NOOP_CHAIN.model_dump(mode="json")
+    async with incident_worker(env.client, engine, settings):
+        started = time.perf_counter()
+        await bounded(
+            env.client.execute_workflow(
+                IncidentWorkflow.run,
+                IncidentWorkflowInput(
+                    incident=IncidentContext(incident_id, f"bench {incident_id}", "bench", "P3"),
+                    playbook=playbook,
+                    known_agents=sorted(known_agents()),
+                    retry_window_seconds=0,
+                ),
+                id=workflow_id,
+                task_queue=settings.task_queue,
+            )
+            for incident_id, workflow_id in ids
+        )
+        rate = count / (time.perf_counter() - started)
+        return rate, [w for _, w in ids]
+
+
+async def query_latency(env: WorkflowEnvironment, engine, settings: Settings, workflow_ids: list[str]) -> list[float]:
+    """Latency of `status` on closed workflows (the worker replays them: the slow path)."""
+    samples = []
+    async with incident_worker(env.client, engine, settings):
+        for workflow_id in workflow_ids:
+            started = time.perf_counter()
+            await env.client.get_workflow_handle(workflow_id).query("status", result_type=WorkflowState)
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def main(count: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="am-bench-") as tmp:
+        postgres = EmbeddedPostgres(Path(tmp))
+        database_url = postgres.start()
+        run_migrations(database_url)
+        engine = make_engine(database_url, pool_size=20)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()),
+            search_attributes=search_attribute_keys(),
+            dev_server_extra_args=dynamic_config_args(),
+        )
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=database_url,
+            temporal_address=env.client.service_client.config.target_host,
+            task_queue=f"bench-{uuid.uuid4().hex}",
+            workflow_id_prefix=f"bench{uuid.uuid4().hex[:6]}-",
+        )
+        try:
+            raw = await bare(env, count)
+            ours, workflow_ids = await incidents(env, engine, settings, count)
+            latencies = await query_latency(env, engine, settings, workflow_ids[: min(100, count)])
+        finally:
+            await env.shutdown()
+            engine.dispose()
+            postgres.stop()
+    p50 = statistics.median(latencies)
+    p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
+    print(f"{count} workflows each, {CONCURRENCY} at a time, in-memory dev server, one worker process")
+    print(f"bare workflow, 4 no-op activities:         {raw:7.1f} workflows/s")
+    print(f"IncidentWorkflow, 4 no-op agents + projection: {ours:7.1f} incidents/s")
+    print(f"ratio: {ours / raw:.2f} (target >= 0.8)")
+    print(f"status query on a closed workflow: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(latencies)} queries)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    asyncio.run(main(parser.parse_args().count))
