@@ -5,6 +5,7 @@ A fixture that cannot start its service raises: the test fails, it never skips.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -26,7 +28,7 @@ from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sq
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
 from tests.factories import make_user
-from tests.peers import http_service
+from tests.peers import free_port, http_service
 from worker.runner import incident_worker
 
 BIN = Path(sys.prefix) / "bin"
@@ -186,3 +188,17 @@ def service():
     """A real HTTP service on 127.0.0.1: yields (url, state); set state.status to break it."""
     with http_service() as peer:
         yield peer
+
+
+@pytest.fixture
+async def server(app) -> AsyncIterator[str]:
+    """The app served by a real uvicorn on 127.0.0.1, in this event loop; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    instance = uvicorn.Server(config)
+    task = asyncio.create_task(instance.serve())
+    while not instance.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    await task

@@ -16,6 +16,8 @@ from core.settings import Settings, SettingsError, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response.")
 incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incidents (through the web API).")
 app.add_typer(incident_app, name="incident")
+workflow_app = typer.Typer(no_args_is_help=True, help="Retry or abort an incident's workflow (through the web API).")
+app.add_typer(workflow_app, name="workflow")
 
 
 def _add_identity_commands() -> None:
@@ -215,6 +217,49 @@ def incident_show(
         typer.echo(json.dumps(incident, indent=2))
     else:
         _print_incident(incident, base)
+
+
+def _workflow_id(base: str, incident_id: int, token: str | None) -> str:
+    incident = _request("GET", f"{base}/api/incidents/{incident_id}", token)
+    if not incident.get("workflow_id"):
+        raise fail(f"incident {incident_id} has no workflow")
+    return incident["workflow_id"]
+
+
+@workflow_app.command("retry")
+def workflow_retry(
+    incident_id: Annotated[int, typer.Argument(help="Incident number")],
+    step: Annotated[str | None, typer.Option("--step", help="The failed step to run again (default: all)")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="New params for the step, as JSON")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Run a failed step again; completed steps do not run again."""
+    body: dict[str, Any] = {"step_id": step}
+    if params is not None:
+        try:
+            body["params"] = json.loads(params)
+        except json.JSONDecodeError as err:
+            raise fail(f"--params is not JSON: {err}") from None
+        if not isinstance(body["params"], dict):
+            raise fail("--params must be a JSON object")
+    base = _api_url(url)
+    state = _request("POST", f"{base}/api/workflows/{_workflow_id(base, incident_id, token)}/retry", token, json=body)
+    typer.echo(f"{state['workflow_id']}: {state['status']} (retrying {step or 'every failed step'})")
+
+
+@workflow_app.command("abort")
+def workflow_abort(
+    incident_id: Annotated[int, typer.Argument(help="Incident number")],
+    reason: Annotated[str, typer.Option(help="Why, for the record")] = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Stop the workflow: running steps are cancelled."""
+    base = _api_url(url)
+    workflow_id = _workflow_id(base, incident_id, token)
+    state = _request("POST", f"{base}/api/workflows/{workflow_id}/abort", token, json={"reason": reason})
+    typer.echo(f"{state['workflow_id']}: abort requested")
 
 
 if __name__ == "__main__":

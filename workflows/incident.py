@@ -321,6 +321,7 @@ class IncidentWorkflow:
         outputs = {dep: copy.deepcopy(self._step(dep).output) for dep in spec.depends_on}
         variables = {
             **self._playbook.variables,
+            **{f"vars.{k}": v for k, v in self._playbook.variables.items()},
             **{f"incident.{k}": str(v) for k, v in asdict(self._input.incident).items()},
         }
         previous = outputs[spec.depends_on[0]] if len(spec.depends_on) == 1 else (outputs or None)

@@ -7,12 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from tests.web.test_browser import server  # noqa: F401  (the uvicorn fixture)
-
 SCHEMATHESIS = Path(sys.prefix) / "bin" / "schemathesis"
 
 
-async def test_api_survives_fuzzing(server, api, engine, worker, tmp_path):  # noqa: F811
+async def test_api_survives_fuzzing(server, api, engine, worker, tmp_path):
     token = (await api.post("/api/me/tokens", json={"name": "fuzzer"})).json()["token"]
     await api.post("/api/teams", json={"name": "fuzz-team"})
     process = await asyncio.create_subprocess_exec(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, async_playwright
 
 from tests.factories import PASSWORD, create_incident, make_user, wait_for_workflow
-from tests.peers import free_port
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,20 +22,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 XSS = b'<script>window.__xss = 1; alert(1)</script><img src=x onerror="window.__xss = 2">'
-
-
-@pytest.fixture
-async def server(app) -> AsyncIterator[str]:
-    """The app served by uvicorn on 127.0.0.1, in this event loop."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve())
-    while not instance.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    await task
 
 
 @pytest.fixture

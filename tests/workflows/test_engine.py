@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -317,3 +319,37 @@ async def test_playbook_versions_are_pinned(api, temporal_client, engine):
     _, state2 = await wait_for_workflow(temporal_client, second["workflow_id"])
     assert [s.step_id for s in state2.steps] == ["changed"] and state2.playbook_version == 2
     assert (await api.get(f"/api/playbooks/{playbook_id}", params={"version": 1})).json()["steps"][0]["id"] == "only"
+
+
+async def test_retry_through_the_agent_monitor_cli(server, api, temporal_client, engine, settings):
+    settings.retry_window_seconds = 600
+    incident = await run_playbook(api, [sleep("stuck", 30, timeout_seconds=1, retry={"max_attempts": 1})])
+    workflow_id = incident["workflow_id"]
+    await wait_until(lambda: workflow_status(engine, workflow_id) == "failed", what="the step to fail")
+    token = (await api.post("/api/me/tokens", json={"name": "cli"})).json()["token"]
+    env = {**os.environ, "AGENT_MONITOR_URL": server, "AGENT_MONITOR_TOKEN": token}
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "worker.cli", "workflow", *args]
+        return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=60)
+
+    bad_json = await cli("retry", str(incident["id"]), "--step", "stuck", "--params", "{nope")
+    assert bad_json.returncode == 1 and bad_json.stderr.startswith("error: --params is not JSON")
+    refused = await cli("retry", str(incident["id"]), "--step", "ghost")
+    assert refused.returncode == 1 and "step ghost: no such step" in refused.stderr
+    done = await cli("retry", str(incident["id"]), "--step", "stuck", "--params", '{"seconds": 0.1}')
+    assert done.returncode == 0, done.stderr
+    assert f"{workflow_id}: in_progress" in done.stdout or f"{workflow_id}: failed" in done.stdout
+    outcome, _ = await wait_for_workflow(temporal_client, workflow_id)
+    assert outcome == "completed"
+
+
+async def test_params_get_variables_and_incident_fields_by_substitution_only(api, temporal_client, engine):
+    incident = await run_playbook(
+        api,
+        [step("say", params={"summary": "restart ${incident.service} in ${vars.region}/${region} {{ 7*7 }} ${nope}"})],
+        variables={"region": "eu-1"},
+    )
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    assert state.steps[0].output["summary"] == "restart checkout in eu-1/eu-1 {{ 7*7 }} ${nope}"
