@@ -3,8 +3,6 @@
 Payloads stay small: ids and bounded summaries; full records live in Postgres.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Any
 

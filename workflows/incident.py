@@ -181,6 +181,7 @@ class IncidentWorkflow:
         await self._record_workflow(wait=True)  # the row the step rows refer to
         while self._abort is None:
             await self._advance()
+            self._kick()
             if not self._tasks:
                 outcome = dag.outcome(self._playbook, self._facts)
                 if outcome == "completed":
@@ -432,10 +433,17 @@ class IncidentWorkflow:
             if earlier is not None and arg.input is None:
                 arg.input = earlier.input
             self._pending_steps[arg.step.step_id] = arg
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
         if wait:
+            self._kick()
             await self._drain_records()
+        else:
+            self._wake = True  # the run loop kicks the writer on its next round
+
+    def _kick(self) -> None:
+        """Start writing what is queued. The run loop kicks once per round, so the end of one step and
+        the start of the next travel in the same batch."""
+        if (self._flusher is None or self._flusher.done()) and (self._pending_workflow or self._pending_steps):
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         while self._pending_workflow is not None or self._pending_steps:
