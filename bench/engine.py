@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
@@ -22,14 +20,13 @@ from temporalio.worker import Worker
 
 from api.incident_service import insert_incident
 from bench.baseline import BareChainWorkflow, bare_noop
+from bench.local_stack import local_stack
 from core.agents import known_agents
 from core.audit import SYSTEM
-from core.db import EmbeddedPostgres, make_engine, run_migrations
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import Playbook, StepSpec
 from core.settings import Settings
 from core.tables import IncidentCreate
-from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
 from worker.runner import incident_worker
 from workflows.incident import IncidentWorkflow
 
@@ -112,31 +109,11 @@ async def query_latency(env: WorkflowEnvironment, engine, settings: Settings, wo
 
 
 async def main(count: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="am-bench-") as tmp:
-        postgres = EmbeddedPostgres(Path(tmp))
-        database_url = postgres.start()
-        run_migrations(database_url)
-        engine = make_engine(database_url, pool_size=20)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=search_attribute_keys(),
-            dev_server_extra_args=dynamic_config_args(),
-        )
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=database_url,
-            temporal_address=env.client.service_client.config.target_host,
-            task_queue=f"bench-{uuid.uuid4().hex}",
-            workflow_id_prefix=f"bench{uuid.uuid4().hex[:6]}-",
-        )
-        try:
-            raw = await bare(env, count)
-            ours, workflow_ids = await incidents(env, engine, settings, count)
-            latencies = await query_latency(env, engine, settings, workflow_ids[: min(100, count)])
-        finally:
-            await env.shutdown()
-            engine.dispose()
-            postgres.stop()
+    async with local_stack("bench", workflow_id_prefix=f"bench{uuid.uuid4().hex[:6]}-") as stack:
+        env, engine, settings = stack.env, stack.engine, stack.settings
+        raw = await bare(env, count)
+        ours, workflow_ids = await incidents(env, engine, settings, count)
+        latencies = await query_latency(env, engine, settings, workflow_ids[: min(100, count)])
     p50 = statistics.median(latencies)
     p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
     print(f"{count} workflows each, {CONCURRENCY} at a time, in-memory dev server, one worker process")

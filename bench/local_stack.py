@@ -1,0 +1,55 @@
+"""A throwaway stack for scripts (benchmarks, history recording): private Postgres, in-memory dev server."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from temporalio.testing import WorkflowEnvironment
+
+from core.db import EmbeddedPostgres, make_engine, run_migrations
+from core.settings import Settings
+from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+
+
+@dataclass
+class LocalStack:
+    env: WorkflowEnvironment
+    engine: Engine
+    settings: Settings
+
+
+@asynccontextmanager
+async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalStack]:
+    """Migrated Postgres + Temporal dev server + Settings pointing at both (extra settings as keywords)."""
+    with tempfile.TemporaryDirectory(prefix=f"am-{prefix}-") as tmp:
+        postgres = EmbeddedPostgres(Path(tmp))
+        database_url = postgres.start()
+        run_migrations(database_url)
+        engine = make_engine(database_url, pool_size=20)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()),
+            search_attributes=search_attribute_keys(),
+            dev_server_extra_args=dynamic_config_args(),
+        )
+        try:
+            yield LocalStack(
+                env=env,
+                engine=engine,
+                settings=Settings(
+                    _env_file=None,  # type: ignore[call-arg]
+                    database_url=database_url,
+                    temporal_address=env.client.service_client.config.target_host,
+                    task_queue=f"{prefix}-{uuid.uuid4().hex}",
+                    **settings,  # type: ignore[arg-type]
+                ),
+            )
+        finally:
+            await env.shutdown()
+            engine.dispose()
+            postgres.stop()
