@@ -42,13 +42,14 @@ class ProjectionActivities:
 
     @activity.defn(name="record_batch")
     def record_batch(self, input: RecordBatchInput) -> RecordResult:
-        """Apply a batch of workflow/step snapshots in one transaction (workflow first: steps refer to it)."""
+        """Apply a batch of snapshots in one transaction: steps, then the workflow, so events read in order
+        (a step finishes, then the workflow). The workflow's first row is written alone, before any step."""
         written = False
         with session_scope(self._engine) as session:
-            if input.workflow is not None:
-                written |= self._record_workflow(session, input.workflow)
             for step in input.steps:
                 written |= self._record_step(session, step)
+            if input.workflow is not None:
+                written |= self._record_workflow(session, input.workflow)
         return RecordResult(written=written)
 
     def _record_workflow(self, session: Session, input: RecordWorkflowInput) -> bool:

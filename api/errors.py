@@ -9,6 +9,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -81,7 +82,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+async def data_error(request: Request, exc: Exception) -> JSONResponse:
+    """Values the database refuses (a NUL character in text, a number out of range) are the caller's 422."""
+    assert isinstance(exc, StatementError)
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
+    return JSONResponse(
+        {"detail": f"body: the database refused a value: {reason}", "errors": [{"field": "body", "message": reason}]},
+        status_code=422,
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DataError, data_error)
     app.add_middleware(BodySizeLimit)

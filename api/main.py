@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api import audit, errors, health, incidents, playbooks, security, users, workflows
+from api import audit, errors, health, incidents, live, playbooks, security, users, workflows
 from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
@@ -39,6 +39,9 @@ def create_app(
             # Lazy: the web starts even while Temporal is down; /readyz says so.
             app.state.temporal = await connect(settings, lazy=True)
         yield
+        hub = getattr(app.state, "event_hub", None)
+        if hub is not None:
+            await hub.close()
         if owned_engine is not None:
             owned_engine.dispose()
 
@@ -61,6 +64,7 @@ def create_app(
     app.include_router(users.router)
     app.include_router(playbooks.router)
     app.include_router(workflows.router)
+    app.include_router(live.router)
     app.include_router(audit.router)
     app.include_router(auth_pages.router)
     app.include_router(pages.router)

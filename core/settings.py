@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Browser sessions. "auto" marks the cookie Secure when the request came over HTTPS.
     session_ttl_hours: float = Field(default=12, gt=0, le=24 * 30)
     session_cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # Live (SSE) connections one web process serves; more get 503 with Retry-After.
+    sse_max_clients: int = Field(default=500, ge=1, le=100_000)
 
     # Agents of the default chain.
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)

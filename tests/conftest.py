@@ -146,9 +146,13 @@ async def worker(temporal_client: Client, engine: Engine, settings: Settings) ->
 
 
 @pytest.fixture
-def app(settings: Settings, engine: Engine, temporal_client: Client) -> FastAPI:
+async def app(settings: Settings, engine: Engine, temporal_client: Client) -> AsyncIterator[FastAPI]:
     """The real FastAPI app on this test's database and Temporal."""
-    return create_app(settings, engine=engine, temporal=temporal_client)
+    app = create_app(settings, engine=engine, temporal=temporal_client)
+    yield app
+    hub = getattr(app.state, "event_hub", None)
+    if hub is not None:  # the live-events listener, if a test opened a stream
+        await hub.close()
 
 
 def app_client(app: FastAPI, **kwargs) -> httpx.AsyncClient:

@@ -249,3 +249,10 @@ async def test_audit_table_refuses_updates_and_deletes(api, engine):
             conn.rollback()
     with Session(engine) as session:
         assert session.exec(select(AuditEvent).where(AuditEvent.action == "team.create")).one().actor == "root"
+
+
+async def test_text_the_database_cannot_store_is_a_422(api, engine):
+    response = await api.post("/api/users", json={"username": "nul", "display_name": "a\u0000b"})
+    assert response.status_code == 422
+    assert "NUL" in response.json()["detail"]
+    assert (await api.post("/api/teams", json={"name": "fine"})).status_code == 201  # the connection still works

@@ -1,0 +1,100 @@
+"""Live events: SSE fed by LISTEN/NOTIFY over a real uvicorn, with Last-Event-ID resume and a connection cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+
+from tests.factories import create_incident, wait_for_workflow
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict]:
+    """Parse an SSE stream into {"id", "event", "data"} dicts (pings and comments skipped)."""
+    current: dict = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if "data" in current:
+                yield current
+            current = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            current[field] = value.lstrip(" ")
+
+
+async def collect_until(response: httpx.Response, done, timeout: float = 30) -> list[dict]:
+    seen: list[dict] = []
+
+    async def read() -> None:
+        async for event in sse_events(response):
+            seen.append({"id": int(event["id"]), "event": event["event"], **json.loads(event["data"])})
+            if done(seen):
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return seen
+
+
+async def test_stream_delivers_workflow_and_step_events_live(server, api, temporal_client, worker, service):
+    url, _ = service
+    token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        async with client.stream("GET", "/api/events/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            incident = await create_incident(api, service_url=url)
+
+            def finished(seen: list[dict]) -> bool:
+                return any(e["kind"] == "workflow.status" and e["data"]["status"] == "completed" for e in seen)
+
+            seen = await collect_until(response, finished)
+    mine = [e for e in seen if e["incident_id"] == incident["id"]]
+    kinds = [(e["kind"], e.get("step_id"), e["data"]["status"]) for e in mine]
+    assert kinds[0] == ("workflow.status", None, "in_progress")
+    assert ("step.status", "monitor", "running") in kinds and ("step.status", "verify", "completed") in kinds
+    assert kinds[-1] == ("workflow.status", None, "completed")
+    assert [e["id"] for e in mine] == sorted(e["id"] for e in mine)
+    await wait_for_workflow(temporal_client, incident["workflow_id"])
+
+
+async def test_reconnect_with_last_event_id_gets_what_was_missed(server, api, temporal_client, worker, service):
+    url, _ = service
+    token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
+    incident = await create_incident(api, service_url=url)
+    await wait_for_workflow(temporal_client, incident["workflow_id"])
+    await asyncio.sleep(0.5)  # the last projection write lands just after the workflow closes
+    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": "0"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        async with client.stream("GET", "/api/events/stream", params={"incident_id": incident["id"]}) as response:
+            seen = await collect_until(
+                response,
+                lambda s: any(e["kind"] == "workflow.status" and e["data"]["status"] == "completed" for e in s),
+            )
+    assert {e["incident_id"] for e in seen} == {incident["id"]}
+    assert len([e for e in seen if e["kind"] == "step.status"]) >= 8  # running + completed for each step
+    middle = seen[len(seen) // 2]["id"]
+    headers["Last-Event-ID"] = str(middle)
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        async with client.stream("GET", "/api/events/stream", params={"incident_id": incident["id"]}) as response:
+            resumed = await collect_until(response, lambda s: s[-1]["id"] == seen[-1]["id"])
+    assert [e["id"] for e in resumed] == [e["id"] for e in seen if e["id"] > middle]
+
+
+async def test_connections_are_capped_per_process(server, app, api):
+    app.state.settings.sse_max_clients = 1
+    token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        async with client.stream("GET", "/api/events/stream") as first:
+            assert first.status_code == 200
+            second = await client.get("/api/events/stream")
+            assert second.status_code == 503
+            assert "too many live connections" in second.json()["detail"] and second.headers["retry-after"] == "5"
+        assert (await client.get("/api/events/stream", params={"incident_id": 0})).status_code == 422
+    async with httpx.AsyncClient(base_url=server, timeout=30) as anonymous:
+        assert (await anonymous.get("/api/events/stream")).status_code == 401
