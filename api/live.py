@@ -76,7 +76,15 @@ class EventHub:
         if self._task is None or self._task.done():
             self._ready.clear()
             self._task = asyncio.create_task(self._listen())
-        await asyncio.wait_for(self._ready.wait(), 10)
+        try:
+            await asyncio.wait_for(self._ready.wait(), 10)
+        except TimeoutError:
+            self._clients.discard(queue)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "live events are unavailable: cannot LISTEN on the database",
+                headers={"Retry-After": "5"},
+            ) from None
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
