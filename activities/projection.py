@@ -16,9 +16,7 @@ from temporalio import activity
 from core.db import session_scope
 from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
-from core.tables import Event, Incident, WorkflowRun, WorkflowStep, utcnow
-
-EVENTS_CHANNEL = "agent_monitor_events"
+from core.tables import EVENTS_CHANNEL, Event, Incident, WorkflowRun, WorkflowStep, utcnow
 
 
 def table_of(model: type) -> Table:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
@@ -25,7 +25,7 @@ from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
 from core.audit import record_audit
 from core.db import session_scope
 from core.identity import Team, User
-from core.tables import IncidentCreate, utcnow
+from core.tables import IncidentCreate, IncidentStatus, Severity, utcnow
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -98,10 +98,8 @@ async def create_incident(
 @router.get("", response_model=IncidentPage)
 def list_incidents_route(
     session: SessionDep,
-    status_: Annotated[
-        Literal["open", "in_progress", "resolved", "closed", "reopened"] | None, Query(alias="status")
-    ] = None,
-    severity: Literal["P1", "P2", "P3", "P4"] | None = None,
+    status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
+    severity: Severity | None = None,
     service: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,

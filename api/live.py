@@ -25,10 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Viewer, require
 from api.deps import INT64_MAX
 from core.db import libpq_url
-from core.tables import Event
+from core.tables import EVENTS_CHANNEL, Event
 
 log = logging.getLogger(__name__)
-CHANNEL = "agent_monitor_events"
 PING_SECONDS = 15
 CATCH_UP_LIMIT = 1000
 QUEUE_SIZE = 1000
@@ -110,7 +109,7 @@ class EventHub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     if not self._last_id:
                         self._last_id = await run_in_threadpool(self._max_id)
                     self._ready.set()

@@ -13,9 +13,6 @@ from sqlmodel import Field, SQLModel
 
 Severity = Literal["P1", "P2", "P3", "P4"]
 IncidentStatus = Literal["open", "in_progress", "resolved", "closed", "reopened"]
-# The states of a workflow and of each of its steps, as the dashboard shows them.
-WorkflowStatus = Literal["pending", "in_progress", "waiting_approval", "completed", "failed", "cancelled"]
-StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
@@ -145,6 +142,9 @@ class PlaybookVersion(SQLModel, table=True):
     definition: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+EVENTS_CHANNEL = "agent_monitor_events"  # NOTIFY channel; the payload is an events.id
 
 
 class Event(SQLModel, table=True):
