@@ -97,12 +97,12 @@ class ProjectionActivities:
             session.execute(
                 update(incidents)
                 .where(incidents.c.id == incident_id, incidents.c.status == "open")
-                .values(status="in_progress", updated_at=now)
+                .values(status="in_progress", updated_at=now, acknowledged_at=now)
             )
         elif workflow_status == "completed":
             session.execute(
                 update(incidents)
-                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "in_progress"]))
+                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "in_progress", "reopened"]))
                 .values(status="resolved", resolved_at=now, updated_at=now)
             )
 

@@ -25,7 +25,7 @@ from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
 from core.audit import record_audit
 from core.db import session_scope
 from core.identity import Team, User
-from core.tables import IncidentCreate, IncidentStatus, Severity, utcnow
+from core.tables import INCIDENT_TRANSITIONS, IncidentCreate, IncidentStatus, Severity, utcnow
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -166,6 +166,64 @@ def assign_incident(
         target_id=incident.id,
         before=before,
         after={"assignee_user_id": body.user_id, "assignee_team_id": body.team_id},
+    )
+    session.commit()
+    session.refresh(incident)
+    return incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )
+
+
+class StatusChange(BaseModel):
+    status: IncidentStatus
+    comment: str = Field(default="", max_length=2000)
+
+
+@router.post("/{incident_id}/status", response_model=IncidentDetail)
+def change_status(
+    request: Request,
+    incident_id: Int64Id,
+    body: StatusChange,
+    principal: Responder,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> IncidentDetail:
+    """Move the incident along its lifecycle (open → in_progress → resolved → closed; resolved|closed →
+    reopened); any other move is a 409 naming the allowed ones."""
+    try:
+        incident = get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    allowed = INCIDENT_TRANSITIONS.get(incident.status, ())
+    if body.status not in allowed:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"incident {incident_id} is {incident.status}: it can go to {', '.join(allowed) or 'nothing'}, "
+            f"not {body.status}",
+        )
+    before = {"status": incident.status}
+    now = utcnow()
+    incident.status, incident.updated_at = body.status, now
+    if body.status == "in_progress" and incident.acknowledged_at is None:
+        incident.acknowledged_at = now
+    elif body.status == "resolved":
+        incident.resolved_at = now
+    elif body.status == "closed":
+        incident.closed_at = now
+    elif body.status == "reopened":
+        incident.resolved_at = incident.closed_at = None
+    session.add(incident)
+    record_audit(
+        session,
+        actor=actor_of(request, principal),
+        action="incident.status",
+        target_type="incident",
+        target_id=incident.id,
+        before=before,
+        after={"status": body.status, "comment": body.comment},
     )
     session.commit()
     session.refresh(incident)

@@ -47,6 +47,8 @@ class IncidentPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     resolved_at: datetime | None
+    acknowledged_at: datetime | None
+    closed_at: datetime | None
 
 
 class IncidentDetail(IncidentPublic):

@@ -13,6 +13,14 @@ from sqlmodel import Field, SQLModel
 
 Severity = Literal["P1", "P2", "P3", "P4"]
 IncidentStatus = Literal["open", "in_progress", "resolved", "closed", "reopened"]
+# The incident state machine: where each status may go next.
+INCIDENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "open": ("in_progress", "resolved"),
+    "in_progress": ("resolved",),
+    "resolved": ("closed", "reopened"),
+    "closed": ("reopened",),
+    "reopened": ("in_progress", "resolved"),
+}
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
@@ -80,6 +88,8 @@ class Incident(IncidentBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    acknowledged_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
 class WorkflowRun(SQLModel, table=True):

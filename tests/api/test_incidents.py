@@ -142,3 +142,25 @@ async def test_new_incident_whose_workflow_id_has_old_history_is_409(api, engine
     assert response.status_code == 409
     assert f"workflow incident-{next_id} already exists" in response.json()["detail"]
     await old.terminate("test over")
+
+
+async def test_incident_lifecycle_is_a_state_machine_with_clear_409s(api, client_as):
+    incident = (await api.post("/api/incidents", json=incident_payload())).json()
+    path = f"/api/incidents/{incident['id']}/status"
+    closed_too_early = await api.post(path, json={"status": "closed"})
+    assert closed_too_early.status_code == 409
+    assert closed_too_early.json()["detail"] == (
+        f"incident {incident['id']} is open: it can go to in_progress, resolved, not closed"
+    )
+    steps = ["in_progress", "resolved", "closed", "reopened", "in_progress", "resolved"]
+    for target in steps:
+        moved = await api.post(path, json={"status": target, "comment": "by hand"})
+        assert moved.status_code == 200, (target, moved.text)
+        assert moved.json()["status"] == target
+    final = moved.json()
+    assert final["acknowledged_at"] and final["resolved_at"] and final["closed_at"] is None
+    assert (await api.post(path, json={"status": "paused"})).status_code == 422
+    viewer = await client_as("viewer")
+    assert (await viewer.post(path, json={"status": "closed"})).status_code == 403
+    audit = (await api.get("/api/audit", params={"action": "incident.status"})).json()["items"]
+    assert [e["after"]["status"] for e in reversed(audit)] == steps
