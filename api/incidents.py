@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
@@ -25,7 +26,8 @@ from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
 from core.audit import record_audit
 from core.db import session_scope
 from core.identity import Team, User
-from core.tables import INCIDENT_TRANSITIONS, IncidentCreate, IncidentStatus, Severity, utcnow
+from core.settings import Settings
+from core.tables import INCIDENT_TRANSITIONS, Incident, IncidentCreate, IncidentStatus, Severity, utcnow
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -37,6 +39,23 @@ IdempotencyKey = Annotated[
         description="Repeat a create safely: the same key returns the incident created first.",
     ),
 ]
+
+
+def _found(session: Session, incident_id: int) -> Incident:
+    """The incident, or a 404 naming it."""
+    try:
+        return get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+
+
+def _detail(session: Session, incident: Incident, settings: Settings) -> IncidentDetail:
+    return incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=IncidentDetail)
@@ -83,16 +102,11 @@ async def create_incident(
             "repeat the request with the same Idempotency-Key to retry",
         ) from err
 
-    def _detail() -> IncidentDetail:
+    def _load_detail() -> IncidentDetail:
         with session_scope(engine) as session:
-            return incident_detail(
-                session=session,
-                incident=get_incident(session=session, incident_id=incident.id),
-                ui_url=settings.effective_temporal_ui_url,
-                namespace=settings.temporal_namespace,
-            )
+            return _detail(session, _found(session, incident.id), settings)  # type: ignore[arg-type]
 
-    return await run_in_threadpool(_detail)
+    return await run_in_threadpool(_load_detail)
 
 
 @router.get("", response_model=IncidentPage)
@@ -119,16 +133,8 @@ def list_incidents_route(
 @router.get("/{incident_id}", response_model=IncidentDetail)
 def get_incident_route(incident_id: Int64Id, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
     """One incident with its workflow status and steps."""
-    try:
-        incident = get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
-    return incident_detail(
-        session=session,
-        incident=incident,
-        ui_url=settings.effective_temporal_ui_url,
-        namespace=settings.temporal_namespace,
-    )
+    incident = _found(session, incident_id)
+    return _detail(session, incident, settings)
 
 
 class AssigneeUpdate(BaseModel):
@@ -146,10 +152,7 @@ def assign_incident(
     settings: SettingsDep,
 ) -> IncidentDetail:
     """Assign the incident to a user and/or a team (nulls unassign)."""
-    try:
-        incident = get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    incident = _found(session, incident_id)
     if body.user_id is not None and session.get(User, body.user_id) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist")
     if body.team_id is not None and session.get(Team, body.team_id) is None:
@@ -169,12 +172,7 @@ def assign_incident(
     )
     session.commit()
     session.refresh(incident)
-    return incident_detail(
-        session=session,
-        incident=incident,
-        ui_url=settings.effective_temporal_ui_url,
-        namespace=settings.temporal_namespace,
-    )
+    return _detail(session, incident, settings)
 
 
 class StatusChange(BaseModel):
@@ -193,10 +191,7 @@ def change_status(
 ) -> IncidentDetail:
     """Move the incident along its lifecycle (open → in_progress → resolved → closed; resolved|closed →
     reopened); any other move is a 409 naming the allowed ones."""
-    try:
-        incident = get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    incident = _found(session, incident_id)
     allowed = INCIDENT_TRANSITIONS.get(incident.status, ())
     if body.status not in allowed:
         raise HTTPException(
@@ -227,9 +222,4 @@ def change_status(
     )
     session.commit()
     session.refresh(incident)
-    return incident_detail(
-        session=session,
-        incident=incident,
-        ui_url=settings.effective_temporal_ui_url,
-        namespace=settings.temporal_namespace,
-    )
+    return _detail(session, incident, settings)
