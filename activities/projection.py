@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, Table, text, update
+from sqlalchemy import Engine, Table, func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Session
 from temporalio import activity
 
 from core.db import session_scope
+from core.events import incident_event, publish
 from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
-from core.tables import EVENTS_CHANNEL, Event, Incident, WorkflowRun, WorkflowStep, utcnow
+from core.tables import Event, Incident, WorkflowRun, WorkflowStep, utcnow
 
 
 def table_of(model: type) -> Table:
@@ -25,13 +26,6 @@ def table_of(model: type) -> Table:
 
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def publish(session: Session, event: Event) -> None:
-    """Store the event and announce its id (NOTIFY is delivered only if the transaction commits)."""
-    session.add(event)
-    session.flush()
-    session.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": EVENTS_CHANNEL, "id": str(event.id)})
 
 
 class ProjectionActivities:
@@ -90,20 +84,41 @@ class ProjectionActivities:
 
     @staticmethod
     def _follow_incident(session: Session, incident_id: int, workflow_status: str) -> None:
-        """The workflow's progress moves the incident: started → in_progress, completed → resolved."""
+        """The workflow's progress moves the incident: started → in_progress, completed → resolved.
+
+        A human's choice wins: only the statuses the workflow could have left the incident in move."""
         incidents = table_of(Incident)
         now = utcnow()
         if workflow_status == "in_progress":
-            session.execute(
+            moved = session.execute(
                 update(incidents)
-                .where(incidents.c.id == incident_id, incidents.c.status == "open")
-                .values(status="in_progress", updated_at=now, acknowledged_at=now)
-            )
+                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "reopened"]))
+                .values(
+                    status="in_progress",
+                    updated_at=now,
+                    acknowledged_at=func.coalesce(incidents.c.acknowledged_at, now),
+                )
+                .returning(incidents.c.id)
+            ).first()
+            target = "in_progress"
         elif workflow_status == "completed":
-            session.execute(
+            moved = session.execute(
                 update(incidents)
                 .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "in_progress", "reopened"]))
                 .values(status="resolved", resolved_at=now, updated_at=now)
+                .returning(incidents.c.id)
+            ).first()
+            target = "resolved"
+        else:
+            return
+        if moved is not None:
+            incident_event(
+                session,
+                kind="incident.status",
+                incident_id=incident_id,
+                actor="workflow",
+                status=target,
+                reason=f"workflow {workflow_status}",
             )
 
     def _record_step(self, session: Session, input: RecordStepInput) -> bool:

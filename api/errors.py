@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,18 +51,27 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
-class BodySizeLimit:
-    """Refuse request bodies over MAX_BODY_BYTES with 413 before reading them."""
+# Uploads may be bigger than other bodies: the attachment limit plus room for the multipart framing.
+UPLOAD_PATH = re.compile(r"^/(api/)?incidents/[0-9]+/attachments$")
+MULTIPART_OVERHEAD = 64 * 1024
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit with 413 before reading them (uploads: the attachment limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES, upload_limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
+            upload = UPLOAD_PATH.match(scope["path"]) is not None
+            limit = self.upload_limit + MULTIPART_OVERHEAD if upload else self.limit
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                shown = self.upload_limit if upload else limit
+                response = JSONResponse({"detail": f"request body larger than {shown} bytes"}, status_code=413)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -92,8 +102,8 @@ async def data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, upload_limit: int) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DataError, data_error)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, upload_limit=upload_limit)

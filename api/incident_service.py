@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import quote
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -13,10 +13,13 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from api.collaboration_service import links_of
 from api.playbook_service import choose_playbook, load_playbook
-from api.schemas import IncidentDetail, IncidentPublic, StepPublic, WorkflowPublic
+from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
 from core.agents import known_agents
 from core.audit import Actor, record_audit
+from core.collaboration import IncidentTemplate
+from core.events import incident_event
 from core.payloads import (
     IncidentContext,
     IncidentWorkflowInput,
@@ -25,7 +28,7 @@ from core.payloads import (
 )
 from core.playbook import Playbook
 from core.settings import Settings
-from core.tables import Incident, IncidentCreate, WorkflowRun, WorkflowStep
+from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, WorkflowRun, WorkflowStep
 from workflows.incident import IncidentWorkflow
 
 
@@ -53,12 +56,19 @@ def insert_incident(
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
             return existing, False
+    # The type's template fills in what the caller left out: severity, description, playbook.
+    template = session.get(IncidentTemplate, data.incident_type)
     playbook = choose_playbook(
-        session=session, settings=settings, incident_type=data.incident_type, playbook_id=data.playbook_id
+        session=session,
+        settings=settings,
+        incident_type=data.incident_type,
+        playbook_id=data.playbook_id or (template.playbook_id if template else None),
     )
     incident = Incident.model_validate(
         data.model_dump(exclude={"playbook_id"}),
         update={
+            "severity": data.severity or (template.default_severity if template else DEFAULT_SEVERITY),
+            "description": data.description or (template.description if template else ""),
             "idempotency_key": idempotency_key,
             "playbook_id": playbook.id,
             "playbook_version": playbook.version,
@@ -74,6 +84,16 @@ def insert_incident(
         return existing, False
     assert incident.id is not None
     incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
+    incident_event(
+        session,
+        kind="incident.created",
+        incident_id=incident.id,
+        actor=actor.name,
+        status=incident.status,
+        severity=incident.severity,
+        title=incident.title,
+        service=incident.service,
+    )
     record_audit(
         session,
         actor=actor,
@@ -177,28 +197,28 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
             temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id),
             steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
         )
+    assert incident.id is not None
+    links = [
+        LinkPublic(
+            id=link.id or 0,
+            kind=kind,
+            incident_id=other.id or 0,
+            title=other.title,
+            status=other.status,
+            severity=other.severity,
+        )
+        for link, kind, other in links_of(session=session, incident_id=incident.id)
+    ]
     return IncidentDetail(
-        **IncidentPublic.model_validate(incident, from_attributes=True).model_dump(), workflow=workflow
+        **IncidentPublic.model_validate(incident, from_attributes=True).model_dump(), workflow=workflow, links=links
     )
 
 
-def list_incidents(
-    *,
-    session: Session,
-    status: str | None,
-    severity: str | None,
-    service: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[Incident], int]:
-    """Newest first, filtered; returns (page, total)."""
-    query = select(Incident)
-    if status:
-        query = query.where(Incident.status == status)
-    if severity:
-        query = query.where(Incident.severity == severity)
-    if service:
-        query = query.where(Incident.service == service)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(Incident.id).desc()).limit(limit).offset(offset)).all()
-    return list(rows), total
+def detail_for(*, session: Session, incident: Incident, settings: Settings) -> IncidentDetail:
+    """incident_detail with the Temporal UI link built from settings."""
+    return incident_detail(
+        session=session,
+        incident=incident,
+        ui_url=settings.effective_temporal_ui_url,
+        namespace=settings.temporal_namespace,
+    )

@@ -11,23 +11,25 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.auth import Responder, actor_of, require
-from api.deps import INT32_MAX, EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
+from api.collaboration_service import timeline
+from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
+from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
+from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import (
     IncidentNotFound,
     WorkflowConflict,
+    detail_for,
     get_incident,
-    incident_detail,
     insert_incident,
-    list_incidents,
     start_incident_workflow,
 )
 from api.playbook_service import PlaybookNotFound
-from api.schemas import IncidentDetail, IncidentPage, IncidentPublic
+from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
 from core.audit import record_audit
 from core.db import session_scope
+from core.events import incident_event
 from core.identity import Team, User
-from core.settings import Settings
-from core.tables import INCIDENT_TRANSITIONS, Incident, IncidentCreate, IncidentStatus, Severity, utcnow
+from core.tables import Incident, IncidentCreate, IncidentStatus, utcnow
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -47,15 +49,6 @@ def _found(session: Session, incident_id: int) -> Incident:
         return get_incident(session=session, incident_id=incident_id)
     except IncidentNotFound as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
-
-
-def _detail(session: Session, incident: Incident, settings: Settings) -> IncidentDetail:
-    return incident_detail(
-        session=session,
-        incident=incident,
-        ui_url=settings.effective_temporal_ui_url,
-        namespace=settings.temporal_namespace,
-    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=IncidentDetail)
@@ -104,7 +97,7 @@ async def create_incident(
 
     def _load_detail() -> IncidentDetail:
         with session_scope(engine) as session:
-            return _detail(session, _found(session, incident.id), settings)  # type: ignore[arg-type]
+            return detail_for(session=session, settings=settings, incident=_found(session, incident.id))  # type: ignore[arg-type]
 
     return await run_in_threadpool(_load_detail)
 
@@ -112,21 +105,22 @@ async def create_incident(
 @router.get("", response_model=IncidentPage)
 def list_incidents_route(
     session: SessionDep,
-    status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
-    severity: Severity | None = None,
-    service: Annotated[str | None, Query(max_length=100)] = None,
+    where: Annotated[IncidentFilter, Query()],
+    sort: IncidentSort = "newest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> IncidentPage:
-    """Incidents, newest first, filtered by status, severity and service."""
-    rows, total = list_incidents(
-        session=session, status=status_, severity=severity, service=service, limit=limit, offset=offset
-    )
+    """Incidents filtered (status and severity repeat: `?status=open&status=in_progress`), sorted, one page at
+    a time: pass `next_cursor` back as `cursor`."""
+    try:
+        rows, total, next_cursor = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
+    except CursorError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
     return IncidentPage(
         items=[IncidentPublic.model_validate(row, from_attributes=True) for row in rows],
         total=total,
         limit=limit,
-        offset=offset,
+        next_cursor=next_cursor,
     )
 
 
@@ -134,7 +128,7 @@ def list_incidents_route(
 def get_incident_route(incident_id: Int64Id, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
     """One incident with its workflow status and steps."""
     incident = _found(session, incident_id)
-    return _detail(session, incident, settings)
+    return detail_for(session=session, settings=settings, incident=incident)
 
 
 class AssigneeUpdate(BaseModel):
@@ -161,6 +155,14 @@ def assign_incident(
     incident.assignee_user_id, incident.assignee_team_id = body.user_id, body.team_id
     incident.updated_at = utcnow()
     session.add(incident)
+    incident_event(
+        session,
+        kind="incident.assigned",
+        incident_id=incident_id,
+        actor=principal.username,
+        user=session.get(User, body.user_id).username if body.user_id else None,  # type: ignore[union-attr]
+        team=session.get(Team, body.team_id).name if body.team_id else None,  # type: ignore[union-attr]
+    )
     record_audit(
         session,
         actor=actor_of(request, principal),
@@ -172,7 +174,7 @@ def assign_incident(
     )
     session.commit()
     session.refresh(incident)
-    return _detail(session, incident, settings)
+    return detail_for(session=session, settings=settings, incident=incident)
 
 
 class StatusChange(BaseModel):
@@ -181,45 +183,58 @@ class StatusChange(BaseModel):
 
 
 @router.post("/{incident_id}/status", response_model=IncidentDetail)
-def change_status(
+async def change_status(
     request: Request,
     incident_id: Int64Id,
     body: StatusChange,
     principal: Responder,
-    session: SessionDep,
+    engine: EngineDep,
+    temporal: TemporalDep,
     settings: SettingsDep,
 ) -> IncidentDetail:
     """Move the incident along its lifecycle (open → in_progress → resolved → closed; resolved|closed →
-    reopened); any other move is a 409 naming the allowed ones."""
-    incident = _found(session, incident_id)
-    allowed = INCIDENT_TRANSITIONS.get(incident.status, ())
-    if body.status not in allowed:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"incident {incident_id} is {incident.status}: it can go to {', '.join(allowed) or 'nothing'}, "
-            f"not {body.status}",
+    reopened → in_progress); any other move is a 409 naming the allowed ones. Reopening restarts the
+    playbook, resumes its failed run, or leaves it, as the incident type's template says (default restart)."""
+    actor = actor_of(request, principal)
+    try:
+        moved = await run_in_threadpool(
+            transition,
+            engine=engine,
+            incident_id=incident_id,
+            target=body.status,
+            comment=body.comment,
+            actor=actor,
+            settings=settings,
         )
-    before = {"status": incident.status}
-    now = utcnow()
-    incident.status, incident.updated_at = body.status, now
-    if body.status == "in_progress" and incident.acknowledged_at is None:
-        incident.acknowledged_at = now
-    elif body.status == "resolved":
-        incident.resolved_at = now
-    elif body.status == "closed":
-        incident.closed_at = now
-    elif body.status == "reopened":
-        incident.resolved_at = incident.closed_at = None
-    session.add(incident)
-    record_audit(
-        session,
-        actor=actor_of(request, principal),
-        action="incident.status",
-        target_type="incident",
-        target_id=incident.id,
-        before=before,
-        after={"status": body.status, "comment": body.comment},
-    )
-    session.commit()
-    session.refresh(incident)
-    return _detail(session, incident, settings)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    except TransitionRefused as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
+    try:
+        await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
+    except RPCError as err:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"incident {incident_id} is {body.status}, but its playbook could not be "
+            f"{'resumed' if moved.reopen_action == 'resume' else 'restarted'} ({err.message})",
+        ) from err
+
+    def _load() -> IncidentDetail:
+        with session_scope(engine) as session:
+            return detail_for(session=session, settings=settings, incident=_found(session, incident_id))
+
+    return await run_in_threadpool(_load)
+
+
+@router.get("/{incident_id}/timeline", response_model=TimelinePage)
+def incident_timeline(
+    incident_id: Int64Id,
+    session: SessionDep,
+    after_id: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> TimelinePage:
+    """Everything that happened to the incident, oldest first; page on with `after_id`."""
+    _found(session, incident_id)
+    rows = timeline(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
+    items = [TimelineEntry.model_validate(row, from_attributes=True) for row in rows]
+    return TimelinePage(items=items, next_after_id=items[-1].id if len(items) == limit else None)

@@ -12,7 +12,19 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api import audit, errors, health, incidents, live, playbooks, security, users, workflows
+from api import (
+    audit,
+    errors,
+    health,
+    incident_collab,
+    incident_templates,
+    incidents,
+    live,
+    playbooks,
+    security,
+    users,
+    workflows,
+)
 from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
@@ -57,10 +69,12 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.temporal = temporal
-    errors.install(app)
+    errors.install(app, upload_limit=settings.attachment_max_bytes)
     security.install(app)
     app.include_router(health.router)
     app.include_router(incidents.router)
+    app.include_router(incident_collab.router)
+    app.include_router(incident_templates.router)
     app.include_router(users.router)
     app.include_router(playbooks.router)
     app.include_router(workflows.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 
 class StepPublic(BaseModel):
@@ -51,15 +51,72 @@ class IncidentPublic(BaseModel):
     closed_at: datetime | None
 
 
+class LinkPublic(BaseModel):
+    id: int
+    kind: str  # how it reads from this incident: duplicate_of, duplicated_by, caused_by, causes, related
+    incident_id: int  # the other incident
+    title: str
+    status: str
+    severity: str
+
+
 class IncidentDetail(IncidentPublic):
     workflow: WorkflowPublic | None
+    links: list[LinkPublic] = []
+
+
+class TimelineEntry(BaseModel):
+    id: int
+    at: datetime
+    kind: str  # incident.created, incident.status, incident.assigned, workflow.status, step.status, comment.added…
+    workflow_id: str | None
+    step_id: str | None
+    data: dict[str, Any]
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineEntry]
+    next_after_id: int | None  # pass as after_id for the next page
+
+
+class CommentCreate(BaseModel):
+    body: str = Field(min_length=1, max_length=20_000, description="markdown; raw HTML is shown as text")
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("body must not be blank")
+        return value
+
+
+class CommentPublic(BaseModel):
+    id: int
+    incident_id: int
+    author: str
+    author_user_id: int | None
+    body: str  # markdown, as written
+    body_html: str  # rendered and sanitised
+    created_at: datetime
+
+
+class AttachmentPublic(BaseModel):
+    id: int
+    incident_id: int
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    uploaded_by: str
+    created_at: datetime
+    download_url: str
 
 
 class IncidentPage(BaseModel):
     items: list[IncidentPublic]
     total: int
     limit: int
-    offset: int
+    next_cursor: str | None  # pass as cursor for the next page
 
 
 class UserPublic(BaseModel):

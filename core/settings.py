@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # Live (SSE) connections one web process serves; more get 503 with Retry-After.
     sse_max_clients: int = Field(default=500, ge=1, le=100_000)
 
+    # Incident attachments: where the bytes live (empty = DATA_DIR/attachments; with several web processes on
+    # different machines, a shared volume) and how big one may be.
+    attachments_dir: Path | None = None
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+
     # Agents of the default chain.
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     # verify re-checks a still-failing service this many times in all, waiting between checks
@@ -82,6 +87,10 @@ class Settings(BaseSettings):
     @property
     def effective_temporal_ui_url(self) -> str:
         return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
+
+    @property
+    def effective_attachments_dir(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
     @property
     def web_url(self) -> str:

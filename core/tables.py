@@ -22,6 +22,7 @@ INCIDENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
     "reopened": ("in_progress", "resolved"),
 }
 
+DEFAULT_SEVERITY = "P3"  # when neither the caller nor the incident type's template says
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
 SERVICE_MAX = 100
@@ -49,6 +50,8 @@ class IncidentBase(SQLModel):
 
 
 class IncidentCreate(IncidentBase):
+    # Left out: the incident type's template decides (else P3).
+    severity: Severity | None = None  # type: ignore[assignment]
     # Run this playbook instead of the one chosen by incident_type.
     playbook_id: str | None = Field(default=None, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"})
 
@@ -73,13 +76,20 @@ class IncidentCreate(IncidentBase):
 
 class Incident(IncidentBase, table=True):
     __tablename__ = "incidents"
+    # Also ix_incidents_text_trgm (migration 0005): a trigram index for the list's text filter.
+    __table_args__ = (
+        Index("ix_incidents_updated_at_id", "updated_at", "id"),
+        Index("ix_incidents_severity_id", "severity", "id"),
+        Index("ix_incidents_incident_type", "incident_type"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     severity: str = Field(sa_column=Column(String(2), nullable=False, index=True))  # type: ignore[assignment]
     status: str = Field(default="open", sa_column=Column(String(20), nullable=False, index=True))
     playbook_id: str = Field(default="default", max_length=100)
     playbook_version: int = 1
-    workflow_id: str | None = Field(default=None, max_length=200)
+    workflow_id: str | None = Field(default=None, max_length=200)  # the latest run of its playbook
+    workflow_runs: int = 1  # how many times the playbook was started (reopen → restart adds one)
     # Who is on it: a user, a team, or both.
     assignee_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     assignee_team_id: int | None = Field(default=None, foreign_key="teams.id", index=True)

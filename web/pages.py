@@ -7,7 +7,8 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import require
 from api.deps import Int64Id, SessionDep, SettingsDep
-from api.incident_service import IncidentNotFound, get_incident, incident_detail, list_incidents
+from api.incident_query import IncidentFilter, search_incidents
+from api.incident_service import IncidentNotFound, get_incident, incident_detail
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
@@ -15,7 +16,7 @@ router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 
 @router.get("/", response_class=HTMLResponse)
 def incident_list_page(request: Request, session: SessionDep) -> HTMLResponse:
-    rows, total = list_incidents(session=session, status=None, severity=None, service=None, limit=50, offset=0)
+    rows, total, _ = search_incidents(session=session, where=IncidentFilter(), sort="newest", limit=50, cursor=None)
     return templates.TemplateResponse(request, "incidents/list.html", {"incidents": rows, "total": total})
 
 

@@ -95,7 +95,7 @@ async def test_list_filters_and_paginates(api, temporal_client, worker, service)
     p1 = (await api.get("/api/incidents", params={"severity": "P1", "service": "db"})).json()
     assert [i["id"] for i in p1["items"]] == [made[2]["id"]]
     bad = await api.get("/api/incidents", params={"severity": "urgent"})
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("severity")
+    assert bad.status_code == 422 and "severity" in bad.json()["errors"][0]["field"]
     for incident in made:
         await wait_for_workflow(temporal_client, incident["workflow_id"])
 

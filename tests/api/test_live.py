@@ -26,6 +26,9 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict]:
             current[field] = value.lstrip(" ")
 
 
+KINDS = ("workflow.status", "step.status")
+
+
 async def collect_until(response: httpx.Response, done, timeout: float = 30) -> list[dict]:
     seen: list[dict] = []
 
@@ -54,7 +57,10 @@ async def test_stream_delivers_workflow_and_step_events_live(server, api, tempor
 
             seen = await collect_until(response, finished)
     mine = [e for e in seen if e["incident_id"] == incident["id"]]
-    kinds = [(e["kind"], e.get("step_id"), e["data"]["status"]) for e in mine]
+    assert mine[0]["kind"] == "incident.created" and mine[0]["data"]["actor"] == "root"
+    lifecycle = [e["data"]["status"] for e in mine if e["kind"] == "incident.status"]
+    assert lifecycle == ["in_progress", "resolved"]  # the workflow moves the incident
+    kinds = [(e["kind"], e.get("step_id"), e["data"]["status"]) for e in mine if e["kind"] in KINDS]
     assert kinds[0] == ("workflow.status", None, "in_progress")
     assert ("step.status", "monitor", "running") in kinds and ("step.status", "verify", "completed") in kinds
     assert kinds[-1] == ("workflow.status", None, "completed")

@@ -1,0 +1,152 @@
+"""Comments, links between incidents, incident templates and the timeline: service functions."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select
+
+from core.audit import Actor, record_audit
+from core.collaboration import LINK_INVERSE, IncidentComment, IncidentLink, IncidentTemplate
+from core.events import incident_event
+from core.tables import Event, Incident, utcnow
+
+
+class LinkConflict(ValueError):
+    pass
+
+
+def add_comment(*, session: Session, incident: Incident, body: str, actor: Actor) -> IncidentComment:
+    """Append a comment, with its timeline event and audit row, in one transaction."""
+    assert incident.id is not None
+    comment = IncidentComment(incident_id=incident.id, author_user_id=actor.user_id, author=actor.name, body=body)
+    session.add(comment)
+    session.flush()
+    incident_event(
+        session,
+        kind="comment.added",
+        incident_id=incident.id,
+        actor=actor.name,
+        comment_id=comment.id,
+        excerpt=body[:200],
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.comment",
+        target_type="incident",
+        target_id=incident.id,
+        after={"comment_id": comment.id},
+    )
+    session.commit()
+    session.refresh(comment)
+    return comment
+
+
+def list_comments(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[IncidentComment]:
+    """Oldest first, after a comment id (keyset)."""
+    query = (
+        select(IncidentComment)
+        .where(IncidentComment.incident_id == incident_id, col(IncidentComment.id) > after_id)
+        .order_by(col(IncidentComment.id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def add_link(*, session: Session, incident: Incident, related: Incident, kind: str, actor: Actor) -> IncidentLink:
+    """Link two incidents (`incident` <kind> `related`); an existing identical link is a LinkConflict."""
+    assert incident.id is not None and related.id is not None
+    if incident.id == related.id:
+        raise ValueError("related_incident_id: an incident cannot be linked to itself")
+    link = IncidentLink(incident_id=incident.id, related_incident_id=related.id, kind=kind, created_by=actor.name)
+    session.add(link)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise LinkConflict(f"incident {incident.id} is already {kind} incident {related.id}") from None
+    for side, other, shown in ((incident.id, related.id, kind), (related.id, incident.id, LINK_INVERSE[kind])):
+        incident_event(
+            session, kind="link.added", incident_id=side, actor=actor.name, link=shown, other_incident_id=other
+        )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.link",
+        target_type="incident",
+        target_id=incident.id,
+        after={"kind": kind, "related_incident_id": related.id},
+    )
+    session.commit()
+    session.refresh(link)
+    return link
+
+
+def remove_link(*, session: Session, link: IncidentLink, actor: Actor) -> None:
+    for side, other in ((link.incident_id, link.related_incident_id), (link.related_incident_id, link.incident_id)):
+        incident_event(
+            session, kind="link.removed", incident_id=side, actor=actor.name, link=link.kind, other_incident_id=other
+        )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.unlink",
+        target_type="incident",
+        target_id=link.incident_id,
+        before={"kind": link.kind, "related_incident_id": link.related_incident_id},
+    )
+    session.delete(link)
+    session.commit()
+
+
+def links_of(*, session: Session, incident_id: int) -> list[tuple[IncidentLink, str, Incident]]:
+    """Every link touching the incident, as (link, how it reads from this side, the other incident)."""
+    query = select(IncidentLink).where(
+        or_(IncidentLink.incident_id == incident_id, IncidentLink.related_incident_id == incident_id)
+    )
+    found = []
+    for link in session.exec(query.order_by(col(IncidentLink.id))):
+        outgoing = link.incident_id == incident_id
+        other = session.get(Incident, link.related_incident_id if outgoing else link.incident_id)
+        if other is not None:
+            found.append((link, link.kind if outgoing else LINK_INVERSE[link.kind], other))
+    return found
+
+
+def timeline(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[Event]:
+    """Everything that happened to the incident, oldest first: lifecycle, assignment, workflow and step
+    transitions, comments, attachments, links (and, later, approvals and agent messages)."""
+    query = (
+        select(Event)
+        .where(Event.incident_id == incident_id, col(Event.id) > after_id)
+        .order_by(col(Event.id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def template_for(*, session: Session, incident_type: str) -> IncidentTemplate | None:
+    return session.get(IncidentTemplate, incident_type)
+
+
+def save_template(*, session: Session, template: IncidentTemplate, actor: Actor) -> IncidentTemplate:
+    """Create or replace the template of an incident type."""
+    existing = session.get(IncidentTemplate, template.incident_type)
+    before = existing.model_dump(mode="json", exclude={"updated_at"}) if existing else None
+    row = existing or IncidentTemplate(incident_type=template.incident_type, default_severity="P3")
+    for field in ("default_severity", "description", "playbook_id", "on_reopen"):
+        setattr(row, field, getattr(template, field))
+    row.updated_by, row.updated_at = actor.name, utcnow()
+    session.add(row)
+    record_audit(
+        session,
+        actor=actor,
+        action="incident_template.save",
+        target_type="incident_template",
+        target_id=template.incident_type,
+        before=before,
+        after=row.model_dump(mode="json", exclude={"updated_at"}),
+    )
+    session.commit()
+    session.refresh(row)
+    return row

@@ -1,0 +1,187 @@
+"""Comments, attachments and links of one incident (JSON API)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, UploadFile, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.attachment_service import (
+    INLINE_TYPES,
+    AttachmentRejected,
+    attachment_path,
+    list_attachments,
+    store_attachment,
+)
+from api.auth import Responder, actor_of, require
+from api.collaboration_service import LinkConflict, add_comment, add_link, list_comments, remove_link
+from api.deps import INT64_MAX, EngineDep, Int64Id, SessionDep, SettingsDep
+from api.incident_service import IncidentNotFound, detail_for, get_incident
+from api.schemas import AttachmentPublic, CommentCreate, CommentPublic, IncidentDetail
+from core.collaboration import IncidentAttachment, IncidentComment, IncidentLink, LinkKind
+from core.db import session_scope
+from core.markdown import render_markdown
+from core.tables import Incident
+
+router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
+# Downloads are never run as a page of ours: no scripts, no plugins, a unique origin.
+DOWNLOAD_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+
+
+def _incident(session: Session, incident_id: int) -> Incident:
+    try:
+        return get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+
+
+def comment_public(comment: IncidentComment) -> CommentPublic:
+    return CommentPublic(
+        **comment.model_dump(exclude={"body"}), body=comment.body, body_html=render_markdown(comment.body)
+    )
+
+
+def attachment_public(attachment: IncidentAttachment) -> AttachmentPublic:
+    return AttachmentPublic(
+        **attachment.model_dump(),
+        download_url=f"/api/incidents/{attachment.incident_id}/attachments/{attachment.id}",
+    )
+
+
+@router.get("/{incident_id}/comments", response_model=list[CommentPublic])
+def comments(
+    incident_id: Int64Id,
+    session: SessionDep,
+    after_id: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[CommentPublic]:
+    """Comments, oldest first; page on with `after_id` (the last id you have)."""
+    _incident(session, incident_id)
+    return [
+        comment_public(c)
+        for c in list_comments(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
+    ]
+
+
+@router.post("/{incident_id}/comments", response_model=CommentPublic, status_code=status.HTTP_201_CREATED)
+def post_comment(
+    request: Request, incident_id: Int64Id, body: CommentCreate, principal: Responder, session: SessionDep
+) -> CommentPublic:
+    """Add a markdown comment; it is on the timeline and streamed live."""
+    incident = _incident(session, incident_id)
+    comment = add_comment(session=session, incident=incident, body=body.body, actor=actor_of(request, principal))
+    return comment_public(comment)
+
+
+class LinkCreate(BaseModel):
+    kind: LinkKind
+    related_incident_id: int = Field(ge=1, le=INT64_MAX)
+
+
+@router.post("/{incident_id}/links", response_model=IncidentDetail, status_code=status.HTTP_201_CREATED)
+def link_incident(
+    request: Request,
+    incident_id: Int64Id,
+    body: LinkCreate,
+    principal: Responder,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> IncidentDetail:
+    """Link this incident to another: `duplicate_of`, `caused_by` or `related`. Both incidents show it."""
+    incident = _incident(session, incident_id)
+    related = session.get(Incident, body.related_incident_id)
+    if related is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"related_incident_id: incident {body.related_incident_id} does not exist",
+        )
+    try:
+        add_link(
+            session=session, incident=incident, related=related, kind=body.kind, actor=actor_of(request, principal)
+        )
+    except LinkConflict as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+    session.refresh(incident)
+    return detail_for(session=session, incident=incident, settings=settings)
+
+
+@router.delete("/{incident_id}/links/{link_id}", status_code=status.HTTP_204_NO_CONTENT)
+def unlink_incident(
+    request: Request, incident_id: Int64Id, link_id: Int64Id, principal: Responder, session: SessionDep
+) -> None:
+    """Remove a link (from either of its incidents)."""
+    link = session.get(IncidentLink, link_id)
+    if link is None or incident_id not in (link.incident_id, link.related_incident_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} has no link {link_id}")
+    remove_link(session=session, link=link, actor=actor_of(request, principal))
+
+
+@router.get("/{incident_id}/attachments", response_model=list[AttachmentPublic])
+def attachments(incident_id: Int64Id, session: SessionDep) -> list[AttachmentPublic]:
+    _incident(session, incident_id)
+    return [attachment_public(a) for a in list_attachments(session=session, incident_id=incident_id)]
+
+
+@router.post(
+    "/{incident_id}/attachments",
+    response_model=AttachmentPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={413: {"description": "larger than ATTACHMENT_MAX_BYTES"}, 415: {"description": "type not accepted"}},
+)
+async def upload_attachment(
+    request: Request,
+    incident_id: Int64Id,
+    file: UploadFile,
+    principal: Responder,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> AttachmentPublic:
+    """Attach a file (multipart field `file`): text, CSV, JSON, logs, PNG/JPEG/GIF/WebP, PDF, zip, gzip."""
+    actor = actor_of(request, principal)
+
+    def _store() -> AttachmentPublic:
+        with session_scope(engine) as session:
+            incident = _incident(session, incident_id)
+            stored = store_attachment(
+                session=session,
+                root=settings.effective_attachments_dir,
+                incident=incident,
+                source=file.file,
+                filename=file.filename,
+                declared_type=file.content_type,
+                max_bytes=settings.attachment_max_bytes,
+                actor=actor,
+            )
+            return attachment_public(stored)
+
+    try:
+        return await run_in_threadpool(_store)
+    except AttachmentRejected as err:
+        raise HTTPException(err.status_code, str(err)) from err
+
+
+@router.get("/{incident_id}/attachments/{attachment_id}", response_class=FileResponse)
+def download_attachment(
+    incident_id: Int64Id, attachment_id: Int64Id, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """The file, as an attachment (images and plain text inline), never interpreted as one of our pages."""
+    attachment = session.get(IncidentAttachment, attachment_id)
+    if attachment is None or attachment.incident_id != incident_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} has no attachment {attachment_id}")
+    path = attachment_path(settings.effective_attachments_dir, attachment)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_410_GONE, f"attachment {attachment_id}'s file is missing from storage")
+    media_type = attachment.content_type + ("; charset=utf-8" if attachment.content_type.startswith("text/") else "")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=attachment.filename,
+        content_disposition_type="inline" if attachment.content_type in INLINE_TYPES else "attachment",
+        headers={"Content-Security-Policy": DOWNLOAD_CSP, "Cache-Control": "private, no-store"},
+    )

@@ -1,0 +1,88 @@
+"""What people add to an incident besides its status: comments, attachments, links to other incidents,
+and the per-type templates new incidents start from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.tables import Severity, utcnow
+
+COMMENT_MAX = 20_000
+LinkKind = Literal["duplicate_of", "caused_by", "related"]
+# How a link reads from the other incident's side.
+LINK_INVERSE: dict[str, str] = {"duplicate_of": "duplicated_by", "caused_by": "causes", "related": "related"}
+ReopenAction = Literal["restart", "resume", "none"]
+
+
+class IncidentComment(SQLModel, table=True):
+    """A comment (markdown) on an incident; append-only through the app."""
+
+    __tablename__ = "incident_comments"
+    __table_args__ = (Index("ix_incident_comments_incident_id_id", "incident_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False))
+    author_user_id: int | None = Field(default=None, foreign_key="users.id")
+    author: str = Field(max_length=200)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IncidentAttachment(SQLModel, table=True):
+    """A file attached to an incident. The bytes live under the attachments directory at `storage_key`."""
+
+    __tablename__ = "incident_attachments"
+    __table_args__ = (Index("ix_incident_attachments_incident_id_id", "incident_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False))
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=100)
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200)  # chosen by us, never by the uploader
+    uploaded_by_user_id: int | None = Field(default=None, foreign_key="users.id")
+    uploaded_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IncidentLink(SQLModel, table=True):
+    """`incident_id` <kind> `related_incident_id`, e.g. 12 duplicate_of 9; both incidents show it."""
+
+    __tablename__ = "incident_links"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "related_incident_id", "kind", name="uq_incident_links_pair_kind"),
+        CheckConstraint("incident_id <> related_incident_id", name="ck_incident_links_not_self"),
+        Index("ix_incident_links_related", "related_incident_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False))
+    related_incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False))
+    kind: str = Field(max_length=20)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IncidentTemplateBase(SQLModel):
+    default_severity: Severity = "P3"
+    description: str = Field(default="", max_length=10_000)
+    # Empty: the playbook chosen by incident type.
+    playbook_id: str | None = Field(default=None, max_length=100, schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]*$"})
+    # What reopening an incident of this type does with its playbook: run it again from the start,
+    # resume the failed run (retry its failed step; restart when the run has ended), or nothing.
+    on_reopen: ReopenAction = "restart"
+
+
+class IncidentTemplate(IncidentTemplateBase, table=True):
+    __tablename__ = "incident_templates"
+
+    incident_type: str = Field(primary_key=True, max_length=100)
+    default_severity: str = Field(max_length=2)  # type: ignore[assignment]
+    on_reopen: str = Field(default="restart", max_length=10)  # type: ignore[assignment]
+    updated_by: str = Field(default="", max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
