@@ -29,6 +29,7 @@ from core.tables import EVENTS_CHANNEL, Event
 
 log = logging.getLogger(__name__)
 PING_SECONDS = 15
+RECONNECT_MS = 1000
 CATCH_UP_LIMIT = 1000
 QUEUE_SIZE = 1000
 
@@ -45,7 +46,8 @@ def event_message(event: Event) -> dict[str, Any]:
         "step_id": event.step_id,
         "data": event.data,
     }
-    return {"id": str(event.id), "event": event.kind, "data": json.dumps(payload)}
+    # Unnamed (a "message" event): browsers get every kind through one onmessage; the kind is in the data.
+    return {"id": str(event.id), "data": json.dumps(payload)}
 
 
 class EventHub:
@@ -165,15 +167,26 @@ async def stream(
     principal: Viewer,
     incident_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    resume_after: Annotated[
+        int | None,
+        Query(
+            alias="last_event_id",
+            ge=0,
+            le=INT64_MAX,
+            description="same as the Last-Event-ID header, for clients that open a new EventSource",
+        ),
+    ] = None,
 ) -> EventSourceResponse:
     """Events as they happen (optionally for one incident); resumes after Last-Event-ID."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else resume_after
     hub = hub_of(request)
     queue = await hub.subscribe()
     engine = request.app.state.engine
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         try:
+            # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. on a deploy.
+            yield {"comment": "connected", "retry": RECONNECT_MS}
             seen = 0
             if after is not None:
                 for missed in await run_in_threadpool(_missed, engine, after, incident_id):

@@ -1,37 +1,116 @@
-"""Server-rendered pages (Jinja2, autoescaped)."""
+"""Incident pages (Jinja2, autoescaped) and the partials htmx swaps in when live events arrive."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import HTMLResponse
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse
+from sqlmodel import Session
+
+from api.attachment_service import list_attachments
 from api.auth import require
+from api.collaboration_service import list_comments, timeline
 from api.deps import Int64Id, SessionDep, SettingsDep
-from api.incident_query import IncidentFilter, search_incidents
-from api.incident_service import IncidentNotFound, get_incident, incident_detail
+from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
+from api.incident_service import IncidentNotFound, detail_for, get_incident
+from core.markdown import render_markdown
+from core.settings import Settings
+from core.tables import INCIDENT_TRANSITIONS
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
+PAGE_SIZE = 50
+TIMELINE_SHOWN = 500
+Part = Literal["facts", "workflow", "comments", "attachments", "timeline", "links"]
+
+
+def _list_context(session: Session, where: IncidentFilter, sort: IncidentSort, cursor: str | None) -> dict[str, Any]:
+    try:
+        rows, total, next_cursor = search_incidents(
+            session=session, where=where, sort=sort, limit=PAGE_SIZE, cursor=cursor
+        )
+    except CursorError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+    params = [(k, v) for k, v in where.model_dump(exclude_defaults=True).items() if not isinstance(v, list)]
+    params += [
+        (k, item) for k, v in where.model_dump(exclude_defaults=True).items() if isinstance(v, list) for item in v
+    ]
+    if sort != "newest":
+        params.append(("sort", sort))
+    query = urlencode(params)
+    return {
+        "incidents": rows,
+        "total": total,
+        "where": where,
+        "sort": sort,
+        "query": query,
+        "cursor": cursor,
+        "next_url": f"/?{urlencode([*params, ('cursor', next_cursor)])}" if next_cursor else None,
+    }
 
 
 @router.get("/", response_class=HTMLResponse)
-def incident_list_page(request: Request, session: SessionDep) -> HTMLResponse:
-    rows, total, _ = search_incidents(session=session, where=IncidentFilter(), sort="newest", limit=50, cursor=None)
-    return templates.TemplateResponse(request, "incidents/list.html", {"incidents": rows, "total": total})
+def incident_list_page(
+    request: Request,
+    session: SessionDep,
+    where: Annotated[IncidentFilter, Query()],
+    sort: IncidentSort = "newest",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    context = _list_context(session, where, sort, cursor)
+    return templates.TemplateResponse(request, "incidents/list.html", context)
+
+
+@router.get("/incidents/partials/rows", response_class=HTMLResponse)
+def incident_rows_partial(
+    request: Request,
+    session: SessionDep,
+    where: Annotated[IncidentFilter, Query()],
+    sort: IncidentSort = "newest",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    context = _list_context(session, where, sort, cursor)
+    return templates.TemplateResponse(request, "incidents/_rows.html", context)
+
+
+def detail_context(session: Session, settings: Settings, incident_id: int) -> dict[str, Any]:
+    """Everything the incident page shows, so the page and each of its partials render from one place."""
+    try:
+        incident = get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    comments = list_comments(session=session, incident_id=incident_id, after_id=0, limit=1000)
+    events = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
+    return {
+        "incident": detail_for(session=session, incident=incident, settings=settings),
+        "transitions": INCIDENT_TRANSITIONS.get(incident.status, ()),
+        "comments": [(c, render_markdown(c.body)) for c in comments],
+        "attachments": list_attachments(session=session, incident_id=incident_id),
+        "timeline": events,
+        "max_attachment_bytes": settings.attachment_max_bytes,
+    }
+
+
+def _can_act(request: Request) -> bool:
+    principal = getattr(request.state, "principal", None)  # resolved by the router's require("viewer")
+    return principal is not None and principal.can("responder")
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 def incident_detail_page(
     request: Request, incident_id: Int64Id, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:
-    try:
-        incident = get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
-    detail = incident_detail(
-        session=session,
-        incident=incident,
-        ui_url=settings.effective_temporal_ui_url,
-        namespace=settings.temporal_namespace,
-    )
-    return templates.TemplateResponse(request, "incidents/detail.html", {"incident": detail})
+    context = detail_context(session, settings, incident_id)
+    context["can_act"] = _can_act(request)
+    return templates.TemplateResponse(request, "incidents/detail.html", context)
+
+
+@router.get("/incidents/{incident_id}/partials/{part}", response_class=HTMLResponse)
+def incident_partial(
+    request: Request, incident_id: Int64Id, part: Part, session: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
+    context = detail_context(session, settings, incident_id)
+    context["can_act"] = _can_act(request)
+    return templates.TemplateResponse(request, f"incidents/_{part}.html", context)

@@ -34,7 +34,7 @@ async def collect_until(response: httpx.Response, done, timeout: float = 30) -> 
 
     async def read() -> None:
         async for event in sse_events(response):
-            seen.append({"id": int(event["id"]), "event": event["event"], **json.loads(event["data"])})
+            seen.append({"id": int(event["id"]), **json.loads(event["data"])})
             if done(seen):
                 return
 

@@ -1,0 +1,207 @@
+"""HTML forms that change incidents (work without JavaScript: post, then redirect back to the page)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request, UploadFile, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
+
+from api.attachment_service import AttachmentRejected, store_attachment
+from api.auth import Responder, actor_of, require
+from api.collaboration_service import LinkConflict, add_comment, add_link
+from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
+from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
+from api.incident_service import IncidentNotFound, get_incident, insert_incident, start_incident_workflow
+from api.playbook_service import PlaybookNotFound
+from core.db import session_scope
+from core.tables import Incident, IncidentCreate
+from web.templating import templates
+
+router = APIRouter(include_in_schema=False, dependencies=[require("responder")])
+
+
+def _back(incident_id: int, anchor: str = "") -> RedirectResponse:
+    return RedirectResponse(f"/incidents/{incident_id}{anchor}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _problem(request: Request, status_code: int, message: str, back: str) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, "problem.html", {"message": message, "back": back}, status_code=status_code
+    )
+
+
+@router.get("/incidents/new", response_class=HTMLResponse)
+def new_incident_form(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "incidents/new.html", {"values": {}, "errors": {}})
+
+
+@router.post("/incidents/new", response_class=HTMLResponse)
+async def create_incident_form(
+    request: Request,
+    principal: Responder,
+    engine: EngineDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    title: Annotated[str, Form(max_length=1000)] = "",
+    service: Annotated[str, Form(max_length=1000)] = "",
+    severity: Annotated[str, Form(max_length=10)] = "",
+    incident_type: Annotated[str, Form(max_length=1000)] = "default",
+    service_url: Annotated[str, Form(max_length=4000)] = "",
+    description: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    values: dict[str, Any] = {
+        "title": title,
+        "service": service,
+        "severity": severity or None,
+        "incident_type": incident_type or "default",
+        "service_url": service_url or None,
+        "description": description,
+    }
+    try:
+        data = IncidentCreate.model_validate(values)
+    except ValidationError as err:
+        errors = {str(e["loc"][0]): e["msg"] for e in err.errors()}
+        return templates.TemplateResponse(
+            request, "incidents/new.html", {"values": values, "errors": errors}, status_code=422
+        )
+    actor = actor_of(request, principal)
+
+    def _insert() -> Incident:
+        with session_scope(engine) as session:
+            incident, _ = insert_incident(
+                session=session, data=data, idempotency_key=None, settings=settings, actor=actor
+            )
+            session.expunge(incident)
+            return incident
+
+    try:
+        incident = await run_in_threadpool(_insert)
+    except PlaybookNotFound as err:
+        errors = {"incident_type": str(err)}
+        return templates.TemplateResponse(
+            request, "incidents/new.html", {"values": values, "errors": errors}, status_code=422
+        )
+    try:
+        await start_incident_workflow(
+            temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=True
+        )
+    except RPCError as err:
+        message = f"Incident #{incident.id} was recorded, but its playbook could not start: {err.message}"
+        return _problem(request, 503, message, f"/incidents/{incident.id}")
+    assert incident.id is not None
+    return _back(incident.id)
+
+
+@router.post("/incidents/{incident_id}/status", response_class=HTMLResponse)
+async def change_status_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    engine: EngineDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    status_: Annotated[str, Form(alias="status", max_length=20)],
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    actor = actor_of(request, principal)
+    try:
+        moved = await run_in_threadpool(
+            transition,
+            engine=engine,
+            incident_id=incident_id,
+            target=status_,
+            comment=comment,
+            actor=actor,
+            settings=settings,
+        )
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+    except TransitionRefused as err:
+        return _problem(request, 409, str(err), f"/incidents/{incident_id}")
+    try:
+        await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
+    except RPCError as err:
+        message = f"The incident is {status_}, but its playbook could not be restarted: {err.message}"
+        return _problem(request, 503, message, f"/incidents/{incident_id}")
+    return _back(incident_id)
+
+
+@router.post("/incidents/{incident_id}/comments", response_class=HTMLResponse)
+def comment_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    session: SessionDep,
+    body: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    if not body.strip():
+        return _problem(request, 422, "A comment needs some text.", f"/incidents/{incident_id}")
+    incident = _incident(session, incident_id)
+    comment = add_comment(session=session, incident=incident, body=body, actor=actor_of(request, principal))
+    return _back(incident_id, f"#comment-{comment.id}")
+
+
+@router.post("/incidents/{incident_id}/links", response_class=HTMLResponse)
+def link_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    session: SessionDep,
+    kind: Annotated[str, Form(max_length=20)],
+    related_incident_id: Annotated[str, Form(max_length=30)],
+) -> Response:
+    back = f"/incidents/{incident_id}"
+    incident = _incident(session, incident_id)
+    other_id = related_incident_id.strip().lstrip("#")
+    related = session.get(Incident, int(other_id)) if other_id.isdigit() and len(other_id) < 19 else None
+    if kind not in ("related", "duplicate_of", "caused_by"):
+        return _problem(request, 422, f"Unknown link type {kind}.", back)
+    if related is None:
+        return _problem(request, 422, f"There is no incident {related_incident_id}.", back)
+    try:
+        add_link(session=session, incident=incident, related=related, kind=kind, actor=actor_of(request, principal))
+    except (LinkConflict, ValueError) as err:
+        return _problem(request, 409 if isinstance(err, LinkConflict) else 422, str(err), back)
+    return _back(incident_id)
+
+
+@router.post("/incidents/{incident_id}/attachments", response_class=HTMLResponse)
+async def attachment_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    engine: EngineDep,
+    settings: SettingsDep,
+    file: UploadFile,
+) -> Response:
+    actor = actor_of(request, principal)
+
+    def _store() -> None:
+        with session_scope(engine) as session:
+            store_attachment(
+                session=session,
+                root=settings.effective_attachments_dir,
+                incident=_incident(session, incident_id),
+                source=file.file,
+                filename=file.filename,
+                declared_type=file.content_type,
+                max_bytes=settings.attachment_max_bytes,
+                actor=actor,
+            )
+
+    try:
+        await run_in_threadpool(_store)
+    except AttachmentRejected as err:
+        return _problem(request, err.status_code, str(err), f"/incidents/{incident_id}")
+    return _back(incident_id)
+
+
+def _incident(session: Any, incident_id: int) -> Incident:
+    try:
+        return get_incident(session=session, incident_id=incident_id)
+    except IncidentNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
