@@ -27,7 +27,10 @@ ALLOWED_TYPES = BINARY_TYPES | TEXT_TYPES
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"})
 UNKNOWN_TYPES = frozenset({"", "application/octet-stream"})
 CHUNK = 64 * 1024
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\"\\/]")
+FILENAME_MAX = 200
+# Control characters, quotes, slashes, and the invisible Unicode marks that make "report\u202egnp.exe" show
+# as "reportexe.png": none of them belongs in a name shown to people or put in a header.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\"\\/\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 class AttachmentRejected(ValueError):
@@ -40,7 +43,11 @@ def safe_filename(name: str | None) -> str:
     """The uploader's file name without directories, control characters or quotes (display only)."""
     base = re.split(r"[\\/]", name or "")[-1]
     cleaned = _UNSAFE_CHARS.sub("_", base).strip(" .")
-    return cleaned[:200] or "attachment"
+    if len(cleaned) > FILENAME_MAX:  # shorten the name, keep the extension
+        stem, dot, suffix = cleaned.rpartition(".")
+        keep = f"{dot}{suffix}" if dot and stem and len(suffix) <= 16 else ""
+        cleaned = cleaned[: FILENAME_MAX - len(keep)] + keep
+    return cleaned or "attachment"
 
 
 def detect_type(head: bytes, declared: str | None) -> str:

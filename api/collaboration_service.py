@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, and_, col, or_, select
 
 from core.audit import Actor, record_audit
 from core.collaboration import LINK_INVERSE, IncidentComment, IncidentLink, IncidentTemplate
@@ -54,10 +55,25 @@ def list_comments(*, session: Session, incident_id: int, after_id: int, limit: i
 
 
 def add_link(*, session: Session, incident: Incident, related: Incident, kind: str, actor: Actor) -> IncidentLink:
-    """Link two incidents (`incident` <kind> `related`); an existing identical link is a LinkConflict."""
+    """Link two incidents (`incident` <kind> `related`); the same link, or the same kind the other way round (a
+    repeat for `related`, a contradiction for the others), is a LinkConflict."""
     assert incident.id is not None and related.id is not None
     if incident.id == related.id:
         raise ValueError("related_incident_id: an incident cannot be linked to itself")
+    # Both incidents locked in id order: links between one pair, in either direction, are made one at a time.
+    session.exec(select(Incident.id).where(col(Incident.id).in_(sorted((incident.id, related.id)))).with_for_update())
+    existing = session.exec(
+        select(IncidentLink).where(
+            IncidentLink.kind == kind,
+            or_(
+                and_(IncidentLink.incident_id == incident.id, IncidentLink.related_incident_id == related.id),
+                and_(IncidentLink.incident_id == related.id, IncidentLink.related_incident_id == incident.id),
+            ),
+        )
+    ).first()
+    if existing is not None:
+        session.rollback()
+        raise LinkConflict(f"incident {existing.incident_id} is already {kind} incident {existing.related_incident_id}")
     link = IncidentLink(incident_id=incident.id, related_incident_id=related.id, kind=kind, created_by=actor.name)
     session.add(link)
     try:
@@ -130,12 +146,26 @@ def template_for(*, session: Session, incident_type: str) -> IncidentTemplate | 
 
 
 def save_template(*, session: Session, template: IncidentTemplate, actor: Actor) -> IncidentTemplate:
-    """Create or replace the template of an incident type."""
-    existing = session.get(IncidentTemplate, template.incident_type)
-    before = existing.model_dump(mode="json", exclude={"updated_at"}) if existing else None
-    row = existing or IncidentTemplate(incident_type=template.incident_type, default_severity="P3")
-    for field in ("default_severity", "description", "playbook_id", "on_reopen"):
-        setattr(row, field, getattr(template, field))
+    """Create or replace the template of an incident type (concurrent saves of a new type: the last one wins)."""
+    fields = ("default_severity", "description", "playbook_id", "on_reopen")
+    table = IncidentTemplate.__table__  # type: ignore[attr-defined]
+    values = {field: getattr(template, field) for field in fields}
+    # Insert-if-missing, then lock: two first saves of one type cannot both insert (a 500 otherwise).
+    created = (
+        session.execute(
+            insert(table)
+            .values(incident_type=template.incident_type, updated_by=actor.name, updated_at=utcnow(), **values)
+            .on_conflict_do_nothing(index_elements=[table.c.incident_type])
+            .returning(table.c.incident_type)
+        ).first()
+        is not None
+    )
+    row = session.exec(
+        select(IncidentTemplate).where(IncidentTemplate.incident_type == template.incident_type).with_for_update()
+    ).one()
+    before = None if created else row.model_dump(mode="json", exclude={"updated_at"})
+    for field, value in values.items():
+        setattr(row, field, value)
     row.updated_by, row.updated_at = actor.name, utcnow()
     session.add(row)
     record_audit(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -60,10 +61,7 @@ def transition(
             if reopen_action == "resume" and not _failed_and_waiting(session, previous):
                 reopen_action = "restart"
             if reopen_action == "restart":
-                incident.workflow_runs += 1
-                incident.workflow_id = (
-                    f"{incident_workflow_id(incident_id, settings.workflow_id_prefix)}-run{incident.workflow_runs}"
-                )
+                _next_run(incident, settings)
         session.add(incident)
         incident_event(
             session,
@@ -90,6 +88,28 @@ def transition(
         return Transition(incident, reopen_action, previous)
 
 
+def _next_run(incident: Incident, settings: Settings) -> None:
+    """Point the incident at a new run of its playbook: `incident-<id>-run<n>`."""
+    assert incident.id is not None
+    incident.workflow_runs += 1
+    incident.workflow_id = (
+        f"{incident_workflow_id(incident.id, settings.workflow_id_prefix)}-run{incident.workflow_runs}"
+    )
+
+
+def _restart_instead(*, engine: Engine, moved: Transition, settings: Settings) -> Transition:
+    """The run to resume ended after the reopen looked at it: the incident gets a new run instead."""
+    with session_scope(engine) as session:
+        incident = session.exec(select(Incident).where(Incident.id == moved.incident.id).with_for_update()).one()
+        if incident.workflow_id == moved.previous_workflow_id:  # not already moved on by someone else
+            _next_run(incident, settings)
+            session.add(incident)
+        session.commit()
+        session.refresh(incident)
+        session.expunge(incident)
+    return Transition(incident, "restart", moved.previous_workflow_id)
+
+
 def _failed_and_waiting(session: Session, workflow_id: str | None) -> bool:
     """Whether the run failed and still waits for a retry (resumable) rather than having ended."""
     run = session.get(WorkflowRun, workflow_id) if workflow_id else None
@@ -107,8 +127,15 @@ async def act_on_playbook(
             await handle.execute_update("retry_step", RetryStepInput(actor=actor.name))
             return
         except WorkflowUpdateFailedError:
-            pass  # it stopped waiting in the meantime: nothing to resume
-    elif moved.reopen_action == "restart":
+            # It stopped waiting for a retry in the meantime: someone else's retry runs it, or it ended.
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: the run has already ended
+                raise
+        # Nothing left to resume: restart, as for a run that had ended before the reopen.
+        moved = await run_in_threadpool(_restart_instead, engine=engine, moved=moved, settings=settings)
+    if moved.reopen_action == "restart":
         if moved.previous_workflow_id:
             await _end_if_open(temporal, moved.previous_workflow_id, actor)
         await start_incident_workflow(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, or_, tuple_
 from sqlmodel import Session, col, select
 
+from api.deps import INT64_MAX
 from core.tables import Incident, IncidentStatus, Severity
 
 IncidentSort = Literal["newest", "oldest", "severity", "updated"]
@@ -69,15 +70,22 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _is_id(value: Any) -> bool:
+    # JSON true/false decode to bool, a subclass of int; an id also has to fit the bigint column.
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= INT64_MAX
+
+
 def _decode_cursor(cursor: str, sort: IncidentSort) -> list[Any]:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(values, list) or len(values) != (1 if sort in ("newest", "oldest") else 2):
             raise ValueError
-        if not isinstance(values[-1], int):
+        if not _is_id(values[-1]):
             raise ValueError
         if sort == "updated":
             values[0] = datetime.fromisoformat(values[0])
+            if values[0].tzinfo is None:  # ours always carry their offset
+                raise ValueError
         elif sort == "severity" and values[0] not in ("P1", "P2", "P3", "P4"):
             raise ValueError
         return values

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Engine
@@ -19,6 +21,7 @@ from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, 
 from core.agents import known_agents
 from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
+from core.db import session_scope
 from core.events import incident_event
 from core.payloads import (
     IncidentContext,
@@ -34,6 +37,24 @@ from workflows.incident import IncidentWorkflow
 
 class IncidentNotFound(LookupError):
     pass
+
+
+T = TypeVar("T")
+
+
+async def in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+    """Run `work` in a worker thread with a session that commits, and give the connection back before returning.
+
+    A sync route holding its SessionDep connection until the response is validated (another threadpool hop)
+    deadlocks once every thread waits for the pool and every pooled connection waits for a thread; routes
+    that many clients hit at once use this instead.
+    """
+
+    def run() -> T:
+        with session_scope(engine) as session:
+            return work(session)
+
+    return await run_in_threadpool(run)
 
 
 CLOCK_SKEW = timedelta(seconds=2)

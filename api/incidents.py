@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.auth import Responder, actor_of, require
 from api.collaboration_service import timeline
-from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
+from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import (
@@ -20,15 +21,17 @@ from api.incident_service import (
     WorkflowConflict,
     detail_for,
     get_incident,
+    in_session,
     insert_incident,
     start_incident_workflow,
 )
 from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
-from core.audit import record_audit
+from core.audit import Actor, record_audit
 from core.db import session_scope
 from core.events import incident_event
 from core.identity import Team, User
+from core.settings import Settings
 from core.tables import Incident, IncidentCreate, IncidentStatus, utcnow
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
@@ -49,6 +52,13 @@ def _found(session: Session, incident_id: int) -> Incident:
         return get_incident(session=session, incident_id=incident_id)
     except IncidentNotFound as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
+
+
+async def _detail(engine: Engine, settings: Settings, incident_id: int) -> IncidentDetail:
+    """The incident's detail, read in a worker thread (see in_session)."""
+    return await in_session(
+        engine, lambda session: detail_for(session=session, settings=settings, incident=_found(session, incident_id))
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=IncidentDetail)
@@ -95,16 +105,12 @@ async def create_incident(
             "repeat the request with the same Idempotency-Key to retry",
         ) from err
 
-    def _load_detail() -> IncidentDetail:
-        with session_scope(engine) as session:
-            return detail_for(session=session, settings=settings, incident=_found(session, incident.id))  # type: ignore[arg-type]
-
-    return await run_in_threadpool(_load_detail)
+    return await _detail(engine, settings, incident.id)  # type: ignore[arg-type]
 
 
 @router.get("", response_model=IncidentPage)
-def list_incidents_route(
-    session: SessionDep,
+async def list_incidents_route(
+    engine: EngineDep,
     where: Annotated[IncidentFilter, Query()],
     sort: IncidentSort = "newest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -112,23 +118,26 @@ def list_incidents_route(
 ) -> IncidentPage:
     """Incidents filtered (status and severity repeat: `?status=open&status=in_progress`), sorted, one page at
     a time: pass `next_cursor` back as `cursor`."""
-    try:
+
+    def _page(session: Session) -> IncidentPage:
         rows, total, next_cursor = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
+        return IncidentPage(
+            items=[IncidentPublic.model_validate(row, from_attributes=True) for row in rows],
+            total=total,
+            limit=limit,
+            next_cursor=next_cursor,
+        )
+
+    try:
+        return await in_session(engine, _page)
     except CursorError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
-    return IncidentPage(
-        items=[IncidentPublic.model_validate(row, from_attributes=True) for row in rows],
-        total=total,
-        limit=limit,
-        next_cursor=next_cursor,
-    )
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail)
-def get_incident_route(incident_id: Int64Id, session: SessionDep, settings: SettingsDep) -> IncidentDetail:
+async def get_incident_route(incident_id: Int64Id, engine: EngineDep, settings: SettingsDep) -> IncidentDetail:
     """One incident with its workflow status and steps."""
-    incident = _found(session, incident_id)
-    return detail_for(session=session, settings=settings, incident=incident)
+    return await _detail(engine, settings, incident_id)
 
 
 class AssigneeUpdate(BaseModel):
@@ -137,19 +146,28 @@ class AssigneeUpdate(BaseModel):
 
 
 @router.put("/{incident_id}/assignee", response_model=IncidentDetail)
-def assign_incident(
+async def assign_incident(
     request: Request,
     incident_id: Int64Id,
     body: AssigneeUpdate,
     principal: Responder,
-    session: SessionDep,
+    engine: EngineDep,
     settings: SettingsDep,
 ) -> IncidentDetail:
     """Assign the incident to a user and/or a team (nulls unassign)."""
+    actor = actor_of(request, principal)
+    return await in_session(engine, lambda session: _assign(session, incident_id, body, actor, settings))
+
+
+def _assign(
+    session: Session, incident_id: int, body: AssigneeUpdate, actor: Actor, settings: Settings
+) -> IncidentDetail:
     incident = _found(session, incident_id)
-    if body.user_id is not None and session.get(User, body.user_id) is None:
+    user = session.get(User, body.user_id) if body.user_id is not None else None
+    if body.user_id is not None and user is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist")
-    if body.team_id is not None and session.get(Team, body.team_id) is None:
+    team = session.get(Team, body.team_id) if body.team_id is not None else None
+    if body.team_id is not None and team is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"team_id: team {body.team_id} does not exist")
     before = {"assignee_user_id": incident.assignee_user_id, "assignee_team_id": incident.assignee_team_id}
     incident.assignee_user_id, incident.assignee_team_id = body.user_id, body.team_id
@@ -159,13 +177,13 @@ def assign_incident(
         session,
         kind="incident.assigned",
         incident_id=incident_id,
-        actor=principal.username,
-        user=session.get(User, body.user_id).username if body.user_id else None,  # type: ignore[union-attr]
-        team=session.get(Team, body.team_id).name if body.team_id else None,  # type: ignore[union-attr]
+        actor=actor.name,
+        user=user.username if user else None,
+        team=team.name if team else None,
     )
     record_audit(
         session,
-        actor=actor_of(request, principal),
+        actor=actor,
         action="incident.assign",
         target_type="incident",
         target_id=incident.id,
@@ -219,22 +237,22 @@ async def change_status(
             f"{'resumed' if moved.reopen_action == 'resume' else 'restarted'} ({err.message})",
         ) from err
 
-    def _load() -> IncidentDetail:
-        with session_scope(engine) as session:
-            return detail_for(session=session, settings=settings, incident=_found(session, incident_id))
-
-    return await run_in_threadpool(_load)
+    return await _detail(engine, settings, incident_id)
 
 
 @router.get("/{incident_id}/timeline", response_model=TimelinePage)
-def incident_timeline(
+async def incident_timeline(
     incident_id: Int64Id,
-    session: SessionDep,
+    engine: EngineDep,
     after_id: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> TimelinePage:
     """Everything that happened to the incident, oldest first; page on with `after_id`."""
-    _found(session, incident_id)
-    rows = timeline(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
-    items = [TimelineEntry.model_validate(row, from_attributes=True) for row in rows]
-    return TimelinePage(items=items, next_after_id=items[-1].id if len(items) == limit else None)
+
+    def _page(session: Session) -> TimelinePage:
+        _found(session, incident_id)
+        rows = timeline(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
+        items = [TimelineEntry.model_validate(row, from_attributes=True) for row in rows]
+        return TimelinePage(items=items, next_after_id=items[-1].id if len(items) == limit else None)
+
+    return await in_session(engine, _page)
