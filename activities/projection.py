@@ -70,7 +70,7 @@ class ProjectionActivities:
         )
         written = session.execute(stmt.returning(table.c.seq)).first() is not None
         if written:
-            self._follow_incident(session, state.incident_id, state.status)
+            self._follow_incident(session, state.incident_id, state.workflow_id, state.status)
             publish(
                 session,
                 Event(
@@ -83,16 +83,21 @@ class ProjectionActivities:
         return written
 
     @staticmethod
-    def _follow_incident(session: Session, incident_id: int, workflow_status: str) -> None:
+    def _follow_incident(session: Session, incident_id: int, workflow_id: str, workflow_status: str) -> None:
         """The workflow's progress moves the incident: started → in_progress, completed → resolved.
 
-        A human's choice wins: only the statuses the workflow could have left the incident in move."""
+        A human's choice wins: only the statuses the workflow could have left the incident in move; and
+        only the incident's current run moves it (a run superseded by a reopen → restart does not)."""
         incidents = table_of(Incident)
         now = utcnow()
         if workflow_status == "in_progress":
             moved = session.execute(
                 update(incidents)
-                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "reopened"]))
+                .where(
+                    incidents.c.id == incident_id,
+                    incidents.c.workflow_id == workflow_id,
+                    incidents.c.status.in_(["open", "reopened"]),
+                )
                 .values(
                     status="in_progress",
                     updated_at=now,
@@ -104,7 +109,11 @@ class ProjectionActivities:
         elif workflow_status == "completed":
             moved = session.execute(
                 update(incidents)
-                .where(incidents.c.id == incident_id, incidents.c.status.in_(["open", "in_progress", "reopened"]))
+                .where(
+                    incidents.c.id == incident_id,
+                    incidents.c.workflow_id == workflow_id,
+                    incidents.c.status.in_(["open", "in_progress", "reopened"]),
+                )
                 .values(status="resolved", resolved_at=now, updated_at=now)
                 .returning(incidents.c.id)
             ).first()

@@ -26,6 +26,8 @@ ALLOWED_TYPES = BINARY_TYPES | TEXT_TYPES
 # Shown in the browser; everything else downloads.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"})
 UNKNOWN_TYPES = frozenset({"", "application/octet-stream"})
+# Text a browser would run or style with rather than show: refused, whatever it contains.
+ACTIVE_TEXT_TYPES = frozenset({"text/html", "text/xml", "text/javascript", "text/ecmascript", "text/css", "text/xsl"})
 CHUNK = 64 * 1024
 FILENAME_MAX = 200
 # Control characters, quotes, slashes, and the invisible Unicode marks that make "report\u202egnp.exe" show
@@ -54,6 +56,8 @@ def detect_type(head: bytes, declared: str | None) -> str:
     """The content type we store, or AttachmentRejected(415) saying why the file is refused."""
     declared = (declared or "").split(";")[0].strip().lower()
     allowed = ", ".join(sorted(ALLOWED_TYPES))
+    if declared.startswith("text/") and declared not in ALLOWED_TYPES and declared not in ACTIVE_TEXT_TYPES:
+        declared = "text/plain"  # browsers say text/x-log, text/x-yaml …: kept (and served) as plain text
     if declared not in ALLOWED_TYPES and declared not in UNKNOWN_TYPES:
         raise AttachmentRejected(415, f"file type {declared} is not accepted; allowed: {allowed}")
     sniffed = filetype.guess_mime(head)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, QueuePool
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 
 from core.settings import Settings
@@ -17,9 +19,30 @@ def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_db(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    with Session(engine) as session:
-        yield session
+def _db_gate(request: Request) -> asyncio.Semaphore:
+    gate = getattr(request.app.state, "db_gate", None)
+    if gate is None:
+        engine: Engine = request.app.state.engine
+        pool = engine.pool
+        capacity = pool.size() + max(getattr(pool, "_max_overflow", 0), 0) if isinstance(pool, QueuePool) else 10
+        # Leave room for work that takes connections outside requests (the event hub, background writes).
+        gate = request.app.state.db_gate = asyncio.Semaphore(max(1, capacity - 2))
+    return gate
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session per request, handed out only when a pooled connection is free.
+
+    Requests wait for a free slot here, on the event loop, never in a worker thread: a sync route keeps its
+    connection until its response is validated in another thread, so threads blocked on an exhausted pool
+    could otherwise wait for connections whose holders wait for a thread — a deadlock under load.
+    """
+    async with _db_gate(request):
+        session = Session(request.app.state.engine)
+        try:
+            yield session
+        finally:
+            await run_in_threadpool(session.close)
 
 
 def get_temporal(request: Request) -> Client:

@@ -23,6 +23,7 @@ from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
 from core.db import session_scope
 from core.events import incident_event
+from core.identity import Team, User
 from core.payloads import (
     IncidentContext,
     IncidentWorkflowInput,
@@ -31,7 +32,7 @@ from core.payloads import (
 )
 from core.playbook import Playbook
 from core.settings import Settings
-from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, WorkflowRun, WorkflowStep
+from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, WorkflowRun, WorkflowStep, utcnow
 from workflows.incident import IncidentWorkflow
 
 
@@ -243,3 +244,41 @@ def detail_for(*, session: Session, incident: Incident, settings: Settings) -> I
         ui_url=settings.effective_temporal_ui_url,
         namespace=settings.temporal_namespace,
     )
+
+
+class AssigneeNotFound(ValueError):
+    pass
+
+
+def assign(*, session: Session, incident: Incident, user_id: int | None, team_id: int | None, actor: Actor) -> None:
+    """Assign the incident to a user and/or a team (None unassigns); on the timeline and in the audit log."""
+    user = session.get(User, user_id) if user_id is not None else None
+    if user_id is not None and (user is None or not user.is_active):
+        raise AssigneeNotFound(f"user_id: user {user_id} does not exist")
+    team = session.get(Team, team_id) if team_id is not None else None
+    if team_id is not None and team is None:
+        raise AssigneeNotFound(f"team_id: team {team_id} does not exist")
+    assert incident.id is not None
+    before = {"assignee_user_id": incident.assignee_user_id, "assignee_team_id": incident.assignee_team_id}
+    incident.assignee_user_id, incident.assignee_team_id = user_id, team_id
+    incident.updated_at = utcnow()
+    session.add(incident)
+    incident_event(
+        session,
+        kind="incident.assigned",
+        incident_id=incident.id,
+        actor=actor.name,
+        user=user.username if user else None,
+        team=team.name if team else None,
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.assign",
+        target_type="incident",
+        target_id=incident.id,
+        before=before,
+        after={"assignee_user_id": user_id, "assignee_team_id": team_id},
+    )
+    session.commit()
+    session.refresh(incident)

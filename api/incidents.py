@@ -17,8 +17,10 @@ from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SettingsDep, Temp
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import (
+    AssigneeNotFound,
     IncidentNotFound,
     WorkflowConflict,
+    assign,
     detail_for,
     get_incident,
     in_session,
@@ -27,12 +29,10 @@ from api.incident_service import (
 )
 from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
-from core.audit import Actor, record_audit
+from core.audit import Actor
 from core.db import session_scope
-from core.events import incident_event
-from core.identity import Team, User
 from core.settings import Settings
-from core.tables import Incident, IncidentCreate, IncidentStatus, utcnow
+from core.tables import Incident, IncidentCreate, IncidentStatus
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -163,35 +163,10 @@ def _assign(
     session: Session, incident_id: int, body: AssigneeUpdate, actor: Actor, settings: Settings
 ) -> IncidentDetail:
     incident = _found(session, incident_id)
-    user = session.get(User, body.user_id) if body.user_id is not None else None
-    if body.user_id is not None and user is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"user_id: user {body.user_id} does not exist")
-    team = session.get(Team, body.team_id) if body.team_id is not None else None
-    if body.team_id is not None and team is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"team_id: team {body.team_id} does not exist")
-    before = {"assignee_user_id": incident.assignee_user_id, "assignee_team_id": incident.assignee_team_id}
-    incident.assignee_user_id, incident.assignee_team_id = body.user_id, body.team_id
-    incident.updated_at = utcnow()
-    session.add(incident)
-    incident_event(
-        session,
-        kind="incident.assigned",
-        incident_id=incident_id,
-        actor=actor.name,
-        user=user.username if user else None,
-        team=team.name if team else None,
-    )
-    record_audit(
-        session,
-        actor=actor,
-        action="incident.assign",
-        target_type="incident",
-        target_id=incident.id,
-        before=before,
-        after={"assignee_user_id": body.user_id, "assignee_team_id": body.team_id},
-    )
-    session.commit()
-    session.refresh(incident)
+    try:
+        assign(session=session, incident=incident, user_id=body.user_id, team_id=body.team_id, actor=actor)
+    except AssigneeNotFound as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
     return detail_for(session=session, settings=settings, incident=incident)
 
 

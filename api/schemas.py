@@ -41,7 +41,8 @@ class IncidentPublic(BaseModel):
     status: str
     incident_type: str
     playbook_id: str
-    workflow_id: str | None
+    workflow_id: str | None  # the latest run of its playbook
+    workflow_runs: int  # reopen → restart starts another run (<first workflow id>-run2, …)
     assignee_user_id: int | None
     assignee_team_id: int | None
     created_at: datetime

@@ -15,7 +15,14 @@ from api.auth import Responder, actor_of, require
 from api.collaboration_service import LinkConflict, add_comment, add_link
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
-from api.incident_service import IncidentNotFound, get_incident, insert_incident, start_incident_workflow
+from api.incident_service import (
+    AssigneeNotFound,
+    IncidentNotFound,
+    assign,
+    get_incident,
+    insert_incident,
+    start_incident_workflow,
+)
 from api.playbook_service import PlaybookNotFound
 from core.db import session_scope
 from core.tables import Incident, IncidentCreate
@@ -198,6 +205,42 @@ async def attachment_form(
     except AttachmentRejected as err:
         return _problem(request, err.status_code, str(err), f"/incidents/{incident_id}")
     return _back(incident_id)
+
+
+@router.post("/incidents/{incident_id}/assignee", response_class=HTMLResponse)
+def assignee_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    session: SessionDep,
+    user_id: Annotated[str, Form(max_length=20)] = "",
+    team_id: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    """Assign from the page ("me" is the person posting; empty unassigns)."""
+    back = f"/incidents/{incident_id}"
+    user = principal.user_id if user_id == "me" else _optional_id(user_id)
+    team = _optional_id(team_id)
+    if user is False or team is False:
+        return _problem(request, 422, "Pick a user and a team from the lists.", back)
+    try:
+        assign(
+            session=session,
+            incident=_incident(session, incident_id),
+            user_id=user,  # type: ignore[arg-type]
+            team_id=team,  # type: ignore[arg-type]
+            actor=actor_of(request, principal),
+        )
+    except AssigneeNotFound as err:
+        return _problem(request, 422, str(err), back)
+    return _back(incident_id)
+
+
+def _optional_id(value: str) -> int | None | bool:
+    """A form id: None when empty, False when not a valid id."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else False
 
 
 def _incident(session: Any, incident_id: int) -> Incident:

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api.attachment_service import list_attachments
 from api.auth import require
@@ -15,6 +15,7 @@ from api.collaboration_service import list_comments, timeline
 from api.deps import Int64Id, SessionDep, SettingsDep
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import IncidentNotFound, detail_for, get_incident
+from core.identity import Team, User
 from core.markdown import render_markdown
 from core.settings import Settings
 from core.tables import INCIDENT_TRANSITIONS
@@ -23,6 +24,7 @@ from web.templating import templates
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 PAGE_SIZE = 50
 TIMELINE_SHOWN = 500
+ASSIGNABLE_SHOWN = 500
 Part = Literal["facts", "workflow", "comments", "attachments", "timeline", "links"]
 
 
@@ -83,8 +85,15 @@ def detail_context(session: Session, settings: Settings, incident_id: int) -> di
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     comments = list_comments(session=session, incident_id=incident_id, after_id=0, limit=1000)
     events = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
+    user = session.get(User, incident.assignee_user_id) if incident.assignee_user_id else None
+    team = session.get(Team, incident.assignee_team_id) if incident.assignee_team_id else None
     return {
         "incident": detail_for(session=session, incident=incident, settings=settings),
+        "people": session.exec(
+            select(User).where(col(User.is_active)).order_by(col(User.username)).limit(ASSIGNABLE_SHOWN)
+        ).all(),
+        "teams": session.exec(select(Team).order_by(col(Team.name)).limit(ASSIGNABLE_SHOWN)).all(),
+        "assignee": {"user": user.display_name or user.username if user else None, "team": team.name if team else None},
         "transitions": INCIDENT_TRANSITIONS.get(incident.status, ()),
         "comments": [(c, render_markdown(c.body)) for c in comments],
         "attachments": list_attachments(session=session, incident_id=incident_id),

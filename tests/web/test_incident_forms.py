@@ -40,6 +40,11 @@ async def test_attach_and_link_from_the_page(server, browser, api, engine, tmp_p
     page = await browser.new_page()
     await log_in(page, server, "oncall", f"/incidents/{second['id']}")
 
+    await expect(page.get_by_test_id("assignee")).to_have_text("nobody")
+    await page.get_by_role("button", name="Assign to me").click()
+    await expect(page.get_by_test_id("assignee")).to_have_text("oncall")
+    await expect(page.locator("#timeline")).to_contain_text("oncall assigned it to oncall")
+
     log = tmp_path / "api-errors.log"
     log.write_text("2026-11-25 ERROR pool exhausted\n")
     await page.set_input_files("#attachment-file", log)
