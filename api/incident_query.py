@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import and_, func, or_, tuple_
 from sqlmodel import Session, col, select
 
@@ -33,6 +33,12 @@ class IncidentFilter(BaseModel):
     assignee_team_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
     unassigned: bool = False
     q: str | None = Field(default=None, max_length=TEXT_MAX, description="text in the title or description")
+
+    @field_validator("service", "incident_type", "assignee_user_id", "assignee_team_id", "q", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An HTML filter form sends every field; an empty one means "any".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def active(self) -> bool:

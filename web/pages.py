@@ -62,6 +62,10 @@ def incident_list_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     context = _list_context(session, where, sort, cursor)
+    context["people"] = session.exec(
+        select(User).where(col(User.is_active)).order_by(col(User.username)).limit(ASSIGNABLE_SHOWN)
+    ).all()
+    context["teams"] = session.exec(select(Team).order_by(col(Team.name)).limit(ASSIGNABLE_SHOWN)).all()
     return templates.TemplateResponse(request, "incidents/list.html", context)
 
 
