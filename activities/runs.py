@@ -1,59 +1,75 @@
-"""agent_runs: one row per agent activity attempt — what ran, on which worker, how it ended.
+"""agent_runs: one row per agent activity attempt — what ran, on which worker, how it ended — and the
+agent's step in the projection (`workflow_steps` + its event), written in the same transactions.
 
 Written outside the agent's own code, so every agent is counted the same way; the dashboard's
-"running agents" and the tests' "ran exactly once" both read it.
+"running agents" and the tests' "ran exactly once" both read it. Writing the step here, rather than from
+the workflow, keeps the workflow's task from waiting on a database write at every step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Engine, text
 from temporalio import activity
 
-from core.db import session_scope
-from core.tables import AgentRun, utcnow
+from activities.projection import record_step
+from core.payloads import SEQ_BLOCK, AgentInput, AgentResult, RecordStepInput, StepRecord, StepState
+from core.tables import utcnow
 
 WORKER = f"{socket.gethostname()}"[:200]
 R = TypeVar("R")
+
+
+# Built once: these run twice for every agent attempt.
+_RUN_STARTED = text(
+    "INSERT INTO agent_runs (activity_key, workflow_id, step_id, agent, attempt, worker, status, started_at) "
+    "VALUES (:key, :workflow_id, :step_id, :agent, :attempt, :worker, 'running', :now) "
+    "ON CONFLICT ON CONSTRAINT uq_agent_runs_activity_key DO NOTHING"
+)
+_RUN_FINISHED = text(
+    "UPDATE agent_runs SET status = :status, error = :error, finished_at = :now WHERE activity_key = :key"
+)
 
 
 class AgentRunLog:
     def __init__(self, engine: Engine | None) -> None:
         self._engine = engine
 
-    def _start(self, key: str, workflow_id: str, step_id: str, agent: str, attempt: int) -> None:
+    def _start(self, key: str, workflow_id: str, step_id: str, agent: str, attempt: int, input: Any) -> None:
         assert self._engine is not None
-        table = AgentRun.__table__  # type: ignore[attr-defined]
-        with session_scope(self._engine) as session:
-            session.execute(
-                insert(table)
-                .values(
-                    activity_key=key,
-                    workflow_id=workflow_id,
-                    step_id=step_id,
-                    agent=agent,
-                    attempt=attempt,
-                    worker=WORKER,
-                    status="running",
-                    started_at=utcnow(),
-                )
-                .on_conflict_do_nothing(constraint="uq_agent_runs_activity_key")
+        with self._engine.begin() as db:
+            if isinstance(input, AgentInput) and input.record is not None:
+                shown = dataclasses.asdict(input)
+                shown.pop("record")
+                record_step(db, _snapshot(input, input.record, attempt, "running", None, shown))
+            db.execute(
+                _RUN_STARTED,
+                {
+                    "key": key,
+                    "workflow_id": workflow_id,
+                    "step_id": step_id,
+                    "agent": agent,
+                    "attempt": attempt,
+                    "worker": WORKER,
+                    "now": utcnow(),
+                },
             )
 
-    def _finish(self, key: str, status: str, error: str | None) -> None:
+    def _finish(self, key: str, status: str, error: str | None, input: Any = None, result: Any = None) -> None:
         assert self._engine is not None
-        table = AgentRun.__table__  # type: ignore[attr-defined]
-        with session_scope(self._engine) as session:
-            session.execute(
-                update(table)
-                .where(table.c.activity_key == key)
-                .values(status=status, error=(error or "")[:2000] or None, finished_at=utcnow())
+        with self._engine.begin() as db:
+            if isinstance(input, AgentInput) and input.record is not None and isinstance(result, AgentResult):
+                attempt = activity.info().attempt
+                record_step(db, _snapshot(input, input.record, attempt, "", result, None))
+            db.execute(
+                _RUN_FINISHED, {"key": key, "status": status, "error": (error or "")[:2000] or None, "now": utcnow()}
             )
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
@@ -61,14 +77,49 @@ class AgentRunLog:
             return await call()
         info = activity.info()
         key = f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
-        await asyncio.to_thread(self._start, key, info.workflow_id or "", input.step_id, agent, info.attempt)
+        await asyncio.to_thread(self._start, key, info.workflow_id or "", input.step_id, agent, info.attempt, input)
         try:
             result = await call()
         except BaseException as err:  # also cancellation: the row must not stay "running"
             await asyncio.shield(asyncio.to_thread(self._finish, key, "failed", f"{type(err).__name__}: {err}"))
             raise
-        await asyncio.to_thread(self._finish, key, "succeeded", None)
+        if isinstance(input, AgentInput) and input.record is not None and input.record.checks > 1:
+            # The same marker the workflow adds, so the stored output and the workflow's state agree.
+            result.data["checks"] = {"done": input.record.check, "allowed": input.record.checks}  # type: ignore[attr-defined]
+        await asyncio.to_thread(self._finish, key, "succeeded", None, input, result)
         return result
+
+
+def _snapshot(
+    input: AgentInput, record: StepRecord, attempt: int, status: str, result: AgentResult | None, shown: Any
+) -> RecordStepInput:
+    """The step as the workflow will hold it: running while an attempt runs; when the agent returns, its
+    output and — on the last check — completed, or failed for a negative finding the step fails on."""
+    bounded = min(attempt, SEQ_BLOCK // 2 - 1)
+    step = StepState(
+        step_id=input.step_id,
+        agent=record.agent,
+        position=record.position,
+        status=status or "running",
+        attempt=attempt,
+        runs=record.runs,
+        started_at=record.started_at,
+        params=input.params,
+    )
+    seq = record.seq_base + 2 * bounded
+    if result is not None:
+        seq += 1
+        step.output = dataclasses.asdict(result)
+        step.attempt = int(result.data.get("attempt", attempt))
+        if result.ok or record.check >= record.checks:
+            step.finished_at = datetime.now(UTC).isoformat()
+            if result.ok or not record.fail_on_negative:
+                step.status = "completed"
+            else:
+                step.status, step.error = "failed", result.summary
+    return RecordStepInput(
+        workflow_id=input.workflow_id, step=step, seq=seq, input=shown, incident_id=record.incident_id
+    )
 
 
 def recorded(name: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:

@@ -212,7 +212,8 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
         workflow = WorkflowPublic(
             workflow_id=incident.workflow_id,
             status=run.status if run else "pending",
-            current_steps=run.current_steps if run else [],
+            # Agents record their own steps, so the step rows are the fresher source of what runs now.
+            current_steps=[step.step_id for step in steps if step.status == "running"],
             error=run.error if run else None,
             started_at=run.started_at if run else None,
             finished_at=run.finished_at if run else None,

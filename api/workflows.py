@@ -109,6 +109,7 @@ async def live_state(
     ).all()
     return {
         **run.model_dump(mode="json", exclude={"seq", "updated_at"}),
+        "current_steps": [s.step_id for s in steps if s.status == "running"],
         "steps": [s.model_dump(mode="json", exclude={"id", "seq", "updated_at", "input"}) for s in steps],
         "live": False,
         "reason": f"projection from Postgres: {reason}",

@@ -37,6 +37,28 @@ class IncidentWorkflowInput:
 
 
 @dataclass
+class StepRecord:
+    """How an agent activity records its own step in the Postgres projection, so the workflow need not hold its
+    task open for a write per step: the activity writes `running` when an attempt starts and the outcome when
+    it returns (transitions it cannot see — skips, cancellations, errors — the workflow writes itself)."""
+
+    incident_id: int
+    agent: str
+    position: int
+    runs: int
+    started_at: str
+    # The write of attempt n uses seq_base + 2n (start) and + 2n + 1 (end); the workflow's own next write
+    # is above seq_base + SEQ_BLOCK, so it always wins.
+    seq_base: int
+    fail_on_negative: bool = True
+    check: int = 1  # repeated steps: which check this is, of how many
+    checks: int = 1
+
+
+SEQ_BLOCK = 1000
+
+
+@dataclass
 class AgentInput:
     incident: IncidentContext
     workflow_id: str
@@ -47,6 +69,7 @@ class AgentInput:
     params: dict[str, Any] = field(default_factory=dict)
     instructions: str = ""
     run: int = 1  # 1 for the first run of the step, 2 after a retry_step or a repeat, …
+    record: StepRecord | None = None  # None: the workflow records the step itself
 
 
 @dataclass

@@ -50,14 +50,18 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
             .limit(SHOWN_WORKFLOWS)
         ).all()
         latest: dict[str, WorkflowStep] = {}
+        running: dict[str, list[str]] = {}
         if active:
             steps = session.exec(
                 select(WorkflowStep)
                 .where(col(WorkflowStep.workflow_id).in_([run.workflow_id for run, _ in active]))
-                .where(col(WorkflowStep.output).is_not(None))
                 .order_by(col(WorkflowStep.updated_at))
             ).all()
-            latest = {step.workflow_id: step for step in steps}  # the last agent to report, per workflow
+            for step in steps:
+                if step.output is not None:
+                    latest[step.workflow_id] = step  # the last agent to report, per workflow
+                if step.status == "running":
+                    running.setdefault(step.workflow_id, []).append(step.step_id)
         feed = session.exec(select(Event).order_by(col(Event.id).desc()).limit(FEED_SIZE)).all()
         titles = dict(
             session.exec(  # type: ignore[call-overload]
@@ -70,7 +74,9 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
         "open_by_severity": {s: by_severity.get(s, 0) for s in ("P1", "P2", "P3", "P4")},
         "open_total": sum(by_severity.values()),
         "running_agents": running_agents,
-        "active": [(run, incident, latest.get(run.workflow_id)) for run, incident in active],
+        "active": [
+            (run, incident, running.get(run.workflow_id, []), latest.get(run.workflow_id)) for run, incident in active
+        ],
         "feed": feed,
         "titles": titles,
     }
