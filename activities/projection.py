@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, text, update
 from sqlmodel import Session
@@ -28,9 +29,11 @@ def _ts(value: str | None) -> datetime | None:
 
 # One round trip per step write: the upsert (skipped when a newer snapshot is stored), its event (only if the
 # upsert wrote) and the NOTIFY of the event's id. Plain SQL, built once: this runs for every agent attempt.
-_STEP_WRITE = text(
-    """
-WITH upserted AS (
+# The step write as common table expressions, so callers can add their own write to the same statement:
+# the upsert (skipped when a newer snapshot is stored), its event (only if the upsert wrote), then
+# `SELECT pg_notify(...) FROM event` announces the event's id.
+STEP_WRITE_CTES = """
+upserted AS (
     INSERT INTO workflow_steps AS s (workflow_id, step_id, agent, position, status, attempt, runs, note,
                                     output, error, seq, started_at, finished_at, updated_at, input)
     VALUES (:workflow_id, :step_id, :agent, :position, :status, :attempt, :runs, :note,
@@ -48,9 +51,10 @@ WITH upserted AS (
     SELECT :now, 'step.status', :incident_id, :workflow_id, :step_id, CAST(:data AS jsonb) FROM upserted
     RETURNING id
 )
-SELECT pg_notify(:channel, CAST(id AS text)) FROM event
 """
-)
+STEP_WRITE_NOTIFY = "SELECT pg_notify(:channel, CAST(id AS text)) FROM event"
+# One round trip per step write. Plain SQL, built once: this runs for every agent attempt.
+_STEP_WRITE = text(f"WITH {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
 
 
 _WORKFLOW_UPSERT = text(
@@ -85,10 +89,10 @@ def _json(value: object) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def record_step(db: Session | Connection, input: RecordStepInput) -> bool:
-    """Upsert one step snapshot unless a newer one (higher seq) is stored; announce it. True when written."""
+def step_params(input: RecordStepInput) -> dict[str, Any]:
+    """The bind parameters of STEP_WRITE_CTES for one step snapshot."""
     step = input.step
-    params = {
+    return {
         "workflow_id": input.workflow_id,
         "step_id": step.step_id,
         "agent": step.agent,
@@ -109,7 +113,11 @@ def record_step(db: Session | Connection, input: RecordStepInput) -> bool:
         "data": json.dumps({"status": step.status, "agent": step.agent, "runs": step.runs}),
         "channel": EVENTS_CHANNEL,
     }
-    return bool(db.execute(_STEP_WRITE, params).all())
+
+
+def record_step(db: Session | Connection, input: RecordStepInput) -> bool:
+    """Upsert one step snapshot unless a newer one (higher seq) is stored; announce it. True when written."""
+    return bool(db.execute(_STEP_WRITE, step_params(input)).all())
 
 
 class ProjectionActivities:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, text
 from temporalio import activity
 
-from activities.projection import record_step
+from activities.projection import STEP_WRITE_CTES, STEP_WRITE_NOTIFY, step_params
 from core.payloads import SEQ_BLOCK, AgentInput, AgentResult, RecordStepInput, StepRecord, StepState
 from core.tables import utcnow
 
@@ -27,50 +27,59 @@ WORKER = f"{socket.gethostname()}"[:200]
 R = TypeVar("R")
 
 
-# Built once: these run twice for every agent attempt.
-_RUN_STARTED = text(
-    "INSERT INTO agent_runs (activity_key, workflow_id, step_id, agent, attempt, worker, status, started_at) "
-    "VALUES (:key, :workflow_id, :step_id, :agent, :attempt, :worker, 'running', :now) "
-    "ON CONFLICT ON CONSTRAINT uq_agent_runs_activity_key DO NOTHING"
+# Built once: these run twice for every agent attempt. Each is one statement in autocommit: atomic, and one
+# round trip (no BEGIN/COMMIT); with a step to record, the step write joins the same statement.
+_RUN_STARTED_CTE = (
+    "run AS (INSERT INTO agent_runs (activity_key, workflow_id, step_id, agent, attempt, worker, status, started_at) "
+    "VALUES (:run_key, :run_workflow_id, :run_step_id, :run_agent, :run_attempt, :run_worker, 'running', :run_now) "
+    "ON CONFLICT ON CONSTRAINT uq_agent_runs_activity_key DO NOTHING)"
 )
-_RUN_FINISHED = text(
-    "UPDATE agent_runs SET status = :status, error = :error, finished_at = :now WHERE activity_key = :key"
+_RUN_FINISHED_CTE = (
+    "run AS (UPDATE agent_runs SET status = :run_status, error = :run_error, finished_at = :run_now "
+    "WHERE activity_key = :run_key)"
 )
+_RUN_STARTED = text(f"WITH {_RUN_STARTED_CTE} SELECT 1")
+_RUN_FINISHED = text(f"WITH {_RUN_FINISHED_CTE} SELECT 1")
+_RUN_STARTED_WITH_STEP = text(f"WITH {_RUN_STARTED_CTE}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
+_RUN_FINISHED_WITH_STEP = text(f"WITH {_RUN_FINISHED_CTE}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
 
 
 class AgentRunLog:
     def __init__(self, engine: Engine | None) -> None:
         self._engine = engine
 
-    def _start(self, key: str, workflow_id: str, step_id: str, agent: str, attempt: int, input: Any) -> None:
+    def _write(self, plain: Any, with_step: Any, params: dict[str, Any], step: RecordStepInput | None) -> None:
         assert self._engine is not None
-        with self._engine.begin() as db:
-            if isinstance(input, AgentInput) and input.record is not None:
-                shown = dataclasses.asdict(input)
-                shown.pop("record")
-                record_step(db, _snapshot(input, input.record, attempt, "running", None, shown))
-            db.execute(
-                _RUN_STARTED,
-                {
-                    "key": key,
-                    "workflow_id": workflow_id,
-                    "step_id": step_id,
-                    "agent": agent,
-                    "attempt": attempt,
-                    "worker": WORKER,
-                    "now": utcnow(),
-                },
-            )
+        with self._engine.connect() as db:
+            db = db.execution_options(isolation_level="AUTOCOMMIT")
+            if step is None:
+                db.execute(plain, params)
+            else:
+                db.execute(with_step, {**step_params(step), **params}).all()
+
+    def _start(self, key: str, workflow_id: str, step_id: str, agent: str, attempt: int, input: Any) -> None:
+        step = None
+        if isinstance(input, AgentInput) and input.record is not None:
+            shown = dataclasses.asdict(input)
+            shown.pop("record")
+            step = _snapshot(input, input.record, attempt, "running", None, shown)
+        params = {
+            "run_key": key,
+            "run_workflow_id": workflow_id,
+            "run_step_id": step_id,
+            "run_agent": agent,
+            "run_attempt": attempt,
+            "run_worker": WORKER,
+            "run_now": utcnow(),
+        }
+        self._write(_RUN_STARTED, _RUN_STARTED_WITH_STEP, params, step)
 
     def _finish(self, key: str, status: str, error: str | None, input: Any = None, result: Any = None) -> None:
-        assert self._engine is not None
-        with self._engine.begin() as db:
-            if isinstance(input, AgentInput) and input.record is not None and isinstance(result, AgentResult):
-                attempt = activity.info().attempt
-                record_step(db, _snapshot(input, input.record, attempt, "", result, None))
-            db.execute(
-                _RUN_FINISHED, {"key": key, "status": status, "error": (error or "")[:2000] or None, "now": utcnow()}
-            )
+        step = None
+        if isinstance(input, AgentInput) and input.record is not None and isinstance(result, AgentResult):
+            step = _snapshot(input, input.record, activity.info().attempt, "", result, None)
+        params = {"run_key": key, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": utcnow()}
+        self._write(_RUN_FINISHED, _RUN_FINISHED_WITH_STEP, params, step)
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
