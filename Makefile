@@ -44,8 +44,11 @@ fmt: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## Benchmarks, one after another; each prints its figures and targets (docs/operations.md, "Benchmarks").
 bench: install-test
 	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.sse
+	$(BIN)/python -m bench.incident_list
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:
