@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 import psycopg
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
@@ -36,7 +37,17 @@ QUEUE_SIZE = 1000
 router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[require("viewer")])
 
 
-def event_message(event: Event) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One event, encoded once as an SSE frame and shared by every client it goes to."""
+
+    id: int
+    incident_id: int | None
+    data: bytes
+
+
+def encode_event(event: Event) -> Frame:
+    # Unnamed (a "message" event): browsers get every kind through one onmessage; the kind is in the data.
     payload = {
         "id": event.id,
         "at": event.at.isoformat(),
@@ -46,8 +57,8 @@ def event_message(event: Event) -> dict[str, Any]:
         "step_id": event.step_id,
         "data": event.data,
     }
-    # Unnamed (a "message" event): browsers get every kind through one onmessage; the kind is in the data.
-    return {"id": str(event.id), "data": json.dumps(payload)}
+    assert event.id is not None
+    return Frame(event.id, event.incident_id, f"id: {event.id}\r\ndata: {json.dumps(payload)}\r\n\r\n".encode())
 
 
 class EventHub:
@@ -56,7 +67,7 @@ class EventHub:
     def __init__(self, engine: Engine, max_clients: int) -> None:
         self._engine = engine
         self.max_clients = max_clients
-        self._clients: set[asyncio.Queue[Event | None]] = set()
+        self._clients: set[asyncio.Queue[Frame | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_id = 0
         self._ready = asyncio.Event()
@@ -65,14 +76,14 @@ class EventHub:
     def clients(self) -> int:
         return len(self._clients)
 
-    async def subscribe(self) -> asyncio.Queue[Event | None]:
+    async def subscribe(self) -> asyncio.Queue[Frame | None]:
         if len(self._clients) >= self.max_clients:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 f"too many live connections on this web process ({self.max_clients}); try again shortly",
                 headers={"Retry-After": "5"},
             )
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._clients.add(queue)
         if self._task is None or self._task.done():
             self._ready.clear()
@@ -88,7 +99,7 @@ class EventHub:
             ) from None
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Frame | None]) -> None:
         self._clients.discard(queue)
 
     async def close(self) -> None:
@@ -129,10 +140,11 @@ class EventHub:
             if not rows:
                 return
             self._last_id = rows[-1].id or self._last_id
+            frames = [encode_event(row) for row in rows]  # once, whatever the number of clients
             for queue in list(self._clients):
-                for row in rows:
+                for frame in frames:
                     try:
-                        queue.put_nowait(row)
+                        queue.put_nowait(frame)
                     except asyncio.QueueFull:  # a client that cannot keep up is dropped, not waited for
                         self._clients.discard(queue)
                         with contextlib.suppress(asyncio.QueueFull):
@@ -183,22 +195,22 @@ async def stream(
     queue = await hub.subscribe()
     engine = request.app.state.engine
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
+    async def events() -> AsyncIterator[bytes]:
         try:
             # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. on a deploy.
-            yield {"comment": "connected", "retry": RECONNECT_MS}
+            yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
             seen = 0
             if after is not None:
                 for missed in await run_in_threadpool(_missed, engine, after, incident_id):
                     seen = missed.id or seen
-                    yield event_message(missed)
+                    yield encode_event(missed).data
             while True:
                 live = await queue.get()
                 if live is None:
                     return  # too slow: the browser reconnects with Last-Event-ID
                 if (live.id or 0) <= seen or (incident_id is not None and live.incident_id != incident_id):
                     continue
-                yield event_message(live)
+                yield live.data
         finally:
             hub.unsubscribe(queue)
 
