@@ -14,16 +14,18 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
-from api.auth import Viewer, require
+from api.auth import current_principal
 from api.deps import INT64_MAX
 from core.db import libpq_url
 from core.tables import EVENTS_CHANNEL, Event
@@ -33,8 +35,6 @@ PING_SECONDS = 15
 RECONNECT_MS = 1000
 CATCH_UP_LIMIT = 1000
 QUEUE_SIZE = 1000
-
-router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[require("viewer")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,35 @@ def encode_event(event: Event) -> Frame:
     return Frame(event.id, event.incident_id, f"id: {event.id}\r\ndata: {json.dumps(payload)}\r\n\r\n".encode())
 
 
+class TooManyClients(RuntimeError):
+    pass
+
+
+class ListenUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)
+class Client:
+    """One live connection: its bounded queue, and its task (cancelled when it cannot keep up)."""
+
+    queue: asyncio.Queue[Frame | None]
+    task: asyncio.Task[Any] | None
+
+
+PING = Frame(0, None, b": ping\r\n\r\n")
+
+
 class EventHub:
-    """One LISTEN connection per process, fanning events out to bounded per-client queues."""
+    """One LISTEN connection per process, fanning encoded events out to bounded per-client queues, and one
+    ping for all clients every PING_SECONDS (no task per client)."""
 
     def __init__(self, engine: Engine, max_clients: int) -> None:
         self._engine = engine
         self.max_clients = max_clients
-        self._clients: set[asyncio.Queue[Frame | None]] = set()
+        self._clients: set[Client] = set()
         self._task: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self._last_id = 0
         self._ready = asyncio.Event()
 
@@ -76,37 +97,34 @@ class EventHub:
     def clients(self) -> int:
         return len(self._clients)
 
-    async def subscribe(self) -> asyncio.Queue[Frame | None]:
+    async def subscribe(self) -> Client:
         if len(self._clients) >= self.max_clients:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"too many live connections on this web process ({self.max_clients}); try again shortly",
-                headers={"Retry-After": "5"},
+            raise TooManyClients(
+                f"too many live connections on this web process ({self.max_clients}); try again shortly"
             )
-        queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._clients.add(queue)
+        client = Client(asyncio.Queue(maxsize=QUEUE_SIZE), asyncio.current_task())
+        self._clients.add(client)
         if self._task is None or self._task.done():
             self._ready.clear()
             self._task = asyncio.create_task(self._listen())
+        if self._pinger is None or self._pinger.done():
+            self._pinger = asyncio.create_task(self._ping())
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
         except TimeoutError:
-            self._clients.discard(queue)
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "live events are unavailable: cannot LISTEN on the database",
-                headers={"Retry-After": "5"},
-            ) from None
-        return queue
+            self._clients.discard(client)
+            raise ListenUnavailable("live events are unavailable: cannot LISTEN on the database") from None
+        return client
 
-    def unsubscribe(self, queue: asyncio.Queue[Frame | None]) -> None:
-        self._clients.discard(queue)
+    def unsubscribe(self, client: Client) -> None:
+        self._clients.discard(client)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._pinger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def _rows_after(self, after: int) -> list[Event]:
         with Session(self._engine) as session:
@@ -134,23 +152,29 @@ class EventHub:
                 log.warning("event listener lost its connection (%s); reconnecting", err)
                 await asyncio.sleep(1)
 
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_SECONDS)
+            self._fan_out([PING])
+
     async def _deliver(self) -> None:
         while True:
             rows = await run_in_threadpool(self._rows_after, self._last_id)
             if not rows:
                 return
             self._last_id = rows[-1].id or self._last_id
-            frames = [encode_event(row) for row in rows]  # once, whatever the number of clients
-            for queue in list(self._clients):
+            self._fan_out([encode_event(row) for row in rows])  # encoded once, whatever the number of clients
+
+    def _fan_out(self, frames: list[Frame]) -> None:
+        for client in list(self._clients):
+            try:
                 for frame in frames:
-                    try:
-                        queue.put_nowait(frame)
-                    except asyncio.QueueFull:  # a client that cannot keep up is dropped, not waited for
-                        self._clients.discard(queue)
-                        with contextlib.suppress(asyncio.QueueFull):
-                            queue.get_nowait()
-                            queue.put_nowait(None)
-                        break
+                    client.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                # A client that cannot keep up is dropped, not waited for: it reconnects with Last-Event-ID.
+                self._clients.discard(client)
+                if client.task is not None:
+                    client.task.cancel()
 
 
 def hub_of(request: Request) -> EventHub:
@@ -169,49 +193,108 @@ def _missed(engine: Engine, after: int, incident_id: int | None) -> list[Event]:
         return list(session.exec(query.order_by(col(Event.id)).limit(CATCH_UP_LIMIT)))
 
 
-@router.get(
-    "/stream",
-    response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "a never-ending event stream"}},
-)
-async def stream(
-    request: Request,
-    principal: Viewer,
-    incident_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
-    resume_after: Annotated[
-        int | None,
-        Query(
-            alias="last_event_id",
-            ge=0,
-            le=INT64_MAX,
-            description="same as the Last-Event-ID header, for clients that open a new EventSource",
-        ),
-    ] = None,
-) -> EventSourceResponse:
-    """Events as they happen (optionally for one incident); resumes after Last-Event-ID."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else resume_after
-    hub = hub_of(request)
-    queue = await hub.subscribe()
-    engine = request.app.state.engine
+def _bad_request(field: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}, status_code=422
+    )
 
-    async def events() -> AsyncIterator[bytes]:
+
+def _id_param(raw: str | None, field: str, low: int) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not low <= int(raw) <= INT64_MAX:
+        raise ValueError(field)
+    return int(raw)
+
+
+class LiveStream:
+    """GET /api/events/stream[?incident_id=N]: events as they happen; resumes after Last-Event-ID (or
+    ?last_event_id=). A plain ASGI endpoint rather than a FastAPI route, because a stream lives for hours
+    and thousands of them are open at once: it keeps no dependency stack for the stream's lifetime, and its
+    sse-starlette response runs no per-client ping or send-timeout tasks; the hub's bytes go out as they are."""
+
+    __am_guard__ = "viewer"  # checked by tests/api/test_route_guards.py like require("viewer")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        principal = await current_principal(request)
+        if principal is None:
+            detail = "not authenticated: log in, or send an API token as 'Authorization: Bearer <token>'"
+            await JSONResponse({"detail": detail}, 401, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
         try:
-            # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. on a deploy.
-            yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
-            seen = 0
-            if after is not None:
-                for missed in await run_in_threadpool(_missed, engine, after, incident_id):
-                    seen = missed.id or seen
-                    yield encode_event(missed).data
-            while True:
-                live = await queue.get()
-                if live is None:
-                    return  # too slow: the browser reconnects with Last-Event-ID
-                if (live.id or 0) <= seen or (incident_id is not None and live.incident_id != incident_id):
-                    continue
-                yield live.data
-        finally:
-            hub.unsubscribe(queue)
+            incident_id = _id_param(request.query_params.get("incident_id"), "incident_id", 1)
+            header = request.headers.get("last-event-id")
+            after = (
+                int(header)
+                if header and header.isdigit() and len(header) <= 19
+                else _id_param(request.query_params.get("last_event_id"), "last_event_id", 0)
+            )
+        except ValueError as err:
+            refused = _bad_request(f"query.{err}", f"must be a whole number from 1 to {INT64_MAX}")
+            await refused(scope, receive, send)
+            return
+        hub = hub_of(request)
+        try:
+            client = await hub.subscribe()
+        except (TooManyClients, ListenUnavailable) as err:
+            await JSONResponse({"detail": str(err)}, 503, {"Retry-After": "5"})(scope, receive, send)
+            return
+        engine = request.app.state.engine
 
-    return EventSourceResponse(events(), ping=PING_SECONDS, send_timeout=30)
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. a deploy.
+                yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
+                seen = 0
+                if after is not None:
+                    for missed in await run_in_threadpool(_missed, engine, after, incident_id):
+                        seen = missed.id or seen
+                        yield encode_event(missed).data
+                while True:
+                    frame = await client.queue.get()
+                    if frame is None:
+                        return
+                    if frame.id and (
+                        frame.id <= seen or (incident_id is not None and frame.incident_id != incident_id)
+                    ):
+                        continue
+                    yield frame.data  # the hub's bytes, as they are (pings included)
+            finally:
+                hub.unsubscribe(client)
+
+        # sse-starlette without its per-connection ping task and send timeout: the hub pings every client
+        # at once and drops (cancels) a client that cannot keep up.
+        response = EventSourceResponse(frames(), ping=0, send_timeout=None, headers=STREAM_HEADERS)
+        try:
+            await response(scope, receive, send)
+        except asyncio.CancelledError:
+            pass  # dropped by the hub as too slow, or the server is stopping: the browser reconnects
+        finally:
+            hub.unsubscribe(client)
+
+
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)
+
+
+STREAM_OPENAPI = {
+    "get": {
+        "tags": ["events"],
+        "summary": "Live events (Server-Sent Events)",
+        "description": (LiveStream.__doc__ or "").strip(),
+        "operationId": "live_events_stream",
+        "parameters": [
+            {"name": "incident_id", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}},
+            {"name": "last_event_id", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 20}},
+        ],
+        "responses": {
+            "200": {"description": "a never-ending event stream", "content": {"text/event-stream": {}}},
+            "401": {"description": "not logged in"},
+            "422": {"description": "a parameter is not a valid id"},
+            "503": {"description": "too many live connections on this process, or no LISTEN connection"},
+        },
+    }
+}  # fmt: skip

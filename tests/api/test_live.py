@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -104,3 +105,45 @@ async def test_connections_are_capped_per_process(server, app, api):
         assert (await client.get("/api/events/stream", params={"incident_id": 0})).status_code == 422
     async with httpx.AsyncClient(base_url=server, timeout=30) as anonymous:
         assert (await anonymous.get("/api/events/stream")).status_code == 401
+
+
+async def test_a_closed_connection_releases_its_place(server, app, api):
+    token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        for _ in range(3):
+            async with client.stream("GET", "/api/events/stream") as response:
+                assert response.status_code == 200
+                assert app.state.event_hub.clients == 1
+        for _ in range(100):  # the server notices the disconnect on its own
+            if app.state.event_hub.clients == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.event_hub.clients == 0
+        bad = await client.get("/api/events/stream", params={"last_event_id": "x"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.last_event_id"
+
+
+async def test_a_client_that_stops_reading_is_dropped_not_waited_for(engine):
+    from api.live import QUEUE_SIZE, EventHub, Frame
+
+    hub = EventHub(engine, max_clients=10)
+    subscribed = asyncio.Event()
+
+    async def stuck_client() -> None:  # subscribes, then never reads (its socket is full)
+        await hub.subscribe()
+        subscribed.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck_client())
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert hub.clients == 1
+        hub._fan_out([Frame(n, None, b"data: x\r\n\r\n") for n in range(1, QUEUE_SIZE + 2)])
+        assert hub.clients == 0  # dropped at once; the browser reconnects with Last-Event-ID
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await hub.close()
