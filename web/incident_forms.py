@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 from temporalio.service import RPCError
 
 from api.attachment_service import AttachmentRejected, store_attachment
@@ -183,8 +184,13 @@ async def attachment_form(
     principal: Responder,
     engine: EngineDep,
     settings: SettingsDep,
-    file: UploadFile,
 ) -> Response:
+    # The form is read only now, after the role and CSRF checks (the guard parsed it for the CSRF field; a
+    # body parameter would make FastAPI spool the upload before any check).
+    back = f"/incidents/{incident_id}"
+    file = (await request.form()).get("file")
+    if not isinstance(file, StarletteUpload):
+        return _problem(request, 422, "Choose a file to upload.", back)
     actor = actor_of(request, principal)
 
     def _store() -> None:
@@ -203,7 +209,7 @@ async def attachment_form(
     try:
         await run_in_threadpool(_store)
     except AttachmentRejected as err:
-        return _problem(request, err.status_code, str(err), f"/incidents/{incident_id}")
+        return _problem(request, err.status_code, str(err), back)
     return _back(incident_id)
 
 
