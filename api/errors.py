@@ -17,6 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 MAX_BODY_BYTES = 1_000_000
 
 
+class NotFound(LookupError):
+    """Something named in the request does not exist: answered 404 with this message, wherever it is raised."""
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -102,8 +106,13 @@ async def data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
 def install(app: FastAPI, *, upload_limit: int) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DataError, data_error)
+    app.add_exception_handler(NotFound, not_found)
     app.add_middleware(BodySizeLimit, upload_limit=upload_limit)

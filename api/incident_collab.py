@@ -22,7 +22,7 @@ from api.auth import Responder, actor_of, require
 from api.collaboration_service import LinkConflict, add_comment, add_link, list_comments, remove_link
 from api.deps import INT64_MAX, EngineDep, Int64Id, SessionDep, SettingsDep
 from api.errors import MULTIPART_OVERHEAD
-from api.incident_service import IncidentNotFound, detail_for, get_incident, in_session
+from api.incident_service import detail_for, get_incident, in_session
 from api.schemas import AttachmentPublic, CommentCreate, CommentPublic, IncidentDetail
 from core.collaboration import IncidentAttachment, IncidentComment, IncidentLink, LinkKind
 from core.markdown import render_markdown
@@ -31,13 +31,6 @@ from core.tables import Incident
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 # Downloads are never run as a page of ours: no scripts, no plugins, a unique origin.
 DOWNLOAD_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
-
-
-def _incident(session: Session, incident_id: int) -> Incident:
-    try:
-        return get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
 
 
 def comment_public(comment: IncidentComment) -> CommentPublic:
@@ -63,7 +56,7 @@ async def comments(
     """Comments, oldest first; page on with `after_id` (the last id you have)."""
 
     def _list(session: Session) -> list[CommentPublic]:
-        _incident(session, incident_id)
+        get_incident(session=session, incident_id=incident_id)
         found = list_comments(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
         return [comment_public(c) for c in found]
 
@@ -78,7 +71,7 @@ async def post_comment(
     actor = actor_of(request, principal)
 
     def _add(session: Session) -> CommentPublic:
-        incident = _incident(session, incident_id)
+        incident = get_incident(session=session, incident_id=incident_id)
         return comment_public(add_comment(session=session, incident=incident, body=body.body, actor=actor))
 
     return await in_session(engine, _add)
@@ -102,7 +95,7 @@ async def link_incident(
     actor = actor_of(request, principal)
 
     def _link(session: Session) -> IncidentDetail:
-        incident = _incident(session, incident_id)
+        incident = get_incident(session=session, incident_id=incident_id)
         related = session.get(Incident, body.related_incident_id)
         if related is None:
             raise HTTPException(
@@ -142,7 +135,7 @@ async def attachments(incident_id: Int64Id, engine: EngineDep) -> list[Attachmen
     """The incident's attachments, oldest first."""
 
     def _list(session: Session) -> list[AttachmentPublic]:
-        _incident(session, incident_id)
+        get_incident(session=session, incident_id=incident_id)
         return [attachment_public(a) for a in list_attachments(session=session, incident_id=incident_id)]
 
     return await in_session(engine, _list)
@@ -203,7 +196,7 @@ async def upload_attachment(
 ) -> AttachmentPublic:
     """Attach a file (multipart field `file`): text, CSV, JSON, logs, PNG/JPEG/GIF/WebP, PDF, zip, gzip."""
     actor = actor_of(request, principal)
-    await in_session(engine, lambda session: _incident(session, incident_id).id)
+    await in_session(engine, lambda session: get_incident(session=session, incident_id=incident_id).id)
     try:
         form, file = await read_upload(request, settings.attachment_max_bytes)
     except AttachmentRejected as err:
@@ -213,7 +206,7 @@ async def upload_attachment(
         stored = store_attachment(
             session=session,
             root=settings.effective_attachments_dir,
-            incident=_incident(session, incident_id),
+            incident=get_incident(session=session, incident_id=incident_id),
             source=file.file,
             filename=file.filename,
             declared_type=file.content_type,

@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.collaboration_service import links_of
+from api.errors import NotFound
 from api.playbook_service import choose_playbook, load_playbook
 from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
 from core.agents import known_agents
@@ -36,7 +37,7 @@ from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, WorkflowRun,
 from workflows.incident import IncidentWorkflow
 
 
-class IncidentNotFound(LookupError):
+class IncidentNotFound(NotFound):
     pass
 
 

@@ -18,7 +18,6 @@ from api.incident_lifecycle import TransitionRefused, act_on_playbook, transitio
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import (
     AssigneeNotFound,
-    IncidentNotFound,
     WorkflowConflict,
     assign,
     detail_for,
@@ -32,7 +31,7 @@ from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEn
 from core.audit import Actor
 from core.db import session_scope
 from core.settings import Settings
-from core.tables import Incident, IncidentCreate, IncidentStatus
+from core.tables import IncidentCreate, IncidentStatus
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -46,18 +45,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _found(session: Session, incident_id: int) -> Incident:
-    """The incident, or a 404 naming it."""
-    try:
-        return get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
-
-
 async def _detail(engine: Engine, settings: Settings, incident_id: int) -> IncidentDetail:
     """The incident's detail, read in a worker thread (see in_session)."""
     return await in_session(
-        engine, lambda session: detail_for(session=session, settings=settings, incident=_found(session, incident_id))
+        engine,
+        lambda session: detail_for(
+            session=session, settings=settings, incident=get_incident(session=session, incident_id=incident_id)
+        ),
     )
 
 
@@ -162,7 +156,7 @@ async def assign_incident(
 def _assign(
     session: Session, incident_id: int, body: AssigneeUpdate, actor: Actor, settings: Settings
 ) -> IncidentDetail:
-    incident = _found(session, incident_id)
+    incident = get_incident(session=session, incident_id=incident_id)
     try:
         assign(session=session, incident=incident, user_id=body.user_id, team_id=body.team_id, actor=actor)
     except AssigneeNotFound as err:
@@ -199,8 +193,6 @@ async def change_status(
             actor=actor,
             settings=settings,
         )
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     except TransitionRefused as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from err
     try:
@@ -225,7 +217,7 @@ async def incident_timeline(
     """Everything that happened to the incident, oldest first; page on with `after_id`."""
 
     def _page(session: Session) -> TimelinePage:
-        _found(session, incident_id)
+        get_incident(session=session, incident_id=incident_id)
         rows = timeline(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
         items = [TimelineEntry.model_validate(row, from_attributes=True) for row in rows]
         return TimelinePage(items=items, next_after_id=items[-1].id if len(items) == limit else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,6 @@ from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_service import (
     AssigneeNotFound,
-    IncidentNotFound,
     assign,
     get_incident,
     insert_incident,
@@ -126,8 +125,6 @@ async def change_status_form(
             actor=actor,
             settings=settings,
         )
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
     except TransitionRefused as err:
         return _problem(request, 409, str(err), f"/incidents/{incident_id}")
     try:
@@ -148,7 +145,7 @@ def comment_form(
 ) -> Response:
     if not body.strip():
         return _problem(request, 422, "A comment needs some text.", f"/incidents/{incident_id}")
-    incident = _incident(session, incident_id)
+    incident = get_incident(session=session, incident_id=incident_id)
     comment = add_comment(session=session, incident=incident, body=body, actor=actor_of(request, principal))
     return _back(incident_id, f"#comment-{comment.id}")
 
@@ -163,7 +160,7 @@ def link_form(
     related_incident_id: Annotated[str, Form(max_length=30)],
 ) -> Response:
     back = f"/incidents/{incident_id}"
-    incident = _incident(session, incident_id)
+    incident = get_incident(session=session, incident_id=incident_id)
     other_id = related_incident_id.strip().lstrip("#")
     related = session.get(Incident, int(other_id)) if other_id.isdigit() and len(other_id) < 19 else None
     if kind not in ("related", "duplicate_of", "caused_by"):
@@ -198,7 +195,7 @@ async def attachment_form(
             store_attachment(
                 session=session,
                 root=settings.effective_attachments_dir,
-                incident=_incident(session, incident_id),
+                incident=get_incident(session=session, incident_id=incident_id),
                 source=file.file,
                 filename=file.filename,
                 declared_type=file.content_type,
@@ -231,7 +228,7 @@ def assignee_form(
     try:
         assign(
             session=session,
-            incident=_incident(session, incident_id),
+            incident=get_incident(session=session, incident_id=incident_id),
             user_id=user,  # type: ignore[arg-type]
             team_id=team,  # type: ignore[arg-type]
             actor=actor_of(request, principal),
@@ -247,10 +244,3 @@ def _optional_id(value: str) -> int | None | bool:
     if not value:
         return None
     return int(value) if value.isdigit() and 0 < int(value) < 2**31 else False
-
-
-def _incident(session: Any, incident_id: int) -> Incident:
-    try:
-        return get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err

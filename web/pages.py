@@ -14,7 +14,7 @@ from api.auth import require
 from api.collaboration_service import list_comments, timeline
 from api.deps import Int64Id, SessionDep, SettingsDep
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
-from api.incident_service import IncidentNotFound, detail_for, get_incident
+from api.incident_service import detail_for, get_incident
 from core.identity import Team, User
 from core.markdown import render_markdown
 from core.settings import Settings
@@ -62,10 +62,7 @@ def incident_list_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     context = _list_context(session, where, sort, cursor)
-    context["people"] = session.exec(
-        select(User).where(col(User.is_active)).order_by(col(User.username)).limit(ASSIGNABLE_SHOWN)
-    ).all()
-    context["teams"] = session.exec(select(Team).order_by(col(Team.name)).limit(ASSIGNABLE_SHOWN)).all()
+    context["people"], context["teams"] = assignables(session)
     return templates.TemplateResponse(request, "incidents/list.html", context)
 
 
@@ -81,29 +78,40 @@ def incident_rows_partial(
     return templates.TemplateResponse(request, "incidents/_rows.html", context)
 
 
-def detail_context(session: Session, settings: Settings, incident_id: int) -> dict[str, Any]:
-    """Everything the incident page shows, so the page and each of its partials render from one place."""
-    try:
-        incident = get_incident(session=session, incident_id=incident_id)
-    except IncidentNotFound as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from err
-    comments = list_comments(session=session, incident_id=incident_id, after_id=0, limit=1000)
-    events = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
-    user = session.get(User, incident.assignee_user_id) if incident.assignee_user_id else None
-    team = session.get(Team, incident.assignee_team_id) if incident.assignee_team_id else None
-    return {
+def detail_context(session: Session, settings: Settings, incident_id: int, part: Part | None = None) -> dict[str, Any]:
+    """What the incident page shows (part None), or only what one of its partials needs: a live event
+    refreshes a part, and that refresh should not load the rest of the page."""
+    incident = get_incident(session=session, incident_id=incident_id)  # NotFound: 404
+    context: dict[str, Any] = {
         "incident": detail_for(session=session, incident=incident, settings=settings),
-        "people": session.exec(
-            select(User).where(col(User.is_active)).order_by(col(User.username)).limit(ASSIGNABLE_SHOWN)
-        ).all(),
-        "teams": session.exec(select(Team).order_by(col(Team.name)).limit(ASSIGNABLE_SHOWN)).all(),
-        "assignee": {"user": user.display_name or user.username if user else None, "team": team.name if team else None},
-        "transitions": INCIDENT_TRANSITIONS.get(incident.status, ()),
-        "comments": [(c, render_markdown(c.body)) for c in comments],
-        "attachments": list_attachments(session=session, incident_id=incident_id),
-        "timeline": events,
         "max_attachment_bytes": settings.attachment_max_bytes,
     }
+    if part in (None, "facts"):
+        user = session.get(User, incident.assignee_user_id) if incident.assignee_user_id else None
+        team = session.get(Team, incident.assignee_team_id) if incident.assignee_team_id else None
+        context["assignee"] = {
+            "user": user.display_name or user.username if user else None,
+            "team": team.name if team else None,
+        }
+        context["transitions"] = INCIDENT_TRANSITIONS.get(incident.status, ())
+        context["people"], context["teams"] = assignables(session)
+    if part in (None, "comments"):
+        comments = list_comments(session=session, incident_id=incident_id, after_id=0, limit=1000)
+        context["comments"] = [(c, render_markdown(c.body)) for c in comments]
+    if part in (None, "attachments"):
+        context["attachments"] = list_attachments(session=session, incident_id=incident_id)
+    if part in (None, "timeline"):
+        context["timeline"] = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
+    return context
+
+
+def assignables(session: Session) -> tuple[list[User], list[Team]]:
+    """The people and teams an incident can be assigned to (the assign form, the list's filters)."""
+    people = session.exec(
+        select(User).where(col(User.is_active)).order_by(col(User.username)).limit(ASSIGNABLE_SHOWN)
+    ).all()
+    teams = session.exec(select(Team).order_by(col(Team.name)).limit(ASSIGNABLE_SHOWN)).all()
+    return list(people), list(teams)
 
 
 def _can_act(request: Request) -> bool:
@@ -124,6 +132,6 @@ def incident_detail_page(
 def incident_partial(
     request: Request, incident_id: Int64Id, part: Part, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:
-    context = detail_context(session, settings, incident_id)
+    context = detail_context(session, settings, incident_id, part)
     context["can_act"] = _can_act(request)
     return templates.TemplateResponse(request, f"incidents/_{part}.html", context)
