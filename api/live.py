@@ -69,19 +69,51 @@ class ListenUnavailable(RuntimeError):
     pass
 
 
-@dataclass(eq=False)
-class Client:
-    """One live connection: its bounded queue, and its task (cancelled when it cannot keep up)."""
+class Full(Exception):
+    pass
 
-    queue: asyncio.Queue[Frame | None]
-    task: asyncio.Task[Any] | None
+
+class Client:
+    """One live connection: a bounded mailbox of frames, and its task (cancelled when it cannot keep up).
+
+    A list and a future rather than an asyncio.Queue: with thousands of idle clients per process the queue's
+    four deques were the largest per-client cost after the connection itself (bench/sse.py)."""
+
+    __slots__ = ("frames", "task", "_waiter")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.frames: list[Frame | None] = []  # None: the stream ends (server shutdown)
+        self.task = task
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, frame: Frame | None) -> None:
+        if len(self.frames) >= QUEUE_SIZE:
+            raise Full
+        self.frames.append(frame)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self) -> list[Frame | None]:
+        """Everything waiting, at least one frame (waits for it)."""
+        while not self.frames:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        frames, self.frames = self.frames, []
+        return frames
+
+    def drop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 PING = Frame(0, None, b": ping\r\n\r\n")
 
 
 class EventHub:
-    """One LISTEN connection per process, fanning encoded events out to bounded per-client queues, and one
+    """One LISTEN connection per process, fanning encoded events out to bounded per-client mailboxes, and one
     ping for all clients every PING_SECONDS (no task per client)."""
 
     def __init__(self, engine: Engine, max_clients: int) -> None:
@@ -90,6 +122,7 @@ class EventHub:
         self._clients: set[Client] = set()
         self._task: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._stopper: asyncio.Task[None] | None = None
         self._last_id = 0
         self._ready = asyncio.Event()
 
@@ -102,13 +135,15 @@ class EventHub:
             raise TooManyClients(
                 f"too many live connections on this web process ({self.max_clients}); try again shortly"
             )
-        client = Client(asyncio.Queue(maxsize=QUEUE_SIZE), asyncio.current_task())
+        client = Client(asyncio.current_task())
         self._clients.add(client)
         if self._task is None or self._task.done():
             self._ready.clear()
             self._task = asyncio.create_task(self._listen())
         if self._pinger is None or self._pinger.done():
             self._pinger = asyncio.create_task(self._ping())
+        if self._stopper is None or self._stopper.done():
+            self._stopper = asyncio.create_task(self._end_streams_on_shutdown())
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
         except TimeoutError:
@@ -120,7 +155,7 @@ class EventHub:
         self._clients.discard(client)
 
     async def close(self) -> None:
-        for task in (self._task, self._pinger):
+        for task in (self._task, self._pinger, self._stopper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -157,6 +192,16 @@ class EventHub:
             await asyncio.sleep(PING_SECONDS)
             self._fan_out([PING])
 
+    async def _end_streams_on_shutdown(self) -> None:
+        # One waiter for the whole process (sse-starlette's shared shutdown watcher: uvicorn's SIGTERM), not
+        # one per client: every stream then ends cleanly so uvicorn's graceful shutdown does not wait on it.
+        await EventSourceResponse._listen_for_exit_signal()
+        for client in list(self._clients):
+            try:
+                client.put(None)
+            except Full:
+                client.drop()
+
     async def _deliver(self) -> None:
         while True:
             rows = await run_in_threadpool(self._rows_after, self._last_id)
@@ -169,12 +214,11 @@ class EventHub:
         for client in list(self._clients):
             try:
                 for frame in frames:
-                    client.queue.put_nowait(frame)
-            except asyncio.QueueFull:
+                    client.put(frame)
+            except Full:
                 # A client that cannot keep up is dropped, not waited for: it reconnects with Last-Event-ID.
                 self._clients.discard(client)
-                if client.task is not None:
-                    client.task.cancel()
+                client.drop()
 
 
 def hub_of(request: Request) -> EventHub:
@@ -252,26 +296,54 @@ class LiveStream:
                         seen = missed.id or seen
                         yield encode_event(missed).data
                 while True:
-                    frame = await client.queue.get()
-                    if frame is None:
-                        return
-                    if frame.id and (
-                        frame.id <= seen or (incident_id is not None and frame.incident_id != incident_id)
-                    ):
-                        continue
-                    yield frame.data  # the hub's bytes, as they are (pings included)
+                    for frame in await client.take():
+                        if frame is None:
+                            return
+                        if frame.id and (
+                            frame.id <= seen or (incident_id is not None and frame.incident_id != incident_id)
+                        ):
+                            continue
+                        yield frame.data  # the hub's bytes, as they are (pings included)
             finally:
                 hub.unsubscribe(client)
 
-        # sse-starlette without its per-connection ping task and send timeout: the hub pings every client
-        # at once and drops (cancels) a client that cannot keep up.
-        response = EventSourceResponse(frames(), ping=0, send_timeout=None, headers=STREAM_HEADERS)
+        response = HubEventSourceResponse(client, frames(), ping=0, send_timeout=None, headers=STREAM_HEADERS)
         try:
             await response(scope, receive, send)
         except asyncio.CancelledError:
             pass  # dropped by the hub as too slow, or the server is stopping: the browser reconnects
         finally:
             hub.unsubscribe(client)
+
+
+class HubEventSourceResponse(EventSourceResponse):
+    """sse-starlette's response, run with one helper task per connection instead of a task group of three.
+
+    The stream runs in the request's own task; a small task waits for the client's disconnect and then drops
+    the client. Pings and shutdown are the hub's, once per process: the per-connection ping, send-timeout and
+    shutdown-watch tasks of EventSourceResponse.__call__ cost ~25 KiB per idle client (bench/sse.py)."""
+
+    def __init__(self, client: Client, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "HEAD":
+            await super().__call__(scope, receive, send)  # headers only, no stream (sse-starlette's own answer)
+            return
+        streaming = True
+
+        def disconnected(watch: asyncio.Task[None]) -> None:
+            if streaming and not watch.cancelled():
+                self.client.drop()  # the browser left (or receive failed): end the stream now, not at next ping
+
+        watcher = asyncio.create_task(self._listen_for_disconnect(receive))
+        watcher.add_done_callback(disconnected)
+        try:
+            await self._stream_response(send)
+        finally:
+            streaming = False
+            watcher.cancel()
 
 
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
-from tests.factories import create_incident, wait_for_workflow
+from tests.factories import create_incident, make_user, wait_for_workflow
+from tests.peers import free_port
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[dict]:
@@ -147,3 +153,45 @@ async def test_a_client_that_stops_reading_is_dropped_not_waited_for(engine):
     finally:
         task.cancel()
         await hub.close()
+
+
+async def test_sigterm_ends_open_streams_and_the_web_process_exits(settings, engine):
+    """A deploy stops the web process with SIGTERM while browsers hold streams: every stream ends cleanly (the
+    browsers reconnect elsewhere) and the process exits at once instead of waiting on them."""
+    _, token = make_user(engine, "viewer")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "DATA_DIR": str(settings.data_dir),
+        "WEB_HOST": "127.0.0.1",
+        "WEB_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    web = subprocess.Popen([str(Path(sys.executable).parent / "agent-monitor"), "web"], env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            async with contextlib.AsyncExitStack() as streams:
+                stream = "/api/events/stream"
+                opened = [await streams.enter_async_context(client.stream("GET", stream)) for _ in range(3)]
+                assert all(response.status_code == 200 for response in opened)
+                web.send_signal(signal.SIGTERM)
+
+                async def drain(response: httpx.Response) -> None:
+                    async for _ in response.aiter_bytes():
+                        pass
+
+                await asyncio.wait_for(asyncio.gather(*(drain(response) for response in opened)), 10)
+        # uvicorn re-raises the SIGTERM it caught once shut down: the exit status is -15, within seconds.
+        assert await asyncio.to_thread(web.wait, 10) == -signal.SIGTERM
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()
