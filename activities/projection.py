@@ -10,13 +10,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, text, update
+from sqlalchemy import Connection, Engine, Table, text
 from sqlmodel import Session
 from temporalio import activity
 
 from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
-from core.tables import EVENTS_CHANNEL, Incident, utcnow
+from core.tables import EVENTS_CHANNEL, utcnow
 
 
 def table_of(model: type) -> Table:
@@ -27,11 +27,9 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-# One round trip per step write: the upsert (skipped when a newer snapshot is stored), its event (only if the
-# upsert wrote) and the NOTIFY of the event's id. Plain SQL, built once: this runs for every agent attempt.
 # The step write as common table expressions, so callers can add their own write to the same statement:
-# the upsert (skipped when a newer snapshot is stored), its event (only if the upsert wrote), then
-# `SELECT pg_notify(...) FROM event` announces the event's id.
+# the upsert (skipped when a newer snapshot is stored), its events (only if the upsert wrote: usually one, two
+# for a step that started and ended in one write), then `SELECT pg_notify(...) FROM event` announces their ids.
 STEP_WRITE_CTES = """
 upserted AS (
     INSERT INTO workflow_steps AS s (workflow_id, step_id, agent, position, status, attempt, runs, note,
@@ -48,7 +46,9 @@ upserted AS (
     RETURNING s.seq
 ), event AS (
     INSERT INTO events (at, kind, incident_id, workflow_id, step_id, data)
-    SELECT :now, 'step.status', :incident_id, :workflow_id, :step_id, CAST(:data AS jsonb) FROM upserted
+    SELECT :now, 'step.status', :incident_id, :workflow_id, :step_id, e.data
+    FROM upserted, jsonb_array_elements(CAST(:data AS jsonb)) WITH ORDINALITY AS e(data, n)
+    ORDER BY e.n
     RETURNING id
 )
 """
@@ -57,41 +57,70 @@ STEP_WRITE_NOTIFY = "SELECT pg_notify(:channel, CAST(id AS text)) FROM event"
 _STEP_WRITE = text(f"WITH {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
 
 
-_WORKFLOW_UPSERT = text(
+# The workflow write in one round trip: the upsert (skipped when a newer snapshot is stored); the incident
+# following the workflow (started → in_progress, completed → resolved) when the upsert wrote; then their
+# events, the incident's first so it reads before the workflow's, each NOTIFYed. A human's choice wins: only
+# the statuses the workflow could have left the incident in move, and only the incident's current run moves
+# it (a run superseded by a reopen → restart does not).
+_WORKFLOW_WRITE = text(
     """
-INSERT INTO workflows AS w (workflow_id, incident_id, playbook_id, playbook_version, status, current_steps,
-                            changes, error, seq, started_at, finished_at, updated_at)
-VALUES (:workflow_id, :incident_id, :playbook_id, :playbook_version, :status, CAST(:current_steps AS jsonb),
-        CAST(:changes AS jsonb), :error, :seq, :started_at, :finished_at, :now)
-ON CONFLICT (workflow_id) DO UPDATE SET
-    incident_id = EXCLUDED.incident_id, playbook_id = EXCLUDED.playbook_id,
-    playbook_version = EXCLUDED.playbook_version, status = EXCLUDED.status,
-    current_steps = EXCLUDED.current_steps, changes = EXCLUDED.changes, error = EXCLUDED.error,
-    seq = EXCLUDED.seq, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-    updated_at = EXCLUDED.updated_at
-WHERE w.seq < EXCLUDED.seq
-RETURNING w.seq
-"""
-)
-_EVENT = text(
-    """
-WITH event AS (
+WITH written AS (
+    INSERT INTO workflows AS w (workflow_id, incident_id, playbook_id, playbook_version, status, current_steps,
+                                changes, error, seq, started_at, finished_at, updated_at)
+    VALUES (:workflow_id, :incident_id, :playbook_id, :playbook_version, :status, CAST(:current_steps AS jsonb),
+            CAST(:changes AS jsonb), :error, :seq, :started_at, :finished_at, :now)
+    ON CONFLICT (workflow_id) DO UPDATE SET
+        incident_id = EXCLUDED.incident_id, playbook_id = EXCLUDED.playbook_id,
+        playbook_version = EXCLUDED.playbook_version, status = EXCLUDED.status,
+        current_steps = EXCLUDED.current_steps, changes = EXCLUDED.changes, error = EXCLUDED.error,
+        seq = EXCLUDED.seq, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+        updated_at = EXCLUDED.updated_at
+    WHERE w.seq < EXCLUDED.seq
+    RETURNING w.seq
+), moved AS (
+    UPDATE incidents AS i SET
+        status = CAST(:incident_status AS varchar),
+        updated_at = CAST(:now AS timestamptz),
+        acknowledged_at = CASE WHEN CAST(:incident_status AS varchar) = 'in_progress'
+                               THEN COALESCE(i.acknowledged_at, CAST(:now AS timestamptz)) ELSE i.acknowledged_at END,
+        resolved_at = CASE WHEN CAST(:incident_status AS varchar) = 'resolved'
+                           THEN CAST(:now AS timestamptz) ELSE i.resolved_at END
+    WHERE i.id = CAST(:incident_id AS bigint) AND i.workflow_id = CAST(:workflow_id AS varchar)
+      AND i.status = ANY(CAST(:incident_from AS varchar[])) AND EXISTS (SELECT 1 FROM written)
+    RETURNING i.id
+), event AS (
     INSERT INTO events (at, kind, incident_id, workflow_id, data)
-    VALUES (:now, :kind, :incident_id, :workflow_id, CAST(:data AS jsonb))
+    SELECT e.at, e.kind, e.incident_id, e.workflow_id, e.data FROM (
+        SELECT 1 AS n, CAST(:now AS timestamptz) AS at, 'incident.status' AS kind,
+               CAST(:incident_id AS bigint) AS incident_id, CAST(NULL AS varchar) AS workflow_id,
+               CAST(:incident_data AS jsonb) AS data
+        FROM moved
+        UNION ALL
+        SELECT 2, CAST(:now AS timestamptz), 'workflow.status', CAST(:incident_id AS bigint),
+               CAST(:workflow_id AS varchar), CAST(:data AS jsonb)
+        FROM written
+    ) AS e ORDER BY e.n
     RETURNING id
 )
 SELECT pg_notify(:channel, CAST(id AS text)) FROM event
 """
 )
+# What a workflow status does to its incident: (the incident's new status, the statuses it may move from).
+_INCIDENT_FOLLOWS = {
+    "in_progress": ("in_progress", ["open", "reopened"]),
+    "completed": ("resolved", ["open", "in_progress", "reopened"]),
+}
 
 
 def _json(value: object) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def step_params(input: RecordStepInput) -> dict[str, Any]:
-    """The bind parameters of STEP_WRITE_CTES for one step snapshot."""
+def step_params(input: RecordStepInput, *, started_too: bool = False) -> dict[str, Any]:
+    """The bind parameters of STEP_WRITE_CTES for one step snapshot; `started_too`: the step's "running"
+    event goes first, for a step whose start was not written on its own."""
     step = input.step
+    statuses = ["running", step.status] if started_too and step.status != "running" else [step.status]
     return {
         "workflow_id": input.workflow_id,
         "step_id": step.step_id,
@@ -110,7 +139,7 @@ def step_params(input: RecordStepInput) -> dict[str, Any]:
         "now": utcnow(),
         "input": _json(redact(input.input)),
         "incident_id": input.incident_id or None,
-        "data": json.dumps({"status": step.status, "agent": step.agent, "runs": step.runs}),
+        "data": json.dumps([{"status": status, "agent": step.agent, "runs": step.runs} for status in statuses]),
         "channel": EVENTS_CHANNEL,
     }
 
@@ -129,6 +158,14 @@ class ProjectionActivities:
         """Apply a batch of snapshots in one transaction: steps, then the workflow, so events read in order
         (a step finishes, then the workflow). The workflow's first row is written alone, before any step."""
         written = False
+        if len(input.steps) + (input.workflow is not None) == 1:  # one statement: atomic on its own
+            with self._engine.connect() as conn:
+                db = conn.execution_options(isolation_level="AUTOCOMMIT")
+                if input.workflow is not None:
+                    written = self._record_workflow(db, input.workflow)
+                else:
+                    written = record_step(db, input.steps[0])
+            return RecordResult(written=written)
         with self._engine.begin() as db:
             for step in input.steps:
                 written |= record_step(db, step)
@@ -136,9 +173,12 @@ class ProjectionActivities:
                 written |= self._record_workflow(db, input.workflow)
         return RecordResult(written=written)
 
-    def _record_workflow(self, db: Connection, input: RecordWorkflowInput) -> bool:
-        """Upsert the workflow row; a write older than the stored one (lower seq) is ignored."""
+    @staticmethod
+    def _record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
+        """Upsert the workflow row and move its incident; a write older than the stored one (lower seq) is
+        ignored. One statement."""
         state = input.state
+        incident_status, incident_from = _INCIDENT_FOLLOWS.get(state.status, (None, []))
         params = {
             "workflow_id": state.workflow_id,
             "incident_id": state.incident_id,
@@ -152,76 +192,15 @@ class ProjectionActivities:
             "started_at": _ts(state.started_at),
             "finished_at": _ts(state.finished_at),
             "now": utcnow(),
+            "incident_status": incident_status,
+            "incident_from": incident_from,
+            "incident_data": json.dumps(
+                {"actor": "workflow", "status": incident_status, "reason": f"workflow {state.status}"}
+            ),
+            "data": json.dumps({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
+            "channel": EVENTS_CHANNEL,
         }
-        if not db.execute(_WORKFLOW_UPSERT, params).all():
-            return False
-        # The incident moves first, so its event reads before the workflow's.
-        self._follow_incident(db, state.incident_id, state.workflow_id, state.status)
-        data = {"status": state.status, "current_steps": state.current_steps, "error": state.error}
-        db.execute(
-            _EVENT,
-            {
-                "now": params["now"],
-                "kind": "workflow.status",
-                "incident_id": state.incident_id,
-                "workflow_id": state.workflow_id,
-                "data": json.dumps(data),
-                "channel": EVENTS_CHANNEL,
-            },
-        )
-        return True
-
-    @staticmethod
-    def _follow_incident(db: Connection, incident_id: int, workflow_id: str, workflow_status: str) -> None:
-        """The workflow's progress moves the incident: started → in_progress, completed → resolved.
-
-        A human's choice wins: only the statuses the workflow could have left the incident in move; and
-        only the incident's current run moves it (a run superseded by a reopen → restart does not)."""
-        incidents = table_of(Incident)
-        now = utcnow()
-        if workflow_status == "in_progress":
-            moved = db.execute(
-                update(incidents)
-                .where(
-                    incidents.c.id == incident_id,
-                    incidents.c.workflow_id == workflow_id,
-                    incidents.c.status.in_(["open", "reopened"]),
-                )
-                .values(
-                    status="in_progress",
-                    updated_at=now,
-                    acknowledged_at=func.coalesce(incidents.c.acknowledged_at, now),
-                )
-                .returning(incidents.c.id)
-            ).first()
-            target = "in_progress"
-        elif workflow_status == "completed":
-            moved = db.execute(
-                update(incidents)
-                .where(
-                    incidents.c.id == incident_id,
-                    incidents.c.workflow_id == workflow_id,
-                    incidents.c.status.in_(["open", "in_progress", "reopened"]),
-                )
-                .values(status="resolved", resolved_at=now, updated_at=now)
-                .returning(incidents.c.id)
-            ).first()
-            target = "resolved"
-        else:
-            return
-        if moved is not None:
-            data = {"actor": "workflow", "status": target, "reason": f"workflow {workflow_status}"}
-            db.execute(
-                _EVENT,
-                {
-                    "now": now,
-                    "kind": "incident.status",
-                    "incident_id": incident_id,
-                    "workflow_id": None,
-                    "data": json.dumps(data),
-                    "channel": EVENTS_CHANNEL,
-                },
-            )
+        return bool(db.execute(_WORKFLOW_WRITE, params).all())
 
     def all(self) -> list:
         return [self.record_batch]

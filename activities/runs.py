@@ -27,8 +27,12 @@ WORKER = f"{socket.gethostname()}"[:200]
 R = TypeVar("R")
 
 
-# Built once: these run twice for every agent attempt. Each is one statement in autocommit: atomic, and one
-# round trip (no BEGIN/COMMIT); with a step to record, the step write joins the same statement.
+# A step that ends within this long is written once, started and ended together (both its events, one
+# round trip); a longer one shows as running while it runs. No one watches a dashboard at a finer grain.
+FAST_STEP_SECONDS = 0.2
+
+# Built once: these run for every agent attempt. Each is one statement in autocommit: atomic, and one round
+# trip (no BEGIN/COMMIT); with a step to record, the step write joins the same statement.
 _RUN_STARTED_CTE = (
     "run AS (INSERT INTO agent_runs (activity_key, workflow_id, step_id, agent, attempt, worker, status, started_at) "
     "VALUES (:run_key, :run_workflow_id, :run_step_id, :run_agent, :run_attempt, :run_worker, 'running', :run_now) "
@@ -38,65 +42,103 @@ _RUN_FINISHED_CTE = (
     "run AS (UPDATE agent_runs SET status = :run_status, error = :run_error, finished_at = :run_now "
     "WHERE activity_key = :run_key)"
 )
-_RUN_STARTED = text(f"WITH {_RUN_STARTED_CTE} SELECT 1")
-_RUN_FINISHED = text(f"WITH {_RUN_FINISHED_CTE} SELECT 1")
-_RUN_STARTED_WITH_STEP = text(f"WITH {_RUN_STARTED_CTE}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
-_RUN_FINISHED_WITH_STEP = text(f"WITH {_RUN_FINISHED_CTE}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
+_RUN_DONE_CTE = (  # started and finished in one write
+    "run AS (INSERT INTO agent_runs (activity_key, workflow_id, step_id, agent, attempt, worker, status, error, "
+    "started_at, finished_at) VALUES (:run_key, :run_workflow_id, :run_step_id, :run_agent, :run_attempt, "
+    ":run_worker, :run_status, :run_error, :run_started, :run_now) "
+    "ON CONFLICT ON CONSTRAINT uq_agent_runs_activity_key DO UPDATE SET "
+    "status = EXCLUDED.status, error = EXCLUDED.error, finished_at = EXCLUDED.finished_at)"
+)
+
+
+def _statements(cte: str) -> tuple[Any, Any]:
+    """(the run write alone, the run write with the step write)."""
+    return text(f"WITH {cte} SELECT 1"), text(f"WITH {cte}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
+
+
+_RUN_STARTED = _statements(_RUN_STARTED_CTE)
+_RUN_FINISHED = _statements(_RUN_FINISHED_CTE)
+_RUN_DONE = _statements(_RUN_DONE_CTE)
 
 
 class AgentRunLog:
     def __init__(self, engine: Engine | None) -> None:
         self._engine = engine
 
-    def _write(self, plain: Any, with_step: Any, params: dict[str, Any], step: RecordStepInput | None) -> None:
+    def _write(
+        self, statements: tuple[Any, Any], params: dict[str, Any], step: RecordStepInput | None, started_too: bool
+    ) -> None:
         assert self._engine is not None
+        plain, with_step = statements
         with self._engine.connect() as db:
             db = db.execution_options(isolation_level="AUTOCOMMIT")
             if step is None:
                 db.execute(plain, params)
             else:
-                db.execute(with_step, {**step_params(step), **params}).all()
+                db.execute(with_step, {**step_params(step, started_too=started_too), **params}).all()
 
-    def _start(self, key: str, workflow_id: str, step_id: str, agent: str, attempt: int, input: Any) -> None:
+    def _start(self, run: dict[str, Any], started: datetime, input: Any) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None:
-            shown = dataclasses.asdict(input)
-            shown.pop("record")
-            step = _snapshot(input, input.record, attempt, "running", None, shown)
-        params = {
-            "run_key": key,
-            "run_workflow_id": workflow_id,
-            "run_step_id": step_id,
-            "run_agent": agent,
-            "run_attempt": attempt,
-            "run_worker": WORKER,
-            "run_now": utcnow(),
-        }
-        self._write(_RUN_STARTED, _RUN_STARTED_WITH_STEP, params, step)
+            step = _snapshot(input, input.record, run["run_attempt"], "running", None, _shown(input))
+        self._write(_RUN_STARTED, {**run, "run_now": started}, step, False)
 
-    def _finish(self, key: str, status: str, error: str | None, input: Any = None, result: Any = None) -> None:
+    def _finish(
+        self,
+        run: dict[str, Any],
+        started: datetime | None,  # None: the start was written on its own
+        status: str,
+        error: str | None,
+        input: Any = None,
+        result: Any = None,
+    ) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None and isinstance(result, AgentResult):
-            step = _snapshot(input, input.record, activity.info().attempt, "", result, None)
-        params = {"run_key": key, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": utcnow()}
-        self._write(_RUN_FINISHED, _RUN_FINISHED_WITH_STEP, params, step)
+            shown = _shown(input) if started is not None else None
+            step = _snapshot(input, input.record, run["run_attempt"], "", result, shown)
+        params = {**run, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": utcnow()}
+        if started is None:
+            self._write(_RUN_FINISHED, params, step, False)
+        else:
+            self._write(_RUN_DONE, {**params, "run_started": started}, step, True)
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
             return await call()
         info = activity.info()
-        key = f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
-        await asyncio.to_thread(self._start, key, info.workflow_id or "", input.step_id, agent, info.attempt, input)
+        run = {
+            "run_key": f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}",
+            "run_workflow_id": info.workflow_id or "",
+            "run_step_id": input.step_id,
+            "run_agent": agent,
+            "run_attempt": info.attempt,
+            "run_worker": WORKER,
+        }
+        started: datetime | None = utcnow()
+        work = asyncio.ensure_future(call())
         try:
-            result = await call()
+            await asyncio.wait({work}, timeout=FAST_STEP_SECONDS)
+            if not work.done():  # a slow step: show it running now
+                await asyncio.to_thread(self._start, run, started, input)
+                started = None
+            result = await work
         except BaseException as err:  # also cancellation: the row must not stay "running"
-            await asyncio.shield(asyncio.to_thread(self._finish, key, "failed", f"{type(err).__name__}: {err}"))
+            work.cancel()
+            error = f"{type(err).__name__}: {err}"
+            await asyncio.shield(asyncio.to_thread(self._finish, run, started, "failed", error))
             raise
         if isinstance(input, AgentInput) and input.record is not None and input.record.checks > 1:
             # The same marker the workflow adds, so the stored output and the workflow's state agree.
             result.data["checks"] = {"done": input.record.check, "allowed": input.record.checks}  # type: ignore[attr-defined]
-        await asyncio.to_thread(self._finish, key, "succeeded", None, input, result)
+        await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result)
         return result
+
+
+def _shown(input: AgentInput) -> dict[str, Any]:
+    """The step's input as stored for the step page (without the workflow's bookkeeping)."""
+    shown = dataclasses.asdict(input)
+    shown.pop("record")
+    return shown
 
 
 def _snapshot(

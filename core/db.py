@@ -68,10 +68,12 @@ def resolve_database_url(settings: Settings, *, stop_at_exit: bool = True) -> st
     return EmbeddedPostgres(settings.data_dir).start(stop_at_exit=stop_at_exit)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+    """pre_ping=False for the worker: a connection broken by a database restart fails one activity attempt,
+    SQLAlchemy drops the pool's stale connections, and Temporal retries; no ping round trip per checkout."""
     return create_engine(
         sqlalchemy_url(url),
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=10,
         connect_args={"connect_timeout": 5},

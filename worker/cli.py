@@ -82,7 +82,7 @@ def worker() -> None:
     settings = settings_or_exit()
 
     async def main() -> None:
-        engine = make_engine(resolve_database_url(settings, stop_at_exit=False))
+        engine = make_engine(resolve_database_url(settings, stop_at_exit=False), pre_ping=False)
         try:
             client = await connect(settings)
         except RuntimeError as err:

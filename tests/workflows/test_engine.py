@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from core.payloads import WorkflowState
-from core.tables import AgentRun, WorkflowRun
+from core.tables import AgentRun, Event, WorkflowRun, WorkflowStep
 from tests.factories import create_incident, wait_for_workflow
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -273,6 +273,38 @@ async def test_run_time_changes_are_validated_and_recorded(api, temporal_client,
     assert [c["kind"] for c in state.changes] == ["update_step_params", "add_step"]
     with Session(engine) as session:
         assert [c["kind"] for c in session.get(WorkflowRun, workflow_id).changes] == ["update_step_params", "add_step"]
+
+
+async def test_a_slow_step_shows_running_and_every_step_gets_its_running_and_outcome_events(
+    api, temporal_client, engine
+):
+    """A step that takes a while is visible as running (step row and agent run) while it runs; a quick one is
+    written once, started and ended together, and the timeline still reads running → completed for both."""
+    incident = await run_playbook(api, [step("quick"), sleep("slow", 2, "quick")])
+    workflow_id = incident["workflow_id"]
+
+    def slow_running() -> bool:
+        with Session(engine) as session:
+            row = session.exec(
+                select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id == "slow")
+            ).first()
+        agent = runs(engine, workflow_id).get("slow")
+        return row is not None and row.status == "running" and bool(agent) and agent[-1].status == "running"
+
+    await wait_until(slow_running, timeout=15, what="the slow step to show as running")
+    outcome, state = await wait_for_workflow(temporal_client, workflow_id)
+    assert outcome == "completed" and statuses(state) == {"quick": "completed", "slow": "completed"}
+    with Session(engine) as session:
+        events = session.exec(
+            select(Event).where(Event.workflow_id == workflow_id, Event.kind == "step.status").order_by(col(Event.id))
+        ).all()
+    timeline: dict[str, list[str]] = {}
+    for event in events:
+        timeline.setdefault(event.step_id or "", []).append(event.data["status"])
+    assert timeline == {"quick": ["running", "completed"], "slow": ["running", "completed"]}
+    for rows in runs(engine, workflow_id).values():
+        assert [r.status for r in rows] == ["succeeded"]
+        assert rows[0].finished_at is not None and rows[0].started_at <= rows[0].finished_at
 
 
 async def test_abort_cancels_running_steps(api, temporal_client, engine):
