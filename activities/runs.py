@@ -114,12 +114,13 @@ class AgentRunLog:
             "run_attempt": info.attempt,
             "run_worker": WORKER,
         }
-        started: datetime | None = utcnow()
+        began = utcnow()
+        started: datetime | None = began  # None once the start is written on its own
         work = asyncio.ensure_future(call())
         try:
             await asyncio.wait({work}, timeout=FAST_STEP_SECONDS)
             if not work.done():  # a slow step: show it running now
-                await asyncio.to_thread(self._start, run, started, input)
+                await asyncio.to_thread(self._start, run, began, input)
                 started = None
             result = await work
         except BaseException as err:  # also cancellation: the row must not stay "running"
