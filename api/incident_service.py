@@ -152,6 +152,7 @@ async def start_incident_workflow(
                 playbook=playbook.model_dump(mode="json"),
                 known_agents=sorted(known_agents()),
                 retry_window_seconds=settings.retry_window_seconds,
+                approval_timeout_seconds=settings.approval_timeout_seconds,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,

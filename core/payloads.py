@@ -34,6 +34,8 @@ class IncidentWorkflowInput:
     known_agents: list[str] = field(default_factory=list)
     # How long a failed workflow waits for retry_step/abort before it ends as failed.
     retry_window_seconds: float = 86_400.0
+    # How long an approval request waits for a decision before it expires (a step may say otherwise).
+    approval_timeout_seconds: float = 3_600.0
 
 
 @dataclass
@@ -82,6 +84,23 @@ class AgentResult:
 
 
 @dataclass
+class ApprovalState:
+    """A step's approval as the workflow holds it (the `approvals` row is its record)."""
+
+    approval_id: int
+    status: str  # pending | approved | rejected | expired
+    risk: str
+    expires_at: str
+    approvers: dict[str, Any] = field(default_factory=dict)
+    decided_by: str | None = None
+    decided_at: str | None = None
+    channel: str | None = None
+    comment: str | None = None
+    modified_params: dict[str, Any] | None = None
+    policy: str | None = None  # the policy that auto-approved it
+
+
+@dataclass
 class StepState:
     step_id: str
     agent: str
@@ -95,6 +114,7 @@ class StepState:
     runs: int = 0
     note: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    approval: ApprovalState | None = None
 
 
 @dataclass
@@ -146,6 +166,68 @@ class UpdateStepParamsInput:
     step_id: str
     params: dict[str, Any]
     actor: str = "unknown"
+
+
+@dataclass
+class DecideApprovalInput:
+    """Approve (optionally with edited params) or reject a pending approval, by its id or its step's id.
+
+    The API fills in the caller's role and teams; a caller of the `temporal` CLI is trusted like an admin
+    (Temporal access is admin access), e.g. `temporal workflow update execute --workflow-id incident-7
+    --name decide_approval --input '{"step_id": "remediate", "decision": "approve", "actor": "alice"}'`."""
+
+    decision: str  # approve | reject
+    approval_id: int | None = None
+    step_id: str | None = None
+    params: dict[str, Any] | None = None  # approve with modifications
+    comment: str = ""
+    actor: str = "unknown"
+    actor_role: str = "admin"
+    actor_teams: list[str] = field(default_factory=list)
+    channel: str = "temporal"
+
+
+@dataclass
+class ApprovalRequest:
+    """What the workflow asks the `request_approval` activity to record (and the policies to judge)."""
+
+    workflow_id: str
+    incident_id: int
+    step_id: str
+    run: int
+    agent: str
+    action: str
+    params: dict[str, Any]
+    context_summary: str
+    risk: str
+    impact: str
+    expires_at: str
+    incident_type: str
+    service: str
+
+
+@dataclass
+class ApprovalTicket:
+    approval_id: int
+    status: str  # pending, or approved when a policy pre-approved it
+    approvers: dict[str, Any] = field(default_factory=dict)
+    policy: str | None = None
+
+
+@dataclass
+class ApprovalDecided:
+    """The decision (or expiry) to record on the approval's row and in its audit log."""
+
+    approval_id: int
+    workflow_id: str
+    incident_id: int
+    step_id: str
+    status: str
+    decided_by: str
+    decided_at: str
+    channel: str
+    comment: str | None = None
+    modified_params: dict[str, Any] | None = None
 
 
 @dataclass

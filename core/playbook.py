@@ -58,8 +58,11 @@ class StepSpec(BaseModel):
     depends_on: list[str] = Field(default_factory=list, max_length=50)
     when: str | None = Field(default=None, max_length=2000)
     join: JoinSpec = Field(default_factory=JoinSpec)
+    # Approval before the step runs: when asked, or always at risk high or critical (core/approvals.py).
     requires_approval: bool = False
     risk: Risk = "low"
+    impact: str = Field(default="", max_length=2000)  # shown to the approver
+    approval_timeout_seconds: float | None = Field(default=None, gt=0, le=30 * 86_400)  # default: settings
     timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     retry: RetrySpec = Field(default_factory=RetrySpec)

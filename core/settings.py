@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # How long an approval waits for a decision before it expires (treated as a rejection).
+    approval_timeout_seconds: float = Field(default=3_600.0, gt=0, le=30 * 86_400)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
 from activities.chain import ChainAgents
 from activities.projection import ProjectionActivities
 from activities.runs import AgentRunLog
@@ -36,7 +37,7 @@ async def incident_worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=[IncidentWorkflow],
-            activities=[*agents.all(), *projection.all()],
+            activities=[*agents.all(), *projection.all(), *ApprovalActivities(engine).all()],
             activity_executor=executor,
         )
         async with worker:

@@ -1,7 +1,8 @@
 """IncidentWorkflow: one per incident. Interprets the pinned playbook's DAG, running agents as activities.
 
 Named handlers for the Temporal UI and CLI: query `status`; updates `retry_step`, `abort`, `add_step`,
-`remove_step`, `update_step_params` (each validated before it is written to history); signal `abort`.
+`remove_step`, `update_step_params`, `decide_approval` (each validated before it is written to history);
+signals `abort_signal`, `decide_approval_signal`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from core import dag
+    from core.approvals import may_decide, modification_problem, needs_approval
     from core.conditions import ConditionError, evaluate
     from core.payloads import (
         SEQ_BLOCK,
@@ -27,6 +29,11 @@ with workflow.unsafe.imports_passed_through():
         AddStepInput,
         AgentInput,
         AgentResult,
+        ApprovalDecided,
+        ApprovalRequest,
+        ApprovalState,
+        ApprovalTicket,
+        DecideApprovalInput,
         IncidentWorkflowInput,
         RecordBatchInput,
         RecordStepInput,
@@ -165,6 +172,82 @@ class IncidentWorkflow:
         self._check_open()
         check_params(self._playbook, self._facts, input.step_id, input.params)
 
+    @workflow.update(name="decide_approval")
+    def decide_approval(self, input: DecideApprovalInput) -> WorkflowState:
+        """Approve (optionally with edited params) or reject a step's pending approval."""
+        self._decide(input)
+        return self._state
+
+    @decide_approval.validator
+    def _validate_decision(self, input: DecideApprovalInput) -> None:
+        problem = self._decision_problem(input)
+        if problem:
+            raise ValueError(problem)
+
+    @workflow.signal(name="decide_approval_signal")
+    def decide_approval_signal(self, input: DecideApprovalInput) -> None:
+        """The same as the decide_approval update, for tools that can only signal; an invalid decision is
+        ignored (and logged), since a signal cannot be refused."""
+        problem = self._decision_problem(input)
+        if problem:
+            workflow.logger.warning("decide_approval_signal ignored: %s", problem)
+            return
+        self._decide(input)
+
+    def _pending_approval(self, input: DecideApprovalInput) -> tuple[StepState | None, str | None]:
+        for step in self._state.steps:
+            approval = step.approval
+            if approval is None:
+                continue
+            if input.approval_id is not None and approval.approval_id != input.approval_id:
+                continue
+            if input.step_id is not None and step.step_id != input.step_id:
+                continue
+            if approval.status != "pending":
+                continue
+            return step, None
+        which = f"approval {input.approval_id}" if input.approval_id is not None else f"step {input.step_id}"
+        if input.approval_id is None and input.step_id is None:
+            which = "any step"
+        decided = [
+            s.approval
+            for s in self._state.steps
+            if s.approval is not None
+            and (input.approval_id in (None, s.approval.approval_id))
+            and (input.step_id in (None, s.step_id))
+        ]
+        if decided:
+            last = decided[-1]
+            return None, f"{which} is already {last.status}" + (f" by {last.decided_by}" if last.decided_by else "")
+        return None, f"no pending approval for {which}"
+
+    def _decision_problem(self, input: DecideApprovalInput) -> str | None:
+        if input.decision not in ("approve", "reject"):
+            return f"decision must be approve or reject, not {input.decision!r}"
+        step, problem = self._pending_approval(input)
+        if step is None or step.approval is None:
+            return problem
+        if not may_decide(step.approval.approvers, actor=input.actor, role=input.actor_role, teams=input.actor_teams):
+            return f"{input.actor} may not decide this approval (approvers: {_approvers_text(step.approval.approvers)})"
+        if input.params is not None:
+            if input.decision != "approve":
+                return "params can only come with approve (approve with modifications)"
+            return modification_problem(step.params, input.params)
+        return None
+
+    def _decide(self, input: DecideApprovalInput) -> None:
+        step, _ = self._pending_approval(input)
+        assert step is not None and step.approval is not None
+        approval = step.approval
+        approval.status = "approved" if input.decision == "approve" else "rejected"
+        approval.decided_by, approval.decided_at, approval.channel = input.actor, self._now(), input.channel
+        approval.comment = input.comment or None
+        approval.modified_params = copy.deepcopy(input.params) if input.decision == "approve" else None
+        detail: dict[str, Any] = {"decision": approval.status, "channel": input.channel, "comment": input.comment}
+        if approval.modified_params is not None:
+            detail["params"] = approval.modified_params
+        self._change(input.actor, "decide_approval", step.step_id, detail)
+
     def _check_open(self) -> None:
         if self._abort is not None or self._state.status in ("completed", "cancelled"):
             raise ValueError(f"the workflow is {self._state.status}; it cannot change any more")
@@ -278,9 +361,16 @@ class IncidentWorkflow:
 
     async def _run_step(self, spec: StepSpec) -> None:
         step = self._step(spec.id)
-        step.status, step.started_at, step.finished_at = "running", self._now(), None
         step.runs += 1
-        step.output = step.error = step.note = None
+        step.output = step.error = step.note = step.approval = None
+        if needs_approval(spec.requires_approval, spec.risk):
+            try:
+                if not await self._approval_gate(spec, step):
+                    return
+            except (asyncio.CancelledError, CancelledError):
+                await self._settle(spec.id, "cancelled", note=step.note or "cancelled while waiting for approval")
+                return
+        step.status, step.started_at, step.finished_at = "running", self._now(), None
         agent_input = self._agent_input(spec, step)
         checks = spec.repeat.count if spec.repeat else 1
         self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
@@ -334,6 +424,120 @@ class IncidentWorkflow:
         else:
             summary = step.output["summary"] if step.output else "negative"
             await self._settle(spec.id, "failed", error=summary, recorded=True)
+
+    async def _approval_gate(self, spec: StepSpec, step: StepState) -> bool:
+        """Wait for a human decision (or a policy's) before the step runs. True: approved (with any edited
+        params applied). Otherwise the step is skipped, and so are its dependents: rejected, or no decision
+        by expires_at (expired, treated as a rejection)."""
+        timeout = timedelta(seconds=spec.approval_timeout_seconds or self._input.approval_timeout_seconds)
+        expires_at = workflow.now() + timeout
+        step.status = "waiting_approval"
+        self._facts[spec.id].status = "waiting_approval"
+        await self._refresh_status()
+        await self._record_step(step)
+        ticket = await workflow.execute_activity(
+            "request_approval",
+            ApprovalRequest(
+                workflow_id=self._state.workflow_id,
+                incident_id=self._state.incident_id,
+                step_id=spec.id,
+                run=step.runs,
+                agent=spec.agent,
+                action=spec.instructions or f"run {spec.agent}",
+                params=step.params,
+                context_summary=self._context_summary(spec),
+                risk=spec.risk,
+                impact=spec.impact,
+                expires_at=expires_at.isoformat(),
+                incident_type=self._input.incident.incident_type,
+                service=self._input.incident.service,
+            ),
+            result_type=ApprovalTicket,
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+            summary=f"{spec.id}: request approval",
+        )
+        approval = step.approval = ApprovalState(
+            approval_id=ticket.approval_id,
+            status=ticket.status,
+            risk=spec.risk,
+            expires_at=expires_at.isoformat(),
+            approvers=ticket.approvers,
+            policy=ticket.policy,
+        )
+        if ticket.policy and ticket.status == "approved":
+            approval.decided_by, approval.channel = f"policy:{ticket.policy}", "policy"
+        self._wake = True
+        if approval.status == "pending":
+            try:
+                await workflow.wait_condition(
+                    lambda: approval.status != "pending",
+                    timeout=expires_at - workflow.now(),
+                    timeout_summary=f"approval of {spec.id} expires",
+                )
+            except TimeoutError:
+                approval.status, approval.decided_by, approval.decided_at = "expired", "timer", expires_at.isoformat()
+                approval.channel = "timer"
+            except (asyncio.CancelledError, CancelledError):
+                approval.status, approval.decided_by, approval.decided_at = "rejected", "workflow", self._now()
+                approval.channel, approval.comment = "workflow", "the workflow was aborted"
+                await self._record_decision(spec, approval)
+                raise
+            await self._record_decision(spec, approval)
+        self._facts[spec.id].status = "running"
+        if approval.status != "approved":
+            reason = f"approval {approval.status}" + (
+                f" by {approval.decided_by}" if approval.status == "rejected" else f" at {approval.expires_at}"
+            )
+            if approval.comment:
+                reason += f": {approval.comment}"
+            await self._settle(spec.id, "skipped", note=reason, spreads=True)
+            await self._refresh_status()
+            return False
+        if approval.modified_params is not None:
+            step.params = copy.deepcopy(approval.modified_params)
+        step.status = "running"
+        await self._refresh_status()
+        return True
+
+    async def _record_decision(self, spec: StepSpec, approval: ApprovalState) -> None:
+        await workflow.execute_activity(
+            "record_approval_decision",
+            ApprovalDecided(
+                approval_id=approval.approval_id,
+                workflow_id=self._state.workflow_id,
+                incident_id=self._state.incident_id,
+                step_id=spec.id,
+                status=approval.status,
+                decided_by=approval.decided_by or "unknown",
+                decided_at=approval.decided_at or self._now(),
+                channel=approval.channel or "temporal",
+                comment=approval.comment,
+                modified_params=approval.modified_params,
+            ),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+            summary=f"{spec.id}: approval {approval.status}",
+        )
+
+    def _context_summary(self, spec: StepSpec) -> str:
+        """What the approver reads about why: each dependency's summary."""
+        lines = []
+        for dep in spec.depends_on:
+            output = self._step(dep).output or {}
+            lines.append(f"{dep}: {output.get('summary') or self._step(dep).status}")
+        return "\n".join(lines)[:4000]
+
+    async def _refresh_status(self) -> None:
+        """in_progress ⇄ waiting_approval as steps start and stop waiting for a decision."""
+        if self._state.status not in ("in_progress", "waiting_approval"):
+            return
+        waiting = any(s.status == "waiting_approval" for s in self._state.steps)
+        status = "waiting_approval" if waiting else "in_progress"
+        if status != self._state.status:
+            self._set_status(status)
+            self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
+            await self._record_workflow()
 
     def _agent_input(self, spec: StepSpec, step: StepState) -> AgentInput:
         outputs = {dep: copy.deepcopy(self._step(dep).output) for dep in spec.depends_on}
@@ -481,3 +685,8 @@ class IncidentWorkflow:
     async def _drain_records(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await self._flusher
+
+
+def _approvers_text(approvers: dict[str, Any]) -> str:
+    named = [*approvers.get("users", []), *(f"team {t}" for t in approvers.get("teams", []))]
+    return ", ".join(named) if named else f"role {approvers.get('role') or 'approver'} or above"

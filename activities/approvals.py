@@ -1,0 +1,125 @@
+"""The record of approvals: the request (judged against the policies), the decision or expiry, and the
+append-only audit log, each with a live event. Idempotent: a retried activity finds what it wrote."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
+from core.events import publish
+from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
+from core.redact import redact
+from core.tables import Event, utcnow
+
+
+class ApprovalActivities:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn(name="request_approval")
+    def request_approval(self, request: ApprovalRequest) -> ApprovalTicket:
+        """Record the request, or find it when this is a retry; a matching auto-approve policy approves it at
+        once (recorded as such)."""
+        with Session(self._engine) as session:
+            existing = session.exec(
+                select(Approval).where(
+                    Approval.workflow_id == request.workflow_id,
+                    Approval.step_id == request.step_id,
+                    Approval.run == request.run,
+                )
+            ).first()
+            if existing is not None:
+                return _ticket(session, existing)
+            policies = list(session.exec(select(ApprovalPolicy).where(col(ApprovalPolicy.enabled))))
+            policy = first_match(
+                policies,
+                agent=request.agent,
+                incident_type=request.incident_type,
+                service=request.service,
+                risk=request.risk,
+            )
+            now = utcnow()
+            approval = Approval(
+                workflow_id=request.workflow_id,
+                incident_id=request.incident_id,
+                step_id=request.step_id,
+                run=request.run,
+                agent=request.agent,
+                action=request.action,
+                params=redact(request.params),
+                context_summary=redact(request.context_summary),
+                risk=request.risk,
+                impact=request.impact,
+                approvers=approvers_of(policy),
+                requested_at=now,
+                expires_at=datetime.fromisoformat(request.expires_at),
+            )
+            session.add(approval)
+            session.flush()
+            assert approval.id is not None
+            _audit(session, approval, "requested", "workflow", None, {"risk": approval.risk})
+            _event(session, approval, "approval.requested", {"risk": approval.risk, "expires_at": request.expires_at})
+            if policy is not None and policy.auto_approve:
+                approval.status, approval.decided_at = "approved", now
+                approval.decided_by, approval.channel, approval.policy_id = f"policy:{policy.name}", "policy", policy.id
+                _audit(session, approval, "auto_approved", f"policy:{policy.name}", "policy", {"policy": policy.name})
+                _event(session, approval, "approval.decided", {"status": "approved", "policy": policy.name})
+            session.commit()
+            return _ticket(session, approval)
+
+    @activity.defn(name="record_approval_decision")
+    def record_approval_decision(self, decided: ApprovalDecided) -> bool:
+        """Move the row from pending to the workflow's decision; False when it was already recorded."""
+        with Session(self._engine) as session:
+            approval = session.exec(select(Approval).where(Approval.id == decided.approval_id).with_for_update()).one()
+            if approval.status != "pending":
+                return False
+            approval.status = decided.status
+            approval.decided_by, approval.channel = decided.decided_by, decided.channel
+            approval.decided_at = datetime.fromisoformat(decided.decided_at)
+            approval.comment = decided.comment or None
+            approval.modified_params = decided.modified_params
+            kind = "expired" if decided.status == "expired" else "decided"
+            detail = {"status": decided.status, "comment": decided.comment}
+            if decided.modified_params is not None:
+                detail["modified_params"] = redact(decided.modified_params)
+            _audit(session, approval, kind, decided.decided_by, decided.channel, detail)
+            _event(session, approval, f"approval.{kind}", {"status": decided.status, "by": decided.decided_by})
+            session.commit()
+            return True
+
+    def all(self) -> list:
+        return [self.request_approval, self.record_approval_decision]
+
+
+def _ticket(session: Session, approval: Approval) -> ApprovalTicket:
+    assert approval.id is not None
+    policy = session.get(ApprovalPolicy, approval.policy_id) if approval.policy_id else None
+    return ApprovalTicket(
+        approval_id=approval.id,
+        status=approval.status,
+        approvers=approval.approvers,
+        policy=policy.name if policy else None,
+    )
+
+
+def _audit(session: Session, approval: Approval, kind: str, actor: str, channel: str | None, data: dict) -> None:
+    assert approval.id is not None
+    session.add(ApprovalEvent(approval_id=approval.id, kind=kind, actor=actor, channel=channel, data=data))
+
+
+def _event(session: Session, approval: Approval, kind: str, data: dict) -> None:
+    publish(
+        session,
+        Event(
+            kind=kind,
+            incident_id=approval.incident_id,
+            workflow_id=approval.workflow_id,
+            step_id=approval.step_id,
+            data={"approval_id": approval.id, "agent": approval.agent, **data},
+        ),
+    )
