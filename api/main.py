@@ -14,6 +14,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from api import (
+    approvals,
     audit,
     errors,
     health,
@@ -79,6 +80,8 @@ def create_app(
     app.include_router(users.router)
     app.include_router(playbooks.router)
     app.include_router(workflows.router)
+    app.include_router(approvals.router)
+    app.include_router(approvals.policies)
     app.router.routes.append(Route("/api/events/stream", live.LiveStream(), methods=["GET"]))
     app.include_router(audit.router)
     app.include_router(auth_pages.router)

@@ -1,0 +1,144 @@
+"""Approvals through the API on the real dev server: the queue, the request's detail and audit log, who may
+decide, two approvers at once, edited params, rejection; approval policies CRUD."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.factories import create_incident, wait_for_workflow
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+PARAMS = {"target": "web-1", "replicas": 2}
+
+
+async def gated_incident(api, **remediate: Any) -> dict[str, Any]:
+    incident_type = f"t-{uuid.uuid4().hex[:10]}"
+    steps = [
+        {"id": "monitor", "agent": "noop", "params": {"summary": "web-1 answers 503"}},
+        {"id": "remediate", "agent": "noop", "depends_on": ["monitor"], "risk": "high", "params": PARAMS,
+         "instructions": "restart web-1", "impact": "one replica restarts", **remediate},
+        {"id": "verify", "agent": "noop", "depends_on": ["remediate"]},
+    ]  # fmt: skip
+    body = {"id": incident_type, "name": "gated", "incident_type": incident_type, "steps": steps}
+    stored = await api.post("/api/playbooks", json=body)
+    assert stored.status_code == 201, stored.text
+    return await create_incident(api, incident_type=incident_type)
+
+
+async def pending_approval(api, incident_id: int) -> dict[str, Any]:
+    for _ in range(200):
+        page = (await api.get("/api/approvals", params={"status": "pending", "incident_id": incident_id})).json()
+        if page["items"]:
+            return page["items"][0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no pending approval appeared")
+
+
+async def test_the_queue_the_detail_and_an_approval_that_runs_the_step(api, client_as, temporal_client):
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+    assert (approval["step_id"], approval["risk"], approval["action"]) == ("remediate", "high", "restart web-1")
+    assert approval["params"] == PARAMS and approval["impact"] == "one replica restarts"
+    assert approval["context_summary"] == "monitor: web-1 answers 503"
+    assert 3500 < approval["seconds_left"] <= 3600  # the default timeout: an hour
+    detail = (await api.get(f"/api/approvals/{approval['id']}")).json()
+    assert [e["kind"] for e in detail["events"]] == ["requested"]
+
+    responder = await client_as("responder", "rita")
+    refused = await responder.post(f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"})
+    assert refused.status_code == 403 and refused.json()["detail"] == f"rita may not decide approval {approval['id']}"
+
+    approver = await client_as("approver", "alice")
+    body = {"decision": "approve", "comment": "go ahead"}
+    decided = await approver.post(f"/api/approvals/{approval['id']}/decision", json=body)
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["status"], decided.json()["decided_by"]) == ("approved", "alice")
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed" and [s.status for s in state.steps] == ["completed"] * 3
+    detail = (await api.get(f"/api/approvals/{approval['id']}")).json()
+    assert (detail["status"], detail["decided_by"], detail["channel"], detail["comment"]) == (
+        "approved", "alice", "api", "go ahead"
+    )  # fmt: skip
+    assert [e["kind"] for e in detail["events"]] == ["requested", "decided"]
+    again = await approver.post(f"/api/approvals/{approval['id']}/decision", json={"decision": "reject"})
+    assert (
+        again.status_code == 409 and again.json()["detail"] == f"approval {approval['id']} is already approved by alice"
+    )
+
+
+async def test_two_approvers_at_once_one_wins_the_other_gets_409(api, client_as, temporal_client, engine):
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+    first, second = await client_as("approver", "ann"), await client_as("approver", "bob")
+    url = f"/api/approvals/{approval['id']}/decision"
+    answers = await asyncio.gather(
+        first.post(url, json={"decision": "approve"}), second.post(url, json={"decision": "reject"})
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 409], [a.text for a in answers]
+    loser = next(a for a in answers if a.status_code == 409)
+    assert "already" in loser.json()["detail"]
+    winner = next(a for a in answers if a.status_code == 200).json()
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert state.steps[1].approval.decided_by == winner["decided_by"]
+    assert [c["kind"] for c in state.changes] == ["decide_approval"]  # exactly one decision
+
+
+async def test_edited_params_are_checked_and_a_rejection_skips_the_rest(api, client_as, temporal_client):
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+    url = f"/api/approvals/{approval['id']}/decision"
+    approver = await client_as("approver")
+    bad = await approver.post(url, json={"decision": "approve", "params": {"target": "web-1", "replicas": "two"}})
+    assert bad.status_code == 422 and "param 'replicas' must stay a number, not a string" in bad.json()["detail"]
+    invalid = await approver.post(url, json={"decision": "maybe"})
+    assert invalid.status_code == 422
+    assert (await approver.post("/api/approvals/999999/decision", json={"decision": "approve"})).status_code == 404
+    rejected = await approver.post(url, json={"decision": "reject", "comment": "wrong replica"})
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert [s.status for s in state.steps] == ["completed", "skipped", "skipped"]
+    assert state.steps[1].note.endswith(": wrong replica")
+    timeline = (await api.get(f"/api/incidents/{incident['id']}/timeline")).json()["items"]
+    approvals = [e["kind"] for e in timeline if e["kind"].startswith("approval.")]
+    assert approvals == ["approval.requested", "approval.decided"]  # on the incident's timeline
+
+
+async def test_policies_crud_and_a_pre_approval(api, client_as, temporal_client):
+    body = {"name": "restart web", "service": "web", "max_risk": "high", "auto_approve": True}
+    created = await api.post("/api/approval-policies", json=body)
+    assert created.status_code == 201, created.text
+    policy = created.json()
+    assert (await api.post("/api/approval-policies", json=body)).status_code == 409
+    responder = await client_as("responder")
+    assert (await responder.post("/api/approval-policies", json={**body, "name": "x"})).status_code == 403
+    bad = await api.post("/api/approval-policies", json={**body, "name": "y", "max_risk": "extreme"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "max_risk"
+
+    incident = await create_incident(api, service="web", incident_type=(await _gated_type(api)))
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed" and state.steps[1].approval.policy == "restart web"
+    page = (await api.get("/api/approvals", params={"incident_id": incident["id"]})).json()
+    assert page["items"][0]["status"] == "approved" and page["items"][0]["decided_by"] == "policy:restart web"
+
+    updated = await api.put(f"/api/approval-policies/{policy['id']}", json={**body, "enabled": False})
+    assert updated.status_code == 200 and updated.json()["enabled"] is False
+    assert [p["name"] for p in (await api.get("/api/approval-policies")).json()] == ["restart web"]
+    assert (await api.delete(f"/api/approval-policies/{policy['id']}")).status_code == 204
+    assert (await api.delete(f"/api/approval-policies/{policy['id']}")).status_code == 404
+
+
+async def _gated_type(api) -> str:
+    incident_type = f"t-{uuid.uuid4().hex[:10]}"
+    steps = [
+        {"id": "monitor", "agent": "noop"},
+        {"id": "remediate", "agent": "noop", "depends_on": ["monitor"], "risk": "high", "params": PARAMS},
+    ]
+    body = {"id": incident_type, "name": "gated", "incident_type": incident_type, "steps": steps}
+    assert (await api.post("/api/playbooks", json=body)).status_code == 201
+    return incident_type
