@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -229,9 +230,11 @@ def hub_of(request: Request) -> EventHub:
     return hub
 
 
-def _missed(engine: Engine, after: int, incident_id: int | None) -> list[Event]:
+def _missed(engine: Engine, after: int | None, since: datetime | None, incident_id: int | None) -> list[Event]:
     with Session(engine) as session:
-        query = select(Event).where(col(Event.id) > after)
+        query = select(Event).where(col(Event.id) > after) if after is not None else select(Event)
+        if since is not None:
+            query = query.where(col(Event.at) >= since)
         if incident_id is not None:
             query = query.where(Event.incident_id == incident_id)
         return list(session.exec(query.order_by(col(Event.id)).limit(CATCH_UP_LIMIT)))
@@ -253,9 +256,11 @@ def _id_param(raw: str | None, field: str, low: int) -> int | None:
 
 class LiveStream:
     """GET /api/events/stream[?incident_id=N]: events as they happen; resumes after Last-Event-ID (or
-    ?last_event_id=). A plain ASGI endpoint rather than a FastAPI route, because a stream lives for hours
-    and thousands of them are open at once: it keeps no dependency stack for the stream's lifetime, and its
-    sse-starlette response runs no per-client ping or send-timeout tasks; the hub's bytes go out as they are."""
+    ?last_event_id=), or first replays events from ?since= (an ISO time: a page rendered just before).
+
+    A plain ASGI endpoint rather than a FastAPI route, because a stream lives for hours and thousands of them
+    are open at once: it keeps no dependency stack for the stream's lifetime, and its sse-starlette response
+    runs no per-client ping, send-timeout or shutdown tasks; the hub's bytes go out as they are."""
 
     __am_guard__ = "viewer"  # checked by tests/api/test_route_guards.py like require("viewer")
 
@@ -278,6 +283,16 @@ class LiveStream:
             refused = _bad_request(f"query.{err}", f"must be a whole number from 1 to {INT64_MAX}")
             await refused(scope, receive, send)
             return
+        since = None
+        if after is None and request.query_params.get("since"):
+            try:
+                since = datetime.fromisoformat(request.query_params["since"])
+            except ValueError:
+                await _bad_request("query.since", "must be an ISO 8601 date and time")(scope, receive, send)
+                return
+            if since.tzinfo is None:
+                await _bad_request("query.since", "must include a UTC offset")(scope, receive, send)
+                return
         hub = hub_of(request)
         try:
             client = await hub.subscribe()
@@ -291,8 +306,8 @@ class LiveStream:
                 # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. a deploy.
                 yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
                 seen = 0
-                if after is not None:
-                    for missed in await run_in_threadpool(_missed, engine, after, incident_id):
+                if after is not None or since is not None:
+                    for missed in await run_in_threadpool(_missed, engine, after, since, incident_id):
                         seen = missed.id or seen
                         yield encode_event(missed).data
                 while True:
@@ -360,6 +375,8 @@ STREAM_OPENAPI = {
              "schema": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}},
             {"name": "last_event_id", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}},
+            {"name": "since", "in": "query", "required": False,
+             "schema": {"type": "string", "format": "date-time"}},
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 20}},
         ],
         "responses": {

@@ -19,6 +19,7 @@ from api.auth import require
 from api.deps import EngineDep, SettingsDep, TemporalDep
 from core.settings import Settings
 from core.tables import AgentRun, Event, Incident, WorkflowRun, WorkflowStep
+from web.approval_pages import queue
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
@@ -27,7 +28,7 @@ ACTIVE_WORKFLOW = ("pending", "in_progress", "waiting_approval", "failed")
 FEED_SIZE = 40
 SHOWN_WORKFLOWS = 50
 HEALTH_TIMEOUT = 2.0
-Part = Literal["workflows", "metrics", "feed"]
+Part = Literal["workflows", "metrics", "feed", "approvals"]
 
 
 def _database_figures(engine: Engine) -> dict[str, Any]:
@@ -62,6 +63,7 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
                     latest[step.workflow_id] = step  # the last agent to report, per workflow
                 if step.status == "running":
                     running.setdefault(step.workflow_id, []).append(step.step_id)
+        pending_approvals = queue(session, "pending")
         feed = session.exec(select(Event).order_by(col(Event.id).desc()).limit(FEED_SIZE)).all()
         titles = dict(
             session.exec(  # type: ignore[call-overload]
@@ -79,6 +81,7 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
         ],
         "feed": feed,
         "titles": titles,
+        "pending_approvals": pending_approvals,
     }
 
 

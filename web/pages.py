@@ -19,13 +19,14 @@ from core.identity import Team, User
 from core.markdown import render_markdown
 from core.settings import Settings
 from core.tables import INCIDENT_TRANSITIONS
+from web.approval_pages import queue
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 PAGE_SIZE = 50
 TIMELINE_SHOWN = 500
 ASSIGNABLE_SHOWN = 500
-Part = Literal["facts", "workflow", "comments", "attachments", "timeline", "links"]
+Part = Literal["facts", "workflow", "approvals", "comments", "attachments", "timeline", "links"]
 
 
 def _list_context(session: Session, where: IncidentFilter, sort: IncidentSort, cursor: str | None) -> dict[str, Any]:
@@ -100,6 +101,8 @@ def detail_context(session: Session, settings: Settings, incident_id: int, part:
         context["comments"] = [(c, render_markdown(c.body)) for c in comments]
     if part in (None, "attachments"):
         context["attachments"] = list_attachments(session=session, incident_id=incident_id)
+    if part in (None, "approvals"):
+        context["approvals"] = queue(session, "all", incident_id)
     if part in (None, "timeline"):
         context["timeline"] = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
     return context

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
+
+from core.tables import utcnow
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
 templates = Jinja2Templates(directory=WEB_DIR / "templates")
 templates.env.autoescape = True  # every template, whatever its extension
+
+# A page's live stream first replays what happened from a little before the page was rendered, so a change
+# committed between the render and the stream's start still refreshes the page (a replay only refreshes).
+LIVE_REPLAY = timedelta(seconds=5)
+
+
+def live_since() -> str:
+    return (utcnow() - LIVE_REPLAY).isoformat()
+
+
+templates.env.globals["live_since"] = live_since

@@ -18,6 +18,8 @@ incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incide
 app.add_typer(incident_app, name="incident")
 workflow_app = typer.Typer(no_args_is_help=True, help="Retry or abort an incident's workflow (through the web API).")
 app.add_typer(workflow_app, name="workflow")
+approvals_app = typer.Typer(no_args_is_help=True, help="List and decide approval requests (through the web API).")
+app.add_typer(approvals_app, name="approvals")
 
 
 def _add_identity_commands() -> None:
@@ -219,6 +221,16 @@ def incident_show(
         _print_incident(incident, base)
 
 
+def _json_object(raw: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise fail(f"{option} is not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise fail(f"{option} must be a JSON object")
+    return value
+
+
 def _workflow_id(base: str, incident_id: int, token: str | None) -> str:
     incident = _request("GET", f"{base}/api/incidents/{incident_id}", token)
     if not incident.get("workflow_id"):
@@ -237,12 +249,7 @@ def workflow_retry(
     """Run a failed step again; completed steps do not run again."""
     body: dict[str, Any] = {"step_id": step}
     if params is not None:
-        try:
-            body["params"] = json.loads(params)
-        except json.JSONDecodeError as err:
-            raise fail(f"--params is not JSON: {err}") from None
-        if not isinstance(body["params"], dict):
-            raise fail("--params must be a JSON object")
+        body["params"] = _json_object(params, "--params")
     base = _api_url(url)
     state = _request("POST", f"{base}/api/workflows/{_workflow_id(base, incident_id, token)}/retry", token, json=body)
     typer.echo(f"{state['workflow_id']}: {state['status']} (retrying {step or 'every failed step'})")
@@ -260,6 +267,63 @@ def workflow_abort(
     workflow_id = _workflow_id(base, incident_id, token)
     state = _request("POST", f"{base}/api/workflows/{workflow_id}/abort", token, json={"reason": reason})
     typer.echo(f"{state['workflow_id']}: abort requested")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[str, typer.Option(help="pending | approved | rejected | expired | all")] = "pending",
+    incident_id: Annotated[int | None, typer.Option("--incident", help="Only this incident's")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Approval requests, newest first (pending: the approver's queue)."""
+    params: dict[str, Any] = {} if status == "all" else {"status": status}
+    if incident_id is not None:
+        params["incident_id"] = incident_id
+    page = _request("GET", f"{_api_url(url)}/api/approvals", token, params=params)
+    if as_json:
+        typer.echo(json.dumps(page["items"], indent=2))
+        return
+    if not page["items"]:
+        typer.echo(f"no {status} approvals")
+    for a in page["items"]:
+        left = f"expires in {a['seconds_left'] // 60} min" if a["status"] == "pending" else f"by {a['decided_by']}"
+        typer.echo(
+            f"{a['id']:>6}  {a['status']:<8}  risk {a['risk']:<8}  incident #{a['incident_id']}  "
+            f"{a['step_id']}: {a['action']}  ({left})"
+        )
+
+
+def _decide(approval_id: int, body: dict[str, Any], url: str | None, token: str | None) -> None:
+    decided = _request("POST", f"{_api_url(url)}/api/approvals/{approval_id}/decision", token, json=body)
+    typer.echo(f"approval {approval_id}: {decided['status']} by {decided['decided_by']}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: Annotated[int, typer.Argument(help="Approval number (see `approvals list`)")],
+    comment: Annotated[str, typer.Option(help="For the record")] = "",
+    params: Annotated[str | None, typer.Option("--params", help="Approve with these params (JSON object)")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Approve; with --params, the step runs with the edited params."""
+    body: dict[str, Any] = {"decision": "approve", "comment": comment}
+    if params is not None:
+        body["params"] = _json_object(params, "--params")
+    _decide(approval_id, body, url, token)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: Annotated[int, typer.Argument(help="Approval number (see `approvals list`)")],
+    reason: Annotated[str, typer.Option(help="Why (shown on the incident)")] = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Reject: the step and the steps that depend on it are skipped."""
+    _decide(approval_id, {"decision": "reject", "comment": reason}, url, token)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ decide, two approvers at once, edited params, rejection; approval policies CRUD.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -142,3 +146,48 @@ async def _gated_type(api) -> str:
     body = {"id": incident_type, "name": "gated", "incident_type": incident_type, "steps": steps}
     assert (await api.post("/api/playbooks", json=body)).status_code == 201
     return incident_type
+
+
+async def test_the_agent_monitor_cli_lists_and_decides(server, api, temporal_client):
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+    token = (await api.post("/api/me/tokens", json={"name": "cli"})).json()["token"]
+    env = {**os.environ, "AGENT_MONITOR_URL": server, "AGENT_MONITOR_TOKEN": token}
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "worker.cli", "approvals", *args]
+        return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=60)
+
+    listed = await cli("list", "--incident", str(incident["id"]))
+    assert listed.returncode == 0, listed.stderr
+    assert f"{approval['id']}  pending" in listed.stdout and "remediate: restart web-1" in listed.stdout
+    bad = await cli("approve", str(approval["id"]), "--params", "[1]")
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: --params must be a JSON object"
+    done = await cli("approve", str(approval["id"]), "--params", '{"target": "web-2", "replicas": 1}')
+    assert done.returncode == 0 and done.stdout.strip() == f"approval {approval['id']}: approved by root", done.stderr
+    again = await cli("reject", str(approval["id"]), "--reason", "late")
+    assert again.returncode == 1 and f"approval {approval['id']} is already" in again.stderr
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert state.steps[1].output["data"]["params"] == {"target": "web-2", "replicas": 1}
+
+
+async def test_the_temporal_cli_decides_with_the_named_update(api, temporal_client, temporal_env):
+    incident = await gated_incident(api)
+    await pending_approval(api, incident["id"])
+    from core.temporal_dev import temporal_binary
+
+    def update(payload: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        command = [str(temporal_binary()), "workflow", "update", "execute", "--address",
+                   temporal_env.client.service_client.config.target_host, "--workflow-id", incident["workflow_id"],
+                   "--name", "decide_approval", "--input", json.dumps(payload)]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    refused = await asyncio.to_thread(update, {"step_id": "remediate", "decision": "perhaps", "actor": "oncall"})
+    assert refused.returncode != 0 and "decision must be approve or reject" in refused.stderr + refused.stdout
+    done = await asyncio.to_thread(update, {"step_id": "remediate", "decision": "approve", "actor": "oncall"})
+    assert done.returncode == 0, done.stderr
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed" and state.steps[1].approval.decided_by == "oncall"
+    assert state.steps[1].approval.channel == "temporal"
+    approval = (await api.get("/api/approvals", params={"incident_id": incident["id"]})).json()["items"][0]
+    assert (approval["status"], approval["decided_by"], approval["channel"]) == ("approved", "oncall", "temporal")

@@ -98,6 +98,25 @@ async def test_reconnect_with_last_event_id_gets_what_was_missed(server, api, te
     assert [e["id"] for e in resumed] == [e["id"] for e in seen if e["id"] > middle]
 
 
+async def test_a_page_stream_first_replays_from_since(server, api):
+    """A page passes ?since= (a little before it was rendered): what happened since then comes first, so a
+    change committed while the page loaded is not missed; an unusable `since` is a 422."""
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    incident = await api.post("/api/incidents", json={"title": "replayed", "service": "s", "service_url": None})
+    token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
+        params = {"incident_id": incident.json()["id"], "since": before.isoformat()}
+        async with client.stream("GET", "/api/events/stream", params=params) as response:
+            seen = await collect_until(response, lambda s: any(e["kind"] == "incident.created" for e in s), 10)
+        assert seen[0]["kind"] == "incident.created" and seen[0]["data"]["title"] == "replayed"
+        for bad in ("yesterday", "2026-11-25T10:00:00"):
+            refused = await client.get("/api/events/stream", params={"since": bad})
+            assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "query.since"
+
+
 async def test_connections_are_capped_per_process(server, app, api):
     app.state.settings.sse_max_clients = 1
     token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]

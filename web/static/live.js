@@ -5,6 +5,8 @@
 // "live-any"; page elements refresh themselves with htmx, e.g.
 //   <section hx-get="/incidents/7/partials/workflow" hx-trigger="live-step from:body delay:300ms">
 // htmx restarts the delay on every event, so a burst of updates becomes one request per element.
+// The first connection replays events from data-live-since (a little before the page was rendered), so a
+// change committed while the page loaded is not missed.
 // The browser resumes a dropped stream itself (sending Last-Event-ID); if it gives up (the web process
 // answered 502/503 while restarting), we open a new one after a back-off, resuming from the last id.
 (function () {
@@ -39,7 +41,9 @@
 
   function connect() {
     var url = src;
+    var since = body.getAttribute("data-live-since");
     if (lastId !== null) url += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastId);
+    else if (since) url += (url.indexOf("?") < 0 ? "?" : "&") + "since=" + encodeURIComponent(since);
     var source = new EventSource(url);
     source.onopen = function () {
       delay = 1000;
