@@ -17,8 +17,9 @@ from core.tables import Event, utcnow
 
 
 class ApprovalActivities:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channels: list[str] | None = None) -> None:
         self._engine = engine
+        self._channels = channels or []
 
     @activity.defn(name="request_approval")
     def request_approval(self, request: ApprovalRequest) -> ApprovalTicket:
@@ -33,7 +34,7 @@ class ApprovalActivities:
                 )
             ).first()
             if existing is not None:
-                return _ticket(session, existing)
+                return _ticket(session, existing, self._channels)
             policies = list(session.exec(select(ApprovalPolicy).where(col(ApprovalPolicy.enabled))))
             policy = first_match(
                 policies,
@@ -69,7 +70,7 @@ class ApprovalActivities:
                 _audit(session, approval, "auto_approved", f"policy:{policy.name}", "policy", {"policy": policy.name})
                 _event(session, approval, "approval.decided", {"status": "approved", "policy": policy.name})
             session.commit()
-            return _ticket(session, approval)
+            return _ticket(session, approval, self._channels)
 
     @activity.defn(name="record_approval_decision")
     def record_approval_decision(self, decided: ApprovalDecided) -> bool:
@@ -96,7 +97,7 @@ class ApprovalActivities:
         return [self.request_approval, self.record_approval_decision]
 
 
-def _ticket(session: Session, approval: Approval) -> ApprovalTicket:
+def _ticket(session: Session, approval: Approval, channels: list[str]) -> ApprovalTicket:
     assert approval.id is not None
     policy = session.get(ApprovalPolicy, approval.policy_id) if approval.policy_id else None
     return ApprovalTicket(
@@ -104,6 +105,7 @@ def _ticket(session: Session, approval: Approval) -> ApprovalTicket:
         status=approval.status,
         approvers=approval.approvers,
         policy=policy.name if policy else None,
+        channels=channels if approval.status == "pending" else [],
     )
 
 

@@ -24,6 +24,7 @@ from api import (
     live,
     playbooks,
     security,
+    slack,
     users,
     workflows,
 )
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(workflows.router)
     app.include_router(approvals.router)
     app.include_router(approvals.policies)
+    app.include_router(slack.router)
     app.router.routes.append(Route("/api/events/stream", live.LiveStream(), methods=["GET"]))
     app.include_router(audit.router)
     app.include_router(auth_pages.router)

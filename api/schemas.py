@@ -125,6 +125,7 @@ class UserPublic(BaseModel):
     username: str
     display_name: str
     email: str | None
+    slack_user_id: str | None = None
     role: str
     is_active: bool
     created_at: datetime

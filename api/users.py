@@ -44,6 +44,8 @@ class UserUpdate(BaseModel):
     role: RoleName | None = None
     is_active: bool | None = None
     display_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    slack_user_id: str | None = Field(default=None, pattern=r"^[UW][A-Z0-9]{2,29}$", description="e.g. U012AB3CD")
 
 
 class PasswordChange(BaseModel):

@@ -36,6 +36,7 @@ class User(SQLModel, table=True):
     username: str = Field(max_length=63, sa_column_kwargs={"unique": True})
     display_name: str = Field(default="", max_length=200)
     email: str | None = Field(default=None, max_length=320)
+    slack_user_id: str | None = Field(default=None, max_length=30, sa_column_kwargs={"unique": True})
     role: str = Field(default="viewer", max_length=20)
     password_hash: str | None = Field(default=None, max_length=200)  # None: token/SSO only
     is_active: bool = True

@@ -212,6 +212,13 @@ class ApprovalTicket:
     status: str  # pending, or approved when a policy pre-approved it
     approvers: dict[str, Any] = field(default_factory=dict)
     policy: str | None = None
+    channels: list[str] = field(default_factory=list)  # where to send the request (besides the UI)
+
+
+@dataclass
+class NotifyApproval:
+    approval_id: int
+    channel: str  # slack
 
 
 @dataclass

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # Where people reach this site (links in Slack messages and emails); empty = http://WEB_HOST:WEB_PORT.
+    public_url: str = Field(default="", max_length=500)
+    # Slack approvals: a bot token (chat:write) and channel to post requests to, and the app's signing secret
+    # for its interactivity requests (POST /api/slack/interactions). SLACK_API_URL is for a proxy or tests.
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_channel: str = Field(default="", max_length=200)
+    slack_api_url: str = Field(default="https://slack.com/api/", max_length=500)
     # How long an approval waits for a decision before it expires (treated as a rejection).
     approval_timeout_seconds: float = Field(default=3_600.0, gt=0, le=30 * 86_400)
 
@@ -97,6 +105,18 @@ class Settings(BaseSettings):
     @property
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def site_url(self) -> str:
+        """The base of links we send people (Slack, email)."""
+        return (self.public_url or self.web_url).rstrip("/")
+
+    def approval_channels(self) -> list[str]:
+        """The channels approval requests go out on, besides the UI: those configured."""
+        channels = []
+        if self.slack_bot_token.get_secret_value() and self.slack_channel:
+            channels.append("slack")
+        return channels
 
     def configure_logging(self) -> None:
         logging.basicConfig(

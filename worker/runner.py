@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
 from activities.chain import ChainAgents
+from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
 from activities.runs import AgentRunLog
 from core.settings import Settings
@@ -33,11 +34,17 @@ async def incident_worker(
     async with httpx.AsyncClient(headers={"User-Agent": "agent-monitor/0.1"}) as http:
         agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds, runs=AgentRunLog(engine))
         projection = ProjectionActivities(engine)
+        notify = NotifyActivities(engine, settings)
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=[IncidentWorkflow],
-            activities=[*agents.all(), *projection.all(), *ApprovalActivities(engine).all()],
+            activities=[
+                *agents.all(),
+                *projection.all(),
+                *ApprovalActivities(engine, settings.approval_channels()).all(),
+                *notify.all(),
+            ],
             activity_executor=executor,
         )
         async with worker:

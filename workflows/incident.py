@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalTicket,
         DecideApprovalInput,
         IncidentWorkflowInput,
+        NotifyApproval,
         RecordBatchInput,
         RecordStepInput,
         RecordWorkflowInput,
@@ -50,6 +51,9 @@ with workflow.unsafe.imports_passed_through():
 
 PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=2), maximum_attempts=8
+)
 
 
 def _retry_policy(step: StepSpec) -> RetryPolicy:
@@ -80,6 +84,7 @@ class IncidentWorkflow:
         self._pending_steps: dict[str, RecordStepInput] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._abort: AbortInput | None = None
+        self._notifications: list[asyncio.Task[None]] = []
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
             incident_id=input.incident.incident_id,
@@ -467,6 +472,8 @@ class IncidentWorkflow:
         )
         if ticket.policy and ticket.status == "approved":
             approval.decided_by, approval.channel = f"policy:{ticket.policy}", "policy"
+        for channel in ticket.channels:  # beside the timer: a channel that is down never delays the expiry
+            self._notifications.append(asyncio.create_task(self._notify(spec, approval.approval_id, channel)))
         self._wake = True
         if approval.status == "pending":
             try:
@@ -499,6 +506,18 @@ class IncidentWorkflow:
         step.status = "running"
         await self._refresh_status()
         return True
+
+    async def _notify(self, spec: StepSpec, approval_id: int, channel: str) -> None:
+        try:
+            await workflow.execute_activity(
+                "notify_approval",
+                NotifyApproval(approval_id=approval_id, channel=channel),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"{spec.id}: ask on {channel}",
+            )
+        except (ActivityError, asyncio.CancelledError, CancelledError) as err:
+            workflow.logger.warning("approval %s: %s notification gave up: %s", approval_id, channel, err)
 
     async def _record_decision(self, spec: StepSpec, approval: ApprovalState) -> None:
         await workflow.execute_activity(

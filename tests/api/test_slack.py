@@ -1,0 +1,126 @@
+"""Slack approvals: the request goes out through slack-sdk to a local server speaking Slack's Web API; signed
+button clicks decide, stale / tampered / replayed ones do not; the message is replaced via response_url."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from slack_sdk.signature import SignatureVerifier
+
+from tests.api.test_approvals import gated_incident, pending_approval
+from tests.factories import make_user, wait_for_workflow
+from tests.peers_slack import slack_api
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@pytest.fixture
+def slack(settings):
+    """Slack configured in this test's settings (before the worker and app read them)."""
+    with slack_api() as (base, calls):
+        settings.slack_bot_token = SecretStr("xoxb-test-token")
+        settings.slack_signing_secret = SecretStr(SECRET)
+        settings.slack_channel = "#ops-approvals"
+        settings.slack_api_url = f"{base}/api/"
+        yield base, calls
+
+
+def click(
+    base: str, approval_id: int, action: str, user: dict, *, at: float | None = None, sign_body: bytes | None = None
+):
+    """(body, headers) of a block_actions request as Slack sends it, signed with the app's secret."""
+    payload = {
+        "type": "block_actions",
+        "user": user,
+        "actions": [{"action_id": action, "value": str(approval_id), "type": "button", "action_ts": str(time.time())}],
+        "response_url": f"{base}/actions/T1/{approval_id}/{user['id']}",
+        "trigger_id": "123.456.abc",
+    }
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    timestamp = str(int(at if at is not None else time.time()))
+    signature = SignatureVerifier(SECRET).generate_signature(timestamp=timestamp, body=sign_body or body)
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature,
+               "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    return body, headers
+
+
+async def wait_for(predicate, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_slack_click_decides_once_and_replaces_the_message(slack, worker, server, api, engine, temporal_client):
+    base, calls = slack
+    alice, _ = make_user(engine, "approver", username="alice")
+    linked = await api.patch(f"/api/users/{alice.id}", json={"slack_user_id": "U0ALICE1"})
+    assert linked.status_code == 200 and linked.json()["slack_user_id"] == "U0ALICE1"
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+
+    await wait_for(lambda: calls.posted, "the request to reach Slack")
+    posted = calls.posted[0]
+    assert posted["_auth"] == "Bearer xoxb-test-token" and posted["channel"] == "#ops-approvals"
+    buttons = posted["blocks"][-1]["elements"]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [
+        ("approval_approve", str(approval["id"])), ("approval_reject", str(approval["id"]))
+    ]  # fmt: skip
+    assert "restart web-1" in posted["blocks"][0]["text"]["text"]
+    url = f"{server}/api/slack/interactions"
+    alice_in_slack = {"id": "U0ALICE1", "username": "alice.smith", "team_id": "T1"}
+    async with httpx.AsyncClient(timeout=10) as slack_client:
+        stale = click(base, approval["id"], "approval_approve", alice_in_slack, at=time.time() - 301)
+        assert (await slack_client.post(url, content=stale[0], headers=stale[1])).status_code == 401
+        tampered_body, tampered_headers = click(base, approval["id"], "approval_approve", alice_in_slack,
+                                                sign_body=b"payload=%7B%7D")  # fmt: skip
+        assert (await slack_client.post(url, content=tampered_body, headers=tampered_headers)).status_code == 401
+
+        stranger = click(base, approval["id"], "approval_approve", {"id": "U0NOBODY", "username": "mallory"})
+        assert (await slack_client.post(url, content=stranger[0], headers=stranger[1])).status_code == 200
+        await wait_for(lambda: calls.responses, "the stranger's answer")
+        assert "not linked to an Agent Monitor user" in calls.responses[0]["text"]
+        assert calls.responses[0]["response_type"] == "ephemeral"
+
+        body, headers = click(base, approval["id"], "approval_approve", alice_in_slack)
+        started = time.monotonic()
+        first = await slack_client.post(url, content=body, headers=headers)
+        assert first.status_code == 200 and time.monotonic() - started < 3  # Slack's 3 s deadline
+        retry = await slack_client.post(url, content=body, headers={**headers, "X-Slack-Retry-Num": "1"})
+        replayed = await slack_client.post(url, content=body, headers=headers)  # the same click again
+        assert retry.status_code == 200 and replayed.status_code == 200
+
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed" and [s.status for s in state.steps] == ["completed"] * 3
+    assert [c["kind"] for c in state.changes] == ["decide_approval"]  # one decision
+    assert (state.steps[1].approval.decided_by, state.steps[1].approval.channel) == ("alice", "slack")
+    await wait_for(lambda: any(r.get("replace_original") for r in calls.responses), "the message to be replaced")
+    replaced = next(r for r in calls.responses if r.get("replace_original"))
+    assert replaced["text"] == f"Approval {approval['id']} (remediate): *approved* by alice"
+    detail = (await api.get(f"/api/approvals/{approval['id']}")).json()
+    kinds = [(e["kind"], e["channel"]) for e in detail["events"]]
+    assert kinds[:2] == [("requested", None), ("notified", "slack")] and ("decided", "slack") in kinds
+
+
+async def test_slack_down_does_not_delay_the_approval(slack, worker, api, temporal_client):
+    base, calls = slack
+    calls.fail_posts = 2  # Slack answers 500 twice: Temporal retries the send
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])  # pending at once, whatever Slack does
+    decided = await api.post(f"/api/approvals/{approval['id']}/decision", json={"decision": "reject"})
+    assert decided.status_code == 200
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert state.steps[1].status == "skipped"
+
+
+async def test_interactions_without_slack_configured_are_404(server):
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(f"{server}/api/slack/interactions", content=b"payload=%7B%7D")
+    assert answer.status_code == 404 and "SLACK_SIGNING_SECRET" in answer.json()["detail"]

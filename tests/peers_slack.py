@@ -1,0 +1,63 @@
+"""A local stand-in for Slack's Web API (chat.postMessage) and for `response_url`, speaking Slack's JSON, so our
+side runs the real slack-sdk clients against it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class SlackCalls:
+    posted: list[dict[str, Any]] = field(default_factory=list)  # chat.postMessage bodies (+ "_auth")
+    responses: list[dict[str, Any]] = field(default_factory=list)  # what we sent to response_url
+    fail_posts: int = 0  # answer this many chat.postMessage calls with HTTP 500 first
+
+
+@contextmanager
+def slack_api() -> Iterator[tuple[str, SlackCalls]]:
+    """Yields (base URL, calls): the Web API at <base>/api/, response URLs at <base>/actions/<anything>."""
+    calls = SlackCalls()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/api/chat.postMessage":
+                if calls.fail_posts > 0:
+                    calls.fail_posts -= 1
+                    self._answer(500, b'{"ok": false, "error": "internal_error"}')
+                    return
+                body = json.loads(raw)
+                calls.posted.append({**body, "_auth": self.headers.get("Authorization")})
+                ts = f"1732550000.{len(calls.posted):06d}"
+                answer = {"ok": True, "channel": "C0APPROVALS", "ts": ts, "message": {"text": body.get("text")}}
+                self._answer(200, json.dumps(answer).encode())
+            elif self.path.startswith("/actions/"):
+                calls.responses.append(json.loads(raw))
+                self._answer(200, b"ok", "text/plain")
+            else:
+                self._answer(404, b'{"ok": false, "error": "unknown_method"}')
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
