@@ -206,6 +206,9 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
     workflow = None
     if incident.workflow_id:
         run = session.get(WorkflowRun, incident.workflow_id)
+        # The workflow row and the incident it moves are written in one statement; re-reading the incident
+        # after the run means a completed run is never shown beside a not-yet-resolved incident.
+        session.refresh(incident)
         steps = session.exec(
             select(WorkflowStep)
             .where(WorkflowStep.workflow_id == incident.workflow_id)

@@ -171,6 +171,12 @@ def edit_user(request: Request, user_id: Int32Id, body: UserUpdate, principal: A
     if user.id == principal.user_id and (body.role not in (None, "admin") or body.is_active is False):
         raise HTTPException(status.HTTP_409_CONFLICT, "admins cannot demote or deactivate themselves")
     before = user_public(user)
+    if body.slack_user_id is not None:
+        taken = session.exec(
+            select(User.username).where(User.slack_user_id == body.slack_user_id, User.id != user.id)
+        ).first()
+        if taken is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"Slack user {body.slack_user_id} is linked to {taken}")
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(user, field, value)
     session.add(user)
@@ -185,7 +191,13 @@ def edit_user(request: Request, user_id: Int32Id, body: UserUpdate, principal: A
         before=before,
         after=user_public(user),
     )
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # linked to someone else at the same moment
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"Slack user {body.slack_user_id} is linked to another user"
+        ) from None
     session.refresh(user)
     return user
 

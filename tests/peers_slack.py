@@ -4,12 +4,13 @@ side runs the real slack-sdk clients against it."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.peers import serving
 
 
 @dataclass
@@ -53,11 +54,5 @@ def slack_api() -> Iterator[tuple[str, SlackCalls]]:
             else:
                 self._answer(404, b'{"ok": false, "error": "unknown_method"}')
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as base:
+        yield base, calls

@@ -11,6 +11,7 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/login"),
     ("POST", "/login"),
+    ("POST", "/api/slack/interactions"),  # authenticated by Slack's request signature instead
 }
 PUBLIC_MOUNTS = {"/static"}
 

@@ -124,3 +124,13 @@ async def test_interactions_without_slack_configured_are_404(server):
     async with httpx.AsyncClient(timeout=10) as client:
         answer = await client.post(f"{server}/api/slack/interactions", content=b"payload=%7B%7D")
     assert answer.status_code == 404 and "SLACK_SIGNING_SECRET" in answer.json()["detail"]
+
+
+async def test_a_slack_account_links_to_one_user(api, engine):
+    first, _ = make_user(engine, "approver")
+    second, _ = make_user(engine, "approver")
+    assert (await api.patch(f"/api/users/{first.id}", json={"slack_user_id": "U0SHARED"})).status_code == 200
+    taken = await api.patch(f"/api/users/{second.id}", json={"slack_user_id": "U0SHARED"})
+    assert taken.status_code == 409 and taken.json()["detail"] == f"Slack user U0SHARED is linked to {first.username}"
+    bad = await api.patch(f"/api/users/{second.id}", json={"slack_user_id": "not-a-slack-id"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "slack_user_id"
