@@ -49,6 +49,7 @@ bench: install-test
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.sse
 	$(BIN)/python -m bench.incident_list
+	$(BIN)/python -m bench.approvals
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:

@@ -17,3 +17,21 @@ class BareChainWorkflow:
         for _ in range(4):
             arg = await workflow.execute_activity(bare_noop, arg, start_to_close_timeout=timedelta(seconds=10))
         return arg
+
+
+@workflow.defn(name="BareUpdateWorkflow")
+class BareUpdateWorkflow:
+    """The minimum cost of a decision: an Update whose handler only records it, then the run goes on."""
+
+    def __init__(self) -> None:
+        self._decided = False
+
+    @workflow.run
+    async def run(self, _: str) -> str:
+        await workflow.wait_condition(lambda: self._decided)
+        return "decided"
+
+    @workflow.update(name="decide")
+    def decide(self, decision: str) -> str:
+        self._decided = True
+        return decision

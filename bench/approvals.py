@@ -1,0 +1,134 @@
+"""Approval decisions: from `POST /api/approvals/{id}/decision` to the workflow having taken the decision (the
+Update returned: the gate resumed), against a bare workflow's Update round trip on the same dev server in
+the same run.
+
+    make bench            # or: python -m bench.approvals --count 100
+Target: p99 <= 15 ms from the POST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+
+import httpx
+from sqlmodel import Session, select
+from temporalio.worker import Worker
+
+from api.identity_service import create_token, create_user
+from api.incident_service import insert_incident
+from api.main import create_app
+from bench.baseline import BareUpdateWorkflow
+from bench.local_stack import local_stack
+from core.approvals import Approval
+from core.audit import SYSTEM
+from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput
+from core.tables import IncidentCreate
+from worker.runner import incident_worker
+
+TARGET_P99_MS = 15.0
+GATED = {
+    "id": "bench-gated",
+    "name": "gated",
+    "steps": [
+        {"id": "monitor", "agent": "noop"},
+        {"id": "remediate", "agent": "noop", "depends_on": ["monitor"], "requires_approval": True},
+    ],
+}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+async def bare_updates(env, count: int) -> list[float]:
+    queue = f"bench-upd-{uuid.uuid4().hex}"
+    samples = []
+    async with Worker(env.client, task_queue=queue, workflows=[BareUpdateWorkflow]):
+        for i in range(count):
+            handle = await env.client.start_workflow(BareUpdateWorkflow.run, "x", id=f"{queue}-{i}", task_queue=queue)
+            await handle.query("__stack_trace")  # the run has started and waits
+            started = time.perf_counter()
+            await handle.execute_update(BareUpdateWorkflow.decide, "approve")
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def decisions(env, engine, settings, count: int) -> tuple[list[float], list[float]]:
+    """(POST decision through the API, the same Update sent straight to the workflow), alternating."""
+    with Session(engine) as session:
+        user = create_user(session=session, actor=SYSTEM, username="bench-approver", role="approver", password=None)
+        token, _ = create_token(session=session, actor=SYSTEM, user=user, name="bench")
+        incidents = []
+        for i in range(count):
+            incident, _ = insert_incident(session=session, data=IncidentCreate(title=f"bench {i}", service="bench"),
+                                          idempotency_key=None, actor=SYSTEM, settings=settings)  # fmt: skip
+            incidents.append((incident.id, incident.title, incident.workflow_id))
+    app = create_app(settings, engine=engine, temporal=env.client)
+    samples: list[float] = []
+    direct: list[float] = []
+    async with incident_worker(env.client, engine, settings):
+        for incident_id, title, workflow_id in incidents:
+            await env.client.start_workflow(
+                "IncidentWorkflow",
+                IncidentWorkflowInput(
+                    incident=IncidentContext(incident_id, title, "bench", "P3"),
+                    playbook=GATED,
+                    known_agents=["noop"],
+                    retry_window_seconds=0,
+                ),
+                id=workflow_id,
+                task_queue=settings.task_queue,
+            )
+        while True:  # every request recorded and waiting
+            with Session(engine) as session:
+                waiting = session.exec(select(Approval.id).where(Approval.status == "pending")).all()
+            if len(waiting) == count:
+                break
+            await asyncio.sleep(0.1)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as client:
+            await client.get("/api/approvals")  # warm the app
+            for n, approval_id in enumerate(sorted(waiting)):
+                if n % 2:
+                    with Session(engine) as session:
+                        workflow_id = session.get(Approval, approval_id).workflow_id  # type: ignore[union-attr]
+                    arg = DecideApprovalInput(decision="approve", approval_id=approval_id, actor="bench")
+                    started = time.perf_counter()
+                    await env.client.get_workflow_handle(workflow_id).execute_update("decide_approval", arg)
+                    direct.append((time.perf_counter() - started) * 1000)
+                    continue
+                started = time.perf_counter()
+                answer = await client.post(f"/api/approvals/{approval_id}/decision", json={"decision": "approve"})
+                samples.append((time.perf_counter() - started) * 1000)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"decision refused: {answer.text}")
+    return samples, direct
+
+
+async def main(count: int) -> None:
+    async with local_stack("bench-approvals", workflow_id_prefix=f"ba{uuid.uuid4().hex[:6]}-") as stack:
+        bare = await bare_updates(stack.env, count)
+        ours, direct = await decisions(stack.env, stack.engine, stack.settings, count)
+    print(f"{count} decisions, one at a time, in-memory dev server, one worker, the app in-process")
+    for label, values in (
+        ("bare workflow Update round trip", bare),
+        ("decide_approval Update, no API", direct),
+        ("POST decision → the workflow took it", ours),
+    ):
+        print(f"{label:<38} p50 {statistics.median(values):6.1f} ms, p99 {pct(values, 99):6.1f} ms")
+    ratio = statistics.median(ours) / statistics.median(bare)
+    verdict = "met" if pct(ours, 99) <= TARGET_P99_MS else "NOT met"
+    print(f"ratio of medians: {ratio:.2f}; target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=100, help="decisions to time")
+    args = parser.parse_args()
+    asyncio.run(main(args.count))
