@@ -85,6 +85,7 @@ class IncidentWorkflow:
         self._flusher: asyncio.Task[None] | None = None
         self._abort: AbortInput | None = None
         self._notifications: list[asyncio.Task[None]] = []
+        self._requesting: set[str] = set()  # steps whose approval request is being recorded
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
             incident_id=input.incident.incident_id,
@@ -178,26 +179,41 @@ class IncidentWorkflow:
         check_params(self._playbook, self._facts, input.step_id, input.params)
 
     @workflow.update(name="decide_approval")
-    def decide_approval(self, input: DecideApprovalInput) -> WorkflowState:
+    async def decide_approval(self, input: DecideApprovalInput) -> WorkflowState:
         """Approve (optionally with edited params) or reject a step's pending approval."""
+        await self._await_requests(input)
+        problem = self._decision_problem(input)
+        if problem:  # only when the decision came while its request was being recorded (see the validator)
+            raise ApplicationError(problem, type="DecisionRefused", non_retryable=True)
         self._decide(input)
         return self._state
 
     @decide_approval.validator
     def _validate_decision(self, input: DecideApprovalInput) -> None:
         problem = self._decision_problem(input)
-        if problem:
+        if problem and not self._may_be_requesting(input):
             raise ValueError(problem)
 
     @workflow.signal(name="decide_approval_signal")
-    def decide_approval_signal(self, input: DecideApprovalInput) -> None:
+    async def decide_approval_signal(self, input: DecideApprovalInput) -> None:
         """The same as the decide_approval update, for tools that can only signal; an invalid decision is
         ignored (and logged), since a signal cannot be refused."""
+        await self._await_requests(input)
         problem = self._decision_problem(input)
         if problem:
             workflow.logger.warning("decide_approval_signal ignored: %s", problem)
             return
         self._decide(input)
+
+    def _may_be_requesting(self, input: DecideApprovalInput) -> bool:
+        """A step whose approval request is being recorded: its row may already be visible to the API (and a
+        decision on its way) before the workflow has the request's id. Such a decision waits for it."""
+        if input.decision not in ("approve", "reject"):
+            return False
+        return any(input.step_id in (None, step_id) for step_id in self._requesting)
+
+    async def _await_requests(self, input: DecideApprovalInput) -> None:
+        await workflow.wait_condition(lambda: not self._may_be_requesting(input))
 
     def _pending_approval(self, input: DecideApprovalInput) -> tuple[StepState | None, str | None]:
         for step in self._state.steps:
@@ -440,28 +456,32 @@ class IncidentWorkflow:
         self._facts[spec.id].status = "waiting_approval"
         await self._refresh_status()
         await self._record_step(step)
-        ticket = await workflow.execute_activity(
-            "request_approval",
-            ApprovalRequest(
-                workflow_id=self._state.workflow_id,
-                incident_id=self._state.incident_id,
-                step_id=spec.id,
-                run=step.runs,
-                agent=spec.agent,
-                action=spec.instructions or f"run {spec.agent}",
-                params=step.params,
-                context_summary=self._context_summary(spec),
-                risk=spec.risk,
-                impact=spec.impact,
-                expires_at=expires_at.isoformat(),
-                incident_type=self._input.incident.incident_type,
-                service=self._input.incident.service,
-            ),
-            result_type=ApprovalTicket,
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
-            summary=f"{spec.id}: request approval",
-        )
+        self._requesting.add(spec.id)
+        try:
+            ticket = await workflow.execute_activity(
+                "request_approval",
+                ApprovalRequest(
+                    workflow_id=self._state.workflow_id,
+                    incident_id=self._state.incident_id,
+                    step_id=spec.id,
+                    run=step.runs,
+                    agent=spec.agent,
+                    action=spec.instructions or f"run {spec.agent}",
+                    params=step.params,
+                    context_summary=self._context_summary(spec),
+                    risk=spec.risk,
+                    impact=spec.impact,
+                    expires_at=expires_at.isoformat(),
+                    incident_type=self._input.incident.incident_type,
+                    service=self._input.incident.service,
+                ),
+                result_type=ApprovalTicket,
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+                summary=f"{spec.id}: request approval",
+            )
+        finally:
+            self._requesting.discard(spec.id)
         approval = step.approval = ApprovalState(
             approval_id=ticket.approval_id,
             status=ticket.status,
