@@ -1,14 +1,18 @@
-"""Sending approval requests out (Slack; email and webhooks come next). Each send is its own activity, retried
+"""Sending approval requests out (Slack, signed webhooks; email comes next). Each send is its own activity, retried
 by Temporal with back-off, started beside the approval's timer: a channel that is down never delays expiry."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlmodel import Session
+from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -47,6 +51,8 @@ class NotifyActivities:
             return False
         if notify.channel == "slack":
             data = await self._slack(approval, title)
+        elif notify.channel == "webhook":
+            data = await self._webhook(approval, title)
         else:
             raise ApplicationError(f"unknown approval channel {notify.channel!r}", non_retryable=True)
         await asyncio.to_thread(self._notified, notify.approval_id, notify.channel, data)
@@ -63,6 +69,38 @@ class NotifyActivities:
             client.chat_postMessage, channel=settings.slack_channel, text=text, blocks=blocks
         )
         return {"slack_channel": response.get("channel"), "ts": response.get("ts")}
+
+    async def _webhook(self, approval: Approval, title: str) -> dict[str, Any]:
+        """POST the request, signed per Standard Webhooks. The id is the same on every retry, so the receiver
+        can drop duplicates; anything but a 2xx answer is an error, which Temporal retries."""
+        settings = self._settings
+        message_id = f"approval-{approval.id}-requested"
+        sent_at = datetime.now(UTC)
+        body = json.dumps(
+            {
+                "type": "approval.requested",
+                "timestamp": sent_at.isoformat(),
+                "data": {
+                    **approval.model_dump(mode="json", exclude={"policy_id", "modified_params"}),
+                    "incident_title": title,
+                    "url": f"{settings.site_url}/approvals/{approval.id}",
+                    "decide_url": f"{settings.site_url}/api/approvals/{approval.id}/decision",
+                },
+            }
+        )
+        signature = Webhook(settings.approval_webhook_secret.get_secret_value()).sign(message_id, sent_at, body)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": signature,
+            "user-agent": "agent-monitor",
+        }
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+            response = await client.post(settings.approval_webhook_url, content=body, headers=headers)
+        if not response.is_success:
+            raise RuntimeError(f"the approval webhook answered {response.status_code}")
+        return {"webhook_id": message_id, "status": response.status_code}
 
     def all(self) -> list:
         return [self.notify_approval]

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from standardwebhooks import Webhook
 
 _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
 
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr = SecretStr("")
     slack_channel: str = Field(default="", max_length=200)
     slack_api_url: str = Field(default="https://slack.com/api/", max_length=500)
+    # Approval webhook: each request is POSTed as JSON to this URL, signed per Standard Webhooks
+    # (webhook-id, webhook-timestamp, webhook-signature: HMAC-SHA256 with the `whsec_…` secret). The tool
+    # answers through POST /api/approvals/{id}/decision with its own API token.
+    approval_webhook_url: str = Field(default="", max_length=2000, pattern=r"^(https?://\S+)?$")
+    approval_webhook_secret: SecretStr = SecretStr("")
     # How long an approval waits for a decision before it expires (treated as a rejection).
     approval_timeout_seconds: float = Field(default=3_600.0, gt=0, le=30 * 86_400)
 
@@ -73,6 +79,17 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("approval_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret:
+            try:
+                Webhook(secret)
+            except Exception:
+                raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -116,6 +133,8 @@ class Settings(BaseSettings):
         channels = []
         if self.slack_bot_token.get_secret_value() and self.slack_channel:
             channels.append("slack")
+        if self.approval_webhook_url and self.approval_webhook_secret.get_secret_value():
+            channels.append("webhook")
         return channels
 
     def configure_logging(self) -> None:
