@@ -1,6 +1,7 @@
 """Approval decisions: from `POST /api/approvals/{id}/decision` to the workflow having taken the decision (the
 Update returned: the gate resumed), against a bare workflow's Update round trip on the same dev server in
-the same run.
+the same run. The incident worker is its own process (`agent-monitor worker`), as in production, so the
+timed app does not share its event loop with the workflows it talks to.
 
     make bench            # or: python -m bench.approvals --count 100
 Target: p99 <= 15 ms from the POST.
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 import httpx
 from sqlmodel import Session, select
@@ -27,7 +32,6 @@ from core.approvals import Approval
 from core.audit import SYSTEM
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput
 from core.tables import IncidentCreate
-from worker.runner import incident_worker
 
 TARGET_P99_MS = 15.0
 GATED = {
@@ -71,7 +75,7 @@ async def decisions(env, engine, settings, count: int) -> tuple[list[float], lis
     app = create_app(settings, engine=engine, temporal=env.client)
     samples: list[float] = []
     direct: list[float] = []
-    async with incident_worker(env.client, engine, settings):
+    with worker_process(settings):
         for incident_id, title, workflow_id in incidents:
             await env.client.start_workflow(
                 "IncidentWorkflow",
@@ -111,11 +115,32 @@ async def decisions(env, engine, settings, count: int) -> tuple[list[float], lis
     return samples, direct
 
 
+@contextmanager
+def worker_process(settings):
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "TASK_QUEUE": settings.task_queue,
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
 async def main(count: int) -> None:
     async with local_stack("bench-approvals", workflow_id_prefix=f"ba{uuid.uuid4().hex[:6]}-") as stack:
         bare = await bare_updates(stack.env, count)
         ours, direct = await decisions(stack.env, stack.engine, stack.settings, count)
-    print(f"{count} decisions, one at a time, in-memory dev server, one worker, the app in-process")
+    print(f"{count} decisions, one at a time, in-memory dev server, the worker in its own process, the app in-process")
     for label, values in (
         ("bare workflow Update round trip", bare),
         ("decide_approval Update, no API", direct),
