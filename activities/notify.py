@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import smtplib
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
 from slack_sdk import WebClient
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.approval_messages import approval_blocks
-from core.approvals import Approval, ApprovalEvent
+from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash, may_decide
+from core.identity import User, team_names
 from core.payloads import NotifyApproval
 from core.settings import Settings
 from core.tables import Incident
@@ -53,6 +57,8 @@ class NotifyActivities:
             data = await self._slack(approval, title)
         elif notify.channel == "webhook":
             data = await self._webhook(approval, title)
+        elif notify.channel == "email":
+            data = await asyncio.to_thread(self._email, approval, title)
         else:
             raise ApplicationError(f"unknown approval channel {notify.channel!r}", non_retryable=True)
         await asyncio.to_thread(self._notified, notify.approval_id, notify.channel, data)
@@ -102,5 +108,65 @@ class NotifyActivities:
             raise RuntimeError(f"the approval webhook answered {response.status_code}")
         return {"webhook_id": message_id, "status": response.status_code}
 
+    def _email(self, approval: Approval, title: str) -> dict[str, Any]:
+        """Mail everyone who may decide (and has an address) a pair of single-use links; only their hashes are
+        kept. A retry mails fresh links (the first ones may never have left)."""
+        settings = self._settings
+        with Session(self._engine) as session:
+            people = session.exec(select(User).where(col(User.is_active), col(User.email).is_not(None))).all()
+            deciders = [
+                user
+                for user in people
+                if may_decide(approval.approvers, actor=user.username, role=user.role,
+                              teams=team_names(session, user.id or 0))
+            ]  # fmt: skip
+            messages = []
+            for user in deciders:
+                links = {}
+                for decision in ("approve", "reject"):
+                    token = secrets.token_urlsafe(32)  # 256 bits
+                    assert approval.id is not None and user.id is not None and user.email
+                    link = ApprovalLink(
+                        approval_id=approval.id,
+                        token_hash=link_hash(token),
+                        decision=decision,
+                        user_id=user.id,
+                        recipient=user.email,
+                        expires_at=approval.expires_at,
+                    )
+                    session.add(link)
+                    links[decision] = f"{settings.site_url}/approvals/email/{token}"
+                messages.append(_approval_mail(approval, title, settings, user.email or "", links))
+            session.commit()
+        if messages:
+            with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=15) as smtp:
+                if settings.smtp_starttls:
+                    smtp.starttls()
+                if settings.smtp_username:
+                    smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+                for message in messages:
+                    smtp.send_message(message)
+        return {"recipients": [m["To"] for m in messages]}
+
     def all(self) -> list:
         return [self.notify_approval]
+
+
+def _approval_mail(approval: Approval, title: str, settings: Settings, to: str, links: dict[str, str]) -> EmailMessage:
+    """Plain text only: nothing from agents or people can become markup in a mail client."""
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["To"] = to
+    subject = f"Approval needed: {approval.step_id} on #{approval.incident_id} {title}"
+    message["Subject"] = " ".join(subject.split())[:200]
+    expires = approval.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    message.set_content(
+        f"Approve {approval.step_id} on incident #{approval.incident_id} {title}?\n\n"
+        f"Action: {approval.action} ({approval.agent})\nRisk: {approval.risk}\n"
+        f"Impact: {approval.impact or 'not stated'}\nExpires: {expires} (no decision by then rejects it)\n\n"
+        f"Why:\n{approval.context_summary or '-'}\n\n"
+        f"Approve: {links['approve']}\nReject:  {links['reject']}\n\n"
+        f"Each link works once, until the request expires; it asks you to confirm first.\n"
+        f"The request: {settings.site_url}/approvals/{approval.id}\n"
+    )
+    return message

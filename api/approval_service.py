@@ -13,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import NotFound
 from core.approvals import Approval, ApprovalEvent, may_decide
-from core.identity import Team, TeamMember
+from core.identity import team_names
 from core.payloads import DecideApprovalInput, WorkflowState
 from core.tables import utcnow
 
@@ -35,13 +35,6 @@ def get_approval(session: Session, approval_id: int) -> Approval:
     if approval is None:
         raise ApprovalNotFound(f"approval {approval_id} does not exist")
     return approval
-
-
-def teams_of(session: Session, user_id: int) -> list[str]:
-    rows = session.exec(
-        select(Team.name).join(TeamMember, col(TeamMember.team_id) == col(Team.id)).where(TeamMember.user_id == user_id)
-    )
-    return list(rows)
 
 
 def describe(approval: Approval, now: datetime | None = None) -> dict[str, Any]:
@@ -92,7 +85,7 @@ async def decide(
     if approval.status != "pending":
         by = f" by {approval.decided_by}" if approval.decided_by else ""
         raise DecisionRefused(409, f"approval {approval_id} is already {approval.status}{by}")
-    teams = teams_of(session, user_id) if user_id is not None else []
+    teams = team_names(session, user_id) if user_id is not None else []
     if not may_decide(approval.approvers, actor=actor, role=role, teams=teams):
         raise DecisionRefused(403, f"{actor} may not decide approval {approval_id}")
     session.rollback()  # end the read transaction: the Update may take a moment

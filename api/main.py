@@ -32,7 +32,16 @@ from api.auth import require
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
 from core.temporal import connect
-from web import account_pages, admin_pages, approval_pages, auth_pages, incident_forms, overview_pages, pages
+from web import (
+    account_pages,
+    admin_pages,
+    approval_email_pages,
+    approval_pages,
+    auth_pages,
+    incident_forms,
+    overview_pages,
+    pages,
+)
 from web.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,7 @@ def create_app(
     app.include_router(incident_forms.router)  # before pages: /incidents/new is not an incident id
     app.include_router(pages.router)
     app.include_router(overview_pages.router)
+    app.include_router(approval_email_pages.router)  # before approval_pages: /approvals/email/… is not an id
     app.include_router(approval_pages.router)
     app.include_router(admin_pages.router)
     app.include_router(account_pages.router)

@@ -8,6 +8,7 @@ pure (no I/O, no clock) so the workflow's validator and the API use the same one
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -78,6 +79,25 @@ class ApprovalEvent(SQLModel, table=True):
     actor: str = Field(default="system", max_length=200)
     channel: str | None = Field(default=None, max_length=20)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+
+
+class ApprovalLink(SQLModel, table=True):
+    """A single-use decision link sent by email: the random token itself is never stored, only its hash."""
+
+    __tablename__ = "approval_links"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    approval_id: int = Field(sa_column=Column(BigInteger, ForeignKey("approvals.id"), nullable=False, index=True))
+    token_hash: str = Field(max_length=64, unique=True)
+    decision: str = Field(max_length=10)  # approve | reject
+    user_id: int = Field(foreign_key="users.id")
+    recipient: str = Field(max_length=320)
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+def link_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class ApprovalPolicy(SQLModel, table=True):

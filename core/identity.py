@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.tables import utcnow
 
@@ -97,3 +97,11 @@ class LoginFailure(SQLModel, table=True):
     username: str = Field(sa_column=Column(String(100), nullable=False))
     ip: str = Field(sa_column=Column(String(64), nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
+def team_names(session: Session, user_id: int) -> list[str]:
+    """The names of the teams the user belongs to."""
+    rows = session.exec(
+        select(Team.name).join(TeamMember, col(TeamMember.team_id) == col(Team.id)).where(TeamMember.user_id == user_id)
+    )
+    return list(rows)

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr = SecretStr("")
     slack_channel: str = Field(default="", max_length=200)
     slack_api_url: str = Field(default="https://slack.com/api/", max_length=500)
+    # Approval emails: each person who may decide (and has an email address) gets single-use approve / reject
+    # links. SMTP_STARTTLS upgrades the connection; SMTP_USERNAME / SMTP_PASSWORD log in.
+    smtp_host: str = Field(default="", max_length=255)
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="", max_length=320)
+    smtp_username: str = Field(default="", max_length=320)
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
     # Approval webhook: each request is POSTed as JSON to this URL, signed per Standard Webhooks
     # (webhook-id, webhook-timestamp, webhook-signature: HMAC-SHA256 with the `whsec_…` secret). The tool
     # answers through POST /api/approvals/{id}/decision with its own API token.
@@ -133,6 +141,8 @@ class Settings(BaseSettings):
         channels = []
         if self.slack_bot_token.get_secret_value() and self.slack_channel:
             channels.append("slack")
+        if self.smtp_host and self.smtp_from:
+            channels.append("email")
         if self.approval_webhook_url and self.approval_webhook_secret.get_secret_value():
             channels.append("webhook")
         return channels

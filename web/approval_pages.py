@@ -10,10 +10,11 @@ from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from api.approval_service import DecisionRefused, audit_log, decide, describe, get_approval, record_viewed, teams_of
+from api.approval_service import DecisionRefused, audit_log, decide, describe, get_approval, record_viewed
 from api.auth import Viewer, require
 from api.deps import Int64Id, SessionDep, TemporalDep
 from core.approvals import Approval, may_decide
+from core.identity import team_names
 from core.tables import Incident, utcnow
 from web.templating import templates
 
@@ -54,7 +55,7 @@ def approvals_rows(
 def _context(session: Session, principal: Any, approval_id: int) -> dict[str, Any]:
     approval = get_approval(session, approval_id)
     incident = session.get(Incident, approval.incident_id)
-    teams = teams_of(session, principal.user_id)
+    teams = team_names(session, principal.user_id)
     return {
         "approval": describe(approval),
         "incident": incident,

@@ -12,6 +12,8 @@ PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/api/slack/interactions"),  # authenticated by Slack's request signature instead
+    ("GET", "/approvals/email/{token}"),  # the single-use link is the credential
+    ("POST", "/approvals/email/{token}"),
 }
 PUBLIC_MOUNTS = {"/static"}
 
