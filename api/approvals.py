@@ -7,9 +7,14 @@ A decision is the workflow's `decide_approval` Update; the CLI equivalent withou
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -17,7 +22,7 @@ from sqlmodel import col, select
 from api.approval_service import DecisionRefused, audit_log, decide, describe, get_approval
 from api.auth import Admin, Principal, Viewer, actor_of, require
 from api.deps import INT64_MAX, SessionDep, TemporalDep
-from core.approvals import APPROVAL_STATUSES, Approval, ApprovalPolicy
+from core.approvals import APPROVAL_STATUSES, Approval, ApprovalEvent, ApprovalPolicy
 from core.audit import record_audit
 from core.tables import utcnow
 
@@ -59,6 +64,35 @@ def list_approvals(
         "next_before_id": page[-1].id if len(rows) > limit else None,
         "statuses": list(APPROVAL_STATUSES),
     }
+
+
+EXPORT_LIMIT = 100_000
+
+
+@router.get("/audit.csv", response_class=PlainTextResponse, responses={200: {"content": {"text/csv": {}}}})
+def export_audit(
+    session: SessionDep,
+    since: Annotated[datetime | None, Query(description="events at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="events before (ISO 8601)")] = None,
+) -> Response:
+    """Every approval's audit log as CSV (oldest first; at most 100,000 rows): who asked, who was told, who
+    looked, who decided — for reviews and compliance."""
+    query = select(ApprovalEvent, Approval).join(Approval, col(Approval.id) == ApprovalEvent.approval_id)
+    if since is not None:
+        query = query.where(col(ApprovalEvent.at) >= since)
+    if until is not None:
+        query = query.where(col(ApprovalEvent.at) < until)
+    rows = session.exec(query.order_by(col(ApprovalEvent.id)).limit(EXPORT_LIMIT))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["at", "approval_id", "incident_id", "workflow_id", "step_id", "risk", "kind", "actor",
+                     "channel", "data"])  # fmt: skip
+    for event, approval in rows:
+        writer.writerow([event.at.isoformat(), approval.id, approval.incident_id, approval.workflow_id,
+                         approval.step_id, approval.risk, event.kind, event.actor, event.channel or "",
+                         json.dumps(event.data, sort_keys=True)])  # fmt: skip
+    headers = {"Content-Disposition": 'attachment; filename="approval-audit.csv"'}
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/{approval_id}")

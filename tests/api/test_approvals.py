@@ -69,6 +69,15 @@ async def test_the_queue_the_detail_and_an_approval_that_runs_the_step(api, clie
         "approved", "alice", "api", "go ahead"
     )  # fmt: skip
     assert [e["kind"] for e in detail["events"]] == ["requested", "decided"]
+    export = await api.get("/api/approvals/audit.csv")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    assert "attachment" in export.headers["content-disposition"]
+    rows = [line.split(",") for line in export.text.strip().splitlines()]
+    assert rows[0][:8] == ["at", "approval_id", "incident_id", "workflow_id", "step_id", "risk", "kind", "actor"]
+    mine = [row for row in rows[1:] if row[1] == str(approval["id"])]
+    assert [(row[6], row[7]) for row in mine] == [("requested", "workflow"), ("decided", "alice")]
+    later = await api.get("/api/approvals/audit.csv", params={"since": "2999-01-01T00:00:00+00:00"})
+    assert later.text.strip().count("\n") == 0  # the header only
     again = await approver.post(f"/api/approvals/{approval['id']}/decision", json={"decision": "reject"})
     assert (
         again.status_code == 409 and again.json()["detail"] == f"approval {approval['id']} is already approved by alice"
