@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.approval_messages import approval_blocks
+from core.approval_messages import approval_blocks, outcome_text
 from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash, may_decide
 from core.identity import User, team_names
 from core.payloads import NotifyApproval
@@ -51,6 +51,8 @@ class NotifyActivities:
     async def notify_approval(self, notify: NotifyApproval) -> bool:
         """Send one pending approval to one channel; False when it was decided before we got to it."""
         approval, title = await asyncio.to_thread(self._load, notify.approval_id)
+        if notify.kind == "outcome":
+            return await self._slack_outcome(approval) if notify.channel == "slack" else False
         if approval.status != "pending":
             return False
         if notify.channel == "slack":
@@ -75,6 +77,37 @@ class NotifyActivities:
             client.chat_postMessage, channel=settings.slack_channel, text=text, blocks=blocks
         )
         return {"slack_channel": response.get("channel"), "ts": response.get("ts")}
+
+    async def _slack_outcome(self, approval: Approval) -> bool:
+        """Replace the request's Slack message (its buttons too) with how it was decided; False if none was
+        posted (Slack was down until then)."""
+        posted = await asyncio.to_thread(self._slack_message_of, approval.id or 0)
+        if posted is None or approval.status == "pending":
+            return False
+        settings = self._settings
+        client = WebClient(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15
+        )
+        text = outcome_text(approval.id or 0, approval.step_id, approval.status, approval.decided_by or "timer",
+                            approval.comment)  # fmt: skip
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+        await asyncio.to_thread(client.chat_update, channel=posted["slack_channel"], ts=posted["ts"], text=text,
+                                blocks=blocks)  # fmt: skip
+        await asyncio.to_thread(self._notified, approval.id or 0, "slack", {"outcome": approval.status, **posted})
+        return True
+
+    def _slack_message_of(self, approval_id: int) -> dict[str, Any] | None:
+        with Session(self._engine) as session:
+            events = session.exec(
+                select(ApprovalEvent)
+                .where(ApprovalEvent.approval_id == approval_id, ApprovalEvent.kind == "notified",
+                       ApprovalEvent.channel == "slack")
+                .order_by(col(ApprovalEvent.id))
+            ).all()  # fmt: skip
+        for event in events:
+            if event.data.get("ts") and event.data.get("slack_channel") and "outcome" not in event.data:
+                return {"slack_channel": event.data["slack_channel"], "ts": event.data["ts"]}
+        return None
 
     async def _webhook(self, approval: Approval, title: str) -> dict[str, Any]:
         """POST the request, signed per Standard Webhooks. The id is the same on every retry, so the receiver

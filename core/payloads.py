@@ -218,7 +218,8 @@ class ApprovalTicket:
 @dataclass
 class NotifyApproval:
     approval_id: int
-    channel: str  # slack
+    channel: str  # slack | email | webhook
+    kind: str = "request"  # request, or outcome: tell the channel how it was decided (Slack: update the message)
 
 
 @dataclass

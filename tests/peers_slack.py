@@ -17,6 +17,7 @@ from tests.peers import serving
 class SlackCalls:
     posted: list[dict[str, Any]] = field(default_factory=list)  # chat.postMessage bodies (+ "_auth")
     responses: list[dict[str, Any]] = field(default_factory=list)  # what we sent to response_url
+    updated: list[dict[str, Any]] = field(default_factory=list)  # chat.update bodies
     fail_posts: int = 0  # answer this many chat.postMessage calls with HTTP 500 first
 
 
@@ -47,6 +48,11 @@ def slack_api() -> Iterator[tuple[str, SlackCalls]]:
                 calls.posted.append({**body, "_auth": self.headers.get("Authorization")})
                 ts = f"1732550000.{len(calls.posted):06d}"
                 answer = {"ok": True, "channel": "C0APPROVALS", "ts": ts, "message": {"text": body.get("text")}}
+                self._answer(200, json.dumps(answer).encode())
+            elif self.path == "/api/chat.update":
+                body = json.loads(raw)
+                calls.updated.append(body)
+                answer = {"ok": True, "channel": body.get("channel"), "ts": body.get("ts"), "text": body.get("text")}
                 self._answer(200, json.dumps(answer).encode())
             elif self.path.startswith("/actions/"):
                 calls.responses.append(json.loads(raw))

@@ -86,6 +86,7 @@ class IncidentWorkflow:
         self._abort: AbortInput | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._requesting: set[str] = set()  # steps whose approval request is being recorded
+        self._outcomes: list[asyncio.Task[None]] = []  # telling channels how approvals ended: awaited at the end
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
             incident_id=input.incident.incident_id,
@@ -511,6 +512,8 @@ class IncidentWorkflow:
                 await self._record_decision(spec, approval)
                 raise
             await self._record_decision(spec, approval)
+            if "slack" in ticket.channels:  # the request's message shows how it ended, wherever it was decided
+                self._outcomes.append(asyncio.create_task(self._notify(spec, approval.approval_id, "slack", "outcome")))
         self._facts[spec.id].status = "running"
         if approval.status != "approved":
             reason = f"approval {approval.status}" + (
@@ -527,14 +530,14 @@ class IncidentWorkflow:
         await self._refresh_status()
         return True
 
-    async def _notify(self, spec: StepSpec, approval_id: int, channel: str) -> None:
+    async def _notify(self, spec: StepSpec, approval_id: int, channel: str, kind: str = "request") -> None:
         try:
             await workflow.execute_activity(
                 "notify_approval",
-                NotifyApproval(approval_id=approval_id, channel=channel),
+                NotifyApproval(approval_id=approval_id, channel=channel, kind=kind),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
-                summary=f"{spec.id}: ask on {channel}",
+                summary=f"{spec.id}: {'ask' if kind == 'request' else 'tell the outcome'} on {channel}",
             )
         except (ActivityError, asyncio.CancelledError, CancelledError) as err:
             workflow.logger.warning("approval %s: %s notification gave up: %s", approval_id, channel, err)
@@ -643,6 +646,8 @@ class IncidentWorkflow:
         self._state.finished_at = self._now()
         await self._record_workflow(wait=True)
         await self._drain_records()
+        if self._outcomes:  # the workflow would otherwise close before they run (each gives up on its own)
+            await asyncio.gather(*self._outcomes)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._state.status == "failed":
             # Failed in the Temporal UI and `temporal workflow list` too, not just in our tables.

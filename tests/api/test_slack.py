@@ -109,6 +109,23 @@ async def test_a_slack_click_decides_once_and_replaces_the_message(slack, worker
     assert kinds[:2] == [("requested", None), ("notified", "slack")] and ("decided", "slack") in kinds
 
 
+async def test_a_decision_elsewhere_updates_the_slack_message(slack, worker, api, temporal_client):
+    base, calls = slack
+    incident = await gated_incident(api)
+    approval = await pending_approval(api, incident["id"])
+    await wait_for(lambda: calls.posted, "the request to reach Slack")
+    body = {"decision": "reject", "comment": "<!channel> not now"}
+    decided = await api.post(f"/api/approvals/{approval['id']}/decision", json=body)
+    assert decided.status_code == 200
+    await wait_for(lambda: calls.updated, "the Slack message to be updated")
+    update = calls.updated[0]
+    assert (update["channel"], update["ts"]) == ("C0APPROVALS", "1732550000.000001")
+    # the buttons are gone, and the comment cannot ping the channel
+    assert update["text"] == f"Approval {approval['id']} (remediate): *rejected* by root: &lt;!channel&gt; not now"
+    assert [b["type"] for b in update["blocks"]] == ["section"]
+    await wait_for_workflow(temporal_client, incident["workflow_id"])
+
+
 async def test_slack_down_does_not_delay_the_approval(slack, worker, api, temporal_client):
     base, calls = slack
     calls.fail_posts = 2  # Slack answers 500 twice: Temporal retries the send

@@ -55,7 +55,8 @@ async def test_a_pending_approval_survives_a_restart_of_temporal_and_the_worker(
         client = await connect(here.temporal_address)
         processes.append(start_worker(here))
         ids = {}
-        for name, timeout in (("decided", 600), ("expires", 6)):
+        # Long enough for a slow start under load (a worker process, two workflows) to get both pending first.
+        for name, timeout in (("decided", 600), ("expires", 20)):
             with Session(engine) as session:
                 incident, _ = insert_incident(
                     session=session,
@@ -78,7 +79,9 @@ async def test_a_pending_approval_survives_a_restart_of_temporal_and_the_worker(
             if set(pending(engine)) == set(ids.values()):
                 break
             await asyncio.sleep(0.1)
-        expires_at = pending(engine)[ids["expires"]].expires_at
+        waiting = pending(engine)
+        assert set(waiting) == set(ids.values()), "both approvals should wait before the restart"
+        expires_at = waiting[ids["expires"]].expires_at
 
         for process in reversed(processes):  # the worker, then the dev server
             stop(process)
