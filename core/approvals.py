@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
@@ -21,10 +21,7 @@ from core.tables import utcnow
 
 RISKS = ("low", "medium", "high", "critical")
 RISK_RANK = {risk: rank for rank, risk in enumerate(RISKS)}
-ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
-Decision = Literal["approve", "reject"]
-CHANNELS = ("ui", "api", "cli", "slack", "email", "webhook", "policy", "temporal")
 # Risk at or above which a step needs approval even if its playbook does not say so.
 APPROVAL_RISK = "high"
 

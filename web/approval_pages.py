@@ -16,7 +16,7 @@ from api.deps import Int64Id, SessionDep, TemporalDep
 from core.approvals import Approval, may_decide
 from core.identity import team_names
 from core.tables import Incident, utcnow
-from web.templating import templates
+from web.templating import problem_page, templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 SHOWN = 200
@@ -94,9 +94,9 @@ async def decide_from_page(
         try:
             edited = json.loads(params)
         except ValueError as err:
-            return _problem(request, 422, f"the edited params are not valid JSON: {err}", back)
+            return problem_page(request, 422, f"the edited params are not valid JSON: {err}", back)
         if not isinstance(edited, dict):
-            return _problem(request, 422, "the edited params must be a JSON object", back)
+            return problem_page(request, 422, "the edited params must be a JSON object", back)
     try:
         await decide(
             session,
@@ -111,11 +111,5 @@ async def decide_from_page(
             channel="ui",
         )
     except DecisionRefused as err:
-        return _problem(request, err.status, str(err), back)
+        return problem_page(request, err.status, str(err), back)
     return RedirectResponse(back, status_code=status.HTTP_303_SEE_OTHER)
-
-
-def _problem(request: Request, status_code: int, message: str, back: str) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, "problem.html", {"message": message, "back": back}, status_code=status_code
-    )

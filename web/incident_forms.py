@@ -26,19 +26,13 @@ from api.incident_service import (
 from api.playbook_service import PlaybookNotFound
 from core.db import session_scope
 from core.tables import Incident, IncidentCreate
-from web.templating import templates
+from web.templating import problem_page, templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("responder")])
 
 
 def _back(incident_id: int, anchor: str = "") -> RedirectResponse:
     return RedirectResponse(f"/incidents/{incident_id}{anchor}", status_code=status.HTTP_303_SEE_OTHER)
-
-
-def _problem(request: Request, status_code: int, message: str, back: str) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, "problem.html", {"message": message, "back": back}, status_code=status_code
-    )
 
 
 @router.get("/incidents/new", response_class=HTMLResponse)
@@ -98,7 +92,7 @@ async def create_incident_form(
         )
     except RPCError as err:
         message = f"Incident #{incident.id} was recorded, but its playbook could not start: {err.message}"
-        return _problem(request, 503, message, f"/incidents/{incident.id}")
+        return problem_page(request, 503, message, f"/incidents/{incident.id}")
     assert incident.id is not None
     return _back(incident.id)
 
@@ -126,12 +120,12 @@ async def change_status_form(
             settings=settings,
         )
     except TransitionRefused as err:
-        return _problem(request, 409, str(err), f"/incidents/{incident_id}")
+        return problem_page(request, 409, str(err), f"/incidents/{incident_id}")
     try:
         await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
     except RPCError as err:
         message = f"The incident is {status_}, but its playbook could not be restarted: {err.message}"
-        return _problem(request, 503, message, f"/incidents/{incident_id}")
+        return problem_page(request, 503, message, f"/incidents/{incident_id}")
     return _back(incident_id)
 
 
@@ -144,7 +138,7 @@ def comment_form(
     body: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
     if not body.strip():
-        return _problem(request, 422, "A comment needs some text.", f"/incidents/{incident_id}")
+        return problem_page(request, 422, "A comment needs some text.", f"/incidents/{incident_id}")
     incident = get_incident(session=session, incident_id=incident_id)
     comment = add_comment(session=session, incident=incident, body=body, actor=actor_of(request, principal))
     return _back(incident_id, f"#comment-{comment.id}")
@@ -164,13 +158,13 @@ def link_form(
     other_id = related_incident_id.strip().lstrip("#")
     related = session.get(Incident, int(other_id)) if other_id.isdigit() and len(other_id) < 19 else None
     if kind not in ("related", "duplicate_of", "caused_by"):
-        return _problem(request, 422, f"Unknown link type {kind}.", back)
+        return problem_page(request, 422, f"Unknown link type {kind}.", back)
     if related is None:
-        return _problem(request, 422, f"There is no incident {related_incident_id}.", back)
+        return problem_page(request, 422, f"There is no incident {related_incident_id}.", back)
     try:
         add_link(session=session, incident=incident, related=related, kind=kind, actor=actor_of(request, principal))
     except (LinkConflict, ValueError) as err:
-        return _problem(request, 409 if isinstance(err, LinkConflict) else 422, str(err), back)
+        return problem_page(request, 409 if isinstance(err, LinkConflict) else 422, str(err), back)
     return _back(incident_id)
 
 
@@ -187,7 +181,7 @@ async def attachment_form(
     back = f"/incidents/{incident_id}"
     file = (await request.form()).get("file")
     if not isinstance(file, StarletteUpload):
-        return _problem(request, 422, "Choose a file to upload.", back)
+        return problem_page(request, 422, "Choose a file to upload.", back)
     actor = actor_of(request, principal)
 
     def _store() -> None:
@@ -206,7 +200,7 @@ async def attachment_form(
     try:
         await run_in_threadpool(_store)
     except AttachmentRejected as err:
-        return _problem(request, err.status_code, str(err), back)
+        return problem_page(request, err.status_code, str(err), back)
     return _back(incident_id)
 
 
@@ -224,7 +218,7 @@ def assignee_form(
     user = principal.user_id if user_id == "me" else _optional_id(user_id)
     team = _optional_id(team_id)
     if user is False or team is False:
-        return _problem(request, 422, "Pick a user and a team from the lists.", back)
+        return problem_page(request, 422, "Pick a user and a team from the lists.", back)
     try:
         assign(
             session=session,
@@ -234,7 +228,7 @@ def assignee_form(
             actor=actor_of(request, principal),
         )
     except AssigneeNotFound as err:
-        return _problem(request, 422, str(err), back)
+        return problem_page(request, 422, str(err), back)
     return _back(incident_id)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from fastapi import Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from core.tables import utcnow
@@ -24,3 +26,10 @@ def live_since() -> str:
 
 
 templates.env.globals["live_since"] = live_since
+
+
+def problem_page(request: Request, status_code: int, message: str, back: str) -> HTMLResponse:
+    """What a form that could not be done answers: the reason, and a way back."""
+    return templates.TemplateResponse(
+        request, "problem.html", {"message": message, "back": back}, status_code=status_code
+    )
