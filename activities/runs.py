@@ -19,9 +19,18 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, text
 from temporalio import activity
 
-from activities.projection import STEP_WRITE_CTES, STEP_WRITE_NOTIFY, step_params
+from activities.conversation import (
+    MESSAGES_CTE,
+    SNAPSHOT_CTE,
+    ConversationStore,
+    Prepared,
+    agent_messages,
+    message_params,
+)
+from activities.projection import STEP_WRITE_CTES, step_params
+from core.conversations import MESSAGES_CHANNEL
 from core.payloads import SEQ_BLOCK, AgentInput, AgentResult, RecordStepInput, StepRecord, StepState
-from core.tables import utcnow
+from core.tables import EVENTS_CHANNEL, utcnow
 
 WORKER = f"{socket.gethostname()}"[:200]
 R = TypeVar("R")
@@ -51,37 +60,44 @@ _RUN_DONE_CTE = (  # started and finished in one write
 )
 
 
-def _statements(cte: str) -> tuple[Any, Any]:
-    """(the run write alone, the run write with the step write)."""
-    return text(f"WITH {cte} SELECT 1"), text(f"WITH {cte}, {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
-
-
-_RUN_STARTED = _statements(_RUN_STARTED_CTE)
-_RUN_FINISHED = _statements(_RUN_FINISHED_CTE)
-_RUN_DONE = _statements(_RUN_DONE_CTE)
+@functools.cache
+def _statement(run_cte: str, *, step: bool, snapshot: bool, messages: bool) -> Any:
+    """The attempt's write as one statement: its run row, and as the case may be its step, its context
+    snapshot and its conversation messages, with every event NOTIFYed. Built once per shape."""
+    ctes = [run_cte, *([SNAPSHOT_CTE] if snapshot else []), *([MESSAGES_CTE] if messages else [])]
+    if step:
+        ctes.append(STEP_WRITE_CTES)
+    events = [*(["SELECT id FROM event"] if step else []), *(["SELECT id FROM msg_event"] if messages else [])]
+    if not events:
+        return text(f"WITH {', '.join(ctes)} SELECT 1")
+    # Only constants of this module are joined here, never input.
+    tail = f"SELECT pg_notify(:channel, CAST(e.id AS text)) FROM ({' UNION ALL '.join(events)}) AS e"  # noqa: S608
+    if messages:  # wake the embedding indexer once per statement
+        tail += f" UNION ALL SELECT pg_notify('{MESSAGES_CHANNEL}', '') FROM (SELECT 1 FROM msgs LIMIT 1) AS w"  # noqa: S608
+    return text(f"WITH {', '.join(ctes)} {tail}")
 
 
 class AgentRunLog:
-    def __init__(self, engine: Engine | None) -> None:
+    def __init__(self, engine: Engine | None, conversation: ConversationStore | None = None) -> None:
         self._engine = engine
+        self._conversation = conversation
 
-    def _write(
-        self, statements: tuple[Any, Any], params: dict[str, Any], step: RecordStepInput | None, started_too: bool
-    ) -> None:
+    def _write(self, run_cte: str, params: dict[str, Any], step: RecordStepInput | None, started_too: bool) -> None:
         assert self._engine is not None
-        plain, with_step = statements
+        statement = _statement(
+            run_cte, step=step is not None, snapshot="snap_key" in params, messages="msg_rows" in params
+        )
+        if step is not None:
+            params = {**step_params(step, started_too=started_too), **params}
         with self._engine.connect() as db:
-            db = db.execution_options(isolation_level="AUTOCOMMIT")
-            if step is None:
-                db.execute(plain, params)
-            else:
-                db.execute(with_step, {**step_params(step, started_too=started_too), **params}).all()
+            db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, {"channel": EVENTS_CHANNEL, **params})
 
-    def _start(self, run: dict[str, Any], started: datetime, input: Any) -> None:
+    def _start(self, run: dict[str, Any], started: datetime, input: Any, prepared: Prepared | None) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None:
             step = _snapshot(input, input.record, run["run_attempt"], "running", None, _shown(input))
-        self._write(_RUN_STARTED, {**run, "run_now": started}, step, False)
+        snapshot = prepared.snapshot if prepared is not None else {}
+        self._write(_RUN_STARTED_CTE, {**run, **snapshot, "run_now": started}, step, False)
 
     def _finish(
         self,
@@ -91,16 +107,33 @@ class AgentRunLog:
         error: str | None,
         input: Any = None,
         result: Any = None,
+        prepared: Prepared | None = None,
+        began: datetime | None = None,
     ) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None and isinstance(result, AgentResult):
             shown = _shown(input) if started is not None else None
             step = _snapshot(input, input.record, run["run_attempt"], "", result, shown)
-        params = {**run, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": utcnow()}
+        now = utcnow()
+        params = {**run, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": now}
+        if prepared is not None and isinstance(input, AgentInput):
+            if started is not None:  # the snapshot was not written with the start
+                params.update(prepared.snapshot)
+            elapsed = int((now - (began or now)).total_seconds() * 1000)
+            rows = agent_messages(
+                input,
+                run["run_agent"],
+                run["run_key"],
+                result=result if isinstance(result, AgentResult) else None,
+                error=error,
+                elapsed_ms=elapsed,
+            )
+            if rows:
+                params.update(message_params(rows, now))
         if started is None:
-            self._write(_RUN_FINISHED, params, step, False)
+            self._write(_RUN_FINISHED_CTE, params, step, False)
         else:
-            self._write(_RUN_DONE, {**params, "run_started": started}, step, True)
+            self._write(_RUN_DONE_CTE, {**params, "run_started": started}, step, True)
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
@@ -114,24 +147,34 @@ class AgentRunLog:
             "run_attempt": info.attempt,
             "run_worker": WORKER,
         }
+        prepared = None
+        if self._conversation is not None and isinstance(input, AgentInput):
+            prepared = await asyncio.to_thread(
+                self._conversation.prepare, input, attempt=info.attempt, run_key=run["run_key"], agent=agent
+            )
+            input.context = prepared.context
         began = utcnow()
         started: datetime | None = began  # None once the start is written on its own
         work = asyncio.ensure_future(call())
         try:
             await asyncio.wait({work}, timeout=FAST_STEP_SECONDS)
             if not work.done():  # a slow step: show it running now
-                await asyncio.to_thread(self._start, run, began, input)
+                await asyncio.to_thread(self._start, run, began, input, prepared)
                 started = None
             result = await work
         except BaseException as err:  # also cancellation: the row must not stay "running"
             work.cancel()
-            error = f"{type(err).__name__}: {err}"
-            await asyncio.shield(asyncio.to_thread(self._finish, run, started, "failed", error))
+            error = "cancelled" if isinstance(err, asyncio.CancelledError) else f"{type(err).__name__}: {err}"
+            await asyncio.shield(
+                asyncio.to_thread(self._finish, run, started, "failed", error, input, None, prepared, began)
+            )
             raise
         if isinstance(input, AgentInput) and input.record is not None and input.record.checks > 1:
             # The same marker the workflow adds, so the stored output and the workflow's state agree.
             result.data["checks"] = {"done": input.record.check, "allowed": input.record.checks}  # type: ignore[attr-defined]
-        await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result)
+        await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result, prepared, began)
+        if isinstance(result, AgentResult):
+            result.messages = []  # stored: the workflow's history keeps only the result
         return result
 
 
@@ -139,6 +182,7 @@ def _shown(input: AgentInput) -> dict[str, Any]:
     """The step's input as stored for the step page (without the workflow's bookkeeping)."""
     shown = dataclasses.asdict(input)
     shown.pop("record")
+    shown.pop("context")  # kept whole in context_snapshots
     return shown
 
 

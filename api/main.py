@@ -16,6 +16,7 @@ from temporalio.client import Client
 from api import (
     approvals,
     audit,
+    conversations,
     errors,
     health,
     incident_collab,
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(users.router)
     app.include_router(playbooks.router)
     app.include_router(workflows.router)
+    app.include_router(conversations.router)
     app.include_router(approvals.router)
     app.include_router(approvals.policies)
     app.include_router(slack.router)

@@ -72,6 +72,11 @@ class AgentInput:
     instructions: str = ""
     run: int = 1  # 1 for the first run of the step, 2 after a retry_step or a repeat, …
     record: StepRecord | None = None  # None: the workflow records the step itself
+    # Tokens of conversation the agent receives (older messages are summarised); None: CONTEXT_BUDGET_TOKENS.
+    context_budget_tokens: int | None = None
+    # Filled in by the agent activity itself from Postgres (core/context.py), never sent through Temporal: the
+    # incident, previous outputs, system state, user inputs and the conversation, as stored in context_snapshots.
+    context: dict[str, Any] | None = None
 
 
 @dataclass
@@ -81,6 +86,9 @@ class AgentResult:
     ok: bool
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
+    # Messages to append to the conversation besides the summary ({"role", "content", "metadata"}); stored by
+    # the agent activity and emptied before the result goes back to the workflow (history stays small).
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

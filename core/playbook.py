@@ -70,6 +70,8 @@ class StepSpec(BaseModel):
     # A negative finding (ok: false) fails the step, instead of only informing the steps after it.
     fail_on_negative: bool = False
     repeat: RepeatSpec | None = None
+    # Tokens of conversation history the agent receives; older messages are summarised (default: settings).
+    context_budget_tokens: int | None = Field(default=None, ge=200, le=1_000_000)
 
 
 class Playbook(BaseModel):

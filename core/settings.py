@@ -83,6 +83,23 @@ class Settings(BaseSettings):
     # How long an approval waits for a decision before it expires (treated as a rejection).
     approval_timeout_seconds: float = Field(default=3_600.0, gt=0, le=30 * 86_400)
 
+    # Conversations (docs/conversations.md). Embeddings for semantic search: `local` runs all-MiniLM-L6-v2
+    # (384 dimensions, ONNX, offline) in the worker and web processes; `openai` calls an OpenAI-compatible
+    # `POST {EMBEDDING_URL}/v1/embeddings` that must return 384 dimensions; `off` keeps keyword search only.
+    embedding_provider: Literal["local", "openai", "off"] = "local"
+    embedding_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
+    embedding_model: str = Field(default="", max_length=200)
+    embedding_api_key: SecretStr = SecretStr("")
+    # An OpenAI-compatible chat-completions server (OpenAI, Ollama, vLLM …): summarises long conversations
+    # (and, with the agents issue, runs the llm agent). Empty LLM_URL: the extractive summariser.
+    llm_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
+    llm_model: str = Field(default="", max_length=200)
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    # Tokens of conversation an agent receives (a step's context_budget_tokens wins); older messages beyond
+    # it are summarised.
+    context_budget_tokens: int = Field(default=8_000, ge=200, le=1_000_000)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 import core.approvals  # noqa: F401  (each import registers its tables on SQLModel.metadata)
 import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401
+import core.conversations  # noqa: F401
 import core.identity  # noqa: F401
 import core.tables  # noqa: F401
 

@@ -14,6 +14,7 @@ from temporalio.service import RPCError
 from api.attachment_service import AttachmentRejected, store_attachment
 from api.auth import Responder, actor_of, require
 from api.collaboration_service import LinkConflict, add_comment, add_link
+from api.conversation_service import MESSAGE_MAX, add_user_message
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_service import (
@@ -142,6 +143,23 @@ def comment_form(
     incident = get_incident(session=session, incident_id=incident_id)
     comment = add_comment(session=session, incident=incident, body=body, actor=actor_of(request, principal))
     return _back(incident_id, f"#comment-{comment.id}")
+
+
+@router.post("/incidents/{incident_id}/messages", response_class=HTMLResponse)
+def message_form(
+    request: Request,
+    incident_id: Int64Id,
+    principal: Responder,
+    session: SessionDep,
+    content: Annotated[str, Form(max_length=MESSAGE_MAX)] = "",
+) -> Response:
+    if not content.strip():
+        return problem_page(request, 422, "A message needs some text.", f"/incidents/{incident_id}")
+    incident = get_incident(session=session, incident_id=incident_id)
+    message, _ = add_user_message(
+        session=session, incident=incident, content=content, actor=actor_of(request, principal), idempotency_key=None
+    )
+    return _back(incident_id, f"#message-{message.id}")
 
 
 @router.post("/incidents/{incident_id}/links", response_class=HTMLResponse)

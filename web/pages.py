@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from api.attachment_service import list_attachments
 from api.auth import require
 from api.collaboration_service import list_comments, timeline
+from api.conversation_service import recent_messages
 from api.deps import Int64Id, SessionDep, SettingsDep
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
 from api.incident_service import detail_for, get_incident
@@ -26,7 +27,8 @@ router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 PAGE_SIZE = 50
 TIMELINE_SHOWN = 500
 ASSIGNABLE_SHOWN = 500
-Part = Literal["facts", "workflow", "approvals", "comments", "attachments", "timeline", "links"]
+Part = Literal["facts", "workflow", "approvals", "conversation", "comments", "attachments", "timeline", "links"]
+CONVERSATION_SHOWN = 200
 
 
 def _list_context(session: Session, where: IncidentFilter, sort: IncidentSort, cursor: str | None) -> dict[str, Any]:
@@ -96,6 +98,8 @@ def detail_context(session: Session, settings: Settings, incident_id: int, part:
         }
         context["transitions"] = INCIDENT_TRANSITIONS.get(incident.status, ())
         context["people"], context["teams"] = assignables(session)
+    if part in (None, "conversation"):
+        context["conversation"] = recent_messages(session=session, incident_id=incident_id, limit=CONVERSATION_SHOWN)
     if part in (None, "comments"):
         comments = list_comments(session=session, incident_id=incident_id, after_id=0, limit=1000)
         context["comments"] = [(c, render_markdown(c.body)) for c in comments]

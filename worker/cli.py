@@ -8,10 +8,17 @@ import os
 import sys
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from core.settings import Settings, SettingsError, load_settings
+from worker.cli_common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    _api_url,
+    _request,
+    fail,
+    settings_or_exit,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response.")
 incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incidents (through the web API).")
@@ -30,20 +37,6 @@ def _add_identity_commands() -> None:
 
 
 _add_identity_commands()
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        raise fail(str(err), 2) from None
-    settings.configure_logging()
-    return settings
 
 
 @app.command()
@@ -128,33 +121,6 @@ def migrate() -> None:
     settings = settings_or_exit()
     run_migrations(resolve_database_url(settings))
     typer.echo("database schema is up to date")
-
-
-def _api_url(url: str | None) -> str:
-    return (url or os.environ.get("AGENT_MONITOR_URL") or settings_or_exit().web_url).rstrip("/")
-
-
-def _request(method: str, url: str, token: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    token = token or os.environ.get("AGENT_MONITOR_TOKEN")
-    if not token:
-        raise fail("no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)")
-    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
-    try:
-        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
-    except httpx.HTTPError as err:
-        raise fail(f"cannot reach Agent Monitor at {url} ({err}); is `agent-monitor up` running?") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"detail": response.text[:300]}
-    if response.status_code >= 400:
-        raise fail(str(body.get("detail", body)))
-    return body
-
-
-UrlOption = Annotated[str | None, typer.Option("--url", help="Web API base URL [env AGENT_MONITOR_URL]")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
-TokenOption = Annotated[str | None, typer.Option("--token", help="API token [env AGENT_MONITOR_TOKEN]")]
 
 
 def _print_incident(incident: dict[str, Any], base: str) -> None:
@@ -324,6 +290,16 @@ def approvals_reject(
 ) -> None:
     """Reject: the step and the steps that depend on it are skipped."""
     _decide(approval_id, {"decision": "reject", "comment": reason}, url, token)
+
+
+def _add_conversation_commands() -> None:
+    from worker.cli_conversations import conversations_app, indexer
+
+    app.add_typer(conversations_app, name="conversations")
+    app.command()(indexer)
+
+
+_add_conversation_commands()
 
 
 if __name__ == "__main__":

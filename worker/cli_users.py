@@ -86,7 +86,7 @@ def ensure_initial_admin(session: Session, data_dir: Path) -> str | None:
 
 
 def _settings() -> Settings:
-    from worker.cli import settings_or_exit
+    from worker.cli_common import settings_or_exit
 
     return settings_or_exit()
 

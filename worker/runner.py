@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
 from activities.chain import ChainAgents
+from activities.conversation import ConversationStore, conversation_summarizer
 from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
 from activities.runs import AgentRunLog
@@ -32,7 +33,11 @@ async def incident_worker(
     """A running worker for the incident task queue; stops cleanly on exit."""
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
     async with httpx.AsyncClient(headers={"User-Agent": "agent-monitor/0.1"}) as http:
-        agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds, runs=AgentRunLog(engine))
+        conversation = ConversationStore(
+            engine, default_budget=settings.context_budget_tokens, summarizer=conversation_summarizer(settings)
+        )
+        runs = AgentRunLog(engine, conversation)
+        agents = ChainAgents(http, check_timeout=settings.check_timeout_seconds, runs=runs)
         projection = ProjectionActivities(engine)
         notify = NotifyActivities(engine, settings)
         worker = Worker(

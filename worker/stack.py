@@ -110,6 +110,8 @@ class Stack:
             raise StackError(f"port {s.web_port} is in use: stop what holds it or set WEB_PORT")
         cli = [sys.executable, "-m", "worker.cli"]
         self._spawn("worker", [*cli, "worker"], env)
+        if s.embedding_provider != "off":  # semantic search: embeds conversation messages as they arrive
+            self._spawn("indexer", [*cli, "indexer"], env)
         web = self._spawn("web", [*cli, "web"], env)
 
         def web_ready() -> bool:

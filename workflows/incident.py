@@ -598,6 +598,7 @@ class IncidentWorkflow:
             params=substitute(step.params, variables),
             instructions=substitute(spec.instructions, variables),
             run=step.runs,
+            context_budget_tokens=spec.context_budget_tokens,
         )
 
     async def _settle(
