@@ -5,6 +5,7 @@ as its attempt's record (activities/runs.py), so an agent step costs no extra wr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from core.compress import Compressed, Message, Summarizer, compress
-from core.context import build_context, content_hash
+from core.context import build_context, canonical
 from core.conversations import CONTENT_MAX, ROLES
 from core.llm import LLMSummarizer, llm_client
 from core.payloads import AgentInput, AgentResult
@@ -156,6 +157,7 @@ class ConversationStore:
             budget=budget,
             summary_id=summary_id,
         )
+        stored = canonical(context)  # stored as hashed, so the hash can be checked against the row
         snapshot = {
             "snap_key": run_key,
             "snap_workflow_id": input.workflow_id,
@@ -164,9 +166,9 @@ class ConversationStore:
             "snap_agent": agent,
             "snap_run": input.run,
             "snap_attempt": attempt,
-            "snap_hash": content_hash(context),
+            "snap_hash": hashlib.sha256(stored.encode()).hexdigest(),
             "snap_tokens": compressed.tokens,
-            "snap_context": json.dumps(context, default=str),
+            "snap_context": stored,
         }
         return Prepared(context=context, snapshot=snapshot)
 

@@ -149,9 +149,16 @@ class AgentRunLog:
         }
         prepared = None
         if self._conversation is not None and isinstance(input, AgentInput):
-            prepared = await asyncio.to_thread(
-                self._conversation.prepare, input, attempt=info.attempt, run_key=run["run_key"], agent=agent
+            preparing = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self._conversation.prepare, input, attempt=info.attempt, run_key=run["run_key"], agent=agent
+                )
             )
+            # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
+            beat = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 1.0
+            while not (await asyncio.wait({preparing}, timeout=min(beat, 1.0)))[0]:
+                activity.heartbeat("preparing the context")
+            prepared = preparing.result()
             input.context = prepared.context
         began = utcnow()
         started: datetime | None = began  # None once the start is written on its own

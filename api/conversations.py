@@ -22,7 +22,7 @@ from api.conversation_service import (
     search_messages,
     snapshot_public,
 )
-from api.deps import EngineDep, Int64Id, SettingsDep
+from api.deps import INT64_MAX, EngineDep, Int64Id, SettingsDep
 from api.incident_service import get_incident, in_session
 from api.workflows import StepId, WorkflowId
 from core.embeddings import EmbeddingError, embedding_provider
@@ -40,8 +40,8 @@ async def conversations(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
-    incident: Annotated[int | None, Query(ge=1)] = None,
-    exclude_incident: Annotated[int | None, Query(ge=1)] = None,
+    incident: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
+    exclude_incident: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
     workflow: str | None = None,
     step: str | None = None,
     agent: str | None = None,

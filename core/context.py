@@ -89,4 +89,5 @@ def canonical(context: dict[str, Any]) -> str:
 
 
 def content_hash(context: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON: what context_snapshots.content_hash holds."""
     return hashlib.sha256(canonical(context).encode()).hexdigest()

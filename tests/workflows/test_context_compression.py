@@ -79,8 +79,8 @@ def seed(engine, incident_id: int) -> list[int]:
         return [r.id for r in rows if r.id is not None]
 
 
-async def run_with_history(api, temporal_client, engine, settings) -> tuple[dict, list[int]]:
-    incident = await run_playbook(api, [step("decide", "noop", context_budget_tokens=2000)])
+async def run_with_history(api, temporal_client, engine, settings, **spec) -> tuple[dict, list[int]]:
+    incident = await run_playbook(api, [step("decide", "noop", context_budget_tokens=2000, **spec)])
     ids = seed(engine, incident["id"])  # before any worker picks the workflow up
     async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
         outcome, _ = await wait_for_workflow(temporal_client, incident["workflow_id"])
@@ -150,3 +150,14 @@ async def test_a_failing_llm_falls_back_to_the_extractive_summary(api, temporal_
     assert context["conversation"]["summary"]["fallback_reason"]
     assert DECISION in summary.content
     assert received_tokens(context) <= 2000
+
+
+async def test_a_slow_llm_summary_does_not_trip_the_step_heartbeat_timeout(api, temporal_client, engine, settings):
+    with openai_api() as (base, calls):
+        calls.delay = 3.0  # three heartbeat timeouts of the step below
+        settings.llm_url, settings.llm_model = base, "local-model"
+        incident, _ = await run_with_history(
+            api, temporal_client, engine, settings, heartbeat_seconds=1, retry={"max_attempts": 1}
+        )
+    context, summary = snapshot_and_summary(engine, incident["workflow_id"])
+    assert context["conversation"]["summary"]["summarizer"] == "llm" and summary.content == calls.reply

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 from sqlmodel import Session, col, select
 
+from core.context import content_hash
 from core.conversations import ContextSnapshot, ConversationMessage
 from core.db import libpq_url
 from tests.factories import wait_for_workflow
@@ -54,7 +55,9 @@ async def test_each_agent_of_a_chain_receives_previous_outputs_and_earlier_messa
     ]
     assert all(m.agent == "noop" and m.meta["tokens"] > 0 for m in stored)
 
-    contexts = {step_id: rows[0].context for step_id, rows in snapshots(engine, incident["workflow_id"]).items()}
+    found = snapshots(engine, incident["workflow_id"])
+    assert all(content_hash(rows[0].context) == rows[0].content_hash for rows in found.values())
+    contexts = {step_id: rows[0].context for step_id, rows in found.items()}
     order = ["first", "second", "third", "fourth"]
     for n, step_id in enumerate(order):
         context = contexts[step_id]
