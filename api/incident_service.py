@@ -15,11 +15,11 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.registry import known_agents
 from api.collaboration_service import links_of
 from api.errors import NotFound
 from api.playbook_service import choose_playbook, load_playbook
 from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
-from core.agents import known_agents
 from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
 from core.db import session_scope

@@ -6,9 +6,9 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from core.agents import known_agents
+from activities.registry import agent_specs
 from core.audit import Actor, record_audit
-from core.playbook import Playbook, check_agents, default_playbook
+from core.playbook import Playbook, check_agents, default_playbook, with_agent_defaults
 from core.settings import Settings
 from core.tables import PlaybookVersion
 
@@ -27,7 +27,9 @@ def builtin_default(settings: Settings) -> Playbook:
 
 def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Playbook:
     """Store the playbook as its next version (validated against the known agents; audited)."""
-    check_agents(playbook, known_agents())
+    specs = agent_specs()
+    check_agents(playbook, specs)
+    playbook = with_agent_defaults(playbook, specs)
     latest = session.exec(
         select(func.max(PlaybookVersion.version)).where(PlaybookVersion.playbook_id == playbook.id)
     ).one()

@@ -18,10 +18,10 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.registry import known_agents
 from api.incident_service import insert_incident
 from bench.baseline import BareChainWorkflow, bare_noop
 from bench.local_stack import local_stack
-from core.agents import known_agents
 from core.audit import SYSTEM
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import Playbook, StepSpec

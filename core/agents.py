@@ -1,16 +1,154 @@
-"""The agents every worker provides, by name. Playbooks are validated against this list."""
+"""The agent protocol: what an agent declares (AgentSpec) and does (Agent), and which agents exist.
+
+An agent is a class with a `spec` and `async def run(self, input: AgentInput) -> AgentResult`, constructed with
+the worker's `AgentDeps` (activities/registry.py, which also answers which agents exist). Built-in agents live
+in `activities/`; a pip-installed package adds its own through the `agent_monitor.agents` entry-point group,
+e.g. in its pyproject.toml:
+
+    [project.entry-points."agent_monitor.agents"]
+    disk_cleanup = "acme_agents.disk:DiskCleanupAgent"
+
+Playbooks are validated against the agents known here: a step's params against the agent's JSON schema, and a
+step that does not set its risk gets the agent's default risk (so `remediate_command`, risk high, always asks a
+human unless a playbook or policy says otherwise).
+"""
 
 from __future__ import annotations
 
-BUILTIN_AGENTS: dict[str, str] = {
-    "monitor": "HTTP GET of the incident's service URL: status, latency",
-    "investigate": "Diagnosis of what the dependencies observed",
-    "remediate": "Records that no remediation is configured (real actions arrive with the agents issue)",
-    "verify": "Re-check of the service URL; negative when still down",
-    "noop": "Does nothing; returns ok (or params.ok) — a placeholder or a join point",
-    "sleep": "Waits params.seconds, heartbeating; cancellable — a delay step",
+import functools
+import json
+import logging
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, Protocol
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.payloads import AgentInput, AgentResult
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "agent_monitor.agents"
+Capability = Literal["monitoring", "investigation", "remediation", "verification", "notification"]
+Risk = Literal["low", "medium", "high", "critical"]
+AGENT_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class AgentSpec(BaseModel):
+    """What an agent says about itself: shown by GET /api/agents, checked against every playbook step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=AGENT_NAME)
+    version: str = Field(default="1.0.0", min_length=1, max_length=50)
+    description: str = Field(default="", max_length=2000)
+    capabilities: tuple[Capability, ...] = Field(min_length=1)
+    params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    default_risk: Risk = "low"
+    source: Literal["builtin", "plugin", "webhook"] = "builtin"
+
+    def params_problem(self, params: dict[str, Any]) -> str | None:
+        """Why `params` do not fit this agent's schema (one line naming the field), or None."""
+        error = jsonschema.exceptions.best_match(_validator(self.params_schema).iter_errors(params))
+        if error is None:
+            return None
+        where = ".".join(str(p) for p in error.absolute_path)
+        return f"params{'.' + where if where else ''}: {error.message}"
+
+
+class Agent(Protocol):
+    spec: ClassVar[AgentSpec]
+
+    async def run(self, input: AgentInput) -> AgentResult: ...
+
+
+@functools.lru_cache(maxsize=256)
+def _validator_for(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    return _validator_for(json.dumps(schema, sort_keys=True))
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema` is not a JSON schema an agent can declare, or None."""
+    try:
+        _validator(schema)
+    except jsonschema.exceptions.SchemaError as err:
+        return f"params_schema is not a valid JSON schema: {err.message}"
+    return None
+
+
+def object_schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A params schema: these properties (JSON schemas), these required, nothing else."""
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+# The agents of the default chain and the engine's utility agents (activities/chain.py); the other built-in
+# agents declare their spec on their class (activities/registry.py lists them).
+BUILTIN_SPECS: dict[str, AgentSpec] = {
+    spec.name: spec
+    for spec in (
+        AgentSpec(
+            name="monitor",
+            description="HTTP GET of the incident's service URL: status, latency",
+            capabilities=("monitoring",),
+            params_schema={"type": "object"},
+        ),
+        AgentSpec(
+            name="investigate",
+            description="Diagnosis of what the dependencies observed",
+            capabilities=("investigation",),
+            params_schema={"type": "object"},
+        ),
+        AgentSpec(
+            name="remediate",
+            description="Records that no remediation is configured for the service",
+            capabilities=("remediation",),
+            params_schema={"type": "object"},
+        ),
+        AgentSpec(
+            name="verify",
+            description="Re-check of the service URL; negative while still down",
+            capabilities=("verification",),
+            params_schema={"type": "object"},
+        ),
+        AgentSpec(
+            name="noop",
+            description="Does nothing; returns ok (or params.ok) — a placeholder or a join point",
+            capabilities=("notification",),
+            params_schema={"type": "object", "properties": {"ok": {"type": "boolean"}, "summary": {"type": "string"}}},
+        ),
+        AgentSpec(
+            name="sleep",
+            description="Waits params.seconds, heartbeating; cancellable — a delay step",
+            capabilities=("notification",),
+            params_schema={
+                "type": "object",
+                "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+            },
+        ),
+    )
 }
+# Kept for callers that only need names and one line each.
+BUILTIN_AGENTS: dict[str, str] = {name: spec.description for name, spec in BUILTIN_SPECS.items()}
 
 
-def known_agents() -> set[str]:
-    return set(BUILTIN_AGENTS)
+@functools.cache
+def plugin_classes() -> tuple[Any, ...]:
+    """Agent classes installed by other packages (entry points); a broken plugin is logged and left out."""
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = point.load()
+            spec = cls.spec
+            if not isinstance(spec, AgentSpec) or spec.name != point.name:
+                raise TypeError(f"{point.value}.spec must be an AgentSpec named {point.name!r}")
+        except Exception as err:  # a plugin must not take the worker or the web down
+            log.error("agent plugin %s (%s) is not loaded: %s", point.name, point.value, err)
+            continue
+        found.append(cls)
+    return tuple(found)

@@ -86,6 +86,11 @@ class AgentResult:
     ok: bool
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
+    # What it found, each {"title", "detail", "severity"?, "source"?, …}: shown on the step and to later agents.
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    # Investigation agents: True when what they saw means the incident needs nothing more (a `when` condition
+    # such as `!steps.investigate_logs.output.resolved` can skip remediation); None when they cannot tell.
+    resolved: bool | None = None
     # Messages to append to the conversation besides the summary ({"role", "content", "metadata"}); stored by
     # the agent activity and emptied before the result goes back to the workflow (history stays small).
     messages: list[dict[str, Any]] = field(default_factory=list)

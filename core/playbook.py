@@ -8,14 +8,15 @@ Parallel groups are steps with the same dependencies; a step with several depend
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.agents import AgentSpec, Risk
 from core.conditions import ConditionError, check
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
-Risk = Literal["low", "medium", "high", "critical"]
 OnFailure = Literal["fail", "continue", "skip_dependents"]
 
 
@@ -162,11 +163,29 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def check_agents(playbook: Playbook, known_agents: set[str]) -> None:
-    """Raise PlaybookError naming the first step whose agent nobody provides."""
-    unknown = [f"step {s.id}: unknown agent {s.agent!r}" for s in playbook.steps if s.agent not in known_agents]
-    if unknown:
-        raise PlaybookError("; ".join(unknown) + f" (known: {', '.join(sorted(known_agents))})")
+def check_agents(playbook: Playbook, agents: Mapping[str, AgentSpec] | set[str]) -> None:
+    """Raise PlaybookError naming each step whose agent nobody provides or whose params do not fit the agent's
+    schema (given specs; a set of names checks names only)."""
+    problems = []
+    for step in playbook.steps:
+        if step.agent not in agents:
+            problems.append(f"step {step.id}: unknown agent {step.agent!r}")
+        elif isinstance(agents, Mapping) and (problem := agents[step.agent].params_problem(step.params)):
+            problems.append(f"step {step.id}: {problem}")
+    if problems:
+        unknown = any("unknown agent" in p for p in problems)
+        raise PlaybookError("; ".join(problems) + (f" (known: {', '.join(sorted(agents))})" if unknown else ""))
+
+
+def with_agent_defaults(playbook: Playbook, agents: Mapping[str, AgentSpec]) -> Playbook:
+    """The playbook with each step that does not set its risk at its agent's default risk."""
+    steps = [
+        step.model_copy(update={"risk": agents[step.agent].default_risk})
+        if "risk" not in step.model_fields_set and step.agent in agents
+        else step
+        for step in playbook.steps
+    ]
+    return playbook.model_copy(update={"steps": steps})
 
 
 class _Template(string.Template):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
 
 _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
@@ -53,6 +55,12 @@ class Settings(BaseSettings):
 
     # Agents of the default chain.
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # The SSRF guard of every outbound request (health checks, webhooks, LLM/embedding servers; core/outbound.py)
+    # always refuses link-local/cloud-metadata, multicast and unspecified addresses; loopback only when allowed
+    # (tests, a single-machine setup); and these CIDRs (a JSON list or comma-separated). Private ranges are
+    # allowed unless listed here.
+    outbound_allow_loopback: bool = False
+    outbound_deny_networks: Annotated[list[str], NoDecode] = []  # NoDecode: comma-separated is not JSON
     # verify re-checks a still-failing service this many times in all, waiting between checks
     # (a durable Temporal timer): services take a moment to come back after a remediation.
     verify_checks: int = Field(default=3, ge=1, le=20)
@@ -100,12 +108,33 @@ class Settings(BaseSettings):
     # it are summarised.
     context_budget_tokens: int = Field(default=8_000, ge=200, le=1_000_000)
 
+    # Built-in agents (docs/agents.md).
+    # investigate_logs reads only files under these directories (JSON list or comma-separated paths).
+    log_roots: list[Path] = Field(default_factory=lambda: [Path("/var/log")])
+    # investigate_metrics: the Prometheus (or compatible: Thanos, VictoriaMetrics, Mimir) HTTP API a step uses
+    # unless its params name another; empty = steps must say.
+    prometheus_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
+    # remediate_command runs only commands whose argv starts with one of these argv prefixes (JSON list of
+    # lists, e.g. [["systemctl", "restart"], ["/opt/scripts/rollback.sh"]]); empty = it runs nothing.
+    command_allowlist: list[list[str]] = Field(default_factory=list)
+    command_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # remediate_webhook signs its requests with this Standard Webhooks secret (whsec_…).
+    remediation_webhook_secret: SecretStr = SecretStr("")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("approval_webhook_secret")
+    @field_validator("command_allowlist")
+    @classmethod
+    def _argv_prefixes(cls, value: list[list[str]]) -> list[list[str]]:
+        for prefix in value:
+            if not prefix or not all(isinstance(part, str) and part for part in prefix):
+                raise ValueError("each entry must be a non-empty argv list of non-empty strings")
+        return value
+
+    @field_validator("approval_webhook_secret", "remediation_webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr) -> SecretStr:
         secret = value.get_secret_value()
@@ -115,6 +144,28 @@ class Settings(BaseSettings):
             except Exception:
                 raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
         return value
+
+    @field_validator("outbound_deny_networks", mode="before")
+    @classmethod
+    def _deny_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError("must be a JSON list or comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8") from None
+            else:
+                value = [part for part in text.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a JSON list or comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8")
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip() if isinstance(item, str) else "", strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR network such as 10.0.0.0/8") from None
+        return networks
 
     @field_validator("database_url")
     @classmethod

@@ -19,6 +19,7 @@ from activities.chain import ChainAgents
 from activities.conversation import ConversationStore, conversation_summarizer
 from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
+from activities.registry import AgentDeps, agent_activities
 from activities.runs import AgentRunLog
 from core.settings import Settings
 from workflows.incident import IncidentWorkflow
@@ -46,6 +47,7 @@ async def incident_worker(
             workflows=[IncidentWorkflow],
             activities=[
                 *agents.all(),
+                *agent_activities(AgentDeps(http=http, settings=settings), runs),
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),

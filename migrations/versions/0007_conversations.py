@@ -67,6 +67,13 @@ def upgrade() -> None:
     op.create_index("ix_conversation_messages_workflow_id_id", "conversation_messages", ["workflow_id", "id"])
     op.create_index("ix_conversation_messages_created_at", "conversation_messages", ["created_at"])
     op.create_index("ix_conversation_messages_agent", "conversation_messages", ["agent"])
+    # What the embedding indexer picks up next.
+    op.create_index(
+        "ix_conversation_messages_unembedded",
+        "conversation_messages",
+        ["id"],
+        postgresql_where=sa.text("embedding IS NULL"),
+    )
     op.create_index("ix_conversation_messages_search", "conversation_messages", ["search"], postgresql_using="gin")
     op.create_index(
         "ix_conversation_messages_embedding",

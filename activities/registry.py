@@ -1,0 +1,105 @@
+"""Which agents exist and how each becomes a Temporal activity.
+
+An agent class (the `Agent` protocol of core/agents.py) is constructed once per worker with `AgentDeps` and
+registered as the activity named by its spec; every attempt goes through `AgentRunLog.around` (its record,
+its context and its conversation messages) and has its params checked against the spec's schema first.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.runs import AgentRunLog
+from core.agents import BUILTIN_SPECS, AgentSpec, plugin_classes
+from core.payloads import AgentInput, AgentResult
+from core.redact import redact, redact_text
+from core.settings import Settings
+
+# Built-in agents written to the protocol, as "module:Class" (the default chain's are in activities/chain.py).
+BUILTIN_PATHS: tuple[str, ...] = (
+    # investigate_logs, investigate_dependencies
+    # investigate_metrics, llm
+    # remediate_command, remediate_webhook
+)
+
+
+@functools.cache
+def builtin_classes() -> tuple[Any, ...]:
+    found = []
+    for path in BUILTIN_PATHS:
+        module, _, name = path.partition(":")
+        found.append(getattr(importlib.import_module(module), name))
+    return tuple(found)
+
+
+@dataclass
+class AgentDeps:
+    """What the worker hands every agent: its guarded HTTP client and the settings."""
+
+    http: httpx.AsyncClient
+    settings: Settings
+
+
+def agent_classes() -> list[Any]:
+    """Built-in agent classes, then plugins (a plugin never replaces a built-in of the same name)."""
+    builtin = {cls.spec.name for cls in builtin_classes()} | set(BUILTIN_SPECS)
+    return [*builtin_classes(), *(cls for cls in plugin_classes() if cls.spec.name not in builtin)]
+
+
+def agent_specs() -> dict[str, AgentSpec]:
+    """Every agent this installation provides, by name."""
+    specs = dict(BUILTIN_SPECS)
+    for cls in agent_classes():
+        source = "builtin" if cls in builtin_classes() else "plugin"
+        specs.setdefault(cls.spec.name, cls.spec.model_copy(update={"source": source}))
+    return specs
+
+
+def known_agents() -> set[str]:
+    return set(agent_specs())
+
+
+def agent_result(
+    ok: bool,
+    summary: str,
+    *,
+    data: dict[str, Any] | None = None,
+    findings: list[dict[str, Any]] | None = None,
+    resolved: bool | None = None,
+    messages: list[dict[str, Any]] | None = None,
+) -> AgentResult:
+    """An agent's result with secrets redacted, before it enters workflow history or storage."""
+    return AgentResult(
+        ok=ok,
+        summary=redact_text(summary),
+        data=redact(data or {}),
+        findings=redact(findings or []),
+        resolved=resolved,
+        messages=redact(messages or []),
+    )
+
+
+def as_activity(agent: Any, runs: AgentRunLog) -> Any:
+    """The agent as a Temporal activity named after it: params checked, every attempt recorded."""
+    spec: AgentSpec = agent.spec
+
+    async def execute(input: AgentInput) -> AgentResult:
+        problem = spec.params_problem(input.params)
+        if problem:  # retrying cannot fix it: the step's params must change (retry_step with params)
+            raise ApplicationError(f"{spec.name}: {problem}", type="InvalidParams", non_retryable=True)
+        return await runs.around(spec.name, input, lambda: agent.run(input))
+
+    execute.__name__ = execute.__qualname__ = f"run_{spec.name}"
+    return activity.defn(name=spec.name)(execute)
+
+
+def agent_activities(deps: AgentDeps, runs: AgentRunLog) -> list[Any]:
+    """One activity per agent class."""
+    return [as_activity(cls(deps), runs) for cls in agent_classes()]
