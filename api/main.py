@@ -14,6 +14,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from api import (
+    agents,
     approvals,
     audit,
     conversations,
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(playbooks.router)
     app.include_router(workflows.router)
     app.include_router(conversations.router)
+    app.include_router(agents.router)
     app.include_router(approvals.router)
     app.include_router(approvals.policies)
     app.include_router(slack.router)
