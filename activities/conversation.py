@@ -41,7 +41,8 @@ SELECT
        AND jsonb_typeof(s.output #> '{data,check}') = 'object'
      ORDER BY s.finished_at DESC NULLS LAST LIMIT 1) AS health,
     (SELECT jsonb_build_object('description', i.description, 'status', i.status, 'created_at', i.created_at)
-     FROM incidents AS i WHERE i.id = :incident_id) AS incident
+     FROM incidents AS i WHERE i.id = :incident_id) AS incident,
+    (SELECT jsonb_build_object('name', sv.name) || sv.config FROM services AS sv WHERE sv.name = :service) AS service
 """
 )
 
@@ -129,7 +130,13 @@ class ConversationStore:
         with self._engine.connect() as db:
             db = db.execution_options(isolation_level="AUTOCOMMIT")
             row = db.execute(
-                _LOAD, {"incident_id": incident_id, "workflow_id": input.workflow_id, "limit": HISTORY_MAX}
+                _LOAD,
+                {
+                    "incident_id": incident_id,
+                    "workflow_id": input.workflow_id,
+                    "service": input.incident.service,
+                    "limit": HISTORY_MAX,
+                },
             ).one()
             history = [_message(m) for m in row.messages]
             budget = input.context_budget_tokens or self._budget
@@ -150,6 +157,7 @@ class ConversationStore:
             attempt=attempt,
             incident_row=row.incident,
             health=row.health,
+            service=row.service,
             history=history,
             user_inputs=users,
             compressed=compressed,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -12,16 +10,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-# Never a monitored service: link-local (cloud metadata at 169.254.169.254), multicast, unspecified.
-BLOCKED_NETWORKS = tuple(
-    ipaddress.ip_network(net)
-    for net in ("169.254.0.0/16", "fe80::/10", "224.0.0.0/4", "ff00::/8", "0.0.0.0/32", "::/128")
-)
+from core.outbound import BlockedTarget, GuardedAsyncClient, OutboundPolicy, blocked_reason, check_url
+
 BODY_EXCERPT = 300
-
-
-class UnsafeTargetError(ValueError):
-    """The URL points somewhere a health check must not go."""
 
 
 @dataclass
@@ -36,20 +27,6 @@ class CheckOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-async def guard_target(url: str) -> None:
-    """Refuse non-HTTP schemes and hosts resolving to blocked networks."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeTargetError(f"only absolute http(s) URLs can be checked, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if any(address in net for net in BLOCKED_NETWORKS):
-            raise UnsafeTargetError(f"{parts.hostname} resolves to {address}, a blocked address")
 
 
 def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
@@ -68,18 +45,40 @@ def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-async def check_http(client: httpx.AsyncClient, url: str, *, timeout: float) -> CheckOutcome:
-    """GET the URL once; healthy means a response below 400 within the timeout."""
+def _unsafe_redirect(client: httpx.AsyncClient, response: httpx.Response) -> str | None:
+    """Why the redirect's target is refused, if it is: a redirect is the answer, but not a healthy one then."""
+    if not response.has_redirect_location:
+        return None
+    # A client that is not guarded: at least what no configuration allows.
+    policy = client.outbound_policy if isinstance(client, GuardedAsyncClient) else OutboundPolicy(allow_loopback=True)
     try:
-        await guard_target(url)
-    except UnsafeTargetError as err:
-        return CheckOutcome(url=url, healthy=False, error=str(err), error_kind="unsafe_target")
-    except OSError as err:
-        return CheckOutcome(url=url, healthy=False, error=f"DNS lookup failed: {err}", error_kind="dns")
+        target = str(response.url.join(response.headers["Location"]))
+        check_url(target, policy)
+    except httpx.InvalidURL:
+        return None
+    except BlockedTarget as err:
+        return f"redirects to {target}: {err}"
+    return None
+
+
+async def check_http(client: httpx.AsyncClient, url: str, *, timeout: float) -> CheckOutcome:
+    """GET the URL once; healthy means a response below 400 within the timeout.
+
+    The client must be one of core.outbound's guarded clients (the worker's is): its connections refuse
+    metadata, loopback and denied addresses, which this reports as error_kind "unsafe_target".
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        error = f"only absolute http(s) URLs can be checked, got {url!r}"
+        return CheckOutcome(url=url, healthy=False, error=error, error_kind="unsafe_target")
     started = time.perf_counter()
     try:
         response = await client.get(url, timeout=timeout, follow_redirects=False)
     except httpx.ConnectError as err:
+        if (reason := blocked_reason(err)) is not None:
+            return CheckOutcome(url=url, healthy=False, error=reason, error_kind="unsafe_target")
+        if _caused_by(err, socket.gaierror):
+            return CheckOutcome(url=url, healthy=False, error=f"DNS lookup failed: {err}", error_kind="dns")
         if _caused_by(err, ConnectionRefusedError):
             return CheckOutcome(url=url, healthy=False, error="connection refused", error_kind="refused")
         return CheckOutcome(url=url, healthy=False, error=f"cannot connect: {err}", error_kind="transport")
@@ -88,6 +87,15 @@ async def check_http(client: httpx.AsyncClient, url: str, *, timeout: float) -> 
     except httpx.HTTPError as err:
         return CheckOutcome(url=url, healthy=False, error=f"HTTP error: {err}", error_kind="transport")
     latency = round((time.perf_counter() - started) * 1000, 1)
+    if (reason := _unsafe_redirect(client, response)) is not None:
+        return CheckOutcome(
+            url=url,
+            healthy=False,
+            status_code=response.status_code,
+            latency_ms=latency,
+            error=reason,
+            error_kind="unsafe_target",
+        )
     healthy = response.status_code < 400
     return CheckOutcome(
         url=url,

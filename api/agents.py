@@ -6,21 +6,23 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from activities.registry import agent_specs
+from api.agent_service import all_agent_specs
 from api.auth import require
+from api.deps import SessionDep
 
 router = APIRouter(prefix="/api/agents", tags=["agents"], dependencies=[require("viewer")])
 
 
 @router.get("")
-def list_agents() -> list[dict[str, Any]]:
-    """Every agent a playbook step can name: what it does, its params' JSON schema, its default risk."""
-    return [spec.model_dump(mode="json") for _, spec in sorted(agent_specs().items())]
+def list_agents(session: SessionDep) -> list[dict[str, Any]]:
+    """Every agent a playbook step can name (built-in, plugins, webhook agents): what it does, its params' JSON
+    schema, its default risk."""
+    return [spec.model_dump(mode="json") for _, spec in sorted(all_agent_specs(session).items())]
 
 
 @router.get("/{name}")
-def get_agent(name: str) -> dict[str, Any]:
-    spec = agent_specs().get(name)
+def get_agent(name: str, session: SessionDep) -> dict[str, Any]:
+    spec = all_agent_specs(session).get(name)
     if spec is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent named {name!r} (GET /api/agents lists them)")
     return spec.model_dump(mode="json")

@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.registry import known_agents
+from api.agent_service import webhook_agent_names
 from api.collaboration_service import links_of
 from api.errors import NotFound
 from api.playbook_service import choose_playbook, load_playbook
@@ -144,13 +145,15 @@ async def start_incident_workflow(
         service_url=incident.service_url,
     )
     playbook = await run_in_threadpool(_pinned_playbook, engine, settings, incident)
+    webhooks = await run_in_threadpool(_webhook_agents, engine)
     try:
         await temporal.start_workflow(
             IncidentWorkflow.run,
             IncidentWorkflowInput(
                 incident=context,
                 playbook=playbook.model_dump(mode="json"),
-                known_agents=sorted(known_agents()),
+                known_agents=sorted(known_agents() | set(webhooks)),
+                webhook_agents=webhooks,
                 retry_window_seconds=settings.retry_window_seconds,
                 approval_timeout_seconds=settings.approval_timeout_seconds,
             ),
@@ -167,6 +170,11 @@ async def start_incident_workflow(
                 "Temporal: this database and the Temporal history do not belong together "
                 "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
             ) from None
+
+
+def _webhook_agents(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return webhook_agent_names(session)
 
 
 def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> Playbook:

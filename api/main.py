@@ -26,8 +26,10 @@ from api import (
     live,
     playbooks,
     security,
+    services,
     slack,
     users,
+    webhook_agents,
     workflows,
 )
 from api.auth import require
@@ -93,7 +95,9 @@ def create_app(
     app.include_router(playbooks.router)
     app.include_router(workflows.router)
     app.include_router(conversations.router)
+    app.include_router(webhook_agents.router)  # before agents: /api/agents/webhooks is not an agent name
     app.include_router(agents.router)
+    app.include_router(services.router)
     app.include_router(approvals.router)
     app.include_router(approvals.policies)
     app.include_router(slack.router)

@@ -6,7 +6,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from activities.registry import agent_specs
+from api.agent_service import all_agent_specs
 from core.audit import Actor, record_audit
 from core.playbook import Playbook, check_agents, default_playbook, with_agent_defaults
 from core.settings import Settings
@@ -27,7 +27,7 @@ def builtin_default(settings: Settings) -> Playbook:
 
 def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Playbook:
     """Store the playbook as its next version (validated against the known agents; audited)."""
-    specs = agent_specs()
+    specs = all_agent_specs(session)
     check_agents(playbook, specs)
     playbook = with_agent_defaults(playbook, specs)
     latest = session.exec(

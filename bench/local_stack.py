@@ -46,6 +46,9 @@ async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalSta
                     database_url=database_url,
                     temporal_address=env.client.service_client.config.target_host,
                     task_queue=f"{prefix}-{uuid.uuid4().hex}",
+                    # Benchmarks' and recorded histories' services listen on 127.0.0.1 (the SSRF guard's default
+                    # refuses loopback).
+                    outbound_allow_loopback=True,
                     **settings,  # type: ignore[arg-type]
                 ),
             )

@@ -37,6 +37,7 @@ def build_context(
     attempt: int,
     incident_row: dict[str, Any] | None,
     health: dict[str, Any] | None,
+    service: dict[str, Any] | None = None,
     history: Sequence[Message],
     user_inputs: Sequence[dict[str, Any]],
     compressed: Compressed,
@@ -71,6 +72,8 @@ def build_context(
         },
         "previous_outputs": input.dependency_outputs,
         "system_state": {"service": input.incident.service, "health": health},
+        # The monitored service's definition (check, dependencies, log paths, metrics queries), when registered.
+        "service": service,
         "user_inputs": list(user_inputs)[-USER_INPUTS_MAX:],
         "conversation": {
             "workflow_id": input.workflow_id,

@@ -36,6 +36,8 @@ class IncidentWorkflowInput:
     retry_window_seconds: float = 86_400.0
     # How long an approval request waits for a decision before it expires (a step may say otherwise).
     approval_timeout_seconds: float = 3_600.0
+    # Agents registered by URL (known_agents includes them): their steps run the webhook_agent activity.
+    webhook_agents: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class StepRecord:
 
 
 SEQ_BLOCK = 1000
+WEBHOOK_AGENT_ACTIVITY = "webhook_agent"  # the one activity that runs every agent registered by URL
 
 
 @dataclass
@@ -77,6 +80,7 @@ class AgentInput:
     # Filled in by the agent activity itself from Postgres (core/context.py), never sent through Temporal: the
     # incident, previous outputs, system state, user inputs and the conversation, as stored in context_snapshots.
     context: dict[str, Any] | None = None
+    agent: str = ""  # the step's agent (a webhook agent's name: they all run as the one webhook_agent activity)
 
 
 @dataclass

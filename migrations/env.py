@@ -9,7 +9,9 @@ import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401
 import core.conversations  # noqa: F401
 import core.identity  # noqa: F401
+import core.services  # noqa: F401
 import core.tables  # noqa: F401
+import core.webhook_agents  # noqa: F401
 
 # Any 64-bit number unique to us: serialises concurrent `migrate` runs from N processes.
 MIGRATION_LOCK_ID = 0x4147454E544D4F4E

@@ -135,6 +135,8 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path: Pat
         verify_interval_seconds=0.2,
         # A failed workflow ends at once unless a test waits for a retry on purpose.
         retry_window_seconds=0,
+        # The services tests check (tests.peers) listen on 127.0.0.1, which the SSRF guard refuses by default.
+        outbound_allow_loopback=True,
     )
 
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -21,6 +20,8 @@ from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
 from activities.registry import AgentDeps, agent_activities
 from activities.runs import AgentRunLog
+from activities.webhook_agent import WebhookAgentActivities
+from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
 from workflows.incident import IncidentWorkflow
 
@@ -33,7 +34,9 @@ async def incident_worker(
 ) -> AsyncIterator[Worker]:
     """A running worker for the incident task queue; stops cleanly on exit."""
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
-    async with httpx.AsyncClient(headers={"User-Agent": "agent-monitor/0.1"}) as http:
+    async with guarded_async_client(
+        OutboundPolicy.from_settings(settings), headers={"User-Agent": "agent-monitor/0.1"}
+    ) as http:
         conversation = ConversationStore(
             engine, default_budget=settings.context_budget_tokens, summarizer=conversation_summarizer(settings)
         )
@@ -48,6 +51,7 @@ async def incident_worker(
             activities=[
                 *agents.all(),
                 *agent_activities(AgentDeps(http=http, settings=settings), runs),
+                *WebhookAgentActivities(engine, http, runs).all(),
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from core.conditions import ConditionError, evaluate
     from core.payloads import (
         SEQ_BLOCK,
+        WEBHOOK_AGENT_ACTIVITY,
         AbortInput,
         AddStepInput,
         AgentInput,
@@ -411,7 +412,7 @@ class IncidentWorkflow:
                     checks=checks,
                 )
                 result = await workflow.execute_activity(
-                    spec.agent,
+                    WEBHOOK_AGENT_ACTIVITY if spec.agent in self._input.webhook_agents else spec.agent,
                     agent_input,
                     result_type=AgentResult,
                     start_to_close_timeout=timedelta(seconds=spec.timeout_seconds),
@@ -599,6 +600,7 @@ class IncidentWorkflow:
             instructions=substitute(spec.instructions, variables),
             run=step.runs,
             context_budget_tokens=spec.context_budget_tokens,
+            agent=spec.agent,
         )
 
     async def _settle(

@@ -12,7 +12,9 @@ import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401
 import core.conversations  # noqa: F401
 import core.identity  # noqa: F401
+import core.services  # noqa: F401
 import core.tables  # noqa: F401
+import core.webhook_agents  # noqa: F401
 
 HAND_WRITTEN = {"ix_incidents_text_trgm"}  # as in migrations/env.py: what the models cannot express
 

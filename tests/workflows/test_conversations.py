@@ -164,3 +164,22 @@ async def test_messages_and_snapshots_refuse_update_and_delete(api, temporal_cli
         # Only the embedding may be filled in afterwards (the indexer does).
         db.execute("UPDATE conversation_messages SET embedding_model = 'test'")
     assert [m.content for m in messages(engine, incident["id"])] == ["the one message"]
+
+
+async def test_agents_receive_the_registered_service_definition(api, temporal_client, engine):
+    registered = await api.post(
+        "/api/services",
+        json={
+            "name": "checkout",
+            "check": {"type": "http", "url": "http://10.1.2.3/health"},
+            "log_paths": ["/var/log/checkout.log"],
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    incident = await run_playbook(api, [step("look", "noop")])
+    outcome, _ = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    (look,) = snapshots(engine, incident["workflow_id"])["look"]
+    assert look.context["service"]["name"] == "checkout"
+    assert look.context["service"]["log_paths"] == ["/var/log/checkout.log"]
+    assert look.context["service"]["check"]["url"] == "http://10.1.2.3/health"

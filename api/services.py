@@ -1,0 +1,144 @@
+"""Monitored services: register, list, change and remove them (each check's URL passes the SSRF guard; the
+dependencies, team and playbook named must exist)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from api.auth import Responder, actor_of, require
+from api.deps import SessionDep, SettingsDep
+from api.playbook_service import PlaybookNotFound, load_playbook
+from core.audit import record_audit
+from core.identity import Team
+from core.outbound import BlockedTarget, OutboundPolicy, check_url
+from core.services import SERVICE_NAME, HttpCheck, Service, ServiceBase, ServiceCreate
+from core.settings import Settings
+from core.tables import utcnow
+
+router = APIRouter(prefix="/api/services", tags=["services"], dependencies=[require("viewer")])
+ServiceName = Annotated[str, Path(pattern=SERVICE_NAME)]
+
+
+def service_public(row: Service) -> dict[str, Any]:
+    return {"name": row.name, **row.config, "created_by": row.created_by, "updated_at": row.updated_at.isoformat()}
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
+
+
+def _checked(session: Session, settings: Settings, name: str, body: ServiceBase) -> int | None:
+    """What the models cannot check alone: the check's URL, the names of dependencies, team and playbook.
+    Returns the team's id."""
+    if isinstance(body.check, HttpCheck):
+        try:
+            check_url(body.check.url, OutboundPolicy.from_settings(settings))
+        except (BlockedTarget, ValueError) as err:
+            raise _unprocessable(f"check.url: {err}") from None
+    if name in body.dependencies:
+        raise _unprocessable("dependencies: a service cannot depend on itself")
+    if body.dependencies:
+        known = set(session.exec(select(Service.name).where(col(Service.name).in_(body.dependencies))))
+        missing = [d for d in body.dependencies if d not in known]
+        if missing:
+            raise _unprocessable(f"dependencies: no service named {missing[0]!r} (register it first)")
+    if body.default_playbook:
+        try:
+            load_playbook(session=session, settings=settings, playbook_id=body.default_playbook, version=None)
+        except PlaybookNotFound as err:
+            raise _unprocessable(f"default_playbook: {err}") from None
+    if body.team is None:
+        return None
+    team = session.exec(select(Team).where(Team.name == body.team)).first()
+    if team is None:
+        raise _unprocessable(f"team: no team named {body.team!r}")
+    return team.id
+
+
+@router.get("")
+def list_services(
+    session: SessionDep,
+    tag: Annotated[list[str] | None, Query(max_length=30)] = None,
+    team: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[dict[str, Any]]:
+    """Every service, by name; `tag` (all of them) and `team` narrow the list."""
+    query = select(Service).order_by(col(Service.name))
+    if team:
+        query = query.where(col(Service.config)["team"].astext == team)
+    if tag:
+        query = query.where(col(Service.config)["tags"].contains(sorted(set(tag))))
+    return [service_public(row) for row in session.exec(query)]
+
+
+@router.get("/{name}")
+def get_service(name: ServiceName, session: SessionDep) -> dict[str, Any]:
+    row = session.exec(select(Service).where(Service.name == name)).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no service named {name!r}")
+    return service_public(row)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_service(
+    request: Request, body: ServiceCreate, principal: Responder, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Register a service to monitor."""
+    settings_of = ServiceBase.model_validate(body.model_dump(exclude={"name"}))
+    team_id = _checked(session, settings, body.name, settings_of)
+    config = settings_of.model_dump(mode="json")
+    row = Service(name=body.name, config=config, team_id=team_id, enabled=body.enabled, created_by=principal.username)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"a service named {body.name!r} exists (PUT changes it)"
+        ) from None
+    record_audit(
+        session, actor=actor_of(request, principal), action="service.create", target_type="service",
+        target_id=body.name, after=config,
+    )  # fmt: skip
+    session.commit()
+    session.refresh(row)
+    return service_public(row)
+
+
+@router.put("/{name}")
+def replace_service(
+    request: Request, name: ServiceName, body: ServiceBase, principal: Responder, session: SessionDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:  # fmt: skip
+    """Change a service (the whole definition)."""
+    row = session.exec(select(Service).where(Service.name == name).with_for_update()).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no service named {name!r} (POST registers one)")
+    team_id = _checked(session, settings, name, body)
+    before, row.config = row.config, body.model_dump(mode="json")
+    row.team_id, row.enabled, row.updated_at = team_id, body.enabled, utcnow()
+    record_audit(
+        session, actor=actor_of(request, principal), action="service.update", target_type="service",
+        target_id=name, before=before, after=row.config,
+    )  # fmt: skip
+    session.commit()
+    session.refresh(row)
+    return service_public(row)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_service(request: Request, name: ServiceName, principal: Responder, session: SessionDep) -> None:
+    row = session.exec(select(Service).where(Service.name == name)).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no service named {name!r}")
+    dependents = [other.name for other in session.exec(select(Service)) if name in other.config.get("dependencies", [])]
+    if dependents:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{', '.join(sorted(dependents))} depend on {name}")
+    session.delete(row)
+    record_audit(
+        session, actor=actor_of(request, principal), action="service.delete", target_type="service", target_id=name
+    )
+    session.commit()

@@ -1,0 +1,151 @@
+"""Monitored services: what to check and how often, when to open an incident, and what agents need to know
+(dependencies, log files, metrics queries). Checks and incidents come from these rows (the monitoring issue);
+investigation agents read them through the context.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from core.tables import utcnow
+
+SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"  # the same as incidents.service
+TAG = r"^[a-z0-9][a-z0-9_.:/=-]{0,62}$"
+HOST = r"^[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:.]+\]?$"
+
+
+class HttpCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http"] = "http"
+    url: str = Field(max_length=2048)
+    expect_status_below: int = Field(default=400, ge=200, le=600)
+    keyword: str | None = Field(default=None, max_length=500, description="the body must contain it")
+    tls_expiry_days: int = Field(default=14, ge=0, le=365, description="degraded when the certificate expires sooner")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+
+class TcpCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["tcp"]
+    host: str = Field(pattern=HOST)
+    port: int = Field(ge=1, le=65535)
+
+
+class DnsCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["dns"]
+    name: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    record_type: Literal["A", "AAAA"] = "A"
+    expect: list[str] = Field(
+        default_factory=list, max_length=20, description="addresses that must be among the answers"
+    )
+
+
+Check = Annotated[HttpCheck | TcpCheck | DnsCheck, Field(discriminator="type")]
+
+
+class MetricsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    query: str = Field(min_length=1, max_length=2000)
+    threshold: float
+    op: Literal[">", ">=", "<", "<="] = ">"
+    unit: str = Field(default="", max_length=20)
+
+
+class ServiceBase(BaseModel):
+    """What the API accepts (and answers, with the stored fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=2000)
+    check: Check
+    interval_seconds: float = Field(default=60, ge=5, le=86_400)
+    timeout_seconds: float = Field(default=5, gt=0, le=120)
+    # Consecutive failed checks before an incident opens (flap protection), and passes before it counts as up.
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    recovery_threshold: int = Field(default=1, ge=1, le=100)
+    dependencies: list[str] = Field(default_factory=list, max_length=50)
+    log_paths: list[str] = Field(default_factory=list, max_length=20)
+    metrics_queries: list[MetricsQuery] = Field(default_factory=list, max_length=20)
+    tags: list[str] = Field(default_factory=list, max_length=30)
+    team: str | None = Field(default=None, max_length=100)
+    incident_type: str = Field(default="service_down", pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    default_playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    severity: Literal["P1", "P2", "P3", "P4"] = "P2"
+    enabled: bool = True
+
+    @field_validator("dependencies")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(SERVICE_NAME, name):
+                raise ValueError(f"{name!r} is not a service name")
+        if len(set(value)) != len(value):
+            raise ValueError("a dependency is listed twice")
+        return value
+
+    @field_validator("log_paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or "\x00" in path or len(path) > 1000:
+                raise ValueError(f"{path!r} must be an absolute path")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if not re.match(TAG, t)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a tag (lowercase letters, digits and _.:/=-)")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _queries_unique(self) -> ServiceBase:
+        names = [q.name for q in self.metrics_queries]
+        if len(set(names)) != len(names):
+            raise ValueError("metrics_queries: two queries have the same name")
+        return self
+
+
+class ServiceCreate(ServiceBase):
+    name: str = Field(pattern=SERVICE_NAME)
+
+
+class Service(SQLModel, table=True):
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("name", name="uq_services_name"),)
+
+    id: int | None = SQLField(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    name: str = SQLField(sa_column=Column(String(100), nullable=False))
+    # Everything the API validated (ServiceBase), as JSON: one shape to read for checks and agents.
+    config: dict[str, Any] = SQLField(sa_column=Column(JSONB, nullable=False))
+    team_id: int | None = SQLField(default=None, sa_column=Column(BigInteger, ForeignKey("teams.id"), nullable=True))
+    enabled: bool = True
+    created_by: str = SQLField(default="", sa_column=Column(String(200), nullable=False))
+    created_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+    def settings(self) -> ServiceBase:
+        return ServiceBase.model_validate(self.config)
