@@ -33,7 +33,6 @@ WITH recent AS (
 )
 SELECT
     (SELECT COALESCE(jsonb_agg(to_jsonb(r) ORDER BY r.id), '[]'::jsonb) FROM recent AS r) AS messages,
-    (SELECT count(*) FROM conversation_messages WHERE incident_id = :incident_id AND kind = 'message') AS total,
     (SELECT jsonb_build_object('check', s.output #> '{data,check}', 'observed_by', s.step_id, 'agent', s.agent,
                                'observed_at', s.finished_at)
      FROM workflow_steps AS s
@@ -45,6 +44,8 @@ SELECT
     (SELECT jsonb_build_object('name', sv.name) || sv.config FROM services AS sv WHERE sv.name = :service) AS service
 """
 )
+
+_COUNT = text("SELECT count(*) FROM conversation_messages WHERE incident_id = :incident_id AND kind = 'message'")
 
 _STORE_SUMMARY = text(
     """
@@ -139,6 +140,12 @@ class ConversationStore:
                 },
             ).one()
             history = [_message(m) for m in row.messages]
+            # Counted only when the window is full: the common case costs no second scan.
+            total = (
+                len(history)
+                if len(history) < HISTORY_MAX
+                else db.execute(_COUNT, {"incident_id": incident_id}).scalar_one()
+            )
             budget = input.context_budget_tokens or self._budget
             compressed = compress(history, budget, summarizer=self._summarizer)
             summary_id = self._store_summary(db, input, agent, compressed) if compressed.summary else None
@@ -161,7 +168,7 @@ class ConversationStore:
             history=history,
             user_inputs=users,
             compressed=compressed,
-            total_messages=int(row.total),
+            total_messages=int(total),
             budget=budget,
             summary_id=summary_id,
         )
