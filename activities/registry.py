@@ -24,9 +24,12 @@ from core.settings import Settings
 
 # Built-in agents written to the protocol, as "module:Class" (the default chain's are in activities/chain.py).
 BUILTIN_PATHS: tuple[str, ...] = (
-    # investigate_logs, investigate_dependencies
-    # investigate_metrics, llm
-    # remediate_command, remediate_webhook
+    "activities.logs:InvestigateLogsAgent",
+    "activities.dependencies:InvestigateDependenciesAgent",
+    "activities.metrics:InvestigateMetricsAgent",
+    "activities.llm_agent:LLMAgent",
+    "activities.remediate:RemediateCommandAgent",
+    "activities.remediate:RemediateWebhookAgent",
 )
 
 

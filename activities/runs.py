@@ -27,6 +27,7 @@ from activities.conversation import (
     agent_messages,
     message_params,
 )
+from activities.heartbeat import heartbeating
 from activities.projection import STEP_WRITE_CTES, step_params
 from core.conversations import MESSAGES_CHANNEL
 from core.payloads import SEQ_BLOCK, AgentInput, AgentResult, RecordStepInput, StepRecord, StepState
@@ -149,16 +150,13 @@ class AgentRunLog:
         }
         prepared = None
         if self._conversation is not None and isinstance(input, AgentInput):
-            preparing = asyncio.ensure_future(
+            # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
+            prepared = await heartbeating(
                 asyncio.to_thread(
                     self._conversation.prepare, input, attempt=info.attempt, run_key=run["run_key"], agent=agent
-                )
+                ),
+                "preparing the context",
             )
-            # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
-            beat = info.heartbeat_timeout.total_seconds() / 3 if info.heartbeat_timeout else 1.0
-            while not (await asyncio.wait({preparing}, timeout=min(beat, 1.0)))[0]:
-                activity.heartbeat("preparing the context")
-            prepared = preparing.result()
             input.context = prepared.context
         began = utcnow()
         started: datetime | None = began  # None once the start is written on its own

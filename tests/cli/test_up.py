@@ -76,6 +76,7 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
         TEMPORAL_PORT=str(temporal_port),
         TEMPORAL_UI_PORT=str(ui_port),
         AGENT_MONITOR_URL=f"http://127.0.0.1:{web_port}",
+        OUTBOUND_ALLOW_LOOPBACK="true",  # the service it checks runs on this machine
     )
 
     first = Up(env)

@@ -1,0 +1,434 @@
+"""Remediation agents: run an allowlisted command (remediate_command), call a signed webhook (remediate_webhook).
+
+Both default to risk high, so a step using them waits for a human's approval unless its playbook sets a lower risk
+or a policy pre-approves it (core/approvals.py). Either may act twice for one approved step: Temporal runs an
+activity at least once, so when a worker dies mid-command another worker runs the command again. Prefer idempotent
+actions (a restart, a deploy of a named version); the webhook carries a per-step-run id the receiver can
+deduplicate on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from standardwebhooks import Webhook
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import attempt, beat, heartbeating
+from activities.registry import AgentDeps, agent_result
+from core.agents import AgentSpec, object_schema
+from core.outbound import blocked_reason
+from core.payloads import AgentInput, AgentResult
+
+T = TypeVar("T")
+HEARTBEAT_SECONDS = 1.0
+OUTPUT_TAIL = 16 * 1024  # bytes of stdout and of stderr kept (the end: errors come last)
+KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of the command's process group
+PIPE_GRACE_SECONDS = 1.0  # output still collected after the command exits, from what it left running
+BODY_MAX = 4 * 1024
+# Variables that make a dynamic loader, shell or interpreter run other code than the allowlisted command.
+_DANGEROUS_ENV = (
+    "PATH|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|GCONV_PATH|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS"
+    "|PERLLIB|RUBYOPT|RUBYLIB|LD_[A-Z0-9_]*|DYLD_[A-Z0-9_]*|PYTHON[A-Z0-9_]*|PERL5[A-Z0-9_]*"
+)
+ENV_NAME = rf"^(?!(?:{_DANGEROUS_ENV})$)[A-Z_][A-Z0-9_]{{0,99}}$"
+# Headers this agent sets itself: the signature covers them, so a playbook may not.
+_RESERVED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key", "content-length",
+                     "host", "transfer-encoding")  # fmt: skip
+_RESERVED = "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in h) for h in _RESERVED_HEADERS)
+HEADER_NAME = rf"^(?!(?:{_RESERVED})$)[A-Za-z0-9-]{{1,64}}$"
+# A rejection the receiver means as "later": retried like a 5xx.
+_TRANSIENT_4XX = (408, 425, 429)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
+
+def allowed_prefix(argv: list[str], allowlist: list[list[str]]) -> list[str] | None:
+    """The allowlist entry argv starts with, element by element and exactly, or None."""
+    return next((prefix for prefix in allowlist if argv[: len(prefix)] == prefix), None)
+
+
+def minimal_environment() -> dict[str, str]:
+    """PATH, LANG and HOME of the worker, nothing else: its secrets (database URL, tokens) stay with it."""
+    return {
+        "PATH": os.environ.get("PATH") or os.defpath,
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        "HOME": os.environ.get("HOME") or "/",
+    }
+
+
+class _Tail:
+    """The last OUTPUT_TAIL bytes of a stream, and how many it produced in all."""
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self.total = 0
+
+    async def drain(self, stream: asyncio.StreamReader | None) -> None:
+        while stream is not None and (chunk := await stream.read(65536)):
+            self.total += len(chunk)
+            self.kept += chunk
+            if len(self.kept) > 2 * OUTPUT_TAIL:
+                del self.kept[:-OUTPUT_TAIL]
+
+    @property
+    def text(self) -> str:
+        return bytes(self.kept[-OUTPUT_TAIL:]).decode("utf-8", errors="replace")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed its user: still there
+        return True
+    return True
+
+
+async def kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the command's whole process group (its own session), SIGKILL what is left after the grace."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        await asyncio.sleep(0.1)
+    if _group_alive(process.pid):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    await process.wait()
+
+
+class RemediateCommandAgent:
+    spec: ClassVar[AgentSpec] = AgentSpec(
+        name="remediate_command",
+        version="1.0.0",
+        description="Runs a command whose argv starts with an entry of COMMAND_ALLOWLIST (never a shell), with a "
+        "timeout; ok when it exits with expect_exit",
+        capabilities=("remediation",),
+        params_schema=object_schema(
+            {
+                "argv": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 100,
+                    "items": {"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"},
+                },
+                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                "cwd": {"type": "string", "pattern": "^/[^\\u0000]*$", "maxLength": 4096},
+                "env": {
+                    "type": "object",
+                    "maxProperties": 20,
+                    "propertyNames": {"pattern": ENV_NAME},
+                    "additionalProperties": {"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"},
+                },
+                "expect_exit": {"type": "integer", "minimum": 0, "maximum": 255},
+            },
+            required=("argv",),
+        ),
+        default_risk="high",
+    )
+
+    def __init__(self, deps: AgentDeps) -> None:
+        self._settings = deps.settings
+
+    def _checked(self, params: dict[str, Any]) -> tuple[list[str], float]:
+        # Configuration errors: retrying cannot help, the playbook or COMMAND_ALLOWLIST must change.
+        argv: list[str] = list(params["argv"])
+        allowlist = self._settings.command_allowlist
+        if not allowlist:
+            raise ApplicationError(
+                "remediate_command runs nothing until COMMAND_ALLOWLIST is set", type="NotAllowed", non_retryable=True
+            )
+        if allowed_prefix(argv, allowlist) is None:
+            raise ApplicationError(
+                f"command {argv!r} is not allowlisted: its argv starts with none of COMMAND_ALLOWLIST {allowlist!r}",
+                type="NotAllowed",
+                non_retryable=True,
+            )
+        limit = self._settings.command_timeout_seconds
+        timeout = float(params.get("timeout_seconds", limit))
+        if timeout > limit:
+            raise ApplicationError(
+                f"timeout_seconds {timeout:g} is above COMMAND_TIMEOUT_SECONDS ({limit:g})",
+                type="InvalidParams",
+                non_retryable=True,
+            )
+        return argv, timeout
+
+    async def run(self, input: AgentInput) -> AgentResult:
+        argv, timeout = self._checked(input.params)
+        env = {**minimal_environment(), **input.params.get("env", {})}
+        found = await asyncio.to_thread(shutil.which, argv[0], path=env["PATH"])
+        if found is None:
+            raise ApplicationError(
+                f"{argv[0]} is not an executable on PATH {env['PATH']}", type="NotFound", non_retryable=True
+            )
+        executable = os.path.abspath(found)  # which() answers relative to the worker's directory
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                executable,
+                *argv[1:],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=input.params.get("cwd"),
+                env=env,
+                start_new_session=True,  # its own process group: a timeout kills what it started too
+            )
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
+            # The executable or cwd is wrong: a configuration error. Other OSErrors (no memory, too many
+            # processes) are transient and raise as they are, for Temporal to retry.
+            raise ApplicationError(f"cannot start {executable}: {err}", type="NotFound", non_retryable=True) from err
+        out, err_ = _Tail(), _Tail()
+        readers = {asyncio.create_task(out.drain(process.stdout)), asyncio.create_task(err_.drain(process.stderr))}
+        timed_out = False
+        try:
+            exited = asyncio.ensure_future(process.wait())
+            while not exited.done():
+                left = started + timeout - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    await kill_group(process)
+                    break
+                await asyncio.wait({exited}, timeout=min(HEARTBEAT_SECONDS, left))
+                beat({"pid": process.pid, "elapsed_s": round(time.monotonic() - started, 1)})
+            await process.wait()
+            _, still_open = await asyncio.wait(readers, timeout=PIPE_GRACE_SECONDS)
+            if still_open:
+                # Something it left running holds its output: stop reading and close our ends of the pipes
+                # (asyncio offers no public way; the transport only closes pipes of a process that has exited).
+                process._transport.close()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            await kill_group(process)  # the activity was cancelled (or timed out at Temporal): stop the command
+            raise
+        finally:
+            for reader in readers:
+                reader.cancel()
+        duration = time.monotonic() - started
+        return self._result(argv, executable, process.returncode, out, err_, duration, timed_out, timeout, input)
+
+    def _result(
+        self,
+        argv: list[str],
+        executable: str,
+        code: int | None,
+        out: _Tail,
+        err: _Tail,
+        duration: float,
+        timed_out: bool,
+        timeout: float,
+        input: AgentInput,
+    ) -> AgentResult:
+        expect = int(input.params.get("expect_exit", 0))
+        exit_code = -1 if code is None else code
+        ok = exit_code == expect and not timed_out
+        shown = _shorten(shlex.join(argv), 200)
+        if timed_out:
+            outcome = f"timed out after {timeout:g} s (process group killed)"
+        elif exit_code < 0:
+            outcome = f"killed by {_signal_name(-exit_code)}"
+        else:
+            outcome = f"exit {exit_code}" + ("" if ok or expect == 0 else f", expected {expect}")
+        stdout, stderr = out.text, err.text
+        if ok:
+            summary = f"ran {shown}: {outcome} in {duration:.1f} s"
+        else:
+            which, last = ("stderr", _last_line(stderr)) if _last_line(stderr) else ("stdout", _last_line(stdout))
+            summary = f"ran {shown}: {outcome}" + (f" ({which}: {_shorten(last, 200)})" if last else "")
+        truncated = out.total > OUTPUT_TAIL or err.total > OUTPUT_TAIL
+        evidence = f"$ {shlex.join(argv)}\n({executable}) {outcome} in {duration:.1f} s"
+        for name, text in (("stdout", stdout), ("stderr", stderr)):
+            if text.strip():
+                evidence += f"\n--- {name} (end) ---\n{text[-2000:]}"
+        findings = []
+        if not ok:
+            detail = (stderr.strip() or stdout.strip())[-1000:] or "no output"
+            findings.append({"title": f"{shown}: {outcome}", "detail": detail, "severity": "high"})
+        return agent_result(
+            ok,
+            summary,
+            data={
+                "argv": argv,
+                "executable": executable,
+                "exit_code": code,
+                "stdout": stdout,
+                "stderr": stderr,
+                "truncated": truncated,
+                "duration_ms": round(duration * 1000),
+                "timed_out": timed_out,
+                "attempt": attempt(),
+            },
+            findings=findings,
+            messages=[{"role": "tool", "content": evidence, "metadata": {"exit_code": code, "timed_out": timed_out}}],
+        )
+
+
+def webhook_id(input: AgentInput) -> str:
+    """The same for every attempt of one run of the step (not for a retry_step, which is a new decision)."""
+    return f"{input.workflow_id}:{input.step_id}:{input.run}"
+
+
+def _shown_url(url: httpx.URL) -> str:
+    """The URL without credentials or query, which may carry tokens."""
+    return f"{url.scheme}://{url.netloc.decode()}{url.path}"
+
+
+class RemediateWebhookAgent:
+    spec: ClassVar[AgentSpec] = AgentSpec(
+        name="remediate_webhook",
+        version="1.0.0",
+        description="POSTs (or PUTs) a JSON payload to a deploy/rollback endpoint, signed per Standard Webhooks "
+        "with REMEDIATION_WEBHOOK_SECRET; ok when the status is the expected one (any 2xx by default)",
+        capabilities=("remediation",),
+        params_schema=object_schema(
+            {
+                "url": {"type": "string", "pattern": "^https?://\\S+$", "maxLength": 2000},
+                "method": {"enum": ["POST", "PUT"]},
+                "payload": {"type": "object"},
+                "headers": {
+                    "type": "object",
+                    "maxProperties": 20,
+                    "propertyNames": {"pattern": HEADER_NAME},
+                    "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": "^[^\\r\\n]*$"},
+                },
+                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+                "expect_status": {"type": "integer", "minimum": 100, "maximum": 599},
+            },
+            required=("url",),
+        ),
+        default_risk="high",
+    )
+
+    def __init__(self, deps: AgentDeps) -> None:
+        self._http = deps.http
+        self._settings = deps.settings
+
+    async def run(self, input: AgentInput) -> AgentResult:
+        secret = self._settings.remediation_webhook_secret.get_secret_value()
+        if not secret:  # configuration: no retry can sign the request
+            raise ApplicationError(
+                "remediate_webhook signs every request: set REMEDIATION_WEBHOOK_SECRET (whsec_…)",
+                type="NotConfigured",
+                non_retryable=True,
+            )
+        params = input.params
+        method = params.get("method", "POST")
+        timeout = float(params.get("timeout_seconds", 10))
+        given: dict[str, str] = params.get("headers", {})
+        message_id = webhook_id(input)
+        sent_at = datetime.now(UTC)  # per attempt: receivers refuse stale timestamps
+        body = json.dumps(params.get("payload", {}))
+        headers = httpx.Headers({"content-type": "application/json"})
+        headers.update(given)  # case-insensitively: a given Content-Type replaces ours
+        headers["webhook-id"] = headers["idempotency-key"] = message_id
+        headers["webhook-timestamp"] = str(int(sent_at.timestamp()))
+        headers["webhook-signature"] = Webhook(secret).sign(message_id, sent_at, body)
+        request = self._http.build_request(
+            method, params["url"], content=body.encode(), headers=headers, timeout=timeout
+        )
+        named = {name.lower() for name in given}
+        for name in ("authorization", "cookie"):  # nothing the shared client carries for other requests
+            if name not in named:
+                request.headers.pop(name, None)
+        url = _shown_url(request.url)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                status, location, raw, truncated, content_type = await heartbeating(
+                    self._send(request), {"webhook_id": message_id}
+                )
+        except (TimeoutError, httpx.TimeoutException) as err:
+            # Transient; it may have been acted on, but the retry carries the same webhook-id.
+            raise ApplicationError(f"{method} {url} did not answer within {timeout:g} s", type="Timeout") from err
+        except httpx.HTTPError as err:
+            if (reason := blocked_reason(err)) is not None:  # the SSRF guard: only another URL can help
+                raise ApplicationError(f"{method} {url}: {reason}", type="BlockedTarget", non_retryable=True) from err
+            raise ApplicationError(
+                f"{method} {url} failed: {str(err) or type(err).__name__}", type="Unreachable"
+            ) from err
+        duration_ms = round((time.monotonic() - started) * 1000)
+        text = raw.decode("utf-8", errors="replace")
+        excerpt = _shorten(" ".join(text.split()), 300)
+        expect = params.get("expect_status")
+        ok = status == expect if expect is not None else 200 <= status < 300
+        if not ok and (status >= 500 or status in _TRANSIENT_4XX):
+            raise ApplicationError(f"{method} {url} answered HTTP {status}: {excerpt}", type="ServerError")
+        if not ok and status >= 400:  # the receiver refuses this request: the same request again cannot help
+            raise ApplicationError(
+                f"{method} {url} answered HTTP {status} (not retried): {excerpt}", type="Rejected", non_retryable=True
+            )
+        parsed = None
+        if "json" in content_type and not truncated:
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+        if ok:
+            summary = f"{method} {url}: HTTP {status} in {duration_ms} ms"
+        elif location is not None:
+            summary = f"{method} {url}: HTTP {status} redirect to {_shorten(location, 200)}, not followed"
+        else:
+            summary = f"{method} {url}: HTTP {status}, expected " + (str(expect) if expect else "a 2xx")
+        findings = [] if ok else [{"title": summary, "detail": excerpt or "empty body", "severity": "high"}]
+        evidence = f"{method} {url} (webhook-id {message_id})\nHTTP {status} in {duration_ms} ms\n{text[:1000]}"
+        return agent_result(
+            ok,
+            summary,
+            data={
+                "url": url,
+                "method": method,
+                "webhook_id": message_id,
+                "status": status,
+                "location": location,
+                "body": text,
+                "body_truncated": truncated,
+                "json": parsed,
+                "duration_ms": duration_ms,
+                "attempt": attempt(),
+            },
+            findings=findings,
+            messages=[{"role": "tool", "content": evidence, "metadata": {"status": status}}],
+        )
+
+    async def _send(self, request: httpx.Request) -> tuple[int, str | None, bytes, bool, str]:
+        """Send without following redirects (a redirect is an answer to report); read at most BODY_MAX bytes."""
+        response = await self._http.send(request, stream=True, follow_redirects=False, auth=None)
+        try:
+            raw = bytearray()
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > BODY_MAX:
+                    break
+        finally:
+            await response.aclose()
+        location = response.headers.get("location") if response.is_redirect else None
+        content_type = response.headers.get("content-type", "").lower()
+        return response.status_code, location, bytes(raw[:BODY_MAX]), len(raw) > BODY_MAX, content_type
