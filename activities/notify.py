@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -22,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from core.approval_messages import approval_blocks, outcome_text
 from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash, may_decide
 from core.identity import User, team_names
+from core.outbound import OutboundPolicy, guarded_async_client
 from core.payloads import NotifyApproval
 from core.settings import Settings
 from core.tables import Incident
@@ -135,7 +135,7 @@ class NotifyActivities:
             "webhook-signature": signature,
             "user-agent": "agent-monitor",
         }
-        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+        async with guarded_async_client(OutboundPolicy.from_settings(settings), timeout=10) as client:
             response = await client.post(settings.approval_webhook_url, content=body, headers=headers)
         if not response.is_success:
             raise RuntimeError(f"the approval webhook answered {response.status_code}")

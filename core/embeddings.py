@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 
 from core.openai_http import api_root, error_excerpt, one_line
+from core.outbound import OutboundPolicy, guarded_client
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -123,13 +124,17 @@ class MiniLMProvider:
 class OpenAIEmbeddingProvider:
     """An OpenAI-compatible `POST /v1/embeddings` server (OpenAI, Ollama, vLLM, TEI …) returning 384 dimensions."""
 
-    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, model: str, api_key: str = "", timeout: float = 30.0, http: httpx.Client | None = None
+    ) -> None:
         self.name = f"openai:{model}"
         self.model = model
         self.url = f"{api_root(base_url)}/embeddings"
         self._host = httpx.URL(self.url).host  # error messages name the host only: URLs may carry credentials
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers)
+        self._http = http or httpx.Client()
+        self._http.headers.update(headers)
+        self._http.timeout = httpx.Timeout(timeout)
         self.timeout = timeout
 
     def close(self) -> None:
@@ -183,7 +188,10 @@ def embedding_provider(settings: Settings) -> EmbeddingProvider | None:
         if not settings.embedding_url or not settings.embedding_model:
             raise EmbeddingError("EMBEDDING_PROVIDER=openai needs EMBEDDING_URL and EMBEDDING_MODEL")
         return OpenAIEmbeddingProvider(
-            settings.embedding_url, settings.embedding_model, settings.embedding_api_key.get_secret_value()
+            settings.embedding_url,
+            settings.embedding_model,
+            settings.embedding_api_key.get_secret_value(),
+            http=guarded_client(OutboundPolicy.from_settings(settings)),  # the SSRF guard
         )
     with _local_lock:
         if _local is None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from core.openai_http import api_root, error_excerpt, one_line
+from core.outbound import OutboundPolicy, guarded_client
 
 if TYPE_CHECKING:
     from core.compress import Message
@@ -123,4 +124,5 @@ def llm_client(settings: Settings) -> ChatClient | None:
         settings.llm_model,
         settings.llm_api_key.get_secret_value(),
         timeout=settings.llm_timeout_seconds,
+        http=guarded_client(OutboundPolicy.from_settings(settings)),  # the SSRF guard, as for every outbound URL
     )

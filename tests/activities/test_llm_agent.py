@@ -74,7 +74,9 @@ def agent_input(params: dict[str, Any] | None = None, *, previous: dict[str, Any
 
 
 def settings_for(base: str = "", **extra: Any) -> Settings:
-    return Settings(_env_file=None, llm_url=base, llm_model="qwen2.5:7b" if base else "", **extra)  # type: ignore[call-arg]
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, llm_url=base, llm_model="qwen2.5:7b" if base else "", outbound_allow_loopback=True, **extra
+    )
 
 
 async def ask(settings: Settings, input: AgentInput, env: ActivityEnvironment | None = None) -> AgentResult:

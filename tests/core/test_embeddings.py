@@ -108,6 +108,7 @@ def test_openai_provider_speaks_the_wire_format() -> None:
             embedding_url=base,
             embedding_model="all-minilm",
             embedding_api_key=SecretStr("sk-test"),
+            outbound_allow_loopback=True,  # the stand-in runs on this machine
         )
         provider = embedding_provider(settings)
         assert provider is not None
@@ -122,6 +123,18 @@ def test_openai_provider_speaks_the_wire_format() -> None:
     for text, vector in zip(texts, vectors, strict=True):
         expected = np.array(fake_vector(text, DIMENSIONS))
         np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-6)
+
+
+def test_the_configured_embedding_server_passes_the_ssrf_guard() -> None:
+    with openai_api() as (base, calls):
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, embedding_provider="openai", embedding_url=base, embedding_model="m"
+        )
+        provider = embedding_provider(settings)
+        assert provider is not None
+        with pytest.raises(EmbeddingError, match="127.0.0.1 is loopback: refused"):
+            provider.embed(["x"])
+    assert calls.requests == []  # nothing was sent
 
 
 def test_openai_base_url_may_end_with_v1() -> None:

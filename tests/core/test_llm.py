@@ -152,3 +152,16 @@ def test_llm_client_from_settings() -> None:
     assert client.timeout == 60.0
     with pytest.raises(LLMError, match="LLM_MODEL"):
         llm_client(Settings(_env_file=None, llm_url="http://127.0.0.1:11434"))  # type: ignore[call-arg]
+
+
+def test_the_configured_llm_server_passes_the_ssrf_guard() -> None:
+    with openai_api() as (base, calls):
+        client = llm_client(Settings(_env_file=None, llm_url=base, llm_model="m"))  # type: ignore[call-arg]
+        assert client is not None
+        with pytest.raises(LLMError, match="127.0.0.1 is loopback: refused"):
+            client.complete([{"role": "user", "content": "hi"}])
+        allowed = llm_client(
+            Settings(_env_file=None, llm_url=base, llm_model="m", outbound_allow_loopback=True)  # type: ignore[call-arg]
+        )
+        assert allowed is not None and allowed.complete([{"role": "user", "content": "hi"}]) == calls.reply
+    assert len(calls.requests) == 1
