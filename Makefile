@@ -24,8 +24,14 @@ $(CHROMIUM):
 	@sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null
 
+# tests/api/test_alertmanager.py has a real Alertmanager post its webhook to the app.
+ALERTMANAGER ?= /usr/bin/prometheus-alertmanager
+$(ALERTMANAGER):
+	@sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq prometheus-alertmanager >/dev/null
+
 install: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test $(CHROMIUM)
+install-test: $(VENV)/.installed-test $(CHROMIUM) $(ALERTMANAGER)
 
 ## Start everything offline (Temporal dev server, Postgres, migrations, worker, web) and print the URLs.
 run: install

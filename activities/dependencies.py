@@ -1,20 +1,18 @@
 """investigate_dependencies: checks a service's declared dependencies at once and names the broken ones.
 
-An HTTP dependency is a GET through the worker's guarded client (healthy below 400); a TCP one is a connect.
-TCP targets pass the same SSRF policy as HTTP (core.outbound): the host is resolved here, every address it
-resolves to is checked, and a checked address is dialled, so a DNS answer that changes in between cannot slip
-through.
+An HTTP dependency is a GET through the worker's guarded client (healthy below 400); a TCP one is a connect
+that passes the same SSRF policy (activities/checks.py's dial_checked: resolve, check every address, dial a
+checked one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
+from activities.checks import dial_checked
 from activities.heartbeat import beat
 from activities.http_check import check_http
 from activities.registry import AgentDeps, agent_result
@@ -48,37 +46,6 @@ def split_target(target: str) -> tuple[str, int]:
     """Host and port of "db:5432" or "[::1]:5432" (the schema has checked the shape)."""
     host, _, port = target.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-async def check_tcp(target: str, policy: OutboundPolicy) -> tuple[str | None, str | None]:
-    """Connect to host:port once: (None, None) when it accepts, else (error, error_kind)."""
-    host, port = split_target(target)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        return f"DNS lookup failed: {err.strerror or err}", "dns"
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    for address in addresses:
-        if (reason := policy.refusal(ipaddress.ip_address(address))) is not None:
-            where = host if host == address else f"{host} resolves to {address}, which"
-            return f"{where} {reason}", "unsafe_target"
-    error: tuple[str | None, str | None] = (f"{host} resolves to no address", "dns")
-    for address in addresses:  # the checked addresses, never the name again
-        try:
-            _, writer = await asyncio.open_connection(address, port)
-        except ConnectionRefusedError:
-            error = ("connection refused", "refused")
-            continue
-        except OSError as err:
-            error = (f"cannot connect: {err.strerror or err}", "transport")
-            continue
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except OSError:
-            pass  # it accepted; how it hangs up does not matter
-        return None, None
-    return error
 
 
 class InvestigateDependenciesAgent:
@@ -146,7 +113,8 @@ class InvestigateDependenciesAgent:
                     outcome = await check_http(self._deps.http, target, timeout=timeout)
                     error, error_kind, status = outcome.error, outcome.error_kind, outcome.status_code
                 else:
-                    error, error_kind = await check_tcp(target, policy)
+                    dialled = await dial_checked(*split_target(target), policy)
+                    error, error_kind = dialled.error, dialled.error_kind
         except BlockedTarget as err:
             error, error_kind = str(err), "unsafe_target"
         except TimeoutError:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -73,12 +73,29 @@ class BodySizeLimit:
             length = dict(scope["headers"]).get(b"content-length")
             upload = UPLOAD_PATH.match(scope["path"]) is not None
             limit = self.upload_limit + MULTIPART_OVERHEAD if upload else self.limit
+            shown = self.upload_limit if upload else limit
             if length is not None and (not length.isdigit() or int(length) > limit):
-                shown = self.upload_limit if upload else limit
                 response = JSONResponse({"detail": f"request body larger than {shown} bytes"}, status_code=413)
                 await response(scope, receive, send)
                 return
+            if length is None and not upload:  # chunked: count what arrives (uploads count their file themselves)
+                receive = _limited(receive, limit, f"request body larger than {shown} bytes")
         await self.app(scope, receive, send)
+
+
+def _limited(receive: Receive, limit: int, detail: str) -> Receive:
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise StarletteHTTPException(status_code=413, detail=detail)
+        return message
+
+    return limited
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

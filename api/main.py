@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from api import (
     agents,
+    alerts,
     approvals,
     audit,
     conversations,
@@ -98,6 +99,8 @@ def create_app(
     app.include_router(webhook_agents.router)  # before agents: /api/agents/webhooks is not an agent name
     app.include_router(agents.router)
     app.include_router(services.router)
+    app.include_router(alerts.router)
+    app.include_router(alerts.routes)
     app.include_router(approvals.router)
     app.include_router(approvals.policies)
     app.include_router(slack.router)

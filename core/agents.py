@@ -87,6 +87,59 @@ def object_schema(properties: dict[str, Any], required: tuple[str, ...] = ()) ->
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
+def _check_schema(check_type: str, properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+    """The `then` of one check type: its own fields, nothing else, checked when `type` says it is that type."""
+    return {
+        "if": {"properties": {"type": {"const": check_type}}, "required": ["type"]},
+        "then": object_schema({"type": {"const": check_type}, **properties}, required=("type", *required)),
+    }
+
+
+# A monitor/verify step's own check, in the shapes of a service's check (core/services.py; its patterns are
+# repeated here so that this module, which workflows import, stays free of the table models).
+CHECK_PARAM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"type": {"enum": ["http", "tcp", "dns"]}},
+    "required": ["type"],
+    "allOf": [
+        _check_schema(
+            "http",
+            {
+                "url": {"type": "string", "pattern": r"^https?://[^\s/?#]+", "maxLength": 2048},
+                "expect_status_below": {"type": "integer", "minimum": 200, "maximum": 600},
+                "keyword": {"type": "string", "minLength": 1, "maxLength": 500},
+                "tls_expiry_days": {"type": "integer", "minimum": 0, "maximum": 365},
+            },
+            ("url",),
+        ),
+        _check_schema(
+            "tcp",
+            {
+                "host": {"type": "string", "pattern": r"^[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:.]+\]?$"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            },
+            ("host", "port"),
+        ),
+        _check_schema(
+            "dns",
+            {
+                "name": {"type": "string", "pattern": r"^[A-Za-z0-9.-]{1,253}$"},
+                "record_type": {"enum": ["A", "AAAA"]},
+                "expect": {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 100}},
+            },
+            ("name",),
+        ),
+    ],
+}
+# Other params stay allowed, as before checks were configurable.
+CHECK_PARAMS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "check": CHECK_PARAM,
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+    },
+}
+
 # The agents of the default chain and the engine's utility agents (activities/chain.py); the other built-in
 # agents declare their spec on their class (activities/registry.py lists them).
 BUILTIN_SPECS: dict[str, AgentSpec] = {
@@ -94,9 +147,11 @@ BUILTIN_SPECS: dict[str, AgentSpec] = {
     for spec in (
         AgentSpec(
             name="monitor",
-            description="HTTP GET of the incident's service URL: status, latency",
+            description="Runs the service's check — HTTP(S) (status, latency, body keyword, TLS certificate "
+            "expiry), TCP connect or DNS resolve — from params.check, the registered service, or else a GET of "
+            "the incident's service URL: up, degraded or down",
             capabilities=("monitoring",),
-            params_schema={"type": "object"},
+            params_schema=CHECK_PARAMS,
         ),
         AgentSpec(
             name="investigate",
@@ -112,9 +167,10 @@ BUILTIN_SPECS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="verify",
-            description="Re-check of the service URL; negative while still down",
+            description="Re-runs monitor's check (params.check, the registered service's, or the incident's "
+            "service URL); negative while still down",
             capabilities=("verification",),
-            params_schema={"type": "object"},
+            params_schema=CHECK_PARAMS,
         ),
         AgentSpec(
             name="noop",

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     command_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # remediate_webhook signs its requests with this Standard Webhooks secret (whsec_…).
     remediation_webhook_secret: SecretStr = SecretStr("")
+    # POST /api/alerts/grafana: when set, the X-Grafana-Alerting-Signature header (hex HMAC-SHA256 of the body
+    # with this secret, the contact point's "HMAC Signature") must be right, or the request is refused (401).
+    grafana_webhook_secret: SecretStr = SecretStr("")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 from sqlmodel import SQLModel
 
+import core.alerts  # noqa: F401
 import core.approvals  # noqa: F401  (each import registers its tables on SQLModel.metadata)
 import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401

@@ -60,6 +60,13 @@ async def test_oversized_body_is_413(api, engine):
     response = await api.post("/api/incidents", content=b"x" * 1_500_000, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "larger than" in response.json()["detail"]
+
+    async def chunks():  # no Content-Length: the limit counts what arrives
+        for _ in range(30):
+            yield b"x" * 65_536
+
+    chunked = await api.post("/api/incidents", content=chunks(), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413 and "larger than" in chunked.json()["detail"]
     assert count_incidents(engine) == 0
 
 

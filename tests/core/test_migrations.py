@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+import core.alerts  # noqa: F401
 import core.approvals  # noqa: F401  (each import registers its tables, as migrations/env.py does)
 import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401
