@@ -87,14 +87,10 @@ msgs AS (
               metadata jsonb, dedupe_key text)
     ORDER BY m.n
     ON CONFLICT ON CONSTRAINT uq_conversation_messages_dedupe_key DO NOTHING
-    RETURNING id, incident_id, workflow_id, step_id, agent, role
-), msg_event AS (
-    INSERT INTO events (at, kind, incident_id, workflow_id, step_id, data)
-    SELECT CAST(:msg_now AS timestamptz), 'message.created', incident_id, workflow_id, step_id,
-           jsonb_build_object('actor', agent, 'message_id', id, 'role', role, 'agent', agent)
-    FROM msgs ORDER BY id
     RETURNING id
 )"""
+# An agent's messages are announced by its step's own event (the incident page refreshes its conversation on
+# step events): no event row per message on the agents' hot path. Operators' messages and alerts have theirs.
 
 
 @dataclass

@@ -68,13 +68,13 @@ def _statement(run_cte: str, *, step: bool, snapshot: bool, messages: bool) -> A
     ctes = [run_cte, *([SNAPSHOT_CTE] if snapshot else []), *([MESSAGES_CTE] if messages else [])]
     if step:
         ctes.append(STEP_WRITE_CTES)
-    events = [*(["SELECT id FROM event"] if step else []), *(["SELECT id FROM msg_event"] if messages else [])]
-    if not events:
-        return text(f"WITH {', '.join(ctes)} SELECT 1")
     # Only constants of this module are joined here, never input.
-    tail = f"SELECT pg_notify(:channel, CAST(e.id AS text)) FROM ({' UNION ALL '.join(events)}) AS e"  # noqa: S608
+    notices = ["SELECT pg_notify(:channel, CAST(id AS text)) FROM event"] if step else []
     if messages:  # wake the embedding indexer once per statement
-        tail += f" UNION ALL SELECT pg_notify('{MESSAGES_CHANNEL}', '') FROM (SELECT 1 FROM msgs LIMIT 1) AS w"  # noqa: S608
+        notices.append(f"SELECT pg_notify('{MESSAGES_CHANNEL}', '') FROM (SELECT 1 FROM msgs LIMIT 1) AS w")  # noqa: S608
+    if not notices:
+        return text(f"WITH {', '.join(ctes)} SELECT 1")
+    tail = " UNION ALL ".join(notices)
     return text(f"WITH {', '.join(ctes)} {tail}")
 
 
