@@ -5,6 +5,7 @@ as its attempt's record (activities/runs.py), so an agent step costs no extra wr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -55,11 +56,12 @@ WITH new AS (
     VALUES (:incident_id, :workflow_id, :step_id, :agent, 'system', 'summary', :content, CAST(:metadata AS jsonb),
             :covers, :dedupe_key, now())
     ON CONFLICT ON CONSTRAINT uq_conversation_messages_dedupe_key DO NOTHING
-    RETURNING id
+    RETURNING id, content
 )
-SELECT id FROM new UNION ALL SELECT id FROM conversation_messages WHERE dedupe_key = :dedupe_key
+SELECT id, content FROM new UNION ALL SELECT id, content FROM conversation_messages WHERE dedupe_key = :dedupe_key
 """
 )
+_SUMMARY_BY_KEY = text("SELECT id, content FROM conversation_messages WHERE dedupe_key = :dedupe_key")
 
 # Joined into the attempt's own statement (activities/runs.py); their parameters are prefixed snap_ / msg_.
 SNAPSHOT_CTE = """
@@ -87,10 +89,19 @@ msgs AS (
               metadata jsonb, dedupe_key text)
     ORDER BY m.n
     ON CONFLICT ON CONSTRAINT uq_conversation_messages_dedupe_key DO NOTHING
-    RETURNING id
+    RETURNING id, incident_id, workflow_id, step_id, agent, role
 )"""
 # An agent's messages are announced by its step's own event (the incident page refreshes its conversation on
-# step events): no event row per message on the agents' hot path. Operators' messages and alerts have theirs.
+# step events): no event row per message on the agents' hot path. A failed attempt writes no step, so its
+# message gets an event of its own; operators' messages and alerts have theirs.
+MESSAGE_EVENT_CTE = """
+msg_event AS (
+    INSERT INTO events (at, kind, incident_id, workflow_id, step_id, data)
+    SELECT CAST(:msg_now AS timestamptz), 'message.created', incident_id, workflow_id, step_id,
+           jsonb_build_object('actor', agent, 'message_id', id, 'role', role, 'agent', agent)
+    FROM msgs ORDER BY id
+    RETURNING id
+)"""
 
 
 @dataclass
@@ -142,9 +153,15 @@ class ConversationStore:
                 if len(history) < HISTORY_MAX
                 else db.execute(_COUNT, {"incident_id": incident_id}).scalar_one()
             )
-            budget = input.context_budget_tokens or self._budget
-            compressed = compress(history, budget, summarizer=self._summarizer)
-            summary_id = self._store_summary(db, input, agent, compressed) if compressed.summary else None
+        budget = input.context_budget_tokens or self._budget
+        # No connection is held while summarising: an LLM summary may take a while.
+        compressed = compress(history, budget, summarizer=self._summarizer)
+        summary_id = None
+        if compressed.summary is not None:
+            summary_id, stored = self._store_summary(input, agent, compressed)
+            if stored != compressed.summary:  # another attempt stored this span's summary first: use that one
+                first = dataclasses.replace(compressed.messages[0], content=stored)
+                compressed = dataclasses.replace(compressed, summary=stored, messages=[first, *compressed.messages[1:]])
         users = [
             {
                 "id": m.id,
@@ -168,7 +185,8 @@ class ConversationStore:
             budget=budget,
             summary_id=summary_id,
         )
-        stored = canonical(context)  # stored as hashed, so the hash can be checked against the row
+        # Stored redacted (step params may carry credentials a viewer must not read), hashed as stored.
+        stored = canonical(redact(context))
         snapshot = {
             "snap_key": run_key,
             "snap_workflow_id": input.workflow_id,
@@ -183,9 +201,9 @@ class ConversationStore:
         }
         return Prepared(context=context, snapshot=snapshot)
 
-    @staticmethod
-    def _store_summary(db: Any, input: AgentInput, agent: str, compressed: Compressed) -> int:
-        """Summaries are messages too, linked to what they cover; the same summary is stored once."""
+    def _store_summary(self, input: AgentInput, agent: str, compressed: Compressed) -> tuple[int, str]:
+        """Summaries are messages too, linked to what they cover; the same span's summary is stored once.
+        (its id, its text as stored)."""
         assert compressed.summary is not None
         covers = compressed.covered_ids
         key = f"summary:{input.incident.incident_id}:{compressed.summarizer}:{covers[0]}-{covers[-1]}:{len(covers)}"
@@ -196,21 +214,22 @@ class ConversationStore:
             "fallback_reason": compressed.fallback_reason,
             "for_step": input.step_id,
         }
-        return int(
-            db.execute(
-                _STORE_SUMMARY,
-                {
-                    "incident_id": input.incident.incident_id,
-                    "workflow_id": input.workflow_id,
-                    "step_id": input.step_id,
-                    "agent": agent,
-                    "content": compressed.summary,
-                    "metadata": json.dumps(metadata),
-                    "covers": covers,
-                    "dedupe_key": key[:300],
-                },
-            ).scalar_one()
-        )
+        params = {
+            "incident_id": input.incident.incident_id,
+            "workflow_id": input.workflow_id,
+            "step_id": input.step_id,
+            "agent": agent,
+            "content": compressed.summary,
+            "metadata": json.dumps(metadata),
+            "covers": covers,
+            "dedupe_key": key[:300],
+        }
+        with self._engine.connect() as db:
+            db = db.execution_options(isolation_level="AUTOCOMMIT")
+            found = db.execute(_STORE_SUMMARY, params).first()
+            if found is None:  # inserted by a parallel attempt after this statement's snapshot was taken
+                found = db.execute(_SUMMARY_BY_KEY, {"dedupe_key": key[:300]}).one()
+        return int(found.id), str(found.content)
 
 
 def conversation_summarizer(settings: Settings) -> Summarizer | None:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from temporalio import activity
 
 from activities.conversation import (
+    MESSAGE_EVENT_CTE,
     MESSAGES_CTE,
     SNAPSHOT_CTE,
     ConversationStore,
@@ -68,8 +69,11 @@ def _statement(run_cte: str, *, step: bool, snapshot: bool, messages: bool) -> A
     ctes = [run_cte, *([SNAPSHOT_CTE] if snapshot else []), *([MESSAGES_CTE] if messages else [])]
     if step:
         ctes.append(STEP_WRITE_CTES)
+    elif messages:  # no step event to announce them (a failed attempt): one of their own
+        ctes.append(MESSAGE_EVENT_CTE)
     # Only constants of this module are joined here, never input.
-    notices = ["SELECT pg_notify(:channel, CAST(id AS text)) FROM event"] if step else []
+    events = "event" if step else "msg_event" if messages else None
+    notices = [f"SELECT pg_notify(:channel, CAST(id AS text)) FROM {events}"] if events else []  # noqa: S608
     if messages:  # wake the embedding indexer once per statement
         notices.append(f"SELECT pg_notify('{MESSAGES_CHANNEL}', '') FROM (SELECT 1 FROM msgs LIMIT 1) AS w")  # noqa: S608
     if not notices:

@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.registry import agent_result
 from activities.runs import AgentRunLog
 from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult
@@ -94,7 +95,8 @@ class WebhookAgentActivities:
             "webhook-signature": Webhook(agent.secret).sign(message_id, sent_at, body),
             "user-agent": "agent-monitor",
         }
-        try:
+
+        async def exchange() -> tuple[httpx.Response, bytearray]:
             async with self._http.stream(
                 "POST", agent.url, content=body, headers=headers, timeout=agent.timeout_seconds, follow_redirects=False
             ) as response:
@@ -103,6 +105,11 @@ class WebhookAgentActivities:
                     raw += chunk
                     if len(raw) > agent.max_response_bytes:
                         raise _refuse(f"{agent.name} answered more than {agent.max_response_bytes} bytes")
+            return response, raw
+
+        try:
+            # Heartbeating while the agent works: a step's heartbeat timeout holds, and an abort cancels the call.
+            response, raw = await heartbeating(exchange(), f"waiting for {agent.name}")
         except httpx.TimeoutException:
             raise RuntimeError(f"{agent.name} did not answer within {agent.timeout_seconds:g} s") from None
         except httpx.HTTPError as err:  # down, refused, blocked by the SSRF guard: Temporal retries

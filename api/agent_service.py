@@ -18,4 +18,7 @@ def all_agent_specs(session: Session) -> dict[str, AgentSpec]:
 
 
 def webhook_agent_names(session: Session) -> list[str]:
-    return sorted(session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled))))
+    """Enabled webhook agents a step runs as `webhook_agent` (never one named like a built-in or a plugin)."""
+    installed = agent_specs()
+    names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
+    return sorted(name for name in names if name not in installed)

@@ -108,8 +108,10 @@ def encode_cursor(value: int) -> str:
 def _decode_cursor(cursor: str, limit_value: int) -> int:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, list) or len(values) != 1:
+            raise ValueError
         value = values[0]
-        if not isinstance(values, list) or len(values) != 1 or isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError
         if not 0 <= value <= limit_value:
             raise ValueError

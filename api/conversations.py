@@ -79,12 +79,12 @@ async def conversations(
     order = order or ("relevance" if where.q or where.semantic else "newest")
     vector = None
     if where.semantic:
-        provider = embedding_provider(settings)
-        if provider is None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "semantic search is off (EMBEDDING_PROVIDER=off); use q= for keywords"
-            )
         try:
+            provider = embedding_provider(settings)
+            if provider is None:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, "semantic search is off (EMBEDDING_PROVIDER=off); use q= for keywords"
+                )
             vector = (await asyncio.to_thread(provider.embed, [where.semantic]))[0]
         except EmbeddingError as err:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"embedding failed: {err}") from None

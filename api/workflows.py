@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.agent_service import all_agent_specs
 from api.auth import Principal, Responder, Viewer, actor_of, require
 from api.deps import SessionDep, TemporalDep
 from core.audit import record_audit
@@ -153,8 +154,16 @@ async def add_step(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> dict[str, Any]:
-    """Add a step to the running DAG."""
-    arg = AddStepInput(step=body.step, actor=principal.username)
+    """Add a step to the running DAG (its params checked against its agent's schema; without a `risk` of its own
+    it gets its agent's default risk, as in a stored playbook, so a risky agent still waits for approval)."""
+    step = dict(body.step)
+    agent = all_agent_specs(session).get(str(step.get("agent")))
+    if agent is not None:
+        problem = agent.params_problem(step.get("params") or {})
+        if problem:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"step {step.get('id')}: {problem}")
+        step.setdefault("risk", agent.default_risk)
+    arg = AddStepInput(step=step, actor=principal.username)
     return await _update(request, principal, session, temporal, workflow_id, "add_step", arg, "workflow.add_step")
 
 

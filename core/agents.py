@@ -48,7 +48,10 @@ class AgentSpec(BaseModel):
 
     def params_problem(self, params: dict[str, Any]) -> str | None:
         """Why `params` do not fit this agent's schema (one line naming the field), or None."""
-        error = jsonschema.exceptions.best_match(_validator(self.params_schema).iter_errors(params))
+        try:
+            error = jsonschema.exceptions.best_match(_validator(self.params_schema).iter_errors(params))
+        except Exception as err:  # a schema that validates but cannot be applied (a dangling $ref)
+            return f"params: {self.name}'s params schema cannot be applied ({err})"
         if error is None:
             return None
         where = ".".join(str(p) for p in error.absolute_path)
@@ -73,12 +76,29 @@ def _validator(schema: dict[str, Any]) -> Any:
     return _validator_for(json.dumps(schema, sort_keys=True))
 
 
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return found + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
+
+
 def schema_problem(schema: dict[str, Any]) -> str | None:
-    """Why `schema` is not a JSON schema an agent can declare, or None."""
+    """Why `schema` is not a JSON schema an agent can declare, or None. Only references inside the schema
+    itself (`#/…`): nothing is ever fetched to validate params."""
     try:
-        _validator(schema)
+        validator = _validator(schema)
     except jsonschema.exceptions.SchemaError as err:
         return f"params_schema is not a valid JSON schema: {err.message}"
+    outside = [ref for ref in _refs(schema) if not ref.startswith("#")]
+    if outside:
+        return f"params_schema may only refer within itself ($ref '#/…'), not {outside[0]!r}"
+    try:
+        list(validator.iter_errors({}))
+    except Exception as err:  # e.g. a reference to a part of the schema that does not exist
+        return f"params_schema cannot be used: {err}"
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -179,6 +180,12 @@ _local: MiniLMProvider | None = None
 _local_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=8)
+def _openai_provider(url: str, model: str, api_key: str, policy: OutboundPolicy) -> OpenAIEmbeddingProvider:
+    """One provider (one connection pool) per configuration and process, not one per query."""
+    return OpenAIEmbeddingProvider(url, model, api_key, http=guarded_client(policy))  # the SSRF guard
+
+
 def embedding_provider(settings: Settings) -> EmbeddingProvider | None:
     """The configured provider; None when EMBEDDING_PROVIDER=off. The local model is shared per process."""
     global _local
@@ -187,11 +194,11 @@ def embedding_provider(settings: Settings) -> EmbeddingProvider | None:
     if settings.embedding_provider == "openai":
         if not settings.embedding_url or not settings.embedding_model:
             raise EmbeddingError("EMBEDDING_PROVIDER=openai needs EMBEDDING_URL and EMBEDDING_MODEL")
-        return OpenAIEmbeddingProvider(
+        return _openai_provider(
             settings.embedding_url,
             settings.embedding_model,
             settings.embedding_api_key.get_secret_value(),
-            http=guarded_client(OutboundPolicy.from_settings(settings)),  # the SSRF guard
+            OutboundPolicy.from_settings(settings),
         )
     with _local_lock:
         if _local is None:

@@ -38,14 +38,20 @@ class ChatClient:
     """`POST {base_url}/v1/chat/completions`; one answer's text per call."""
 
     def __init__(
-        self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, http: httpx.Client | None = None
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        owns_http: bool | None = None,  # default: only a client it made itself; close() closes what it owns
     ) -> None:
         self.model = model
         self.url = f"{api_root(base_url)}/chat/completions"
         self.timeout = timeout
         self.host = httpx.URL(self.url).host  # error messages name the host only: URLs may carry credentials
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._owns_http = http is None
+        self._owns_http = http is None if owns_http is None else owns_http
         self._http = http or httpx.Client()
 
     def close(self) -> None:
@@ -125,4 +131,5 @@ def llm_client(settings: Settings) -> ChatClient | None:
         settings.llm_api_key.get_secret_value(),
         timeout=settings.llm_timeout_seconds,
         http=guarded_client(OutboundPolicy.from_settings(settings)),  # the SSRF guard, as for every outbound URL
+        owns_http=True,
     )

@@ -46,6 +46,8 @@ _SECRET_KEY = re.compile(r"password|passwd|secret|token|api[_-]?key|access[_-]?k
 
 
 def redact_text(text: str) -> str:
+    # Postgres text and jsonb cannot hold NUL: a log line or command output with one would fail the whole write.
+    text = text.replace("\x00", "\ufffd")
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, text
 
 from core.conversations import MESSAGES_CHANNEL
 from core.db import libpq_url
-from core.embeddings import EmbeddingProvider
+from core.embeddings import EmbeddingError, EmbeddingProvider
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -27,7 +28,8 @@ SWEEP_SECONDS = 300  # a safety net for a NOTIFY lost with a dropped connection;
 _CLAIM = text(
     """
 SELECT id, content FROM conversation_messages
-WHERE embedding IS NULL OR (CAST(:all AS boolean) AND embedding_model IS DISTINCT FROM :model)
+WHERE (embedding IS NULL AND (embedding_model IS NULL OR CAST(:all AS boolean)))
+   OR (CAST(:all AS boolean) AND embedding_model IS DISTINCT FROM :model)
 ORDER BY id LIMIT :batch
 FOR UPDATE SKIP LOCKED
 """
@@ -35,6 +37,10 @@ FOR UPDATE SKIP LOCKED
 _STORE = text(
     "UPDATE conversation_messages SET embedding = CAST(:vector AS vector), embedding_model = :model WHERE id = :id"
 )
+# A message the provider refuses on its own is marked, so it no longer holds up the others (`reindex --all`
+# tries it again).
+_FAILED = text("UPDATE conversation_messages SET embedding_model = :marker WHERE id = :id")
+EMBED_CHARS = 8_000  # what an embedding model reads of a message at most (MiniLM itself stops at 256 tokens)
 
 
 def _literal(vector: list[float]) -> str:
@@ -53,14 +59,28 @@ class EmbeddingIndexer:
             rows = db.execute(_CLAIM, {"all": everything, "model": self._provider.name, "batch": self._batch}).all()
             if not rows:
                 return 0
-            vectors = self._provider.embed([row.content for row in rows])
-            db.execute(
-                _STORE,
-                [
-                    {"id": row.id, "vector": _literal(vector), "model": self._provider.name}
-                    for row, vector in zip(rows, vectors, strict=True)
-                ],
-            )
+            texts = [row.content[:EMBED_CHARS] for row in rows]
+            try:
+                pairs = list(zip(rows, self._provider.embed(texts), strict=True))
+            except EmbeddingError as err:  # find the message(s) it refuses, one at a time
+                log.warning("embedding a batch of %d failed (%s); embedding one by one", len(rows), err)
+                pairs = []
+                refused: list[tuple[Any, str]] = []
+                for row, one in zip(rows, texts, strict=True):
+                    try:
+                        pairs.append((row, self._provider.embed([one])[0]))
+                    except EmbeddingError as one_failed:
+                        refused.append((row, str(one_failed)))
+                if not pairs:  # nothing goes through: the provider is down, not these messages; retry later
+                    raise
+                for row, reason in refused:
+                    log.error("message %s cannot be embedded: %s", row.id, reason)
+                    db.execute(_FAILED, {"id": row.id, "marker": f"failed:{self._provider.name}"[:100]})
+            if pairs:
+                db.execute(
+                    _STORE,
+                    [{"id": row.id, "vector": _literal(vector), "model": self._provider.name} for row, vector in pairs],
+                )
         return len(rows)
 
     def backfill(self, *, everything: bool = False) -> int:

@@ -164,6 +164,10 @@ async def test_registration_is_checked(api, client_as):
         "/api/agents/webhooks", json=registration("http://127.0.0.1:9/x", params_schema={"type": "nonsense"})
     )
     assert schema.status_code == 422 and "params_schema is not a valid JSON schema" in schema.text
+    remote = await api.post(
+        "/api/agents/webhooks", json=registration("http://127.0.0.1:9/x", params_schema={"$ref": "https://x/s.json"})
+    )
+    assert remote.status_code == 422 and "may only refer within itself" in remote.text
     viewer = await client_as("viewer")
     assert (await viewer.post("/api/agents/webhooks", json=registration("http://127.0.0.1:9/x"))).status_code == 403
     first = await api.post("/api/agents/webhooks", json=registration("http://127.0.0.1:9/x", name="twice"))

@@ -143,6 +143,7 @@ async def test_pages_walk_every_message_once(api, history):
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-11-30T12:00:00"}, "time zone"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "e30"}, "cursor"),  # {} : valid JSON, not one of ours
         ({"order": "sideways"}, "order"),
         ({"limit": 0}, "limit"),
         ({"incident": 0}, "incident"),

@@ -10,10 +10,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+import pytest
 from sqlmodel import Session, col, select
 
 from core.conversations import ConversationMessage
-from core.embeddings import MiniLMProvider
+from core.embeddings import EmbeddingError, MiniLMProvider
 from tests.api.incident_rows import insert_incident
 from tests.factories import wait_for_workflow
 from tests.workflows.test_engine import run_playbook, step, wait_until
@@ -107,3 +108,38 @@ async def test_reindex_and_search_from_the_command_line(server, api, engine, dat
     )
     bad = await cli("conversations", "search", "x", "--keyword", AGENT_MONITOR_TOKEN="amt_wrong")
     assert bad.returncode == 1 and bad.stderr.startswith("error:")
+
+
+class RefusingProvider(CountingProvider):
+    """The real model behind a server that refuses one message (as one over an embedding server's token limit
+    is), or every message (the server is down)."""
+
+    def __init__(self, model: MiniLMProvider, *, refuse: str = "POISON", down: bool = False) -> None:
+        super().__init__(model)
+        self.refuse, self.down = refuse, down
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.down or any(self.refuse in t for t in texts):
+            raise EmbeddingError("the embedding server refused the request")
+        return super().embed(texts)
+
+
+def test_a_message_the_provider_refuses_does_not_hold_up_the_others(engine):
+    incident_id = insert_incident(engine)
+    with Session(engine) as session:
+        for content in ("first fine message", "POISON " * 50, "second fine message"):
+            session.add(ConversationMessage(incident_id=incident_id, role="tool", content=content, meta={}))
+        session.commit()
+    model = MiniLMProvider()
+    down = EmbeddingIndexer(engine, RefusingProvider(model, down=True))
+    with pytest.raises(EmbeddingError):
+        down.backfill()  # an outage marks nothing
+    assert len(unembedded(engine)) == 3
+
+    assert EmbeddingIndexer(engine, RefusingProvider(model)).backfill() == 3
+    with Session(engine) as session:
+        rows = {m.content[:6]: m for m in session.exec(select(ConversationMessage))}
+    assert rows["first "].embedding_model == rows["second"].embedding_model == "all-MiniLM-L6-v2"
+    assert rows["POISON"].embedding_model == "failed:all-MiniLM-L6-v2" and rows["POISON"].embedding is None
+    assert EmbeddingIndexer(engine, RefusingProvider(model)).backfill() == 0  # not picked up again …
+    assert EmbeddingIndexer(engine, model).backfill(everything=True) == 1  # … until a reindex --all
