@@ -39,6 +39,10 @@ BODY_MAX = 4 * 1024
 _DANGEROUS_ENV = (
     "PATH|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|GCONV_PATH|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS"
     "|PERLLIB|RUBYOPT|RUBYLIB|LD_[A-Z0-9_]*|DYLD_[A-Z0-9_]*|PYTHON[A-Z0-9_]*|PERL5[A-Z0-9_]*"
+    # … or read configuration that does (dotfiles under HOME, OpenSSL engines, git's hooks and ssh command,
+    # kubeconfig exec plugins, glibc tunables, pagers and editors some tools start).
+    "|HOME|XDG_[A-Z0-9_]*|OPENSSL_[A-Z0-9_]*|GIT_[A-Z0-9_]*|KUBECONFIG|GLIBC_TUNABLES|MALLOC_[A-Z0-9_]*"
+    "|PAGER|EDITOR|VISUAL|BROWSER|PROMPT_COMMAND|TMPDIR"
 )
 ENV_NAME = rf"^(?!(?:{_DANGEROUS_ENV})$)[A-Z_][A-Z0-9_]{{0,99}}$"
 # Headers this agent sets itself: the signature covers them, so a playbook may not.

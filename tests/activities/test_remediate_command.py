@@ -224,6 +224,9 @@ def test_params_are_checked_against_the_schema():
         ({"argv": ["x"], "env": {"LD_PRELOAD": "/tmp/evil.so"}}, "params.env"),
         ({"argv": ["x"], "env": {"PATH": "/tmp"}}, "params.env"),
         ({"argv": ["x"], "env": {"PYTHONPATH": "/tmp"}}, "params.env"),
+        ({"argv": ["x"], "env": {"HOME": "/tmp/evil"}}, "params.env"),
+        ({"argv": ["x"], "env": {"GIT_SSH_COMMAND": "sh -c id"}}, "params.env"),
+        ({"argv": ["x"], "env": {"OPENSSL_CONF": "/tmp/engine.cnf"}}, "params.env"),
         ({"argv": ["x"], "shell": True}, "params: Additional properties are not allowed"),
     ):
         problem = SPEC.params_problem(params)
