@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.alert_payloads import AlertOutcome, AlertsAccepted
+from api.conversation_service import announce_message
 from api.incident_service import in_session, insert_incident, start_incident_workflow
 from api.playbook_service import PlaybookNotFound
 from core.alerts import (
@@ -38,7 +39,7 @@ from core.alerts import (
     route_alert,
 )
 from core.audit import Actor
-from core.conversations import CONTENT_MAX, MESSAGES_CHANNEL, ConversationMessage
+from core.conversations import CONTENT_MAX, ConversationMessage
 from core.db import session_scope
 from core.events import incident_event
 from core.redact import redact_text
@@ -92,16 +93,7 @@ def _tool_message(session: Session, incident: Incident, alert: ReceivedAlert, co
     )
     session.add(message)
     session.flush()
-    incident_event(
-        session,
-        kind="message.created",
-        incident_id=incident.id,
-        actor=actor.name,
-        message_id=message.id,
-        role="tool",
-        excerpt=content[:200],
-    )
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MESSAGES_CHANNEL})
+    announce_message(session, message, actor=actor.name)
 
 
 def _attach(session: Session, incident: Incident, alert: ReceivedAlert, actor: Actor, *, announce: bool = True) -> None:

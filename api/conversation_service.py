@@ -165,6 +165,22 @@ def search_messages(
     return page, encode_cursor(offset + limit) if more else None
 
 
+def announce_message(session: Session, message: ConversationMessage, *, actor: str) -> None:
+    """A stored message's timeline event (live on the incident page) and the indexer's wake-up, in the caller's
+    transaction."""
+    assert message.id is not None
+    incident_event(
+        session,
+        kind="message.created",
+        incident_id=message.incident_id,
+        actor=actor,
+        message_id=message.id,
+        role=message.role,
+        excerpt=message.content[:200],
+    )
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MESSAGES_CHANNEL})
+
+
 def add_user_message(
     *, session: Session, incident: Incident, content: str, actor: Actor, idempotency_key: str | None
 ) -> tuple[ConversationMessage, bool]:
@@ -193,16 +209,7 @@ def add_user_message(
         if key is None:
             raise
         return session.exec(select(ConversationMessage).where(ConversationMessage.dedupe_key == key)).one(), False
-    incident_event(
-        session,
-        kind="message.created",
-        incident_id=incident.id,
-        actor=actor.name,
-        message_id=message.id,
-        role="user",
-        excerpt=content[:200],
-    )
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MESSAGES_CHANNEL})
+    announce_message(session, message, actor=actor.name)
     session.commit()
     session.refresh(message)
     return message, True
