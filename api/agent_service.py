@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from activities.incidents import webhook_agent_names
 from activities.registry import agent_specs
 from core.agents import AgentSpec
 from core.webhook_agents import WebhookAgent
+
+__all__ = ["all_agent_specs", "webhook_agent_names"]
 
 
 def all_agent_specs(session: Session) -> dict[str, AgentSpec]:
@@ -15,10 +18,3 @@ def all_agent_specs(session: Session) -> dict[str, AgentSpec]:
     for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
         specs.setdefault(row.name, row.spec())
     return specs
-
-
-def webhook_agent_names(session: Session) -> list[str]:
-    """Enabled webhook agents a step runs as `webhook_agent` (never one named like a built-in or a plugin)."""
-    installed = agent_specs()
-    names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
-    return sorted(name for name in names if name not in installed)

@@ -22,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from activities.incidents import insert_incident, start_incident_workflow
 from api.alert_payloads import AlertOutcome, AlertsAccepted
 from api.conversation_service import announce_message
-from api.incident_service import in_session, insert_incident, start_incident_workflow
+from api.incident_service import in_session
 from api.playbook_service import PlaybookNotFound
 from core.alerts import (
     AlertRoute,

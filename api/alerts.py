@@ -14,11 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
+from activities.incidents import WorkflowConflict
 from api.alert_payloads import AlertmanagerWebhook, AlertsAccepted, GenericAlerts, GrafanaWebhook
 from api.alert_service import WorkflowsNotStarted, ingest_alerts
 from api.auth import Admin, Principal, Responder, actor_of, require
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
-from api.incident_service import WorkflowConflict
 from api.playbook_service import PlaybookNotFound, load_playbook
 from core.alerts import AlertRoute, AlertRouteBase, AlertRouteCreate, ReceivedAlert
 from core.audit import record_audit

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.incidents import start_incident_workflow
 from api.collaboration_service import template_for
-from api.incident_service import IncidentNotFound, start_incident_workflow
+from api.incident_service import IncidentNotFound
 from core.audit import Actor, record_audit
 from core.db import session_scope
 from core.events import incident_event

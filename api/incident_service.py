@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.registry import known_agents
-from api.agent_service import webhook_agent_names
 from api.collaboration_service import links_of
 from api.errors import NotFound
-from api.playbook_service import choose_playbook, load_playbook
 from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
 from core.audit import Actor, record_audit
-from core.collaboration import IncidentTemplate
 from core.db import session_scope
 from core.events import incident_event
 from core.identity import Team, User
-from core.payloads import (
-    IncidentContext,
-    IncidentWorkflowInput,
-    incident_search_attributes,
-    incident_workflow_id,
-)
-from core.playbook import Playbook
 from core.settings import Settings
-from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, WorkflowRun, WorkflowStep, utcnow
-from workflows.incident import IncidentWorkflow
+from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
 
 
 class IncidentNotFound(NotFound):
@@ -58,143 +41,6 @@ async def in_session(engine: Engine, work: Callable[[Session], T]) -> T:
             return work(session)
 
     return await run_in_threadpool(run)
-
-
-CLOCK_SKEW = timedelta(seconds=2)
-
-
-class WorkflowConflict(RuntimeError):
-    """A new incident's workflow id already exists in Temporal (history from another database)."""
-
-
-def insert_incident(
-    *,
-    session: Session,
-    data: IncidentCreate,
-    idempotency_key: str | None,
-    actor: Actor,
-    settings: Settings,
-) -> tuple[Incident, bool]:
-    """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
-    if idempotency_key:
-        existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
-        if existing is not None:
-            return existing, False
-    # The type's template fills in what the caller left out: severity, description, playbook.
-    template = session.get(IncidentTemplate, data.incident_type)
-    playbook = choose_playbook(
-        session=session,
-        settings=settings,
-        incident_type=data.incident_type,
-        playbook_id=data.playbook_id or (template.playbook_id if template else None),
-    )
-    incident = Incident.model_validate(
-        data.model_dump(exclude={"playbook_id"}),
-        update={
-            "severity": data.severity or (template.default_severity if template else DEFAULT_SEVERITY),
-            "description": data.description or (template.description if template else ""),
-            "idempotency_key": idempotency_key,
-            "playbook_id": playbook.id,
-            "playbook_version": playbook.version,
-        },
-    )
-    session.add(incident)
-    try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its incident.
-        session.rollback()
-        existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).one()
-        return existing, False
-    assert incident.id is not None
-    incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
-    incident_event(
-        session,
-        kind="incident.created",
-        incident_id=incident.id,
-        actor=actor.name,
-        status=incident.status,
-        severity=incident.severity,
-        title=incident.title,
-        service=incident.service,
-    )
-    record_audit(
-        session,
-        actor=actor,
-        action="incident.create",
-        target_type="incident",
-        target_id=incident.id,
-        after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
-    )
-    session.commit()
-    session.refresh(incident)
-    return incident, True
-
-
-async def start_incident_workflow(
-    *, temporal: Client, engine: Engine, incident: Incident, settings: Settings, fresh: bool
-) -> None:
-    """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success."""
-    assert incident.id is not None and incident.workflow_id is not None
-    context = IncidentContext(
-        incident_id=incident.id,
-        title=incident.title,
-        service=incident.service,
-        severity=incident.severity,
-        incident_type=incident.incident_type,
-        service_url=incident.service_url,
-    )
-    playbook = await run_in_threadpool(_pinned_playbook, engine, settings, incident)
-    webhooks = await run_in_threadpool(_webhook_agents, engine)
-    try:
-        await temporal.start_workflow(
-            IncidentWorkflow.run,
-            IncidentWorkflowInput(
-                incident=context,
-                playbook=playbook.model_dump(mode="json"),
-                known_agents=sorted(known_agents() | set(webhooks)),
-                webhook_agents=webhooks,
-                retry_window_seconds=settings.retry_window_seconds,
-                approval_timeout_seconds=settings.approval_timeout_seconds,
-            ),
-            id=incident.workflow_id,
-            task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=incident_search_attributes(context, incident.playbook_id),
-            static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],
-        )
-    except WorkflowAlreadyStartedError:
-        if fresh and await _started_before(temporal, incident):
-            raise WorkflowConflict(
-                f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in "
-                "Temporal: this database and the Temporal history do not belong together "
-                "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
-            ) from None
-
-
-def _webhook_agents(engine: Engine) -> list[str]:
-    with Session(engine) as session:
-        return webhook_agent_names(session)
-
-
-def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> Playbook:
-    with Session(engine) as session:
-        return load_playbook(
-            session=session,
-            settings=settings,
-            playbook_id=incident.playbook_id,
-            version=incident.playbook_version,
-        )
-
-
-async def _started_before(temporal: Client, incident: Incident) -> bool:
-    """Whether the existing workflow predates this incident row (so it belongs to another database).
-
-    A workflow started after the row by a concurrent duplicate request of the same incident is ours.
-    """
-    assert incident.workflow_id is not None
-    description = await temporal.get_workflow_handle(incident.workflow_id).describe()
-    return description.start_time < incident.created_at - CLOCK_SKEW
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

@@ -11,21 +11,13 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
+from activities.incidents import WorkflowConflict, insert_incident, start_incident_workflow
 from api.auth import Responder, actor_of, require
 from api.collaboration_service import timeline
 from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
-from api.incident_service import (
-    AssigneeNotFound,
-    WorkflowConflict,
-    assign,
-    detail_for,
-    get_incident,
-    in_session,
-    insert_incident,
-    start_incident_workflow,
-)
+from api.incident_service import AssigneeNotFound, assign, detail_for, get_incident, in_session
 from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
 from core.audit import Actor

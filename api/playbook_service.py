@@ -1,4 +1,5 @@
-"""Stored playbook versions; choosing and pinning the playbook an incident runs."""
+"""Storing playbook versions (validated against the installed agents) and listing them; reading them is
+core/playbook_store.py (re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,20 @@ from sqlmodel import Session, col, select
 
 from api.agent_service import all_agent_specs
 from core.audit import Actor, record_audit
-from core.playbook import Playbook, check_agents, default_playbook, with_agent_defaults
-from core.settings import Settings
+from core.playbook import Playbook, check_agents, with_agent_defaults
+from core.playbook_store import BUILTIN_VERSION, PlaybookNotFound, builtin_default, choose_playbook, load_playbook
 from core.tables import PlaybookVersion
 
-BUILTIN_VERSION = 0  # the built-in default playbook, used until someone stores one for the type
-
-
-class PlaybookNotFound(LookupError):
-    pass
-
-
-def builtin_default(settings: Settings) -> Playbook:
-    return default_playbook(
-        verify_checks=settings.verify_checks, verify_interval_seconds=settings.verify_interval_seconds
-    ).model_copy(update={"version": BUILTIN_VERSION})
+__all__ = [
+    "BUILTIN_VERSION",
+    "PlaybookConflict",
+    "PlaybookNotFound",
+    "builtin_default",
+    "choose_playbook",
+    "latest_playbooks",
+    "load_playbook",
+    "save_playbook",
+]
 
 
 def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Playbook:
@@ -61,33 +61,6 @@ def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Play
 
 class PlaybookConflict(RuntimeError):
     pass
-
-
-def load_playbook(*, session: Session, settings: Settings, playbook_id: str, version: int | None = None) -> Playbook:
-    """A stored version (the latest when version is None), or the built-in default."""
-    query = select(PlaybookVersion).where(PlaybookVersion.playbook_id == playbook_id)
-    if version is not None:
-        query = query.where(PlaybookVersion.version == version)
-    row = session.exec(query.order_by(col(PlaybookVersion.version).desc())).first()
-    if row is not None:
-        return Playbook.model_validate(row.definition)
-    if playbook_id == "default" and version in (None, BUILTIN_VERSION):
-        return builtin_default(settings)
-    raise PlaybookNotFound(f"playbook {playbook_id}" + (f" version {version}" if version else "") + " does not exist")
-
-
-def choose_playbook(*, session: Session, settings: Settings, incident_type: str, playbook_id: str | None) -> Playbook:
-    """An explicit playbook, else the latest one for the incident type, else the built-in default."""
-    if playbook_id:
-        return load_playbook(session=session, settings=settings, playbook_id=playbook_id)
-    row = session.exec(
-        select(PlaybookVersion)
-        .where(PlaybookVersion.incident_type == incident_type)
-        .order_by(col(PlaybookVersion.created_at).desc(), col(PlaybookVersion.version).desc())
-    ).first()
-    if row is not None:
-        return Playbook.model_validate(row.definition)
-    return builtin_default(settings)
 
 
 def latest_playbooks(*, session: Session) -> list[PlaybookVersion]:

@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+# Defined with its table: incidents opened outside the API (by monitoring) are audited in the same shape.
+from core.tables import IncidentPublic as IncidentPublic
+
 
 class StepPublic(BaseModel):
     step_id: str
@@ -29,27 +32,6 @@ class WorkflowPublic(BaseModel):
     finished_at: datetime | None
     temporal_ui_url: str
     steps: list[StepPublic]
-
-
-class IncidentPublic(BaseModel):
-    id: int
-    title: str
-    description: str
-    service: str
-    service_url: str | None
-    severity: str
-    status: str
-    incident_type: str
-    playbook_id: str
-    workflow_id: str | None  # the latest run of its playbook
-    workflow_runs: int  # reopen → restart starts another run (<first workflow id>-run2, …)
-    assignee_user_id: int | None
-    assignee_team_id: int | None
-    created_at: datetime
-    updated_at: datetime
-    resolved_at: datetime | None
-    acknowledged_at: datetime | None
-    closed_at: datetime | None
 
 
 class LinkPublic(BaseModel):

@@ -23,8 +23,8 @@ import httpx
 from sqlmodel import Session, select
 from temporalio.worker import Worker
 
+from activities.incidents import insert_incident
 from api.identity_service import create_token, create_user
-from api.incident_service import insert_incident
 from api.main import create_app
 from bench.baseline import BareUpdateWorkflow
 from bench.local_stack import local_stack

@@ -18,8 +18,8 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.incidents import insert_incident
 from activities.registry import known_agents
-from api.incident_service import insert_incident
 from bench.baseline import BareChainWorkflow, bare_noop
 from bench.local_stack import local_stack
 from core.audit import SYSTEM

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -201,3 +201,26 @@ class AgentRun(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class IncidentPublic(BaseModel):
+    """An incident as the API shows it (and as the audit log records it)."""
+
+    id: int
+    title: str
+    description: str
+    service: str
+    service_url: str | None
+    severity: str
+    status: str
+    incident_type: str
+    playbook_id: str
+    workflow_id: str | None  # the latest run of its playbook
+    workflow_runs: int  # reopen → restart starts another run (<first workflow id>-run2, …)
+    assignee_user_id: int | None
+    assignee_team_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    acknowledged_at: datetime | None
+    closed_at: datetime | None

@@ -11,19 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from temporalio.service import RPCError
 
+from activities.incidents import insert_incident, start_incident_workflow
 from api.attachment_service import AttachmentRejected, store_attachment
 from api.auth import Responder, actor_of, require
 from api.collaboration_service import LinkConflict, add_comment, add_link
 from api.conversation_service import MESSAGE_MAX, add_user_message
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
-from api.incident_service import (
-    AssigneeNotFound,
-    assign,
-    get_incident,
-    insert_incident,
-    start_incident_workflow,
-)
+from api.incident_service import AssigneeNotFound, assign, get_incident
 from api.playbook_service import PlaybookNotFound
 from core.db import session_scope
 from core.tables import Incident, IncidentCreate

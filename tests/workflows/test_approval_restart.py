@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from api.incident_service import insert_incident
+from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import IncidentCreate, utcnow

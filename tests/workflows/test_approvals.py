@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from api.incident_service import insert_incident
+from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import AgentRun, IncidentCreate, WorkflowStep

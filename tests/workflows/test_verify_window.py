@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session
 from temporalio.client import WorkflowFailureError
 
-from api.incident_service import insert_incident
+from activities.incidents import insert_incident
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import default_playbook
 from core.tables import IncidentCreate, WorkflowRun

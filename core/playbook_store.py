@@ -1,0 +1,50 @@
+"""Reading stored playbook versions: the one an incident runs (explicit, else its type's latest, else the built-in
+default) and a pinned version. Storing them (validated against the installed agents) is api/playbook_service.py.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from core.playbook import Playbook, default_playbook
+from core.settings import Settings
+from core.tables import PlaybookVersion
+
+BUILTIN_VERSION = 0  # the built-in default playbook, used until someone stores one for the type
+
+
+class PlaybookNotFound(LookupError):
+    pass
+
+
+def builtin_default(settings: Settings) -> Playbook:
+    return default_playbook(
+        verify_checks=settings.verify_checks, verify_interval_seconds=settings.verify_interval_seconds
+    ).model_copy(update={"version": BUILTIN_VERSION})
+
+
+def load_playbook(*, session: Session, settings: Settings, playbook_id: str, version: int | None = None) -> Playbook:
+    """A stored version (the latest when version is None), or the built-in default."""
+    query = select(PlaybookVersion).where(PlaybookVersion.playbook_id == playbook_id)
+    if version is not None:
+        query = query.where(PlaybookVersion.version == version)
+    row = session.exec(query.order_by(col(PlaybookVersion.version).desc())).first()
+    if row is not None:
+        return Playbook.model_validate(row.definition)
+    if playbook_id == "default" and version in (None, BUILTIN_VERSION):
+        return builtin_default(settings)
+    raise PlaybookNotFound(f"playbook {playbook_id}" + (f" version {version}" if version else "") + " does not exist")
+
+
+def choose_playbook(*, session: Session, settings: Settings, incident_type: str, playbook_id: str | None) -> Playbook:
+    """An explicit playbook, else the latest one for the incident type, else the built-in default."""
+    if playbook_id:
+        return load_playbook(session=session, settings=settings, playbook_id=playbook_id)
+    row = session.exec(
+        select(PlaybookVersion)
+        .where(PlaybookVersion.incident_type == incident_type)
+        .order_by(col(PlaybookVersion.created_at).desc(), col(PlaybookVersion.version).desc())
+    ).first()
+    if row is not None:
+        return Playbook.model_validate(row.definition)
+    return builtin_default(settings)
