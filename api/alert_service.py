@@ -24,7 +24,6 @@ from temporalio.service import RPCError
 
 from activities.incidents import insert_incident, start_incident_workflow
 from api.alert_payloads import AlertOutcome, AlertsAccepted
-from api.conversation_service import announce_message
 from api.incident_service import in_session
 from api.playbook_service import PlaybookNotFound
 from core.alerts import (
@@ -40,13 +39,11 @@ from core.alerts import (
     route_alert,
 )
 from core.audit import Actor
-from core.conversations import CONTENT_MAX, ConversationMessage
+from core.conversations import append_tool_message
 from core.db import session_scope
 from core.events import incident_event
-from core.redact import redact_text
 from core.settings import Settings
 from core.tables import Incident, IncidentCreate, WorkflowRun, utcnow
-from core.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +76,14 @@ def episode_key(alert: ReceivedAlert, episode: int) -> str:
 def _tool_message(session: Session, incident: Incident, alert: ReceivedAlert, content: str, actor: Actor) -> None:
     """A message (role tool) the incident's agents read, as add_user_message writes an operator's."""
     assert incident.id is not None
-    content = redact_text(content)[:CONTENT_MAX]
-    message = ConversationMessage(
+    append_tool_message(
+        session,
         incident_id=incident.id,
         workflow_id=incident.workflow_id,
-        role="tool",
         content=content,
-        meta={
-            "author": actor.name,
-            "alert_source": alert.source,
-            "fingerprint": alert.fingerprint,
-            "tokens": count_tokens(content),
-        },
+        actor=actor.name,
+        meta={"alert_source": alert.source, "fingerprint": alert.fingerprint},
     )
-    session.add(message)
-    session.flush()
-    announce_message(session, message, actor=actor.name)
 
 
 def _attach(session: Session, incident: Incident, alert: ReceivedAlert, actor: Actor, *, announce: bool = True) -> None:

@@ -15,8 +15,13 @@ from sqlmodel import Session, col, select
 
 from api.deps import INT64_MAX
 from core.audit import Actor
-from core.conversations import MESSAGES_CHANNEL, TEXT_SEARCH_CONFIG, ContextSnapshot, ConversationMessage, Role
-from core.events import incident_event
+from core.conversations import (
+    TEXT_SEARCH_CONFIG,
+    ContextSnapshot,
+    ConversationMessage,
+    Role,
+    announce_message,
+)
 from core.redact import redact_text
 from core.tables import Incident
 from core.tokens import count_tokens
@@ -163,22 +168,6 @@ def search_messages(
         page.append(message_public(row, **extra))
     more = len(hits) > limit and offset + limit <= OFFSET_MAX
     return page, encode_cursor(offset + limit) if more else None
-
-
-def announce_message(session: Session, message: ConversationMessage, *, actor: str) -> None:
-    """A stored message's timeline event (live on the incident page) and the indexer's wake-up, in the caller's
-    transaction."""
-    assert message.id is not None
-    incident_event(
-        session,
-        kind="message.created",
-        incident_id=message.incident_id,
-        actor=actor,
-        message_id=message.id,
-        role=message.role,
-        excerpt=message.content[:200],
-    )
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MESSAGES_CHANNEL})
 
 
 def add_user_message(

@@ -25,6 +25,7 @@ from api import (
     incident_templates,
     incidents,
     live,
+    maintenance,
     playbooks,
     security,
     services,
@@ -89,6 +90,7 @@ def create_app(
     errors.install(app, upload_limit=settings.attachment_max_bytes)
     security.install(app)
     app.include_router(health.router)
+    app.include_router(maintenance.router)
     app.include_router(incidents.router)
     app.include_router(incident_collab.router)
     app.include_router(incident_templates.router)

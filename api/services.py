@@ -14,6 +14,7 @@ from api.deps import SessionDep, SettingsDep
 from api.playbook_service import PlaybookNotFound, load_playbook
 from core.audit import record_audit
 from core.identity import Team
+from core.monitoring import ServiceState
 from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.services import SERVICE_NAME, HttpCheck, Service, ServiceBase, ServiceCreate
 from core.settings import Settings
@@ -23,8 +24,33 @@ router = APIRouter(prefix="/api/services", tags=["services"], dependencies=[requ
 ServiceName = Annotated[str, Path(pattern=SERVICE_NAME)]
 
 
-def service_public(row: Service) -> dict[str, Any]:
-    return {"name": row.name, **row.config, "created_by": row.created_by, "updated_at": row.updated_at.isoformat()}
+def service_public(row: Service, state: ServiceState | None = None) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        **row.config,
+        "created_by": row.created_by,
+        "updated_at": row.updated_at.isoformat(),
+        "state": state_public(state),
+    }
+
+
+def state_public(state: ServiceState | None) -> dict[str, Any]:
+    """Where monitoring stands: status (unknown until the first check), the current streak, the open outage's
+    incident, the last and next check."""
+    if state is None:
+        return {"status": "unknown", "incident_id": None, "last_checked_at": None, "next_check_at": None}
+    iso = lambda at: at.isoformat() if at else None  # noqa: E731
+    return {
+        "status": state.status,
+        "consecutive_failures": state.consecutive_failures,
+        "consecutive_passes": state.consecutive_passes,
+        "failing_since": iso(state.failing_since),
+        "incident_id": state.incident_id,
+        "last_checked_at": iso(state.last_checked_at),
+        "last_change_at": iso(state.last_change_at),
+        "next_check_at": iso(state.next_check_at),
+        "last_error": state.last_error,
+    }
 
 
 def _unprocessable(message: str) -> HTTPException:
@@ -71,7 +97,12 @@ def list_services(
         query = query.where(col(Service.config)["team"].astext == team)
     if tag:
         query = query.where(col(Service.config)["tags"].contains(sorted(set(tag))))
-    return [service_public(row) for row in session.exec(query)]
+    rows = session.exec(query).all()
+    states = {
+        st.service_id: st
+        for st in session.exec(select(ServiceState).where(col(ServiceState.service_id).in_([r.id for r in rows])))
+    }
+    return [service_public(row, states.get(row.id or 0)) for row in rows]
 
 
 @router.get("/{name}")
@@ -79,7 +110,7 @@ def get_service(name: ServiceName, session: SessionDep) -> dict[str, Any]:
     row = session.exec(select(Service).where(Service.name == name)).first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no service named {name!r}")
-    return service_public(row)
+    return service_public(row, session.get(ServiceState, row.id))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -126,7 +157,7 @@ def replace_service(
     )  # fmt: skip
     session.commit()
     session.refresh(row)
-    return service_public(row)
+    return service_public(row, session.get(ServiceState, row.id))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -27,9 +27,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.schema import Computed
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 
+from core.events import incident_event
+from core.redact import redact_text
 from core.tables import utcnow
+from core.tokens import count_tokens
 
 ROLES = ("system", "user", "assistant", "tool")
 Role = Literal["system", "user", "assistant", "tool"]
@@ -109,3 +112,38 @@ class ContextSnapshot(SQLModel, table=True):
     tokens: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     context: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def announce_message(session: Session, message: ConversationMessage, *, actor: str) -> None:
+    """A stored message's timeline event (live on the incident page) and the indexer's wake-up, in the caller's
+    transaction."""
+    assert message.id is not None
+    incident_event(
+        session,
+        kind="message.created",
+        incident_id=message.incident_id,
+        actor=actor,
+        message_id=message.id,
+        role=message.role,
+        excerpt=message.content[:200],
+    )
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MESSAGES_CHANNEL})
+
+
+def append_tool_message(
+    session: Session, *, incident_id: int, workflow_id: str | None, content: str, actor: str, meta: dict[str, Any]
+) -> ConversationMessage:
+    """Append what a tool observed (an alert, a monitor's check) as a role-`tool` message the incident's agents
+    read, redacted and cut to CONTENT_MAX, and announce it; in the caller's transaction."""
+    content = redact_text(content)[:CONTENT_MAX]
+    message = ConversationMessage(
+        incident_id=incident_id,
+        workflow_id=workflow_id,
+        role="tool",
+        content=content,
+        meta={"author": actor, **meta, "tokens": count_tokens(content)},
+    )
+    session.add(message)
+    session.flush()
+    announce_message(session, message, actor=actor)
+    return message

@@ -304,3 +304,58 @@ def incident_search_attributes(incident: IncidentContext, playbook_id: str) -> T
             SearchAttributePair(SA_PLAYBOOK_ID, playbook_id),
         ]
     )
+
+
+SERVICE_MONITOR_WORKFLOW = "ServiceMonitorWorkflow"  # workflows/monitor.py
+CHECK_DUE_SERVICES = "check_due_services"  # activities/monitoring.py
+
+
+@dataclass
+class MonitorTick:
+    """One tick of a service monitor: run this shard's checks due in the next window (settings say how long)."""
+
+    shard: int = 0
+    shards: int = 1
+
+
+@dataclass
+class MonitorTickResult:
+    checked: int = 0
+    down: int = 0  # results that failed
+    silenced: int = 0  # checks skipped by a maintenance window
+    outages: int = 0  # services that crossed their failure threshold
+    recovered: int = 0
+    incidents: list[int] = field(default_factory=list)  # opened or joined by an outage
+    lag_p99_ms: float = 0.0  # actual vs scheduled start of this tick's checks
+    window_seconds: float = 0.0
+
+
+@dataclass
+class MonitorTotals:
+    ticks: int = 0
+    checked: int = 0
+    down: int = 0
+    silenced: int = 0
+    outages: int = 0
+    recovered: int = 0
+    runs: int = 1  # workflow runs, counting continue-as-new
+
+
+@dataclass
+class MonitorInput:
+    shard: int = 0
+    shards: int = 1
+    # Ticks before the workflow continues as new (sooner when Temporal suggests it), keeping its history short.
+    ticks_per_run: int = 360
+    totals: MonitorTotals = field(default_factory=MonitorTotals)
+
+
+@dataclass
+class MonitorStatus:
+    """The `status` query of a service monitor."""
+
+    shard: int
+    shards: int
+    totals: MonitorTotals
+    last_tick: MonitorTickResult | None = None
+    last_tick_at: str | None = None

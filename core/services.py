@@ -80,7 +80,7 @@ class ServiceBase(BaseModel):
 
     description: str = Field(default="", max_length=2000)
     check: Check
-    interval_seconds: float = Field(default=60, ge=5, le=86_400)
+    interval_seconds: float = Field(default=60, ge=1, le=86_400)
     timeout_seconds: float = Field(default=5, gt=0, le=120)
     # Consecutive failed checks before an incident opens (flap protection), and passes before it counts as up.
     failure_threshold: int = Field(default=3, ge=1, le=100)

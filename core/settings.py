@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     # with this secret, the contact point's "HMAC Signature") must be right, or the request is refused (401).
     grafana_webhook_secret: SecretStr = SecretStr("")
 
+    # Scheduled monitoring (docs/monitoring.md): `agent-monitor worker` keeps one ServiceMonitorWorkflow per shard
+    # running (the id is MONITOR_WORKFLOW_ID, with -<n>of<shards> when MONITOR_SHARDS > 1). Each of its ticks is
+    # one activity that runs the checks due in the next MONITOR_WINDOW_SECONDS, each at its time, at most
+    # MONITOR_CONCURRENCY at once. UPTIME_RETENTION_DAYS of check results are kept.
+    monitoring_enabled: bool = True
+    monitor_workflow_id: str = Field(default="service-monitor", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    monitor_shards: int = Field(default=1, ge=1, le=64)
+    monitor_window_seconds: float = Field(default=10.0, ge=1, le=300)
+    monitor_concurrency: int = Field(default=200, ge=1, le=10_000)
+    uptime_retention_days: int = Field(default=30, ge=1, le=3650)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -1,4 +1,5 @@
-"""Builds and runs the Temporal worker: IncidentWorkflow plus its agent and projection activities."""
+"""Builds and runs the Temporal worker: IncidentWorkflow plus its agent and projection activities, and the
+service monitors (ServiceMonitorWorkflow and its tick activity)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from temporalio.worker import Worker
 from activities.approvals import ApprovalActivities
 from activities.chain import ChainAgents
 from activities.conversation import ConversationStore, conversation_summarizer
+from activities.monitoring import MonitorActivities
 from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
 from activities.registry import AgentDeps, agent_activities
@@ -23,7 +25,9 @@ from activities.runs import AgentRunLog
 from activities.webhook_agent import WebhookAgentActivities
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
+from worker.monitors import ensure_monitors
 from workflows.incident import IncidentWorkflow
+from workflows.monitor import ServiceMonitorWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ async def incident_worker(
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,
-            workflows=[IncidentWorkflow],
+            workflows=[IncidentWorkflow, ServiceMonitorWorkflow],
             activities=[
                 *agents.all(),
                 *agent_activities(AgentDeps(http=http, settings=settings), runs),
@@ -55,6 +59,7 @@ async def incident_worker(
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),
+                *MonitorActivities(engine, http, settings).all(),
             ],
             activity_executor=executor,
         )
@@ -70,6 +75,9 @@ async def run_worker(client: Client, engine: Engine, settings: Settings) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with incident_worker(client, engine, settings):
+        if settings.monitoring_enabled:
+            monitors = await ensure_monitors(client, settings)
+            log.info("service monitors running: %s", ", ".join(monitors))
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
         await stop.wait()
         log.info("worker stopping")

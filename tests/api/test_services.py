@@ -70,7 +70,7 @@ async def test_register_list_change_and_remove_services(api):
         ({"check": {"type": "http", "url": "http://169.254.169.254/latest"}}, "169.254.169.254"),
         ({"check": {"type": "smtp", "host": "x"}}, "check"),
         ({"check": {"type": "tcp", "host": "db", "port": 70000}}, "port"),
-        ({"interval_seconds": 1}, "interval_seconds"),
+        ({"interval_seconds": 0.5}, "interval_seconds"),
         ({"failure_threshold": 0}, "failure_threshold"),
         ({"dependencies": ["ghost"]}, "no service named 'ghost'"),
         ({"dependencies": ["checkout"]}, "cannot depend on itself"),

@@ -1,0 +1,514 @@
+"""Scheduled monitoring's one activity, `check_due_services`: a tick of a ServiceMonitorWorkflow.
+
+A tick covers the next MONITOR_WINDOW_SECONDS. It loads its shard's enabled services due in that window, then
+runs each service's check at the time it is due (again, if its interval is shorter than the window), at most
+MONITOR_CONCURRENCY at once, in this one event loop: a thousand services cost one activity per window, not a
+workflow task per check. Every half second the results so far are written in one transaction: the
+`uptime_metrics` rows, each service's `service_states` row (core/monitoring.py: advance), and the recoveries
+recorded on their incidents. An outage (failure_threshold failures in a row) then opens an incident through the
+same path as the API (activities/incidents.py) under the key `service:<name>:<episode>` — or joins the open
+incident of the same service and type — and starts its playbook.
+
+Retries are safe: results are unique per (service, scheduled time), a state moves on only with its result, an
+outage whose incident did not open yet (`down`, no incident) is opened by the next attempt or tick under the same
+key, and the IncidentWorkflow's id is the incident's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+from sqlalchemy import Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from activities.checks import CheckOutcome, run_check
+from activities.heartbeat import beat
+from activities.incidents import insert_incident, start_incident_workflow
+from core.audit import Actor
+from core.conversations import append_tool_message
+from core.db import session_scope
+from core.events import incident_event
+from core.monitoring import (
+    ERROR_MAX,
+    MaintenanceWindow,
+    Thresholds,
+    Tracked,
+    UptimeMetric,
+    advance,
+    episode_key,
+    next_due,
+    spread,
+)
+from core.payloads import CHECK_DUE_SERVICES, MonitorTick, MonitorTickResult
+from core.playbook_store import PlaybookNotFound
+from core.services import HttpCheck, ServiceBase
+from core.settings import Settings
+from core.tables import Incident, IncidentCreate, utcnow
+
+log = logging.getLogger(__name__)
+
+MONITOR = Actor(user_id=None, name="monitor", kind="system")
+ENDED = ("resolved", "closed")  # an outage of a service whose incident reached one of these opens a new one
+FLUSH_SECONDS = 0.5
+T = TypeVar("T")
+
+
+@dataclass
+class Due:
+    service_id: int
+    name: str
+    config: ServiceBase
+    state: Tracked
+    next_check_at: datetime
+
+
+@dataclass
+class Result:
+    due: Due
+    scheduled_at: datetime
+    checked_at: datetime
+    status: str
+    outcome: CheckOutcome | None
+    error: str | None
+    before: Tracked
+    after: Tracked
+    transition: str | None
+    next_check_at: datetime
+
+    @property
+    def error_text(self) -> str | None:
+        """Why the check failed (or warned), if it did."""
+        return self.error or (self.outcome.error if self.outcome else None)
+
+
+@dataclass(frozen=True)
+class Window:
+    service: str | None
+    starts_at: datetime
+    ends_at: datetime
+
+    def covers(self, service: str, at: datetime) -> bool:
+        return (self.service is None or self.service == service) and self.starts_at <= at < self.ends_at
+
+
+MISSING_STATES = text("""
+SELECT s.id, (s.config ->> 'interval_seconds')::float AS interval_seconds
+FROM services s LEFT JOIN service_states st ON st.service_id = s.id
+WHERE st.service_id IS NULL AND s.enabled AND s.id % :shards = :shard
+""")
+
+ADD_STATE = text("""
+INSERT INTO service_states (service_id, status, consecutive_failures, consecutive_passes, episode, next_check_at)
+VALUES (:service_id, 'unknown', 0, 0, 0, :next_check_at)
+ON CONFLICT (service_id) DO NOTHING
+""")
+
+DUE = text("""
+SELECT s.id, s.name, s.config, st.status, st.consecutive_failures, st.consecutive_passes, st.episode,
+       st.failing_since, st.incident_id, st.next_check_at
+FROM services s JOIN service_states st ON st.service_id = s.id
+WHERE s.enabled AND s.id % :shards = :shard AND st.next_check_at < :until
+ORDER BY st.next_check_at
+""")
+
+PENDING_OUTAGES = text("""
+SELECT s.id, s.name, s.config, st.episode, st.failing_since, st.last_error
+FROM services s JOIN service_states st ON st.service_id = s.id
+WHERE s.enabled AND s.id % :shards = :shard AND st.status = 'down' AND st.incident_id IS NULL
+""")
+
+LOCK_STATES = text(
+    "SELECT service_id, incident_id FROM service_states WHERE service_id IN :ids ORDER BY service_id FOR UPDATE"
+).bindparams(bindparam("ids", expanding=True))
+
+UPDATE_STATE = text("""
+UPDATE service_states SET
+  status = CAST(:status AS varchar), consecutive_failures = :consecutive_failures,
+  consecutive_passes = :consecutive_passes,
+  episode = :episode, failing_since = :failing_since,
+  incident_id = CASE WHEN CAST(:clear_incident AS boolean) THEN NULL ELSE incident_id END,
+  next_check_at = :next_check_at, last_checked_at = :checked_at,
+  last_change_at = CASE WHEN status <> CAST(:status AS varchar) THEN :checked_at ELSE last_change_at END,
+  last_error = :last_error
+WHERE service_id = :service_id
+""")
+
+SKIP_SILENCED = text("UPDATE service_states SET next_check_at = :next_check_at WHERE service_id = :service_id")
+
+SET_INCIDENT = text("""
+WITH state AS (
+  UPDATE service_states SET incident_id = :incident_id
+  WHERE service_id = :service_id AND episode = :episode AND status = 'down' AND incident_id IS NULL
+  RETURNING service_id, failing_since
+)
+UPDATE uptime_metrics m SET incident_id = :incident_id
+FROM state
+WHERE m.service_id = state.service_id AND m.checked_at >= state.failing_since AND m.status = 'down'
+  AND m.incident_id IS NULL
+""")
+
+
+def _seconds_until(at: datetime) -> float:
+    return max(0.0, (at - utcnow()).total_seconds())
+
+
+def _p99(values: Sequence[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def _short(text_: str | None) -> str | None:
+    return None if text_ is None else text_[:ERROR_MAX]
+
+
+class MonitorActivities:
+    """The tick activity with what it needs: the database, the guarded HTTP client checks go through, settings."""
+
+    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.engine = engine
+        self.http = http
+        self.settings = settings
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.check_due_services]
+
+    async def _db(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(work, *args)
+
+    @activity.defn(name=CHECK_DUE_SERVICES)
+    async def check_due_services(self, tick: MonitorTick) -> MonitorTickResult:
+        window = self.settings.monitor_window_seconds
+        until = utcnow() + timedelta(seconds=window)
+        result = MonitorTickResult(window_seconds=window)
+        due, windows = await self._db(self._load, tick, until)
+        # Outages an earlier attempt or tick saw but could not open an incident for (Temporal was away…).
+        for pending in await self._db(self._pending_outages, tick):
+            if (incident_id := await self._open_incident(*pending, windows)) is not None:
+                result.incidents.append(incident_id)
+        results: list[Result] = []
+        lags: list[float] = []
+        gate = asyncio.Semaphore(self.settings.monitor_concurrency)
+
+        async def watch(item: Due) -> None:
+            while item.next_check_at < until:
+                scheduled = item.next_check_at
+                await asyncio.sleep(_seconds_until(scheduled))
+                if any(w.covers(item.name, scheduled) for w in windows):
+                    result.silenced += 1
+                    item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)
+                    await self._db(self._skip, item)
+                    continue
+                async with gate:
+                    checked_at = utcnow()
+                    lags.append((checked_at - scheduled).total_seconds() * 1000)
+                    outcome, error = await self._check(item.config)
+                status = outcome.status if outcome is not None and outcome.status else "down"
+                if outcome is not None and not outcome.healthy:
+                    status = "down"
+                limits = Thresholds(item.config.failure_threshold, item.config.recovery_threshold)
+                after, transition = advance(item.state, status, checked_at, limits)  # type: ignore[arg-type]
+                item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)
+                results.append(
+                    Result(item, scheduled, checked_at, status, outcome, error, item.state, after, transition,
+                           item.next_check_at)
+                )  # fmt: skip
+                item.state = after
+
+        watchers = [asyncio.create_task(watch(item)) for item in due]
+        try:
+            while True:
+                done = all(w.done() for w in watchers)
+                batch, results[:] = results[:], []
+                if batch:
+                    await self._record(batch, result, windows)
+                beat(result.checked)
+                if done:
+                    break
+                await asyncio.wait(watchers, timeout=FLUSH_SECONDS)
+        finally:
+            for w in watchers:
+                w.cancel()
+            if results:  # cancelled (the worker is stopping): keep what was checked
+                await asyncio.shield(self._record(list(results), result, windows))
+        for w in watchers:
+            if not w.cancelled() and (err := w.exception()) is not None:
+                raise err
+        result.lag_p99_ms = round(_p99(lags), 1)
+        # An idle tick still lasts its window, so the workflow runs one tick per window, never a busy loop.
+        await asyncio.sleep(_seconds_until(until))
+        return result
+
+    async def _check(self, config: ServiceBase) -> tuple[CheckOutcome | None, str | None]:
+        check = config.check.model_dump(mode="json")
+        try:
+            # The check's own timeout bounds it; this one also bounds what it does not (a slow DNS lookup).
+            async with asyncio.timeout(config.timeout_seconds + 1):
+                return await run_check(self.http, check, timeout=config.timeout_seconds), None
+        except TimeoutError:
+            return None, f"no answer within {config.timeout_seconds:g}s"
+        except ValueError as err:
+            return None, str(err)
+
+    def _load(self, tick: MonitorTick, until: datetime) -> tuple[list[Due], list[Window]]:
+        shard = {"shard": tick.shard, "shards": tick.shards}
+        with self.engine.begin() as conn:
+            missing = conn.execute(MISSING_STATES, shard).all()
+            if missing:
+                now = utcnow()
+                conn.execute(
+                    ADD_STATE,
+                    [
+                        {"service_id": sid, "next_check_at": now + timedelta(seconds=spread(sid, interval or 60))}
+                        for sid, interval in missing
+                    ],
+                )
+            rows = conn.execute(DUE, {**shard, "until": until}).all()
+            windows = conn.execute(
+                select(MaintenanceWindow.service, MaintenanceWindow.starts_at, MaintenanceWindow.ends_at).where(
+                    col(MaintenanceWindow.ends_at) > utcnow(), col(MaintenanceWindow.starts_at) < until
+                )
+            ).all()
+        due = []
+        for sid, name, config, status, failures, passes, episode, since, incident_id, next_at in rows:
+            try:
+                parsed = ServiceBase.model_validate(config)
+            except ValidationError:
+                log.warning("service %s's stored definition is no longer valid; it is not checked", name)
+                continue
+            state = Tracked(status, failures, passes, episode, since, incident_id)
+            due.append(Due(sid, name, parsed, state, next_at))
+        return due, [Window(*w) for w in windows]
+
+    def _pending_outages(self, tick: MonitorTick) -> list[tuple[int, str, ServiceBase, int, datetime, str | None]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(PENDING_OUTAGES, {"shard": tick.shard, "shards": tick.shards}).all()
+        pending = []
+        for sid, name, config, episode, since, error in rows:
+            try:
+                pending.append((sid, name, ServiceBase.model_validate(config), episode, since, error))
+            except ValidationError:
+                continue
+        return pending
+
+    def _skip(self, item: Due) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(SKIP_SILENCED, {"service_id": item.service_id, "next_check_at": item.next_check_at})
+
+    async def _record(self, batch: list[Result], totals: MonitorTickResult, windows: list[Window]) -> None:
+        """Write a batch of results, then open the incidents of the outages among them."""
+        await self._db(self._write, batch)
+        for r in batch:
+            totals.checked += 1
+            totals.down += r.status == "down"
+            totals.recovered += r.transition == "recovered"
+        for r in batch:
+            if r.transition == "outage":
+                totals.outages += 1
+                incident_id = await self._open_incident(
+                    r.due.service_id, r.due.name, r.due.config, r.after.episode, r.after.failing_since, r.error_text,
+                    windows,
+                )  # fmt: skip
+                if incident_id is not None:
+                    totals.incidents.append(incident_id)
+
+    def _write(self, batch: list[Result]) -> None:
+        with session_scope(self.engine) as session:
+            ids = sorted({r.due.service_id for r in batch})
+            # Locked in id order (no deadlock with a parallel tick of a retried attempt); a service deleted
+            # meanwhile has no state row any more, and its results are dropped with it.
+            incidents: dict[int, int | None] = dict(session.execute(LOCK_STATES, {"ids": ids}).all())  # type: ignore[arg-type]
+            batch = [r for r in batch if r.due.service_id in incidents]
+            if not batch:
+                return
+            session.execute(
+                insert(UptimeMetric).on_conflict_do_nothing(constraint="uq_uptime_metrics_service_scheduled"),
+                [
+                    {
+                        "service_id": r.due.service_id,
+                        "scheduled_at": r.scheduled_at,
+                        "checked_at": r.checked_at,
+                        "status": r.status,
+                        "response_time_ms": r.outcome.latency_ms if r.outcome else None,
+                        "status_code": r.outcome.status_code if r.outcome else None,
+                        "error": _short(r.error_text),
+                        "error_kind": (r.outcome.error_kind if r.outcome else "timeout" if r.error else None),
+                        # A result during an outage (its recovery included) belongs to the outage's incident.
+                        "incident_id": incidents[r.due.service_id] if r.before.status == "down" else None,
+                    }
+                    for r in batch
+                ],
+            )
+            session.execute(
+                UPDATE_STATE,
+                [
+                    {
+                        "service_id": r.due.service_id,
+                        "status": r.after.status,
+                        "consecutive_failures": r.after.consecutive_failures,
+                        "consecutive_passes": r.after.consecutive_passes,
+                        "episode": r.after.episode,
+                        "failing_since": r.after.failing_since,
+                        "clear_incident": r.transition is not None,
+                        "next_check_at": r.next_check_at,
+                        "checked_at": r.checked_at,
+                        "last_error": _short(r.error_text),
+                    }
+                    for r in batch
+                ],
+            )
+            for r in batch:
+                incident_id = incidents[r.due.service_id]
+                if r.transition == "recovered" and incident_id is not None:
+                    self._record_recovery(session, r, incident_id)
+
+    def _record_recovery(self, session: Session, r: Result, incident_id: int) -> None:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            return
+        since = r.before.failing_since
+        lasted = f" after {_duration(r.checked_at - since)}" if since else ""
+        incident_event(
+            session,
+            kind="incident.service_recovered",
+            incident_id=incident_id,
+            actor=MONITOR.name,
+            service=r.due.name,
+            status=r.status,
+            checks_passed=r.after.consecutive_passes,
+            down_since=since.isoformat() if since else None,
+        )
+        append_tool_message(
+            session,
+            incident_id=incident_id,
+            workflow_id=incident.workflow_id,
+            content=(
+                f"monitor: {r.due.name} recovered at {r.checked_at:%Y-%m-%d %H:%M:%S} UTC{lasted}: "
+                f"{r.after.consecutive_passes} check(s) in a row passed ({r.status}"
+                + (f", {r.outcome.latency_ms:g} ms" if r.outcome and r.outcome.latency_ms is not None else "")
+                + ")."
+            ),
+            actor=MONITOR.name,
+            meta={"service": r.due.name, "monitor": "recovered"},
+        )
+
+    async def _open_incident(
+        self,
+        service_id: int,
+        name: str,
+        config: ServiceBase,
+        episode: int,
+        since: datetime | None,
+        error: str | None,
+        windows: list[Window],
+    ) -> int | None:
+        """Open (or join) the outage's incident and start its playbook; None while a maintenance window holds."""
+        now = utcnow()
+        if any(w.covers(name, now) for w in windows):
+            return None
+        incident, created = await self._db(self._incident_for, service_id, name, config, episode, since, error)
+        if incident.workflow_id is not None:  # started already (a joined incident, a retry): nothing happens
+            await start_incident_workflow(
+                temporal=activity.client(), engine=self.engine, incident=incident, settings=self.settings,
+                fresh=created,
+            )  # fmt: skip
+        assert incident.id is not None
+        await self._db(self._link, service_id, episode, incident.id)
+        return incident.id
+
+    def _incident_for(
+        self, service_id: int, name: str, config: ServiceBase, episode: int, since: datetime | None, error: str | None
+    ) -> tuple[Incident, bool]:
+        key = episode_key(name, episode)
+        detail = (
+            f"monitor: {name} failed {config.failure_threshold} check(s) in a row"
+            + (f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            + f" ({_target(config)})"
+            + (f": {error}" if error else "")
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            existing = session.exec(select(Incident).where(Incident.idempotency_key == key)).first()
+            if existing is None:
+                existing = session.exec(
+                    select(Incident)
+                    .where(
+                        Incident.service == name,
+                        Incident.incident_type == config.incident_type,
+                        col(Incident.status).not_in(ENDED),
+                    )
+                    .order_by(col(Incident.id).desc())
+                ).first()
+                if existing is not None:  # already open (an alert, a person): this outage joins it
+                    assert existing.id is not None
+                    incident_event(
+                        session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
+                        service=name, episode=episode,
+                    )  # fmt: skip
+                    append_tool_message(
+                        session, incident_id=existing.id, workflow_id=existing.workflow_id, content=detail,
+                        actor=MONITOR.name, meta={"service": name, "monitor": "down", "episode": episode},
+                    )  # fmt: skip
+                    session.commit()
+                    return existing, False
+            else:
+                return existing, False
+        data = IncidentCreate(
+            title=f"{name} is down",
+            description=detail,
+            service=name,
+            service_url=config.check.url if isinstance(config.check, HttpCheck) else None,
+            severity=config.severity,
+            incident_type=config.incident_type,
+            playbook_id=config.default_playbook,
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                incident, created = insert_incident(
+                    session=session, data=data, idempotency_key=key, actor=MONITOR, settings=self.settings
+                )
+            except PlaybookNotFound:  # removed since the service named it: the type's playbook runs instead
+                session.rollback()
+                log.warning("service %s names playbook %s, which does not exist", name, config.default_playbook)
+                incident, created = insert_incident(
+                    session=session, data=data.model_copy(update={"playbook_id": None}), idempotency_key=key,
+                    actor=MONITOR, settings=self.settings,
+                )  # fmt: skip
+            if created:
+                assert incident.id is not None
+                append_tool_message(
+                    session, incident_id=incident.id, workflow_id=incident.workflow_id, content=detail,
+                    actor=MONITOR.name, meta={"service": name, "monitor": "down", "episode": episode},
+                )  # fmt: skip
+                session.commit()
+            return incident, created
+
+    def _link(self, service_id: int, episode: int, incident_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(SET_INCIDENT, {"service_id": service_id, "episode": episode, "incident_id": incident_id})
+
+
+def _target(config: ServiceBase) -> str:
+    check = config.check
+    if isinstance(check, HttpCheck):
+        return check.url
+    return f"tcp {check.host}:{check.port}" if check.type == "tcp" else f"dns {check.name}"
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

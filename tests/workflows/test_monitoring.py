@@ -1,0 +1,245 @@
+"""Scheduled monitoring on the real dev server and Postgres: a ServiceMonitorWorkflow checks real local HTTP
+services, records every result, opens an incident only after N failures in a row (and starts its playbook),
+records the recovery, joins an incident already open, and keeps quiet during a maintenance window."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from core.conversations import ConversationMessage
+from core.monitoring import ServiceState, UptimeMetric
+from core.payloads import MonitorStatus
+from core.settings import Settings
+from core.tables import Event, Incident, utcnow
+from tests.factories import create_incident
+from tests.peers import http_service
+from tests.workflows.test_engine import wait_until
+from worker.monitors import ensure_monitors
+from worker.runner import incident_worker
+
+
+def monitor_settings(settings: Settings, **overrides: Any) -> Settings:
+    return settings.model_copy(
+        update={"monitor_workflow_id": f"monitor-{uuid.uuid4().hex[:12]}", "monitor_window_seconds": 2.0, **overrides}
+    )
+
+
+@asynccontextmanager
+async def monitoring(client: Client, engine: Engine, settings: Settings) -> AsyncIterator[list[str]]:
+    """A worker with the monitors of this test's deployment running; they are stopped afterwards."""
+    async with incident_worker(client, engine, settings, task_queue=settings.task_queue):
+        ids = await ensure_monitors(client, settings)
+        try:
+            yield ids
+        finally:
+            for workflow_id in ids:
+                await client.get_workflow_handle(workflow_id).terminate(reason="test over")
+
+
+async def register(api: httpx.AsyncClient, name: str, url: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "check": {"type": "http", "url": url},
+        "interval_seconds": 1,
+        "timeout_seconds": 1,
+        "failure_threshold": 3,
+        **overrides,
+    }
+    response = await api.post("/api/services", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def results(engine: Engine, service: str) -> list[UptimeMetric]:
+    with Session(engine) as session:
+        from core.services import Service
+
+        sid = session.exec(select(Service.id).where(Service.name == service)).one()
+        return list(
+            session.exec(
+                select(UptimeMetric).where(UptimeMetric.service_id == sid).order_by(col(UptimeMetric.scheduled_at))
+            )
+        )
+
+
+def incidents_of(engine: Engine, service: str) -> list[Incident]:
+    with Session(engine) as session:
+        return list(session.exec(select(Incident).where(Incident.service == service).order_by(col(Incident.id))))
+
+
+def state_of(engine: Engine, service: str) -> ServiceState | None:
+    with Session(engine) as session:
+        from core.services import Service
+
+        sid = session.exec(select(Service.id).where(Service.name == service)).one()
+        return session.get(ServiceState, sid)
+
+
+async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_recorded(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        await register(api, "checkout", url, failure_threshold=3, recovery_threshold=2)
+        async with monitoring(temporal_client, engine, settings) as (monitor_id,):
+            await wait_until(lambda: len(results(engine, "checkout")) >= 2, 20, "first checks")
+            # One failed check (a blip) is recorded, and opens nothing.
+            peer.script = [500]
+            await wait_until(
+                lambda: (
+                    any(r.status == "down" for r in results(engine, "checkout"))
+                    and results(engine, "checkout")[-1].status == "up"
+                ),
+                10,
+                "a blip and a pass after it",
+            )
+            assert incidents_of(engine, "checkout") == []
+            state = state_of(engine, "checkout")
+            assert state is not None and state.status == "up" and state.consecutive_failures == 0
+
+            peer.status = 503
+            await wait_until(lambda: len(incidents_of(engine, "checkout")) == 1, 20, "the outage's incident")
+            down_since = utcnow()
+            (incident,) = incidents_of(engine, "checkout")
+            assert incident.title == "checkout is down" and incident.service_url == url
+            assert incident.idempotency_key == "service:checkout:1"
+            assert "failed 3 check(s) in a row" in incident.description and "503" in incident.description
+            streak = [r.status for r in results(engine, "checkout")][-3:]
+            assert streak == ["down", "down", "down"]
+            # Linked to the state once its playbook started: the incident's IncidentWorkflow runs.
+            await wait_until(lambda: state_of(engine, "checkout").incident_id == incident.id, 10, "state linked")
+            assert incident.workflow_id is not None
+            description = await temporal_client.get_workflow_handle(incident.workflow_id).describe()
+            assert description.workflow_type == "IncidentWorkflow"
+
+            # Further failures belong to the same incident; none opens another.
+            await asyncio.sleep(2.5)
+            assert len(incidents_of(engine, "checkout")) == 1
+            downs = [r for r in results(engine, "checkout") if r.status == "down"][1:]
+            assert len(downs) >= 4 and all(r.incident_id == incident.id for r in downs)
+
+            peer.status = 200
+            await wait_until(lambda: state_of(engine, "checkout").status == "up", 15, "recovery")
+            state = state_of(engine, "checkout")
+            assert state is not None and state.incident_id is None and state.consecutive_passes >= 2
+            rows = results(engine, "checkout")
+            ups_after = [r for r in rows if r.status == "up" and r.checked_at > down_since]
+            assert ups_after and ups_after[0].incident_id == incident.id  # the check that ended the outage
+            with Session(engine) as session:
+                recovered = session.exec(
+                    select(Event).where(Event.incident_id == incident.id, Event.kind == "incident.service_recovered")
+                ).all()
+                messages = session.exec(
+                    select(ConversationMessage.content).where(ConversationMessage.incident_id == incident.id)
+                ).all()
+            assert len(recovered) == 1 and recovered[0].data["service"] == "checkout"
+            assert any("failed 3 check(s) in a row" in m for m in messages)
+            assert any("checkout recovered at" in m and "2 check(s) in a row passed" in m for m in messages)
+
+            # The status query counts a tick's results when the tick ends.
+            handle = temporal_client.get_workflow_handle(monitor_id)
+            for _ in range(50):
+                status = await handle.query("status", result_type=MonitorStatus)
+                if status.totals.recovered:
+                    break
+                await asyncio.sleep(0.2)
+            assert status.totals.outages == 1 and status.totals.recovered == 1
+            assert status.totals.checked >= len(rows) and status.last_tick is not None
+            # Lag: each check ran close to when it was due.
+            lags = [(r.checked_at - r.scheduled_at).total_seconds() for r in results(engine, "checkout")]
+            assert max(lags) < 1.0, lags
+
+
+async def test_an_open_incident_of_the_service_is_joined_not_duplicated(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        peer.status = 500
+        await register(api, "payments", url, failure_threshold=2, incident_type="service_down")
+        opened = await create_incident(api, title="payments errors reported", service="payments",
+                                       incident_type="service_down")  # fmt: skip
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: state_of(engine, "payments") is not None
+                             and state_of(engine, "payments").incident_id is not None, 20, "outage linked")  # fmt: skip
+        assert [i.id for i in incidents_of(engine, "payments")] == [opened["id"]]
+        assert state_of(engine, "payments").incident_id == opened["id"]
+        with Session(engine) as session:
+            joined = session.exec(
+                select(Event).where(Event.incident_id == opened["id"], Event.kind == "incident.service_down")
+            ).all()
+        assert len(joined) == 1
+
+
+async def test_maintenance_window_silences_checks_and_incidents(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        peer.status = 500
+        await register(api, "search", url, failure_threshold=1)
+        await register(api, "billing", url.replace("/health", "/billing"), failure_threshold=1)
+        now = utcnow()
+        window = await api.post(
+            "/api/maintenance-windows",
+            json={"service": "search", "starts_at": (now - timedelta(minutes=1)).isoformat(),
+                  "ends_at": (now + timedelta(hours=1)).isoformat(), "reason": "reindex"},
+        )  # fmt: skip
+        assert window.status_code == 201, window.text
+        assert window.json()["active"] is True
+        async with monitoring(temporal_client, engine, settings):
+            # billing, not in maintenance, opens its incident; search stays silent meanwhile.
+            await wait_until(lambda: len(incidents_of(engine, "billing")) == 1, 20, "billing's incident")
+            await asyncio.sleep(1.5)
+            assert results(engine, "search") == [] and incidents_of(engine, "search") == []
+            ended = await api.delete(f"/api/maintenance-windows/{window.json()['id']}")
+            assert ended.status_code == 200 and ended.json()["active"] is False
+            await wait_until(lambda: len(incidents_of(engine, "search")) == 1, 20, "search's incident after")
+        listed = await api.get("/api/maintenance-windows", params={"service": "search"})
+        assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_maintenance_window_api_rejects_bad_windows(api: httpx.AsyncClient) -> None:
+    now = utcnow()
+    cases = [
+        ({"starts_at": now.isoformat(), "ends_at": (now - timedelta(hours=1)).isoformat()}, "after starts_at"),
+        ({"starts_at": "2026-12-01T10:00:00", "ends_at": "2026-12-01T11:00:00"}, "time zone"),
+        ({"service": "ghost", "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat()},
+         "no service named 'ghost'"),
+        ({"starts_at": (now - timedelta(hours=2)).isoformat(), "ends_at": (now - timedelta(hours=1)).isoformat()},
+         "over already"),
+        ({"starts_at": now.isoformat(), "ends_at": (now + timedelta(days=40)).isoformat()}, "31 days"),
+    ]  # fmt: skip
+    for body, message in cases:
+        response = await api.post("/api/maintenance-windows", json=body)
+        assert response.status_code == 422 and message in response.text, (body, response.text)
+    assert (await api.delete("/api/maintenance-windows/999")).status_code == 404
+
+
+async def test_monitors_are_started_once_per_shard(temporal_client: Client, engine: Engine, settings: Settings) -> None:
+    settings = monitor_settings(settings)
+    async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+        first = await ensure_monitors(temporal_client, settings)
+        again = await ensure_monitors(temporal_client, settings)  # a second worker starting
+        assert first == again == [settings.monitor_workflow_id]
+        run = (await temporal_client.get_workflow_handle(first[0]).describe()).run_id
+        assert (await temporal_client.get_workflow_handle(again[0]).describe()).run_id == run
+        sharded = settings.model_copy(update={"monitor_shards": 2})
+        ids = await ensure_monitors(temporal_client, sharded)
+        assert ids == [f"{settings.monitor_workflow_id}-1of2", f"{settings.monitor_workflow_id}-2of2"]
+        old = await temporal_client.get_workflow_handle(first[0]).describe()
+        assert old.status == WorkflowExecutionStatus.TERMINATED
+        for workflow_id in ids:
+            handle = temporal_client.get_workflow_handle(workflow_id)
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            await handle.terminate(reason="test over")
