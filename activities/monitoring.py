@@ -49,7 +49,7 @@ from core.monitoring import (
     next_due,
     spread,
 )
-from core.payloads import CHECK_DUE_SERVICES, MonitorTick, MonitorTickResult
+from core.payloads import CHECK_DUE_SERVICES, PRUNE_UPTIME, MonitorTick, MonitorTickResult
 from core.playbook_store import PlaybookNotFound
 from core.services import HttpCheck, ServiceBase
 from core.settings import Settings
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 MONITOR = Actor(user_id=None, name="monitor", kind="system")
 ENDED = ("resolved", "closed")  # an outage of a service whose incident reached one of these opens a new one
 FLUSH_SECONDS = 0.5
+PRUNE_BATCH = 10_000
 T = TypeVar("T")
 
 
@@ -158,6 +159,13 @@ WHERE m.service_id = state.service_id AND m.checked_at >= state.failing_since AN
 """)
 
 
+PRUNE = text("""
+DELETE FROM uptime_metrics WHERE id IN (
+  SELECT id FROM uptime_metrics WHERE checked_at < :cutoff ORDER BY checked_at LIMIT :batch
+)
+""")
+
+
 def _seconds_until(at: datetime) -> float:
     return max(0.0, (at - utcnow()).total_seconds())
 
@@ -182,7 +190,23 @@ class MonitorActivities:
         self.settings = settings
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.check_due_services]
+        return [self.check_due_services, self.prune_uptime_metrics]
+
+    @activity.defn(name=PRUNE_UPTIME)
+    async def prune_uptime_metrics(self) -> int:
+        """Delete check results older than UPTIME_RETENTION_DAYS, a batch per transaction; how many went."""
+        cutoff = utcnow() - timedelta(days=self.settings.uptime_retention_days)
+        deleted = 0
+        while True:
+            count = await self._db(self._prune_batch, cutoff)
+            deleted += count
+            beat(deleted)
+            if count < PRUNE_BATCH:
+                return deleted
+
+    def _prune_batch(self, cutoff: datetime) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(PRUNE, {"cutoff": cutoff, "batch": PRUNE_BATCH}).rowcount
 
     async def _db(self, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(work, *args)

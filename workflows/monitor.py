@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from core.payloads import (
         CHECK_DUE_SERVICES,
+        PRUNE_UPTIME,
         MonitorInput,
         MonitorStatus,
         MonitorTick,
@@ -48,6 +49,11 @@ class ServiceMonitorWorkflow:
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
+        if input.shard == 0:  # once a run (about an hour), old results go: UPTIME_RETENTION_DAYS
+            await workflow.execute_activity(
+                PRUNE_UPTIME, start_to_close_timeout=TICK_TIMEOUT, heartbeat_timeout=TICK_HEARTBEAT,
+                retry_policy=TICK_RETRY, result_type=int,
+            )  # fmt: skip
         for _ in range(max(1, input.ticks_per_run)):
             try:
                 tick = await workflow.execute_activity(

@@ -243,3 +243,24 @@ async def test_monitors_are_started_once_per_shard(temporal_client: Client, engi
             handle = temporal_client.get_workflow_handle(workflow_id)
             assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
             await handle.terminate(reason="test over")
+
+
+async def test_results_older_than_the_retention_are_pruned(
+    engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    from activities.monitoring import MonitorActivities
+    from core.services import Service
+
+    await register(api, "old", "http://127.0.0.1:9/health")
+    now = utcnow()
+    with Session(engine) as session:
+        sid = session.exec(select(Service.id).where(Service.name == "old")).one()
+        for days in (45, 31, 29, 0):
+            at = now - timedelta(days=days)
+            session.add(UptimeMetric(service_id=sid, scheduled_at=at, checked_at=at, status="up"))
+        session.commit()
+    async with httpx.AsyncClient() as http:
+        deleted = await MonitorActivities(engine, http, settings).prune_uptime_metrics()
+    assert deleted == 2
+    kept = sorted(round((now - r.checked_at).total_seconds() / 86400) for r in results(engine, "old"))
+    assert kept == [0, 29]
