@@ -57,12 +57,9 @@ LOGS_SCHEMA = object_schema(
         "loki_tenant": {"type": "string", "maxLength": 200},
     }
 )
-# Files, or a Loki query (both may be given); a Loki query needs its URL and vice versa.
-LOGS_SCHEMA |= {
-    "if": {"required": ["loki_url"]},
-    "else": {"required": ["paths"]},
-    "dependentRequired": {"loki_url": ["loki_query"], "loki_query": ["loki_url"]},
-}
+# Files, or a Loki query (both may be given); a Loki query needs its URL and vice versa. With neither, the files
+# are the registered service's `log_paths` (POST /api/services).
+LOGS_SCHEMA |= {"dependentRequired": {"loki_url": ["loki_query"], "loki_query": ["loki_url"]}}
 
 
 async def _in_thread(detail: str, call: Callable[..., T], *args: Any) -> T:
@@ -198,9 +195,16 @@ class InvestigateLogsAgent:
         now = datetime.now(UTC)
         since = now - timedelta(minutes=minutes)
         roots = [Path(root).resolve() for root in self._deps.settings.log_roots]
-        files, problems = await _in_thread(
-            "listing the log files", resolve_paths, list(params.get("paths") or []), roots
-        )
+        paths = list(params.get("paths") or [])
+        if not paths and not params.get("loki_url"):
+            paths = list(((input.context or {}).get("service") or {}).get("log_paths") or [])
+            if not paths:
+                return agent_result(
+                    False,
+                    "no logs to read: give params.paths or params.loki_url, or register the service's log_paths",
+                    data={"configured": False, "files": [], "not_read": []},
+                )
+        files, problems = await _in_thread("listing the log files", resolve_paths, paths, roots)
         entries = []
         for shown, path in files:
             try:

@@ -246,7 +246,6 @@ class InvestigateMetricsAgent:
                 "queries": {"type": "array", "minItems": 1, "maxItems": 20, "items": QUERY_SCHEMA},
                 "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
             },
-            required=("queries",),
         ),
         default_risk="low",
     )
@@ -265,7 +264,15 @@ class InvestigateMetricsAgent:
                 "cannot query metrics: no Prometheus URL (set PROMETHEUS_URL or params.prometheus_url)",
                 data={"configured": False, "queries": [], "breached": []},
             )
-        specs: list[dict[str, Any]] = input.params["queries"]
+        # The step's queries, else the registered service's `metrics_queries` (POST /api/services).
+        service = (input.context or {}).get("service") or {}
+        specs: list[dict[str, Any]] = input.params.get("queries") or service.get("metrics_queries") or []
+        if not specs:
+            return agent_result(
+                False,
+                "no metrics to judge: give params.queries or register the service's metrics_queries",
+                data={"configured": False, "queries": [], "breached": []},
+            )
         names = [q["name"] for q in specs]
         if len(set(names)) < len(names):
             duplicate = next(n for n in names if names.count(n) > 1)

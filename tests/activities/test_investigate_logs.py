@@ -44,7 +44,7 @@ def write(path: Path, *lines: str) -> Path:
     return path
 
 
-async def investigate(roots: list[Path], **params: Any) -> AgentResult:
+async def investigate(roots: list[Path], context: dict[str, Any] | None = None, **params: Any) -> AgentResult:
     settings = Settings(_env_file=None, log_roots=roots)  # type: ignore[call-arg]
     async with httpx.AsyncClient() as http:
         agent = InvestigateLogsAgent(AgentDeps(http=http, settings=settings))
@@ -54,13 +54,14 @@ async def investigate(roots: list[Path], **params: Any) -> AgentResult:
                 workflow_id="incident-1",
                 step_id="logs",
                 params=params,
+                context=context,
             )
         )
 
 
 def test_the_spec_refuses_bad_params():
     spec = InvestigateLogsAgent.spec
-    assert spec.params_problem({}) == "params: 'paths' is a required property"
+    assert spec.params_problem({}) is None  # the registered service's log_paths then
     assert "loki_query" in str(spec.params_problem({"loki_url": "http://loki:3100"}))
     assert spec.params_problem({"paths": []}) == "params.paths: [] should be non-empty"
     assert spec.params_problem({"paths": ["a"], "patterns": ["x" * 501]}).startswith("params.patterns.0:")
@@ -365,3 +366,13 @@ async def test_bad_params_are_422_naming_the_step_and_field(api):
         response = await api.post("/api/playbooks", json=body)
         assert response.status_code == 422
         assert f"step logs: {field}:" in response.json()["detail"]
+
+
+async def test_without_paths_it_reads_the_registered_services_log_paths(tmp_path):
+    log = tmp_path / "checkout.log"
+    log.write_text(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}Z ERROR payment gateway timed out\n")
+    service = {"name": "checkout", "log_paths": [str(log)]}
+    result = await investigate([tmp_path], context={"service": service})
+    assert not result.ok and "payment gateway timed out" in result.summary
+    nothing = await investigate([tmp_path], context={"service": {"name": "checkout", "log_paths": []}})
+    assert not nothing.ok and nothing.summary.startswith("no logs to read: give params.paths")

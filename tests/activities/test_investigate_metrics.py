@@ -39,7 +39,13 @@ def p99(threshold: float = 500, **extra: Any) -> dict[str, Any]:
     return {"name": "p99_latency", "query": P99, "threshold": threshold, "unit": "ms", **extra}
 
 
-async def investigate(params: dict[str, Any], *, http: httpx.AsyncClient | None = None, **settings: Any) -> AgentResult:
+async def investigate(
+    params: dict[str, Any],
+    *,
+    http: httpx.AsyncClient | None = None,
+    context: dict[str, Any] | None = None,
+    **settings: Any,
+) -> AgentResult:
     async with http or httpx.AsyncClient() as client:
         agent = InvestigateMetricsAgent(AgentDeps(http=client, settings=Settings(_env_file=None, **settings)))
         problem = agent.spec.params_problem(params)
@@ -50,6 +56,7 @@ async def investigate(params: dict[str, Any], *, http: httpx.AsyncClient | None 
                 workflow_id="incident-1",
                 step_id="metrics",
                 params=params,
+                context=context,
             )
         )
 
@@ -323,3 +330,13 @@ async def test_in_a_real_run_a_breach_is_the_output_and_a_bad_query_fails_at_onc
     assert row.status == "completed" and row.output["findings"][0]["title"].startswith("error_rate 12.5% > 5%")
     assert [m.role for m in messages] == ["tool", "assistant"]
     assert ERROR_RATE in messages[0].content and messages[1].content == metrics.output["summary"]
+
+
+async def test_without_queries_it_judges_the_registered_services_metrics_queries():
+    with prometheus_api() as (base, prom):
+        prom.series = {ERROR_RATE: [({"service": "checkout"}, 12.5)]}
+        service = {"name": "checkout", "metrics_queries": [error_rate(op=">")]}
+        result = await investigate({"prometheus_url": base}, context={"service": service})
+        assert not result.ok and result.data["breached"] == ["error_rate"]
+        nothing = await investigate({"prometheus_url": base}, context={"service": {"name": "checkout"}})
+    assert not nothing.ok and nothing.summary.startswith("no metrics to judge: give params.queries")
