@@ -302,5 +302,16 @@ def _add_conversation_commands() -> None:
 _add_conversation_commands()
 
 
+def _add_monitoring_commands() -> None:
+    from worker.cli_monitoring import maintenance_app, monitor_app, services_app
+
+    app.add_typer(services_app, name="services")
+    app.add_typer(maintenance_app, name="maintenance")
+    app.add_typer(monitor_app, name="monitor")
+
+
+_add_monitoring_commands()
+
+
 if __name__ == "__main__":
     app()
