@@ -1,4 +1,4 @@
-"""Record IncidentWorkflow histories for the replay test: `python -m tests.workflows.record_histories`.
+"""Record workflow histories for the replay test: `python -m tests.workflows.record_histories [incidents|monitor]`.
 
 Re-record only on purpose: the point of the replay test is that a code change which would break running
 incidents fails CI (use `workflow.patched()` for such changes instead).
@@ -7,25 +7,60 @@ incidents fails CI (use `workflow.patched()` for such changes instead).
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import httpx
-from temporalio.client import WorkflowFailureError
+from sqlmodel import Session
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from api.main import create_app
 from bench.local_stack import LocalStack, local_stack
+from core.payloads import MonitorInput
+from core.services import Service, ServiceBase
 from tests.factories import make_user
 from tests.peers import closed_port_url, http_service
 from worker.runner import incident_worker
+from workflows.monitor import ServiceMonitorWorkflow
 
 HERE = Path(__file__).parent / "histories"
 
 
-async def main() -> None:
+async def main(which: str) -> None:
     settings = {"verify_checks": 2, "verify_interval_seconds": 0.1, "retry_window_seconds": 0}
-    async with local_stack("record", **settings) as stack:
+    async with local_stack("record", **settings, monitor_window_seconds=1.0) as stack:
         with http_service() as (url, peer):
-            await record(stack, url, peer)
+            if which in ("all", "incidents"):
+                await record(stack, url, peer)
+            if which in ("all", "monitor"):
+                await record_monitor(stack, url, peer)
+
+
+async def record_monitor(stack: LocalStack, url: str, peer) -> None:
+    """A ServiceMonitorWorkflow run of three ticks (an outage opens an incident in one), up to its continue-as-new."""
+    env, engine = stack.env, stack.engine
+    with Session(engine) as session:
+        config = ServiceBase.model_validate(
+            {"check": {"type": "http", "url": url}, "interval_seconds": 1, "failure_threshold": 2}
+        )
+        session.add(Service(name="svc", config=config.model_dump(mode="json")))
+        session.commit()
+    peer.status = 503
+    async with incident_worker(env.client, engine, stack.settings):
+        handle = await env.client.start_workflow(
+            ServiceMonitorWorkflow.run,
+            MonitorInput(ticks_per_run=3),
+            id="record-monitor",
+            task_queue=stack.settings.task_queue,
+        )
+        first_run = handle.result_run_id
+        while (await env.client.get_workflow_handle(handle.id, run_id=first_run).describe()).status == (
+            WorkflowExecutionStatus.RUNNING
+        ):
+            await asyncio.sleep(0.2)
+        history = await env.client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
+        await handle.terminate(reason="recorded")
+    (HERE / "monitor.json").write_text(history.to_json())
 
 
 async def record(stack: LocalStack, url: str, peer) -> None:
@@ -54,4 +89,4 @@ async def record(stack: LocalStack, url: str, peer) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "all"))

@@ -9,15 +9,16 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from workflows.incident import IncidentWorkflow
+from workflows.monitor import ServiceMonitorWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_histories_are_recorded():
-    assert {p.stem for p in HISTORIES} >= {"healthy", "recovering", "down"}
+    assert {p.stem for p in HISTORIES} >= {"healthy", "recovering", "down", "monitor"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path):
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
-    await Replayer(workflows=[IncidentWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[IncidentWorkflow, ServiceMonitorWorkflow]).replay_workflow(history)
