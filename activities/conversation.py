@@ -42,7 +42,10 @@ SELECT
      ORDER BY s.finished_at DESC NULLS LAST LIMIT 1) AS health,
     (SELECT jsonb_build_object('description', i.description, 'status', i.status, 'created_at', i.created_at)
      FROM incidents AS i WHERE i.id = :incident_id) AS incident,
-    (SELECT jsonb_build_object('name', sv.name) || sv.config FROM services AS sv WHERE sv.name = :service) AS service
+    (SELECT jsonb_build_object('name', sv.name) || sv.config || jsonb_build_object('dependency_checks',
+              (SELECT coalesce(jsonb_object_agg(d.name, d.config -> 'check'), '{}'::jsonb) FROM services AS d
+               WHERE d.name IN (SELECT jsonb_array_elements_text(sv.config -> 'dependencies'))))
+     FROM services AS sv WHERE sv.name = :service) AS service
 """
 )
 

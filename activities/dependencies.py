@@ -37,9 +37,27 @@ DEPENDENCIES_SCHEMA = object_schema(
         "dependencies": {"type": "array", "minItems": 1, "maxItems": 50, "items": DEPENDENCY},
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "default": 5},
     },
-    required=("dependencies",),
 )
 SHOWN_IN_SUMMARY = 5
+
+
+def declared_by_service(service: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The registered service's `dependencies` as this agent's entries, from each one's own registered check (the
+    context's `service.dependency_checks`), and the names it cannot check (a DNS check, or not registered)."""
+    checks: dict[str, Any] = service.get("dependency_checks") or {}
+    entries, unchecked = [], []
+    for name in service.get("dependencies") or []:
+        check = checks.get(name) or {}
+        if check.get("type", "http") == "http" and check.get("url"):
+            entries.append({"name": name, "url": check["url"]})
+        elif check.get("type") == "tcp":
+            host = str(check["host"])
+            entries.append(
+                {"name": name, "tcp": f"[{host}]:{check['port']}" if ":" in host else f"{host}:{check['port']}"}
+            )
+        else:
+            unchecked.append(name)
+    return entries, unchecked
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -63,7 +81,17 @@ class InvestigateDependenciesAgent:
         self._deps = deps
 
     async def run(self, input: AgentInput) -> AgentResult:
-        declared: list[dict[str, Any]] = input.params["dependencies"]
+        declared: list[dict[str, Any]] = input.params.get("dependencies") or []
+        unchecked: list[str] = []
+        if not declared:  # the registered service's dependencies (POST /api/services), each by its own check
+            declared, unchecked = declared_by_service((input.context or {}).get("service") or {})
+        if not declared:
+            why = f" ({', '.join(unchecked)} cannot be checked: DNS check or not registered)" if unchecked else ""
+            return agent_result(
+                False,
+                "no dependencies to check: give params.dependencies or register the service's dependencies" + why,
+                data={"configured": False, "dependencies": [], "broken": [], "unchecked": unchecked},
+            )
         timeout = float(input.params.get("timeout_seconds", 5))
         policy = OutboundPolicy.from_settings(self._deps.settings)
         started = time.perf_counter()
@@ -93,6 +121,7 @@ class InvestigateDependenciesAgent:
             data={
                 "dependencies": checked,
                 "broken": [c["name"] for c in broken],
+                "unchecked": unchecked,
                 "timeout_seconds": timeout,
                 "elapsed_ms": elapsed,
             },

@@ -70,6 +70,7 @@ def slow_service(seconds: float) -> Iterator[str]:
 
 def test_the_spec_refuses_bad_params():
     spec = InvestigateDependenciesAgent.spec
+    assert spec.params_problem({}) is None  # the registered service's dependencies then
     assert spec.params_problem({"dependencies": []}) == "params.dependencies: [] should be non-empty"
     assert spec.params_problem({"dependencies": [{"name": "db"}]}).startswith("params.dependencies.0:")
     both = {"name": "db", "url": "http://db", "tcp": "db:5432"}
@@ -170,6 +171,26 @@ async def test_a_playbook_step_reports_the_broken_dependency(api, temporal_clien
         stored = session.exec(select(WorkflowStep).where(WorkflowStep.workflow_id == incident["workflow_id"])).one()
     assert (run.agent, run.status) == ("investigate_dependencies", "succeeded")
     assert stored.status == "completed" and stored.output["findings"][0]["title"] == "postgres is broken"
+
+
+async def test_without_params_it_checks_the_registered_services_dependencies(api, temporal_client, worker, service):
+    healthy, _ = service
+    closed = free_port()
+    registered = [
+        {"name": "inventory", "check": {"type": "http", "url": healthy}},
+        {"name": "postgres", "check": {"type": "tcp", "host": "127.0.0.1", "port": closed}},
+        {"name": "resolver", "check": {"type": "dns", "name": "localhost"}},
+        {"name": "checkout", "check": {"type": "http", "url": healthy},
+         "dependencies": ["inventory", "postgres", "resolver"]},
+    ]  # fmt: skip
+    for body in registered:
+        assert (await api.post("/api/services", json=body)).status_code == 201
+    incident = await run_playbook(api, [step("deps", "investigate_dependencies")])  # its service is checkout
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    (deps_step,) = state.steps
+    assert deps_step.output["summary"] == "1 of 2 dependencies broken: postgres (connection refused)"
+    assert deps_step.output["data"]["unchecked"] == ["resolver"]  # a DNS check is not a dependency check
 
 
 async def test_bad_params_are_422_naming_the_step_and_field(api):
