@@ -1,13 +1,15 @@
-"""Scheduled monitoring's one activity, `check_due_services`: a tick of a ServiceMonitorWorkflow.
+"""Scheduled monitoring's activities: `check_due_services` (a tick of a ServiceMonitorWorkflow) and pruning.
 
-A tick covers the next MONITOR_WINDOW_SECONDS. It loads its shard's enabled services due in that window, then
-runs each service's check at the time it is due (again, if its interval is shorter than the window), at most
+A tick covers the next MONITOR_WINDOW_SECONDS. It loads its shard's enabled services due in that window, then runs
+each service's check at the time it is due (again, if its interval is shorter than the window), at most
 MONITOR_CONCURRENCY at once, in this one event loop: a thousand services cost one activity per window, not a
-workflow task per check. Every half second the results so far are written in one transaction: the
-`uptime_metrics` rows, each service's `service_states` row (core/monitoring.py: advance), and the recoveries
-recorded on their incidents. An outage (failure_threshold failures in a row) then opens an incident through the
-same path as the API (activities/incidents.py) under the key `service:<name>:<episode>` — or joins the open
-incident of the same service and type — and starts its playbook.
+workflow task per check. When checks are still in flight at the window's end (a service hanging until its timeout),
+the tick does not wait for them: it loads the next window and goes on beside them, and ends at the first window's
+end with nothing in flight (or after TICK_MAX_SECONDS). Every half second the results so far are written in one
+transaction: the `uptime_metrics` rows, each service's `service_states` row (core/monitoring.py: advance), and the
+recoveries recorded on their incidents. An outage (failure_threshold failures in a row) then opens an incident
+through the same path as the API (activities/incidents.py) under the key `service:<name>:<episode>` — or joins the
+open incident of the same service and type — and starts its playbook.
 
 Retries are safe: results are unique per (service, scheduled time), a state moves on only with its result, an
 outage whose incident did not open yet (`down`, no incident) is opened by the next attempt or tick under the same
@@ -26,7 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
-from sqlalchemy import Engine, bindparam, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -61,6 +63,9 @@ MONITOR = Actor(user_id=None, name="monitor", kind="system")
 ENDED = ("resolved", "closed")  # an outage of a service whose incident reached one of these opens a new one
 FLUSH_SECONDS = 0.5
 PRUNE_BATCH = 10_000
+# A tick rolls on into further windows while checks are in flight at a window's end, for at most this long (within
+# the workflow's start-to-close timeout of 10 minutes, with room for the slowest check: 120 s).
+TICK_MAX_SECONDS = 300.0
 T = TypeVar("T")
 
 
@@ -214,18 +219,20 @@ class MonitorActivities:
     @activity.defn(name=CHECK_DUE_SERVICES)
     async def check_due_services(self, tick: MonitorTick) -> MonitorTickResult:
         window = self.settings.monitor_window_seconds
-        until = utcnow() + timedelta(seconds=window)
+        started = utcnow()
         result = MonitorTickResult(window_seconds=window)
-        due, windows = await self._db(self._load, tick, until)
         # Outages an earlier attempt or tick saw but could not open an incident for (Temporal was away…).
         for pending in await self._db(self._pending_outages, tick):
-            if (incident_id := await self._open_incident(*pending, windows)) is not None:
+            if (incident_id := await self._open_incident(*pending, self._windows_now())) is not None:
                 result.incidents.append(incident_id)
         results: list[Result] = []
         lags: list[float] = []
         gate = asyncio.Semaphore(self.settings.monitor_concurrency)
+        inflight: dict[int, asyncio.Task[None]] = {}
+        known: dict[int, Due] = {}  # every service this tick checked, as it stands now
+        failures: list[BaseException] = []
 
-        async def watch(item: Due) -> None:
+        async def watch(item: Due, until: datetime, windows: list[Window]) -> None:
             while item.next_check_at < until:
                 scheduled = item.next_check_at
                 await asyncio.sleep(_seconds_until(scheduled))
@@ -250,29 +257,69 @@ class MonitorActivities:
                 )  # fmt: skip
                 item.state = after
 
-        watchers = [asyncio.create_task(watch(item)) for item in due]
+        def finished(service_id: int) -> Callable[[asyncio.Task[None]], None]:
+            def done(task: asyncio.Task[None]) -> None:
+                inflight.pop(service_id, None)
+                if not task.cancelled() and (err := task.exception()) is not None:
+                    failures.append(err)
+
+            return done
+
+        async def flush(windows: list[Window]) -> None:
+            batch, results[:] = results[:], []
+            if batch:
+                await self._record(batch, result, windows)
+            beat(result.checked)
+
+        # Windows follow one another in this one activity while checks are still running at a window's end (a
+        # slow service near its timeout): the next window's checks start on time beside them, and a service in
+        # flight is not loaded again. The tick ends at the first window's end with nothing in flight, or after
+        # TICK_MAX_SECONDS, when what still runs is awaited.
+        until, windows = started, list[Window]()
         try:
             while True:
-                done = all(w.done() for w in watchers)
-                batch, results[:] = results[:], []
-                if batch:
-                    await self._record(batch, result, windows)
-                beat(result.checked)
-                if done:
+                until += timedelta(seconds=window)
+                await flush(windows)
+                loaded, windows = await self._db(self._load, tick, until)
+                for item in loaded:
+                    if item.service_id in inflight:  # still being checked, from the window before
+                        continue
+                    if (seen := known.get(item.service_id)) is not None:
+                        # This activity is the state's only writer, and its memory is ahead of what it flushed.
+                        item.state, item.next_check_at = seen.state, seen.next_check_at
+                        if item.next_check_at >= until:
+                            continue
+                    known[item.service_id] = item
+                    task = asyncio.create_task(watch(item, until, windows))
+                    inflight[item.service_id] = task
+                    task.add_done_callback(finished(item.service_id))
+                while (left := _seconds_until(until)) > 0 and not failures:
+                    if inflight:
+                        await asyncio.wait(list(inflight.values()), timeout=min(FLUSH_SECONDS, left))
+                    else:
+                        await asyncio.sleep(min(FLUSH_SECONDS, left))
+                    await flush(windows)
+                if failures:
+                    raise failures[0]
+                if not inflight or (until - started).total_seconds() >= TICK_MAX_SECONDS:
                     break
-                await asyncio.wait(watchers, timeout=FLUSH_SECONDS)
+            while inflight and not failures:
+                await asyncio.wait(list(inflight.values()), timeout=FLUSH_SECONDS)
+                await flush(windows)
+            await flush(windows)
+            if failures:
+                raise failures[0]
         finally:
-            for w in watchers:
-                w.cancel()
-            if results:  # cancelled (the worker is stopping): keep what was checked
+            for task in list(inflight.values()):
+                task.cancel()
+            if results:  # cancelled (the worker is stopping) or failed: keep what was checked
                 await asyncio.shield(self._record(list(results), result, windows))
-        for w in watchers:
-            if not w.cancelled() and (err := w.exception()) is not None:
-                raise err
         result.lag_p99_ms = round(_p99(lags), 1)
-        # An idle tick still lasts its window, so the workflow runs one tick per window, never a busy loop.
-        await asyncio.sleep(_seconds_until(until))
         return result
+
+    def _windows_now(self) -> list[Window]:
+        with self.engine.connect() as conn:
+            return _windows(conn, utcnow())
 
     async def _check(self, config: ServiceBase) -> tuple[CheckOutcome | None, str | None]:
         check = config.check.model_dump(mode="json")
@@ -299,11 +346,7 @@ class MonitorActivities:
                     ],
                 )
             rows = conn.execute(DUE, {**shard, "until": until}).all()
-            windows = conn.execute(
-                select(MaintenanceWindow.service, MaintenanceWindow.starts_at, MaintenanceWindow.ends_at).where(
-                    col(MaintenanceWindow.ends_at) > utcnow(), col(MaintenanceWindow.starts_at) < until
-                )
-            ).all()
+            windows = _windows(conn, until)
         due = []
         for sid, name, config, status, failures, passes, episode, since, incident_id, next_at in rows:
             try:
@@ -313,7 +356,7 @@ class MonitorActivities:
                 continue
             state = Tracked(status, failures, passes, episode, since, incident_id)
             due.append(Due(sid, name, parsed, state, next_at))
-        return due, [Window(*w) for w in windows]
+        return due, windows
 
     def _pending_outages(self, tick: MonitorTick) -> list[tuple[int, str, ServiceBase, int, datetime, str | None]]:
         with self.engine.connect() as conn:
@@ -520,6 +563,16 @@ class MonitorActivities:
     def _link(self, service_id: int, episode: int, incident_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(SET_INCIDENT, {"service_id": service_id, "episode": episode, "incident_id": incident_id})
+
+
+def _windows(conn: Connection, until: datetime) -> list[Window]:
+    """Maintenance windows that hold at some time before `until` and have not ended."""
+    rows = conn.execute(
+        select(MaintenanceWindow.service, MaintenanceWindow.starts_at, MaintenanceWindow.ends_at).where(
+            col(MaintenanceWindow.ends_at) > utcnow(), col(MaintenanceWindow.starts_at) < until
+        )
+    ).all()
+    return [Window(*w) for w in rows]
 
 
 def _target(config: ServiceBase) -> str:

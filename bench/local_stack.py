@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
@@ -43,7 +44,7 @@ async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalSta
                 engine=engine,
                 settings=Settings(
                     _env_file=None,  # type: ignore[call-arg]
-                    database_url=database_url,
+                    database_url=SecretStr(database_url),
                     temporal_address=env.client.service_client.config.target_host,
                     task_queue=f"{prefix}-{uuid.uuid4().hex}",
                     # Benchmarks' and recorded histories' services listen on 127.0.0.1 (the SSRF guard's default

@@ -456,12 +456,12 @@ async def main(services: int, interval: float, minutes: float, baseline_minutes:
         f"check | meanwhile, no worker: Temporal {bare_cpu.groups['temporal']:.1f} + Postgres "
         f"{bare_cpu.groups['postgres']:.1f} = {idle_core:.1f} % of one core idle"
     )
+    worker_ms = cpu.groups["worker"] / 100 * cpu.seconds / max(1, ours.done) * 1000
     ratio_ms = ours_ms / bare_ms if bare_ms else float("inf")
     ratio_pct = ours_core / bare_core if bare_core else float("inf")
     print(
         f"ratio ours/baseline: CPU per check {ratio_ms:.1f}x, CPU % {ratio_pct:.1f}x "
-        f"(worker alone per check: {cpu.groups['worker'] / 100 * cpu.seconds / max(1, ours.done) * 1000:.2f} ms, "
-        f"{(cpu.groups['worker'] / 100 * cpu.seconds / max(1, ours.done) * 1000) / bare_ms if bare_ms else 0:.1f}x)"
+        f"(the worker alone: {worker_ms:.2f} ms per check, {worker_ms / bare_ms if bare_ms else float('inf'):.1f}x)"
     )
     machine = ours_core / CPUS
     print(

@@ -1,13 +1,13 @@
 """ServiceMonitorWorkflow: scheduled monitoring of one shard of the services, for as long as it runs.
 
-It is a loop of ticks — one `check_due_services` activity per MONITOR_WINDOW_SECONDS, which runs the checks due
-in that window at their times (activities/monitoring.py) — and continues as new every `ticks_per_run` ticks (or
-when Temporal suggests it), carrying its totals. A worker dying mid-tick costs one heartbeat timeout: Temporal
-retries the tick on another worker, and the tick's writes are idempotent.
+It is a loop of ticks — `check_due_services` activities, each running the checks due in the next
+MONITOR_WINDOW_SECONDS at their times, and rolling on into further windows while a slow check is still in flight
+(activities/monitoring.py) — and continues as new every `ticks_per_run` ticks (or when Temporal suggests it),
+carrying its totals. Shard 0 also prunes old results once a run, beside its ticks. A worker dying mid-tick costs one
+heartbeat timeout: Temporal retries the tick on another worker, and the tick's writes are idempotent.
 
-Debugging: the `status` query answers totals and the last tick (`temporal workflow query --name status
---workflow-id service-monitor`); the workflow's summary names its shard.
-"""
+Debugging: the `status` query answers totals and the last tick (`temporal workflow query --name status --workflow-id
+service-monitor`); the workflow's summary names its shard."""
 
 from __future__ import annotations
 
@@ -49,11 +49,18 @@ class ServiceMonitorWorkflow:
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
-        if input.shard == 0:  # once a run (about an hour), old results go: UPTIME_RETENTION_DAYS
-            await workflow.execute_activity(
-                PRUNE_UPTIME, start_to_close_timeout=TICK_TIMEOUT, heartbeat_timeout=TICK_HEARTBEAT,
-                retry_policy=TICK_RETRY, result_type=int,
+        # Once a run (about an hour), beside the ticks, results older than UPTIME_RETENTION_DAYS go.
+        prune = (
+            workflow.start_activity(
+                PRUNE_UPTIME,
+                start_to_close_timeout=TICK_TIMEOUT,
+                heartbeat_timeout=TICK_HEARTBEAT,
+                retry_policy=TICK_RETRY,
+                result_type=int,
             )  # fmt: skip
+            if input.shard == 0
+            else None
+        )
         for _ in range(max(1, input.ticks_per_run)):
             try:
                 tick = await workflow.execute_activity(
@@ -73,6 +80,11 @@ class ServiceMonitorWorkflow:
             self._count(tick)
             if workflow.info().is_continue_as_new_suggested():
                 break
+        if prune is not None:
+            try:
+                await prune
+            except ActivityError:
+                workflow.logger.exception("pruning old check results failed; the next run tries again")
         self._totals.runs += 1
         workflow.continue_as_new(
             MonitorInput(shard=input.shard, shards=input.shards, ticks_per_run=input.ticks_per_run, totals=self._totals)

@@ -5,6 +5,7 @@ records the recovery, joins an incident already open, and keeps quiet during a m
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -263,3 +264,23 @@ async def test_results_older_than_the_retention_are_pruned(
     assert deleted == 2
     kept = sorted(round((now - r.checked_at).total_seconds() / 86400) for r in results(engine, "old"))
     assert kept == [0, 29]
+
+
+async def test_a_hanging_service_does_not_hold_up_the_others(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with socket.socket() as silent, http_service() as (url, _):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # accepts connections (the kernel does) and never answers
+        await register(api, "stuck", f"http://127.0.0.1:{silent.getsockname()[1]}/health", timeout_seconds=3,
+                       failure_threshold=100)  # fmt: skip
+        await register(api, "fine", url)
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: len(results(engine, "stuck")) >= 3, 30, "three hung checks")
+    stuck = results(engine, "stuck")
+    assert all(r.status == "down" and r.error_kind == "timeout" for r in stuck)
+    fine = [r.checked_at for r in results(engine, "fine")]
+    # Checked every second the whole time, windows' ends included: no gap waits for the hung check to time out.
+    gaps = [(b - a).total_seconds() for a, b in zip(fine, fine[1:], strict=False)]
+    assert len(fine) >= 8 and max(gaps) < 2.0, gaps
