@@ -57,6 +57,7 @@ bench: install-test
 	$(BIN)/python -m bench.incident_list
 	$(BIN)/python -m bench.approvals
 	$(BIN)/python -m bench.conversations
+	$(BIN)/python -m bench.monitoring
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:

@@ -15,6 +15,7 @@ The baseline runs `--baseline-minutes` (after a 5 s warm-up, before the worker s
 check, and Temporal + Postgres are measured idle meanwhile (their fixed cost).
 
     python -m bench.monitoring [--minutes 3] [--services 1000] [--interval 60] [--ports N] [--baseline-minutes 1]
+                               [--hanging K]   # K of the services never answer: their checks run to the timeout
 Targets: CPU < 25 % of the machine (worker + Temporal + Postgres), lag p99 < 2 s.
 """
 
@@ -26,6 +27,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -387,15 +389,24 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-async def main(services: int, interval: float, minutes: float, baseline_minutes: float, ports: int) -> None:
+async def main(
+    services: int, interval: float, minutes: float, baseline_minutes: float, ports: int, hanging: int = 0
+) -> None:
     ports = min(ports, services)
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="am-bench-monitoring-")))
         targets = stack.enter_context(target_process(services, ports))
         target_ports = json.loads(await read_line(targets, "the targets' process"))
         urls = [f"http://127.0.0.1:{target_ports[n % ports]}/t/{n}" for n in range(services)]
+        if hanging:
+            # The last `hanging` services accept connections (the kernel does) and never answer: each check of
+            # theirs runs until its timeout, as a hung service's does.
+            silent = stack.enter_context(socket.socket())
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(4096)
+            urls[services - hanging :] = [f"http://127.0.0.1:{silent.getsockname()[1]}/t/{n}" for n in range(hanging)]
         async with httpx.AsyncClient(trust_env=False) as probe:  # they answer, and only what they should
-            assert (await probe.get(urls[-1])).text == "ok"
+            assert (await probe.get(urls[0])).text == "ok"
             assert (await probe.get(f"http://127.0.0.1:{target_ports[0]}/t/{services}")).status_code == 404
         monitor_id = f"bench-monitor-{uuid.uuid4().hex[:8]}"
         async with local_stack("bench-monitoring", monitor_workflow_id=monitor_id, embedding_provider="off") as local:
@@ -404,6 +415,7 @@ async def main(services: int, interval: float, minutes: float, baseline_minutes:
             print(
                 f"{services} HTTP services every {interval:g} s (timeout {TIMEOUT_SECONDS:g} s), targets on "
                 f"{ports} port(s) of 127.0.0.1 in their own process (not counted); {CPUS} CPUs"
+                + (f"; {hanging} of them never answer (each check runs to its timeout)" if hanging else "")
             )
             bare, bare_cpu = await baseline(tmp, urls, interval, baseline_minutes, stack_groups)
             insert_services(engine, urls, interval)
@@ -497,17 +509,31 @@ if __name__ == "__main__":
     parser.add_argument(
         "--ports", type=int, default=None, help="ports the targets share (default: one each: a connection per check)"
     )
+    parser.add_argument(
+        "--hanging", type=int, default=0, help="services of them that never answer (their checks time out)"
+    )
     parser.add_argument("--role", choices=["main", "targets", "baseline"], default="main", help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.services < 1 or options.interval < 1 or options.minutes <= 0 or options.baseline_minutes <= 0:
         parser.error("--services >= 1, --interval >= 1, --minutes > 0 and --baseline-minutes > 0")
+    if not 0 <= options.hanging < options.services:
+        parser.error("--hanging must be at least 0 and less than --services")
     options.ports = options.ports or options.services
     if options.role != "main":
         run_child(options.role, options)
         sys.exit(0)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
-        asyncio.run(main(options.services, options.interval, options.minutes, options.baseline_minutes, options.ports))
+        asyncio.run(
+            main(
+                options.services,
+                options.interval,
+                options.minutes,
+                options.baseline_minutes,
+                options.ports,
+                options.hanging,
+            )  # fmt: skip
+        )
     except KeyboardInterrupt:
         sys.exit(130)

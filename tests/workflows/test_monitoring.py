@@ -144,6 +144,8 @@ async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_rec
                     select(ConversationMessage.content).where(ConversationMessage.incident_id == incident.id)
                 ).all()
             assert len(recovered) == 1 and recovered[0].data["service"] == "checkout"
+            page = (await api.get(f"/incidents/{incident.id}")).text
+            assert "Monitor: <strong>checkout</strong> recovered (2 check(s) in a row passed, up)" in page
             assert any("failed 3 check(s) in a row" in m for m in messages)
             assert any("checkout recovered at" in m and "2 check(s) in a row passed" in m for m in messages)
 
@@ -179,6 +181,8 @@ async def test_an_open_incident_of_the_service_is_joined_not_duplicated(
                 select(Event).where(Event.incident_id == opened["id"], Event.kind == "incident.service_down")
             ).all()
         assert len(joined) == 1
+        page = (await api.get(f"/incidents/{opened['id']}")).text
+        assert "Monitor: <strong>payments</strong> is down (outage 1); its failing checks joined this incident" in page
 
 
 async def test_maintenance_window_silences_checks_and_incidents(
