@@ -522,10 +522,7 @@ class MonitorActivities:
                         session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
                         service=name, episode=episode,
                     )  # fmt: skip
-                    append_tool_message(
-                        session, incident_id=existing.id, workflow_id=existing.workflow_id, content=detail,
-                        actor=MONITOR.name, meta={"service": name, "monitor": "down", "episode": episode},
-                    )  # fmt: skip
+                    _down_message(session, existing, detail, name, episode)
                     session.commit()
                     return existing, False
             else:
@@ -552,17 +549,22 @@ class MonitorActivities:
                     actor=MONITOR, settings=self.settings,
                 )  # fmt: skip
             if created:
-                assert incident.id is not None
-                append_tool_message(
-                    session, incident_id=incident.id, workflow_id=incident.workflow_id, content=detail,
-                    actor=MONITOR.name, meta={"service": name, "monitor": "down", "episode": episode},
-                )  # fmt: skip
+                _down_message(session, incident, detail, name, episode)
                 session.commit()
             return incident, created
 
     def _link(self, service_id: int, episode: int, incident_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(SET_INCIDENT, {"service_id": service_id, "episode": episode, "incident_id": incident_id})
+
+
+def _down_message(session: Session, incident: Incident, detail: str, service: str, episode: int) -> None:
+    """What the monitor saw, for the incident's agents (a `tool` message of its conversation)."""
+    assert incident.id is not None
+    append_tool_message(
+        session, incident_id=incident.id, workflow_id=incident.workflow_id, content=detail, actor=MONITOR.name,
+        meta={"service": service, "monitor": "down", "episode": episode},
+    )  # fmt: skip
 
 
 def _windows(conn: Connection, until: datetime) -> list[Window]:

@@ -86,6 +86,18 @@ def state_of(engine: Engine, service: str) -> ServiceState | None:
         return session.get(ServiceState, sid)
 
 
+def recovery_and_messages(engine: Engine, incident_id: int | None) -> tuple[list[Event], list[str]]:
+    """The incident's service_recovered events and the contents of its conversation."""
+    with Session(engine) as session:
+        recovered = session.exec(
+            select(Event).where(Event.incident_id == incident_id, Event.kind == "incident.service_recovered")
+        ).all()
+        messages = session.exec(
+            select(ConversationMessage.content).where(ConversationMessage.incident_id == incident_id)
+        ).all()
+    return list(recovered), list(messages)
+
+
 async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_recorded(
     temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
 ) -> None:
@@ -136,13 +148,7 @@ async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_rec
             rows = results(engine, "checkout")
             ups_after = [r for r in rows if r.status == "up" and r.checked_at > down_since]
             assert ups_after and ups_after[0].incident_id == incident.id  # the check that ended the outage
-            with Session(engine) as session:
-                recovered = session.exec(
-                    select(Event).where(Event.incident_id == incident.id, Event.kind == "incident.service_recovered")
-                ).all()
-                messages = session.exec(
-                    select(ConversationMessage.content).where(ConversationMessage.incident_id == incident.id)
-                ).all()
+            recovered, messages = recovery_and_messages(engine, incident.id)
             assert len(recovered) == 1 and recovered[0].data["service"] == "checkout"
             page = (await api.get(f"/incidents/{incident.id}")).text
             assert "Monitor: <strong>checkout</strong> recovered (2 check(s) in a row passed, up)" in page

@@ -14,19 +14,23 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 from temporalio.client import Client
 
-from core.conversations import ConversationMessage
 from core.payloads import WorkflowState
 from core.settings import Settings
-from core.tables import Event
 from tests.api.test_approvals import pending_approval
 from tests.factories import wait_for_workflow
 from tests.peers import free_port
 from tests.peers_prometheus import prometheus_api
 from tests.workflows.test_engine import wait_until
-from tests.workflows.test_monitoring import incidents_of, monitor_settings, monitoring, results, state_of
+from tests.workflows.test_monitoring import (
+    incidents_of,
+    monitor_settings,
+    monitoring,
+    recovery_and_messages,
+    results,
+    state_of,
+)
 
 SERVICE = """
 import datetime, os, sys
@@ -191,13 +195,7 @@ async def test_a_crashed_service_is_detected_diagnosed_restarted_after_approval_
     assert "up" in statuses[:first_down] and "up" in statuses[first_down:]  # up, down…, up
     downs = [r for r in results(engine, "shop") if r.status == "down"]
     assert downs and all(r.incident_id == incident.id for r in downs)
-    with Session(engine) as session:
-        recovered = session.exec(
-            select(Event).where(Event.incident_id == incident.id, Event.kind == "incident.service_recovered")
-        ).all()
-        messages = session.exec(
-            select(ConversationMessage.content).where(ConversationMessage.incident_id == incident.id)
-        ).all()
+    recovered, messages = recovery_and_messages(engine, incident.id)
     assert len(recovered) == 1
     assert any(m.startswith("monitor: shop failed 2 check(s) in a row") for m in messages)
     assert any(m.startswith("monitor: shop recovered at") for m in messages)
