@@ -1,7 +1,7 @@
 """Single-use approval links from email. The link itself is the credential (256 random bits; we keep only its
 hash): GET shows a confirmation page and decides nothing (mail scanners follow links); POST decides, once.
-A link that was used, or whose approval is no longer pending or has expired, answers 410; one we never
-issued (or altered) answers 401."""
+A link that was used, whose request another link decided, or whose approval is no longer pending or has expired,
+answers 410; one we never issued (or altered) answers 401."""
 
 from __future__ import annotations
 
@@ -96,5 +96,13 @@ async def decide_by_link(
         if err.status == 409:
             return _refusal(request, "410")
         return _page(request, err.status, "Not done", str(err))
+    # Every other link of the request (the other decision, other recipients') is dead from now on, even before
+    # the workflow's write of the decision reaches the approvals row.
+    session.exec(  # type: ignore[call-overload]
+        update(ApprovalLink)
+        .where(col(ApprovalLink.approval_id) == approval.id, col(ApprovalLink.used_at).is_(None))
+        .values(used_at=utcnow())
+    )
+    session.commit()
     verb = "approved" if decided["status"] == "approved" else "rejected"
     return _page(request, 200, f"Request {verb}", f"{approval.step_id} on incident #{approval.incident_id} is {verb}.")
