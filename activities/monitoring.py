@@ -222,8 +222,9 @@ class MonitorActivities:
         started = utcnow()
         result = MonitorTickResult(window_seconds=window)
         # Outages an earlier attempt or tick saw but could not open an incident for (Temporal was away…).
-        for pending in await self._db(self._pending_outages, tick):
-            if (incident_id := await self._open_incident(*pending, self._windows_now())) is not None:
+        pending_outages, windows_now = await self._db(self._pending_outages, tick)
+        for pending in pending_outages:
+            if (incident_id := await self._open_incident(*pending, windows_now)) is not None:
                 result.incidents.append(incident_id)
         results: list[Result] = []
         lags: list[float] = []
@@ -317,10 +318,6 @@ class MonitorActivities:
         result.lag_p99_ms = round(_p99(lags), 1)
         return result
 
-    def _windows_now(self) -> list[Window]:
-        with self.engine.connect() as conn:
-            return _windows(conn, utcnow())
-
     async def _check(self, config: ServiceBase) -> tuple[CheckOutcome | None, str | None]:
         check = config.check.model_dump(mode="json")
         try:
@@ -358,16 +355,20 @@ class MonitorActivities:
             due.append(Due(sid, name, parsed, state, next_at))
         return due, windows
 
-    def _pending_outages(self, tick: MonitorTick) -> list[tuple[int, str, ServiceBase, int, datetime, str | None]]:
+    def _pending_outages(
+        self, tick: MonitorTick
+    ) -> tuple[list[tuple[int, str, ServiceBase, int, datetime, str | None]], list[Window]]:
+        """Outages without an incident yet, and the maintenance windows holding now."""
         with self.engine.connect() as conn:
             rows = conn.execute(PENDING_OUTAGES, {"shard": tick.shard, "shards": tick.shards}).all()
+            windows = _windows(conn, utcnow())
         pending = []
         for sid, name, config, episode, since, error in rows:
             try:
                 pending.append((sid, name, ServiceBase.model_validate(config), episode, since, error))
             except ValidationError:
                 continue
-        return pending
+        return pending, windows
 
     def _skip(self, item: Due) -> None:
         with self.engine.begin() as conn:

@@ -294,3 +294,29 @@ async def test_a_hanging_service_does_not_hold_up_the_others(
     # Checked every second the whole time, windows' ends included: no gap waits for the hung check to time out.
     gaps = [(b - a).total_seconds() for a, b in zip(fine, fine[1:], strict=False)]
     assert len(fine) >= 8 and max(gaps) < 2.0, gaps
+
+
+async def test_an_outage_whose_incident_did_not_open_is_opened_by_the_next_tick(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """A tick that saw the outage but died (or found Temporal away) before the incident opened."""
+    from core.services import Service
+
+    settings = monitor_settings(settings)
+    await register(api, "ledger", "http://127.0.0.1:9/health", failure_threshold=2)
+    since = utcnow() - timedelta(minutes=3)
+    with Session(engine) as session:
+        sid = session.exec(select(Service.id).where(Service.name == "ledger")).one()
+        session.add(
+            ServiceState(service_id=sid, status="down", consecutive_failures=2, episode=4, failing_since=since,
+                         next_check_at=utcnow() + timedelta(hours=1), last_error="connection refused")
+        )  # fmt: skip
+        at = since + timedelta(seconds=30)
+        session.add(UptimeMetric(service_id=sid, scheduled_at=at, checked_at=at, status="down"))
+        session.commit()
+    async with monitoring(temporal_client, engine, settings):
+        await wait_until(lambda: state_of(engine, "ledger").incident_id is not None, 20, "the incident")
+    (incident,) = incidents_of(engine, "ledger")
+    assert incident.idempotency_key == "service:ledger:4" and "connection refused" in incident.description
+    assert state_of(engine, "ledger").incident_id == incident.id
+    assert [r.incident_id for r in results(engine, "ledger")] == [incident.id]  # the outage's earlier check
