@@ -8,7 +8,7 @@ the tick does not wait for them: it loads the next window and goes on beside the
 end with nothing in flight (or after TICK_MAX_SECONDS). Every half second the results so far are written in one
 transaction: the `uptime_metrics` rows, each service's `service_states` row (core/monitoring.py: advance), and the
 recoveries recorded on their incidents. An outage (failure_threshold failures in a row) then opens an incident
-through the same path as the API (activities/incidents.py) under the key `service:<name>:<episode>` — or joins the
+through the same path as the API (activities/incidents.py) under the key `service:<id>:<episode>` — or joins the
 open incident of the same service and type — and starts its playbook.
 
 Retries are safe: results are unique per (service, scheduled time), a state moves on only with its result, an
@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -66,6 +66,7 @@ PRUNE_BATCH = 10_000
 # A tick rolls on into further windows while checks are in flight at a window's end, for at most this long (within
 # the workflow's start-to-close timeout of 10 minutes, with room for the slowest check: 120 s).
 TICK_MAX_SECONDS = 300.0
+DRAIN_SECONDS = 150.0
 T = TypeVar("T")
 
 
@@ -90,6 +91,10 @@ class Result:
     after: Tracked
     transition: str | None
     next_check_at: datetime
+
+    @property
+    def timed_out(self) -> bool:
+        return self.outcome is None and (self.error or "").startswith("no answer within")
 
     @property
     def error_text(self) -> str | None:
@@ -133,6 +138,11 @@ FROM services s JOIN service_states st ON st.service_id = s.id
 WHERE s.enabled AND s.id % :shards = :shard AND st.status = 'down' AND st.incident_id IS NULL
 """)
 
+# A service's row first (what a DELETE of it locks, before its cascade reaches the state), then its state: the
+# order a DELETE takes them in, so a flush and a DELETE never deadlock.
+LOCK_SERVICES = text("SELECT id FROM services WHERE id IN :ids ORDER BY id FOR KEY SHARE").bindparams(
+    bindparam("ids", expanding=True)
+)
 LOCK_STATES = text(
     "SELECT service_id, incident_id FROM service_states WHERE service_id IN :ids ORDER BY service_id FOR UPDATE"
 ).bindparams(bindparam("ids", expanding=True))
@@ -149,7 +159,24 @@ UPDATE service_states SET
 WHERE service_id = :service_id
 """)
 
-SKIP_SILENCED = text("UPDATE service_states SET next_check_at = :next_check_at WHERE service_id = :service_id")
+# A silenced check moves the schedule on; an outage whose incident did not open yet is forgotten (the service is
+# being worked on: after the window, checks build a new streak).
+SKIP_SILENCED = text("""
+UPDATE service_states SET next_check_at = :next_check_at,
+  status = CASE WHEN status = 'down' AND incident_id IS NULL THEN 'unknown' ELSE status END,
+  consecutive_failures = CASE WHEN status = 'down' AND incident_id IS NULL THEN 0 ELSE consecutive_failures END,
+  failing_since = CASE WHEN status = 'down' AND incident_id IS NULL THEN NULL ELSE failing_since END
+WHERE service_id = :service_id
+""")
+
+# An unopened outage last checked more than three intervals ago (the service was disabled since, or the monitor
+# stopped) is forgotten rather than opened from old failures: the next checks build a new streak.
+FORGET_STALE_OUTAGES = text("""
+UPDATE service_states st SET status = 'unknown', consecutive_failures = 0, failing_since = NULL
+FROM services s
+WHERE st.service_id = s.id AND s.id % :shards = :shard AND st.status = 'down' AND st.incident_id IS NULL
+  AND st.last_checked_at < now() - make_interval(secs => 3 * (s.config ->> 'interval_seconds')::float)
+""")
 
 SET_INCIDENT = text("""
 WITH state AS (
@@ -224,7 +251,7 @@ class MonitorActivities:
         # Outages an earlier attempt or tick saw but could not open an incident for (Temporal was away…).
         pending_outages, windows_now = await self._db(self._pending_outages, tick)
         for pending in pending_outages:
-            if (incident_id := await self._open_incident(*pending, windows_now)) is not None:
+            if (incident_id := await self._open_safely(*pending, windows_now)) is not None:
                 result.incidents.append(incident_id)
         results: list[Result] = []
         lags: list[float] = []
@@ -302,9 +329,12 @@ class MonitorActivities:
                     await flush(windows)
                 if failures:
                     raise failures[0]
-                if not inflight or (until - started).total_seconds() >= TICK_MAX_SECONDS:
+                if not inflight or (until - started).total_seconds() + window > TICK_MAX_SECONDS:
                     break
-            while inflight and not failures:
+            # What still runs gets DRAIN_SECONDS (the slowest check's timeout and then some); what is left after
+            # that (every target hanging at once, queued behind the gate) is cancelled and checked next tick.
+            drain_until = utcnow() + timedelta(seconds=DRAIN_SECONDS)
+            while inflight and not failures and _seconds_until(drain_until) > 0:
                 await asyncio.wait(list(inflight.values()), timeout=FLUSH_SECONDS)
                 await flush(windows)
             await flush(windows)
@@ -359,7 +389,8 @@ class MonitorActivities:
         self, tick: MonitorTick
     ) -> tuple[list[tuple[int, str, ServiceBase, int, datetime, str | None]], list[Window]]:
         """Outages without an incident yet, and the maintenance windows holding now."""
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
+            conn.execute(FORGET_STALE_OUTAGES, {"shard": tick.shard, "shards": tick.shards})
             rows = conn.execute(PENDING_OUTAGES, {"shard": tick.shard, "shards": tick.shards}).all()
             windows = _windows(conn, utcnow())
         pending = []
@@ -376,48 +407,71 @@ class MonitorActivities:
 
     async def _record(self, batch: list[Result], totals: MonitorTickResult, windows: list[Window]) -> None:
         """Write a batch of results, then open the incidents of the outages among them."""
-        await self._db(self._write, batch)
-        for r in batch:
+        stored = await self._db(self._write, batch)
+        for r in stored:
             totals.checked += 1
             totals.down += r.status == "down"
             totals.recovered += r.transition == "recovered"
-        for r in batch:
+        for r in stored:
             if r.transition == "outage":
                 totals.outages += 1
-                incident_id = await self._open_incident(
-                    r.due.service_id, r.due.name, r.due.config, r.after.episode, r.after.failing_since, r.error_text,
-                    windows,
-                )  # fmt: skip
-                if incident_id is not None:
+                outage = (r.due.service_id, r.due.name, r.due.config, r.after.episode, r.after.failing_since)
+                if (incident_id := await self._open_safely(*outage, r.error_text, windows)) is not None:
                     totals.incidents.append(incident_id)
 
-    def _write(self, batch: list[Result]) -> None:
+    async def _open_safely(self, *outage: Any) -> int | None:
+        """_open_incident, but one outage that cannot open (Temporal away, a conflict) does not stop the others'
+        checks: it stays `down` with no incident, and the next tick opens it."""
+        beat("opening an incident")
+        try:
+            return await self._open_incident(*outage)
+        except Exception:
+            log.exception("cannot open the incident of %s's outage %s yet; the next tick tries again", *outage[1:4:2])
+            return None
+
+    def _write(self, batch: list[Result]) -> list[Result]:
+        """Store the results and move the states on; the results stored (not those of a service deleted meanwhile,
+        nor those another attempt of this tick stored already)."""
         with session_scope(self.engine) as session:
             ids = sorted({r.due.service_id for r in batch})
-            # Locked in id order (no deadlock with a parallel tick of a retried attempt); a service deleted
-            # meanwhile has no state row any more, and its results are dropped with it.
-            incidents: dict[int, int | None] = dict(session.execute(LOCK_STATES, {"ids": ids}).all())  # type: ignore[arg-type]
+            alive = set(session.execute(LOCK_SERVICES, {"ids": ids}).scalars())
+            incidents: dict[int, int | None] = dict(session.execute(LOCK_STATES, {"ids": sorted(alive)}).all())  # type: ignore[arg-type]
             batch = [r for r in batch if r.due.service_id in incidents]
             if not batch:
-                return
-            session.execute(
-                insert(UptimeMetric).on_conflict_do_nothing(constraint="uq_uptime_metrics_service_scheduled"),
-                [
-                    {
-                        "service_id": r.due.service_id,
-                        "scheduled_at": r.scheduled_at,
-                        "checked_at": r.checked_at,
-                        "status": r.status,
-                        "response_time_ms": r.outcome.latency_ms if r.outcome else None,
-                        "status_code": r.outcome.status_code if r.outcome else None,
-                        "error": _short(r.error_text),
-                        "error_kind": (r.outcome.error_kind if r.outcome else "timeout" if r.error else None),
-                        # A result during an outage (its recovery included) belongs to the outage's incident.
-                        "incident_id": incidents[r.due.service_id] if r.before.status == "down" else None,
-                    }
-                    for r in batch
-                ],
+                return []
+            rows = []
+            recoveries: list[tuple[Result, int]] = []
+            current = dict(incidents)
+            for r in batch:  # in the order checked: a recovery ends the outage's incident for the results after it
+                incident_id = current[r.due.service_id]
+                rows.append({
+                    "service_id": r.due.service_id,
+                    "scheduled_at": r.scheduled_at,
+                    "checked_at": r.checked_at,
+                    "status": r.status,
+                    "response_time_ms": r.outcome.latency_ms if r.outcome else None,
+                    "status_code": r.outcome.status_code if r.outcome else None,
+                    "error": _short(r.error_text),
+                    "error_kind": r.outcome.error_kind if r.outcome else ("timeout" if r.timed_out else "invalid_check")
+                    if r.error else None,
+                    # A result during an outage (its recovery included) belongs to the outage's incident.
+                    "incident_id": incident_id if r.before.status == "down" else None,
+                })  # fmt: skip
+                if r.transition == "recovered" and incident_id is not None:
+                    recoveries.append((r, incident_id))
+                if r.transition is not None:
+                    current[r.due.service_id] = None
+            table = UptimeMetric.__table__  # type: ignore[attr-defined]
+            stored = session.execute(
+                insert(table)
+                .on_conflict_do_nothing(constraint="uq_uptime_metrics_service_scheduled")
+                .returning(table.c.service_id, table.c.scheduled_at),
+                rows,
             )
+            inserted = {(sid, at) for sid, at in stored}
+            batch = [r for r in batch if (r.due.service_id, r.scheduled_at) in inserted]
+            if not batch:
+                return []
             session.execute(
                 UPDATE_STATE,
                 [
@@ -436,10 +490,10 @@ class MonitorActivities:
                     for r in batch
                 ],
             )
-            for r in batch:
-                incident_id = incidents[r.due.service_id]
-                if r.transition == "recovered" and incident_id is not None:
+            for r, incident_id in recoveries:
+                if (r.due.service_id, r.scheduled_at) in inserted:
                     self._record_recovery(session, r, incident_id)
+            return batch
 
     def _record_recovery(self, session: Session, r: Result, incident_id: int) -> None:
         incident = session.get(Incident, incident_id)
@@ -462,7 +516,7 @@ class MonitorActivities:
             incident_id=incident_id,
             workflow_id=incident.workflow_id,
             content=(
-                f"monitor: {r.due.name} recovered at {r.checked_at:%Y-%m-%d %H:%M:%S} UTC{lasted}: "
+                f"monitor: {r.due.name} recovered at {r.checked_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC{lasted}: "
                 f"{r.after.consecutive_passes} check(s) in a row passed ({r.status}"
                 + (f", {r.outcome.latency_ms:g} ms" if r.outcome and r.outcome.latency_ms is not None else "")
                 + ")."
@@ -486,7 +540,9 @@ class MonitorActivities:
         if any(w.covers(name, now) for w in windows):
             return None
         incident, created = await self._db(self._incident_for, service_id, name, config, episode, since, error)
-        if incident.workflow_id is not None:  # started already (a joined incident, a retry): nothing happens
+        # Ours (opened now or by an earlier attempt): start its playbook, a no-op if it runs. A joined incident's
+        # playbook is its opener's business.
+        if incident.workflow_id is not None and incident.idempotency_key == episode_key(service_id, episode):
             await start_incident_workflow(
                 temporal=activity.client(), engine=self.engine, incident=incident, settings=self.settings,
                 fresh=created,
@@ -498,10 +554,10 @@ class MonitorActivities:
     def _incident_for(
         self, service_id: int, name: str, config: ServiceBase, episode: int, since: datetime | None, error: str | None
     ) -> tuple[Incident, bool]:
-        key = episode_key(name, episode)
+        key = episode_key(service_id, episode)
         detail = (
             f"monitor: {name} failed {config.failure_threshold} check(s) in a row"
-            + (f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
             + f" ({_target(config)})"
             + (f": {error}" if error else "")
         )

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from sqlmodel import col, select
 
 from api.auth import Responder, actor_of, require
-from api.deps import SessionDep
+from api.deps import Int64Id, SessionDep
 from core.audit import record_audit
 from core.monitoring import MaintenanceWindow, MaintenanceWindowCreate
 from core.services import SERVICE_NAME, Service
@@ -71,9 +71,7 @@ def create_window(
 
 
 @router.delete("/{window_id}")
-def end_window(
-    request: Request, window_id: Annotated[int, Path(ge=1)], principal: Responder, session: SessionDep
-) -> dict[str, Any]:
+def end_window(request: Request, window_id: Int64Id, principal: Responder, session: SessionDep) -> dict[str, Any]:
     """End a window now (one not started yet ends before it starts: it never silences anything)."""
     row = session.get(MaintenanceWindow, window_id, with_for_update=True)
     if row is None:

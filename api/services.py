@@ -3,6 +3,7 @@ dependencies, team and playbook named must exist)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -14,7 +15,7 @@ from api.deps import SessionDep, SettingsDep
 from api.playbook_service import PlaybookNotFound, load_playbook
 from core.audit import record_audit
 from core.identity import Team
-from core.monitoring import ServiceState
+from core.monitoring import ServiceState, spread
 from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.services import SERVICE_NAME, HttpCheck, Service, ServiceBase, ServiceCreate
 from core.settings import Settings
@@ -26,6 +27,7 @@ ServiceName = Annotated[str, Path(pattern=SERVICE_NAME)]
 
 def service_public(row: Service, state: ServiceState | None = None) -> dict[str, Any]:
     return {
+        "id": row.id,
         "name": row.name,
         **row.config,
         "created_by": row.created_by,
@@ -37,8 +39,8 @@ def service_public(row: Service, state: ServiceState | None = None) -> dict[str,
 def state_public(state: ServiceState | None) -> dict[str, Any]:
     """Where monitoring stands: status (unknown until the first check), the current streak, the open outage's
     incident, the last and next check."""
-    if state is None:
-        return {"status": "unknown", "incident_id": None, "last_checked_at": None, "next_check_at": None}
+    if state is None:  # not checked yet
+        state = ServiceState(status="unknown", next_check_at=None)  # type: ignore[arg-type,call-arg]
     iso = lambda at: at.isoformat() if at else None  # noqa: E731
     return {
         "status": state.status,
@@ -149,6 +151,13 @@ def replace_service(
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no service named {name!r} (POST registers one)")
     team_id = _checked(session, settings, name, body)
+    if body.interval_seconds != row.config.get("interval_seconds"):
+        # The next check is due no later than one new interval from now (spread as first checks are).
+        state = session.get(ServiceState, row.id, with_for_update=True)
+        if state is not None:
+            assert row.id is not None
+            soonest = utcnow() + timedelta(seconds=spread(row.id, body.interval_seconds))
+            state.next_check_at = min(state.next_check_at, soonest)
     before, row.config = row.config, body.model_dump(mode="json")
     row.team_id, row.enabled, row.updated_at = team_id, body.enabled, utcnow()
     record_audit(

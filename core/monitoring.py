@@ -82,7 +82,7 @@ class ServiceState(SQLModel, table=True):
     status: str = SQLField(default="unknown", sa_column=Column(String(20), nullable=False))
     consecutive_failures: int = SQLField(default=0, sa_column=Column(Integer, nullable=False))
     consecutive_passes: int = SQLField(default=0, sa_column=Column(Integer, nullable=False))
-    # Outages so far: the n-th opens (or joins) an incident under the idempotency key service:<name>:<n>.
+    # Outages so far: the n-th opens (or joins) an incident under the idempotency key service:<id>:<n>.
     episode: int = SQLField(default=0, sa_column=Column(Integer, nullable=False))
     failing_since: datetime | None = SQLField(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
     # The current outage's incident; None while up, or while down and its incident is not open yet.
@@ -188,9 +188,10 @@ def advance(state: Tracked, result: CheckStatus, at: datetime, limits: Threshold
     return replace(state, status=result, consecutive_failures=0, consecutive_passes=passes, failing_since=None), None
 
 
-def episode_key(service: str, episode: int) -> str:
-    """The Idempotency-Key of a service's n-th outage incident: every retry of the tick that saw it opens one."""
-    return f"service:{service}:{episode}"
+def episode_key(service_id: int, episode: int) -> str:
+    """The Idempotency-Key of a service's n-th outage incident: every retry of the tick that saw it opens one. By
+    the service's id, never reused: a service registered again under an old name starts at episode 1 again."""
+    return f"service:{service_id}:{episode}"
 
 
 def spread(service_id: int, interval_seconds: float) -> float:

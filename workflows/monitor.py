@@ -11,6 +11,7 @@ service-monitor`); the workflow's summary names its shard."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -32,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
 TICK_TIMEOUT = timedelta(minutes=10)
 TICK_HEARTBEAT = timedelta(seconds=30)
 TICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
+# Pruning is housekeeping: a few tries a run, never holding up the ticks or the next run.
+PRUNE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_attempts=3)
 
 
 def monitor_workflow_id(base: str, shard: int, shards: int) -> str:
@@ -55,7 +58,7 @@ class ServiceMonitorWorkflow:
                 PRUNE_UPTIME,
                 start_to_close_timeout=TICK_TIMEOUT,
                 heartbeat_timeout=TICK_HEARTBEAT,
-                retry_policy=TICK_RETRY,
+                retry_policy=PRUNE_RETRY,
                 result_type=int,
             )  # fmt: skip
             if input.shard == 0
@@ -81,10 +84,12 @@ class ServiceMonitorWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 break
         if prune is not None:
+            if not prune.done():  # a long backlog: what it deleted stays deleted, the next run goes on
+                prune.cancel()
             try:
                 await prune
-            except ActivityError:
-                workflow.logger.exception("pruning old check results failed; the next run tries again")
+            except (ActivityError, asyncio.CancelledError):
+                workflow.logger.warning("pruning old check results did not finish; the next run goes on")
         self._totals.runs += 1
         workflow.continue_as_new(
             MonitorInput(shard=input.shard, shards=input.shards, ticks_per_run=input.ticks_per_run, totals=self._totals)

@@ -95,3 +95,26 @@ async def test_viewers_read_responders_change(client_as):
     responder = await client_as("responder")
     assert (await responder.post("/api/services", json=service())).status_code == 201
     assert [s["name"] for s in (await viewer.get("/api/services")).json()] == ["checkout"]
+
+
+async def test_a_shorter_interval_brings_the_next_check_forward(api, engine):
+    from datetime import datetime, timedelta
+
+    from sqlmodel import Session
+
+    from core.monitoring import ServiceState
+    from core.tables import utcnow
+
+    created = (await api.post("/api/services", json=service(interval_seconds=3600))).json()
+    far = utcnow() + timedelta(minutes=50)
+    with Session(engine) as session:
+        session.add(ServiceState(service_id=created["id"], next_check_at=far))
+        session.commit()
+    body = service(interval_seconds=30)
+    body.pop("name")
+    changed = await api.put("/api/services/checkout", json=body)
+    assert changed.status_code == 200, changed.text
+    next_check = datetime.fromisoformat(changed.json()["state"]["next_check_at"])
+    assert next_check <= utcnow() + timedelta(seconds=30)
+    same = await api.put("/api/services/checkout", json=body | {"description": "x"})
+    assert datetime.fromisoformat(same.json()["state"]["next_check_at"]) == next_check  # unchanged interval

@@ -103,7 +103,7 @@ async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_rec
 ) -> None:
     settings = monitor_settings(settings)
     with http_service() as (url, peer):
-        await register(api, "checkout", url, failure_threshold=3, recovery_threshold=2)
+        registered = await register(api, "checkout", url, failure_threshold=3, recovery_threshold=2)
         async with monitoring(temporal_client, engine, settings) as (monitor_id,):
             await wait_until(lambda: len(results(engine, "checkout")) >= 2, 20, "first checks")
             # One failed check (a blip) is recorded, and opens nothing.
@@ -125,7 +125,7 @@ async def test_outage_opens_one_incident_after_the_threshold_and_recovery_is_rec
             down_since = utcnow()
             (incident,) = incidents_of(engine, "checkout")
             assert incident.title == "checkout is down" and incident.service_url == url
-            assert incident.idempotency_key == "service:checkout:1"
+            assert incident.idempotency_key == f"service:{registered['id']}:1"
             assert "failed 3 check(s) in a row" in incident.description and "503" in incident.description
             streak = [r.status for r in results(engine, "checkout")][-3:]
             assert streak == ["down", "down", "down"]
@@ -317,6 +317,25 @@ async def test_an_outage_whose_incident_did_not_open_is_opened_by_the_next_tick(
     async with monitoring(temporal_client, engine, settings):
         await wait_until(lambda: state_of(engine, "ledger").incident_id is not None, 20, "the incident")
     (incident,) = incidents_of(engine, "ledger")
-    assert incident.idempotency_key == "service:ledger:4" and "connection refused" in incident.description
+    assert incident.idempotency_key == f"service:{sid}:4" and "connection refused" in incident.description
     assert state_of(engine, "ledger").incident_id == incident.id
     assert [r.incident_id for r in results(engine, "ledger")] == [incident.id]  # the outage's earlier check
+
+
+async def test_a_service_registered_again_opens_a_new_incident_not_its_predecessors(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        peer.status = 500
+        first = await register(api, "search", url, failure_threshold=1)
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: len(incidents_of(engine, "search")) == 1, 20, "the first incident")
+            (old,) = incidents_of(engine, "search")
+            closed = await api.post(f"/api/incidents/{old.id}/status", json={"status": "resolved"})
+            assert closed.status_code == 200, closed.text
+            assert (await api.delete("/api/services/search")).status_code == 204
+            again = await register(api, "search", url, failure_threshold=1)
+            await wait_until(lambda: len(incidents_of(engine, "search")) == 2, 20, "the new incident")
+    new = incidents_of(engine, "search")[1]
+    assert (old.idempotency_key, new.idempotency_key) == (f"service:{first['id']}:1", f"service:{again['id']}:1")

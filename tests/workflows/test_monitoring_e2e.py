@@ -152,7 +152,10 @@ async def test_a_crashed_service_is_detected_diagnosed_restarted_after_approval_
 
                 await wait_until(lambda: len(incidents_of(engine, "shop")) == 1, 20, "the incident")
                 (incident,) = incidents_of(engine, "shop")
-                assert incident.playbook_id == "shop-recovery" and incident.idempotency_key == "service:shop:1"
+                assert (
+                    incident.playbook_id == "shop-recovery"
+                    and incident.idempotency_key == f"service:{service.json()['id']}:1"
+                )
                 assert [r.status for r in results(engine, "shop")][-2:] == ["down", "down"]
 
                 approval = await pending_approval(api, incident.id)
