@@ -55,7 +55,7 @@ from core.payloads import CHECK_DUE_SERVICES, PRUNE_UPTIME, MonitorTick, Monitor
 from core.playbook_store import PlaybookNotFound
 from core.services import HttpCheck, ServiceBase
 from core.settings import Settings
-from core.tables import Incident, IncidentCreate, utcnow
+from core.tables import Event, Incident, IncidentCreate, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -575,12 +575,21 @@ class MonitorActivities:
                 ).first()
                 if existing is not None:  # already open (an alert, a person): this outage joins it
                     assert existing.id is not None
-                    incident_event(
-                        session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
-                        service=name, episode=episode,
-                    )  # fmt: skip
-                    _down_message(session, existing, detail, name, episode)
-                    session.commit()
+                    joined = session.exec(  # by an earlier attempt of this tick, whose link did not land
+                        select(Event.id).where(
+                            Event.incident_id == existing.id,
+                            Event.kind == "incident.service_down",
+                            col(Event.data)["service_id"].as_integer() == service_id,
+                            col(Event.data)["episode"].as_integer() == episode,
+                        )
+                    ).first()
+                    if joined is None:
+                        incident_event(
+                            session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
+                            service=name, service_id=service_id, episode=episode,
+                        )  # fmt: skip
+                        _down_message(session, existing, detail, name, episode)
+                        session.commit()
                     return existing, False
             else:
                 return existing, False

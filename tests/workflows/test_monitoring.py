@@ -182,6 +182,17 @@ async def test_an_open_incident_of_the_service_is_joined_not_duplicated(
                              and state_of(engine, "payments").incident_id is not None, 20, "outage linked")  # fmt: skip
         assert [i.id for i in incidents_of(engine, "payments")] == [opened["id"]]
         assert state_of(engine, "payments").incident_id == opened["id"]
+        # A retried attempt of the tick that joined it (its link lost) joins it again without a second notice.
+        from activities.monitoring import MonitorActivities
+        from core.services import Service
+
+        with Session(engine) as session:
+            service = session.exec(select(Service).where(Service.name == "payments")).one()
+        async with httpx.AsyncClient() as http:
+            again, created = MonitorActivities(engine, http, settings)._incident_for(
+                service.id, "payments", service.settings(), 1, utcnow(), "HTTP 500"
+            )
+        assert (again.id, created) == (opened["id"], False)
         with Session(engine) as session:
             joined = session.exec(
                 select(Event).where(Event.incident_id == opened["id"], Event.kind == "incident.service_down")
