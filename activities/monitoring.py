@@ -55,12 +55,11 @@ from core.payloads import CHECK_DUE_SERVICES, PRUNE_UPTIME, MonitorTick, Monitor
 from core.playbook_store import PlaybookNotFound
 from core.services import HttpCheck, ServiceBase
 from core.settings import Settings
-from core.tables import Event, Incident, IncidentCreate, utcnow
+from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
 
 log = logging.getLogger(__name__)
 
 MONITOR = Actor(user_id=None, name="monitor", kind="system")
-ENDED = ("resolved", "closed")  # an outage of a service whose incident reached one of these opens a new one
 FLUSH_SECONDS = 0.5
 PRUNE_BATCH = 10_000
 # A tick rolls on into further windows while checks are in flight at a window's end, for at most this long (within
@@ -569,7 +568,7 @@ class MonitorActivities:
                     .where(
                         Incident.service == name,
                         Incident.incident_type == config.incident_type,
-                        col(Incident.status).not_in(ENDED),
+                        col(Incident.status).not_in(ENDED_STATUSES),
                     )
                     .order_by(col(Incident.id).desc())
                 ).first()

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from activities.incidents import webhook_agent_names
 from activities.registry import agent_specs
 from core.agents import AgentSpec
 from core.webhook_agents import WebhookAgent
-
-__all__ = ["all_agent_specs", "webhook_agent_names"]
 
 
 def all_agent_specs(session: Session) -> dict[str, AgentSpec]:

@@ -43,11 +43,9 @@ from core.conversations import append_tool_message
 from core.db import session_scope
 from core.events import incident_event
 from core.settings import Settings
-from core.tables import Incident, IncidentCreate, WorkflowRun, utcnow
+from core.tables import ENDED_STATUSES, Incident, IncidentCreate, WorkflowRun, utcnow
 
 log = logging.getLogger(__name__)
-
-ENDED = ("resolved", "closed")  # an alert firing after its incident reached one of these opens a new one
 
 
 class WorkflowsNotStarted(RuntimeError):
@@ -160,7 +158,7 @@ def _open_incident(session: Session, alert: ReceivedAlert) -> Incident | None:
         .where(
             IncidentAlert.source == alert.source,
             IncidentAlert.fingerprint == alert.fingerprint,
-            col(Incident.status).not_in(ENDED),
+            col(Incident.status).not_in(ENDED_STATUSES),
         )
         .order_by(col(Incident.id).desc())
         .limit(1)
@@ -205,7 +203,7 @@ def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, setti
             if incident is None:
                 key = episode_key(alert, _episodes(session, alert) + 1)
                 incident, created = _insert(session, alert, routed, key, settings, actor)
-                if not created and incident.status in ENDED:
+                if not created and incident.status in ENDED_STATUSES:
                     # This episode's incident was stored but not its alert row (the request died in between), and
                     # it has ended since: link it quietly so it counts as an episode, then look again.
                     _attach(session, incident, alert, actor, announce=False)

@@ -22,6 +22,8 @@ INCIDENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
     "reopened": ("in_progress", "resolved"),
 }
 
+# An incident in one of these is over: a new alert or outage of its service opens another incident.
+ENDED_STATUSES = ("resolved", "closed")
 DEFAULT_SEVERITY = "P3"  # when neither the caller nor the incident type's template says
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
