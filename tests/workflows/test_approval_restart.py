@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent
+from core.converter import DATA_CONVERTER
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import IncidentCreate, utcnow
 from core.temporal_dev import start_dev_argv
@@ -26,7 +27,7 @@ from tests.workflows.test_worker_crash import start_worker
 async def connect(address: str) -> Client:
     for _ in range(300):
         try:
-            return await Client.connect(address)
+            return await Client.connect(address, data_converter=DATA_CONVERTER)
         except RuntimeError:
             await asyncio.sleep(0.1)
     raise AssertionError(f"the dev server at {address} did not come up")

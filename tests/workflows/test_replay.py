@@ -8,6 +8,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from core.converter import DATA_CONVERTER
 from workflows.incident import IncidentWorkflow
 from workflows.monitor import ServiceMonitorWorkflow
 
@@ -21,4 +22,4 @@ def test_histories_are_recorded():
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path):
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
-    await Replayer(workflows=[IncidentWorkflow, ServiceMonitorWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[IncidentWorkflow, ServiceMonitorWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
