@@ -56,7 +56,9 @@ async def test_payloads_cross_with_the_sdk_default_both_ways(value):
 
 async def test_cli_json_decodes_into_the_update_input_with_defaults():
     """What `temporal workflow update execute --input '{…}'` sends: only some fields, others default."""
-    [decided] = await DATA_CONVERTER.decode([payload(b'{"decision": "approve", "actor": "alice"}')], [DecideApprovalInput])
+    [decided] = await DATA_CONVERTER.decode(
+        [payload(b'{"decision": "approve", "actor": "alice"}')], [DecideApprovalInput]
+    )
     assert decided == DecideApprovalInput(decision="approve", actor="alice")
 
 

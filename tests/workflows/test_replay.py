@@ -22,4 +22,6 @@ def test_histories_are_recorded():
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path):
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
-    await Replayer(workflows=[IncidentWorkflow, ServiceMonitorWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
+    await Replayer(workflows=[IncidentWorkflow, ServiceMonitorWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+        history
+    )
