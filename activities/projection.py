@@ -149,6 +149,35 @@ def record_step(db: Session | Connection, input: RecordStepInput) -> bool:
     return bool(db.execute(_STEP_WRITE, step_params(input)).all())
 
 
+def record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
+    """Upsert the workflow row and move its incident; a write older than the stored one (lower seq) is
+    ignored. One statement."""
+    state = input.state
+    incident_status, incident_from = _INCIDENT_FOLLOWS.get(state.status, (None, []))
+    params = {
+        "workflow_id": state.workflow_id,
+        "incident_id": state.incident_id,
+        "playbook_id": state.playbook_id,
+        "playbook_version": state.playbook_version,
+        "status": state.status,
+        "current_steps": json.dumps(state.current_steps),
+        "changes": json.dumps(state.changes),
+        "error": state.error,
+        "seq": input.seq,
+        "started_at": _ts(state.started_at),
+        "finished_at": _ts(state.finished_at),
+        "now": utcnow(),
+        "incident_status": incident_status,
+        "incident_from": incident_from,
+        "incident_data": json.dumps(
+            {"actor": "workflow", "status": incident_status, "reason": f"workflow {state.status}"}
+        ),
+        "data": json.dumps({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
+        "channel": EVENTS_CHANNEL,
+    }
+    return bool(db.execute(_WORKFLOW_WRITE, params).all())
+
+
 class ProjectionActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -156,51 +185,28 @@ class ProjectionActivities:
     @activity.defn(name="record_batch")
     def record_batch(self, input: RecordBatchInput) -> RecordResult:
         """Apply a batch of snapshots in one transaction: steps, then the workflow, so events read in order
-        (a step finishes, then the workflow). The workflow's first row is written alone, before any step."""
+        (a step finishes, then the workflow). The workflow's first row (`opening`), when the batch carries
+        it, is written before the steps, on its own."""
         written = False
+        if input.opening is not None:  # the row the steps refer to; idempotent, so on its own
+            with self._engine.connect() as conn:
+                written = record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), input.opening)
+        if not input.steps and input.workflow is None:
+            return RecordResult(written=written)
         if len(input.steps) + (input.workflow is not None) == 1:  # one statement: atomic on its own
             with self._engine.connect() as conn:
                 db = conn.execution_options(isolation_level="AUTOCOMMIT")
                 if input.workflow is not None:
-                    written = self._record_workflow(db, input.workflow)
+                    written |= record_workflow(db, input.workflow)
                 else:
-                    written = record_step(db, input.steps[0])
+                    written |= record_step(db, input.steps[0])
             return RecordResult(written=written)
         with self._engine.begin() as db:
             for step in input.steps:
                 written |= record_step(db, step)
             if input.workflow is not None:
-                written |= self._record_workflow(db, input.workflow)
+                written |= record_workflow(db, input.workflow)
         return RecordResult(written=written)
-
-    @staticmethod
-    def _record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
-        """Upsert the workflow row and move its incident; a write older than the stored one (lower seq) is
-        ignored. One statement."""
-        state = input.state
-        incident_status, incident_from = _INCIDENT_FOLLOWS.get(state.status, (None, []))
-        params = {
-            "workflow_id": state.workflow_id,
-            "incident_id": state.incident_id,
-            "playbook_id": state.playbook_id,
-            "playbook_version": state.playbook_version,
-            "status": state.status,
-            "current_steps": json.dumps(state.current_steps),
-            "changes": json.dumps(state.changes),
-            "error": state.error,
-            "seq": input.seq,
-            "started_at": _ts(state.started_at),
-            "finished_at": _ts(state.finished_at),
-            "now": utcnow(),
-            "incident_status": incident_status,
-            "incident_from": incident_from,
-            "incident_data": json.dumps(
-                {"actor": "workflow", "status": incident_status, "reason": f"workflow {state.status}"}
-            ),
-            "data": json.dumps({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
-            "channel": EVENTS_CHANNEL,
-        }
-        return bool(db.execute(_WORKFLOW_WRITE, params).all())
 
     def all(self) -> list:
         return [self.record_batch]

@@ -29,9 +29,17 @@ from activities.conversation import (
     message_params,
 )
 from activities.heartbeat import heartbeating
-from activities.projection import STEP_WRITE_CTES, step_params
+from activities.projection import STEP_WRITE_CTES, record_workflow, step_params
 from core.conversations import MESSAGES_CHANNEL
-from core.payloads import SEQ_BLOCK, AgentInput, AgentResult, RecordStepInput, StepRecord, StepState
+from core.payloads import (
+    SEQ_BLOCK,
+    AgentInput,
+    AgentResult,
+    RecordStepInput,
+    RecordWorkflowInput,
+    StepRecord,
+    StepState,
+)
 from core.tables import EVENTS_CHANNEL, utcnow
 
 WORKER = f"{socket.gethostname()}"[:200]
@@ -87,22 +95,32 @@ class AgentRunLog:
         self._engine = engine
         self._conversation = conversation
 
-    def _write(self, run_cte: str, params: dict[str, Any], step: RecordStepInput | None, started_too: bool) -> None:
+    def _write(
+        self,
+        run_cte: str,
+        params: dict[str, Any],
+        step: RecordStepInput | None,
+        started_too: bool,
+        opening: RecordWorkflowInput | None = None,
+    ) -> None:
         assert self._engine is not None
         statement = _statement(
             run_cte, step=step is not None, snapshot="snap_key" in params, messages="msg_rows" in params
         )
         if step is not None:
             params = {**step_params(step, started_too=started_too), **params}
-        with self._engine.connect() as db:
-            db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, {"channel": EVENTS_CHANNEL, **params})
+        with self._engine.connect() as conn:
+            db = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if opening is not None:  # the workflow's first row, which the step row refers to (idempotent)
+                record_workflow(db, opening)
+            db.execute(statement, {"channel": EVENTS_CHANNEL, **params})
 
     def _start(self, run: dict[str, Any], started: datetime, input: Any, prepared: Prepared | None) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None:
             step = _snapshot(input, input.record, run["run_attempt"], "running", None, _shown(input))
         snapshot = prepared.snapshot if prepared is not None else {}
-        self._write(_RUN_STARTED_CTE, {**run, **snapshot, "run_now": started}, step, False)
+        self._write(_RUN_STARTED_CTE, {**run, **snapshot, "run_now": started}, step, False, _opening(input))
 
     def _finish(
         self,
@@ -135,10 +153,10 @@ class AgentRunLog:
             )
             if rows:
                 params.update(message_params(rows, now))
-        if started is None:
+        if started is None:  # the start's write opened the workflow's row, if it was to
             self._write(_RUN_FINISHED_CTE, params, step, False)
         else:
-            self._write(_RUN_DONE_CTE, {**params, "run_started": started}, step, True)
+            self._write(_RUN_DONE_CTE, {**params, "run_started": started}, step, True, _opening(input))
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
@@ -185,6 +203,10 @@ class AgentRunLog:
         if isinstance(result, AgentResult):
             result.messages = []  # stored: the workflow's history keeps only the result
         return result
+
+
+def _opening(input: Any) -> RecordWorkflowInput | None:
+    return input.record.opening if isinstance(input, AgentInput) and input.record is not None else None
 
 
 def _shown(input: AgentInput) -> dict[str, Any]:

@@ -24,9 +24,8 @@ from api.conversation_service import (
 )
 from api.deps import INT64_MAX, EngineDep, Int64Id, SettingsDep
 from api.incident_service import get_incident, in_session
-from api.workflows import StepId, WorkflowId
+from api.workflows import StepId, WorkflowId, workflow_known
 from core.embeddings import EmbeddingError, embedding_provider
-from core.tables import WorkflowRun
 
 router = APIRouter(tags=["conversations"], dependencies=[require("viewer")])
 
@@ -134,7 +133,7 @@ async def step_contexts(workflow_id: WorkflowId, step_id: StepId, engine: Engine
     """Every context the step's agent attempts received, oldest version first (without the context itself)."""
 
     def _list(session: Session) -> list[dict[str, Any]]:
-        if session.get(WorkflowRun, workflow_id) is None:
+        if not workflow_known(session, workflow_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
         rows = list_snapshots(session=session, workflow_id=workflow_id, step_id=step_id)
         return [snapshot_public(r, with_context=False) for r in rows]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -29,12 +29,20 @@ from core.payloads import (
     UpdateStepParamsInput,
     WorkflowState,
 )
-from core.tables import WorkflowRun, WorkflowStep
+from core.tables import Incident, WorkflowRun, WorkflowStep
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], dependencies=[require("viewer")])
 WorkflowId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")]
 QUERY_TIMEOUT = 5.0
 StepId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+def workflow_known(session: Session, workflow_id: str) -> bool:
+    """A workflow with a projection row, or one an incident has started: its first row is written with its
+    first agent's step, so a just-started workflow may not have one yet."""
+    if session.get(WorkflowRun, workflow_id) is not None:
+        return True
+    return session.exec(select(Incident.id).where(Incident.workflow_id == workflow_id).limit(1)).first() is not None
 
 
 class RetryBody(BaseModel):
@@ -64,7 +72,7 @@ async def _update(
     arg: Any,
     action: str,
 ) -> dict[str, Any]:
-    if session.get(WorkflowRun, workflow_id) is None:
+    if not workflow_known(session, workflow_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
     handle = temporal.get_workflow_handle(workflow_id)
     try:
@@ -96,7 +104,7 @@ async def live_state(
 ) -> dict[str, Any]:
     """The workflow's live state from its `status` query (`live: true`), or else its projection in Postgres."""
     run = session.get(WorkflowRun, workflow_id)
-    if run is None:
+    if run is None and not workflow_known(session, workflow_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
     try:
         state = await asyncio.wait_for(
@@ -105,6 +113,15 @@ async def live_state(
         return {**dataclasses.asdict(state), "live": True}
     except (TimeoutError, RPCError) as err:
         reason = "no worker answered in time" if isinstance(err, TimeoutError) else err.message
+    if run is None:  # started, and nothing written yet
+        return {
+            "workflow_id": workflow_id,
+            "status": "pending",
+            "current_steps": [],
+            "steps": [],
+            "live": False,
+            "reason": f"no projection yet, and Temporal: {reason}",
+        }
     steps = session.exec(
         select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id).order_by(col(WorkflowStep.position))
     ).all()

@@ -84,6 +84,7 @@ async def decisions(env, engine, settings, count: int) -> tuple[list[float], lis
                     playbook=GATED,
                     known_agents=["noop"],
                     retry_window_seconds=0,
+                    agents_open_projection=True,  # as activities/incidents.py starts incidents
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,

@@ -87,6 +87,7 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
                     playbook=playbook,
                     known_agents=sorted(known_agents()),
                     retry_window_seconds=0,
+                    agents_open_projection=True,  # as activities/incidents.py starts incidents
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,

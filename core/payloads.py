@@ -40,6 +40,10 @@ class IncidentWorkflowInput:
     approval_timeout_seconds: float = 3_600.0
     # Agents registered by URL (known_agents includes them): their steps run the webhook_agent activity.
     webhook_agents: list[str] = field(default_factory=list)
+    # The first agent to run writes the workflow's first projection row with its own step, instead of a local
+    # activity in the workflow's first task (a round of its own). False: runs started before this existed,
+    # whose histories have that local activity.
+    agents_open_projection: bool = False
 
 
 @dataclass
@@ -59,6 +63,10 @@ class StepRecord:
     fail_on_negative: bool = True
     check: int = 1  # repeated steps: which check this is, of how many
     checks: int = 1
+    # The workflow's first row (in_progress, and its incident moved to in_progress), written before the step
+    # when the workflow has not written it itself yet: a first step's activity opens the projection, so
+    # the workflow's first task needs no write of its own. Idempotent (its seq).
+    opening: "RecordWorkflowInput | None" = None
 
 
 SEQ_BLOCK = 1000
@@ -278,6 +286,9 @@ class RecordBatchInput:
 
     workflow: RecordWorkflowInput | None = None
     steps: list[RecordStepInput] = field(default_factory=list)
+    # The workflow's first row, when no agent has confirmed writing it: written before the steps (they refer
+    # to it).
+    opening: RecordWorkflowInput | None = None
 
 
 @dataclass

@@ -83,6 +83,7 @@ class Incident(IncidentBase, table=True):
         Index("ix_incidents_updated_at_id", "updated_at", "id"),
         Index("ix_incidents_severity_id", "severity", "id"),
         Index("ix_incidents_incident_type", "incident_type"),
+        Index("ix_incidents_workflow_id", "workflow_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))

@@ -82,6 +82,7 @@ class IncidentWorkflow:
         self._halted = False
         self._retry: RetryStepInput | None = None
         self._pending_workflow: RecordWorkflowInput | None = None
+        self._opening: RecordWorkflowInput | None = None  # the first row, until someone is known to have written it
         self._pending_steps: dict[str, RecordStepInput] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._abort: AbortInput | None = None
@@ -289,7 +290,7 @@ class IncidentWorkflow:
     async def run(self, input: IncidentWorkflowInput) -> WorkflowState:
         self._set_status("in_progress")
         self._state.started_at = self._now()
-        await self._record_workflow(wait=True)  # the row the step rows refer to
+        await self._open()
         while self._abort is None:
             await self._advance()
             self._kick()
@@ -306,6 +307,15 @@ class IncidentWorkflow:
             self._wake = False
             await workflow.wait_condition(lambda: self._wake or self._abort is not None)
         return await self._finish()
+
+    async def _open(self) -> None:
+        """The workflow's first projection row (the row step rows refer to). The first agent activity writes
+        it before its own step, and so does the workflow's first write of its own, whichever comes first: a
+        local activity here would cost the first task a round of its own."""
+        if self._input.agents_open_projection:  # a flag in the input, not a patch: no marker, no extra event
+            self._opening = self._snapshot()
+        else:
+            await self._record_workflow(wait=True)
 
     async def _advance(self) -> None:
         """Apply the scheduler's moves until it has none."""
@@ -410,6 +420,7 @@ class IncidentWorkflow:
                     fail_on_negative=spec.fail_on_negative,
                     check=check,
                     checks=checks,
+                    opening=self._opening,
                 )
                 result = await workflow.execute_activity(
                     WEBHOOK_AGENT_ACTIVITY if spec.agent in self._input.webhook_agents else spec.agent,
@@ -420,6 +431,8 @@ class IncidentWorkflow:
                     retry_policy=_retry_policy(spec),
                     summary=f"{spec.id}: {spec.agent}",
                 )
+                if agent_input.record.opening is not None:  # that attempt wrote it, with its step
+                    self._opening = None
                 if spec.repeat:
                     result.data["checks"] = {"done": check, "allowed": checks}
                 step.attempt = int(result.data.get("attempt", 1))
@@ -683,10 +696,12 @@ class IncidentWorkflow:
         self._seq += SEQ_BLOCK
         return base
 
-    async def _record_workflow(self, wait: bool = False) -> None:
+    def _snapshot(self) -> RecordWorkflowInput:
         # Steps travel with record_step; keep this payload small.
-        snapshot = RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq())
-        await self._project("record_workflow", snapshot, wait)
+        return RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq())
+
+    async def _record_workflow(self, wait: bool = False) -> None:
+        await self._project("record_workflow", self._snapshot(), wait)
 
     async def _record_step(self, step: StepState, input: dict | None = None) -> None:
         snapshot = RecordStepInput(
@@ -723,11 +738,15 @@ class IncidentWorkflow:
 
     async def _flush(self) -> None:
         while self._pending_workflow is not None or self._pending_steps:
-            batch = RecordBatchInput(workflow=self._pending_workflow, steps=list(self._pending_steps.values()))
+            batch = RecordBatchInput(
+                workflow=self._pending_workflow, steps=list(self._pending_steps.values()), opening=self._opening
+            )
             self._pending_workflow, self._pending_steps = None, {}
             await workflow.execute_local_activity(
                 "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
             )
+            if batch.opening is not None:
+                self._opening = None
 
     async def _drain_records(self) -> None:
         while self._flusher is not None and not self._flusher.done():

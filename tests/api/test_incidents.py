@@ -171,3 +171,21 @@ async def test_incident_lifecycle_is_a_state_machine_with_clear_409s(api, client
     assert (await viewer.post(path, json={"status": "closed"})).status_code == 403
     audit = (await api.get("/api/audit", params={"action": "incident.status"})).json()["items"]
     assert [e["after"]["status"] for e in reversed(audit)] == steps
+
+
+async def test_a_started_workflow_is_known_before_its_first_projection_row(api, engine):
+    """The first agent writes the workflow's row with its own step: until then (here: no worker runs it), the
+    API still knows the workflow by its incident: the live state says pending, instead of a 404."""
+    from core.tables import WorkflowRun
+
+    incident = await create_incident(api)
+    workflow_id = incident["workflow_id"]
+    with Session(engine) as session:
+        assert session.get(WorkflowRun, workflow_id) is None
+    state = await api.get(f"/api/workflows/{workflow_id}")
+    assert state.status_code == 200, state.text
+    assert state.json()["status"] == "pending" and state.json()["live"] is False
+    assert "no projection yet" in state.json()["reason"]
+    contexts = await api.get(f"/api/workflows/{workflow_id}/steps/monitor/contexts")
+    assert contexts.status_code == 200 and contexts.json() == []
+    assert (await api.get("/api/workflows/incident-999999999")).status_code == 404

@@ -65,6 +65,7 @@ async def gated_incident(env, engine, settings, **remediate: Any):
                 incident=IncidentContext(incident.id, incident.title, incident.service, "P2"),
                 playbook=playbook(**remediate),
                 known_agents=["noop"],
+                agents_open_projection=True,
             ),
             id=incident.workflow_id,
             task_queue=queue,
