@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import Engine, text
 from temporalio import activity
 
@@ -211,9 +212,10 @@ def _opening(input: Any) -> RecordWorkflowInput | None:
 
 def _shown(input: AgentInput) -> dict[str, Any]:
     """The step's input as stored for the step page (without the workflow's bookkeeping)."""
-    shown = dataclasses.asdict(input)
+    # Copied without the context (kept whole in context_snapshots) rather than copied whole and trimmed.
+    shown = msgspec.to_builtins(dataclasses.replace(input, record=None, context=None))
     shown.pop("record")
-    shown.pop("context")  # kept whole in context_snapshots
+    shown.pop("context")
     return shown
 
 
@@ -236,7 +238,7 @@ def _snapshot(
     seq = record.seq_base + 2 * bounded
     if result is not None:
         seq += 1
-        step.output = dataclasses.asdict(result)
+        step.output = msgspec.to_builtins(result)
         step.attempt = int(result.data.get("attempt", attempt))
         if result.ok or record.check >= record.checks:
             step.finished_at = datetime.now(UTC).isoformat()

@@ -48,3 +48,32 @@ def test_nested_values_and_secret_keys():
         "count": 3,
         "token_count": 42,
     }
+
+
+def test_the_quick_scan_never_skips_what_a_pattern_would_redact():
+    """Text with nothing secret-looking skips the patterns; each shape, in any case, still gets them."""
+    from core import redact as module
+
+    shapes = [
+        "AIza" + "b" * 35,
+        "rk_live_" + "c" * 16,
+        "sk-" + "d" * 20,
+        "amt_" + "e" * 24,
+        "ASIA" + "F" * 16,
+        "github_pat_" + "g" * 30,
+        "gho_" + "h" * 30,
+        "https://u:pw123@host",
+        "x-api-key: k3y-v4lue",
+        "ACCESS-KEY=abc123def",
+        "Private_Key: zz9zz9",
+        "pwd=abc123",
+        "token    abcdefgh1234",
+        "-----BEGIN RSA PRIVATE KEY-----\nabc",
+    ]
+    for text in shapes:
+        slow = text
+        for pattern, replacement in module._PATTERNS:
+            slow = pattern.sub(replacement, slow)
+        assert slow != text, text  # the shape is one a pattern redacts
+        assert redact_text(text) == slow
+        assert redact_text(f"before {text} after") != f"before {text} after"
