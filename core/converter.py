@@ -88,18 +88,17 @@ class MsgspecJSONPayloadConverter(EncodingPayloadConverter):
 
 
 _json = MsgspecJSONPayloadConverter()
+_CONVERTERS = tuple(
+    _json if c.encoding == ENCODING else c for c in DefaultPayloadConverter.default_encoding_payload_converters
+)
 
 
 class PayloadConverter(CompositePayloadConverter):
-    """The SDK's default converters in the SDK's order, with JSON through msgspec."""
+    """The SDK's default converters in the SDK's order, with JSON through msgspec. The SDK builds one per
+    workflow and activity: the converters themselves are shared."""
 
     def __init__(self) -> None:
-        super().__init__(
-            *(
-                _json if c.encoding == ENCODING else c
-                for c in DefaultPayloadConverter.default_encoding_payload_converters
-            )
-        )
+        super().__init__(*_CONVERTERS)
 
 
 DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from collections.abc import Iterator
@@ -60,7 +61,19 @@ def _encode(text: str) -> Iterator[list[int]]:
 
 def count_tokens(text: str) -> int:
     """Number of o200k_base tokens in `text`; special-token look-alikes count as plain text."""
+    if len(text) <= _CACHED_CHARS:  # each attempt counts the conversation so far again: mostly the same texts
+        return _count_cached(text)
+    return _count(text)
+
+
+def _count(text: str) -> int:
     return sum(len(tokens) for tokens in _encode(text))
+
+
+# At most _CACHED_TEXTS texts of at most _CACHED_CHARS characters (≤ 8 MB of text held).
+_CACHED_CHARS = 2_000
+_CACHED_TEXTS = 4_096
+_count_cached = functools.lru_cache(maxsize=_CACHED_TEXTS)(_count)
 
 
 def _decode_prefix(tokens: list[int]) -> str:
