@@ -135,7 +135,7 @@ async def start_incident_workflow(
                 webhook_agents=webhooks,
                 retry_window_seconds=settings.retry_window_seconds,
                 approval_timeout_seconds=settings.approval_timeout_seconds,
-                agents_open_projection=True,
+                agents_open_projection=settings.agents_open_projection,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,

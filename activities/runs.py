@@ -96,32 +96,37 @@ class AgentRunLog:
         self._engine = engine
         self._conversation = conversation
 
-    def _write(
-        self,
-        run_cte: str,
-        params: dict[str, Any],
-        step: RecordStepInput | None,
-        started_too: bool,
-        opening: RecordWorkflowInput | None = None,
-    ) -> None:
+    def _write(self, run_cte: str, params: dict[str, Any], step: RecordStepInput | None, started_too: bool) -> None:
         assert self._engine is not None
         statement = _statement(
             run_cte, step=step is not None, snapshot="snap_key" in params, messages="msg_rows" in params
         )
         if step is not None:
             params = {**step_params(step, started_too=started_too), **params}
+        with self._engine.connect() as db:
+            db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, {"channel": EVENTS_CHANNEL, **params})
+
+    def _open(self, opening: RecordWorkflowInput) -> None:
+        """The workflow's first row (in_progress; its incident too), which the step rows refer to: written
+        first, so the incident shows someone on it while the agent works. Idempotent (its seq)."""
+        assert self._engine is not None
         with self._engine.connect() as conn:
-            db = conn.execution_options(isolation_level="AUTOCOMMIT")
-            if opening is not None:  # the workflow's first row, which the step row refers to (idempotent)
-                record_workflow(db, opening)
-            db.execute(statement, {"channel": EVENTS_CHANNEL, **params})
+            record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), opening)
+
+    def _prepare(
+        self, input: AgentInput, opening: RecordWorkflowInput | None, attempt: int, run_key: str, agent: str
+    ) -> Prepared:
+        assert self._conversation is not None
+        if opening is not None:
+            self._open(opening)
+        return self._conversation.prepare(input, attempt=attempt, run_key=run_key, agent=agent)
 
     def _start(self, run: dict[str, Any], started: datetime, input: Any, prepared: Prepared | None) -> None:
         step = None
         if isinstance(input, AgentInput) and input.record is not None:
             step = _snapshot(input, input.record, run["run_attempt"], "running", None, _shown(input))
         snapshot = prepared.snapshot if prepared is not None else {}
-        self._write(_RUN_STARTED_CTE, {**run, **snapshot, "run_now": started}, step, False, _opening(input))
+        self._write(_RUN_STARTED_CTE, {**run, **snapshot, "run_now": started}, step, False)
 
     def _finish(
         self,
@@ -154,10 +159,10 @@ class AgentRunLog:
             )
             if rows:
                 params.update(message_params(rows, now))
-        if started is None:  # the start's write opened the workflow's row, if it was to
+        if started is None:
             self._write(_RUN_FINISHED_CTE, params, step, False)
         else:
-            self._write(_RUN_DONE_CTE, {**params, "run_started": started}, step, True, _opening(input))
+            self._write(_RUN_DONE_CTE, {**params, "run_started": started}, step, True)
 
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
@@ -172,15 +177,16 @@ class AgentRunLog:
             "run_worker": WORKER,
         }
         prepared = None
+        opening = _opening(input)
         if self._conversation is not None and isinstance(input, AgentInput):
             # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
             prepared = await heartbeating(
-                asyncio.to_thread(
-                    self._conversation.prepare, input, attempt=info.attempt, run_key=run["run_key"], agent=agent
-                ),
+                asyncio.to_thread(self._prepare, input, opening, info.attempt, run["run_key"], agent),
                 "preparing the context",
             )
             input.context = prepared.context
+        elif opening is not None:
+            await asyncio.to_thread(self._open, opening)
         began = utcnow()
         started: datetime | None = began  # None once the start is written on its own
         work = asyncio.ensure_future(call())

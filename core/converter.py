@@ -11,7 +11,10 @@ each decode (`typing.get_type_hints` per dataclass per payload); msgspec compile
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -65,6 +68,9 @@ class MsgspecJSONPayloadConverter(EncodingPayloadConverter):
         except TypeError:  # an unhashable hint
             decoder = None
         if decoder is None:
+            validate = getattr(type_hint, "model_validate", None)
+            if callable(validate):  # a Pydantic model: built from its JSON the Pydantic way
+                return validate(self._decode(self._plain, payload))
             return self._sdk.from_payload(payload, type_hint)
         return self._decode(decoder, payload)
 
@@ -79,12 +85,26 @@ class MsgspecJSONPayloadConverter(EncodingPayloadConverter):
         with self._lock:
             if type_hint in self._decoders:
                 return self._decoders[type_hint]
-            try:
-                decoder: msgspec.json.Decoder | None = msgspec.json.Decoder(type_hint)
-            except TypeError:  # a type msgspec does not support: the SDK's reflection decodes it
-                decoder = None
+            decoder: msgspec.json.Decoder | None = None
+            if _msgspec_decodes(type_hint):
+                try:
+                    # Not strict: 3.0 and "3" are 3 for an int, as a `temporal` CLI user would expect.
+                    decoder = msgspec.json.Decoder(type_hint, strict=False)
+                except TypeError:  # a type msgspec does not support: the SDK's reflection decodes it
+                    decoder = None
             self._decoders[type_hint] = decoder
             return decoder
+
+
+_PLAIN_TYPES = (str, int, float, bool, bytes, dict, list, tuple, set, frozenset, datetime, uuid.UUID)
+
+
+def _msgspec_decodes(type_hint: Any) -> bool:
+    """Dataclasses, plain types and typing constructs (list[str], X | None, …); any other class (a Pydantic
+    model, say) is built its own way."""
+    if not isinstance(type_hint, type):
+        return True  # list[str], dict[str, Any], Optional[…], Literal[…]
+    return dataclasses.is_dataclass(type_hint) or issubclass(type_hint, _PLAIN_TYPES)
 
 
 _json = MsgspecJSONPayloadConverter()

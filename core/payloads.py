@@ -63,9 +63,9 @@ class StepRecord:
     fail_on_negative: bool = True
     check: int = 1  # repeated steps: which check this is, of how many
     checks: int = 1
-    # The workflow's first row (in_progress, and its incident moved to in_progress), written before the step
-    # when the workflow has not written it itself yet: a first step's activity opens the projection, so
-    # the workflow's first task needs no write of its own. Idempotent (its seq).
+    # The workflow's first row (in_progress, and its incident moved to in_progress), written by the attempt
+    # before anything else when the workflow has not written it itself yet: a first step's activity opens the
+    # projection, so the workflow's first task needs no write of its own. Idempotent (its seq).
     opening: "RecordWorkflowInput | None" = None
 
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # New incidents' first agent writes their workflow's first projection row (one local activity fewer per
+    # incident). Set false while upgrading workers from a version before December 2026 (docs/operations.md).
+    agents_open_projection: bool = True
     # Where people reach this site (links in Slack messages and emails); empty = http://WEB_HOST:WEB_PORT.
     public_url: str = Field(default="", max_length=500)
     # Slack approvals: a bot token (chat:write) and channel to post requests to, and the app's signing secret

@@ -698,7 +698,10 @@ class IncidentWorkflow:
 
     def _snapshot(self) -> RecordWorkflowInput:
         # Steps travel with record_step; keep this payload small.
-        return RecordWorkflowInput(state=dataclasses.replace(self._state, steps=[]), seq=self._next_seq())
+        state = dataclasses.replace(
+            self._state, steps=[], changes=list(self._state.changes), current_steps=list(self._state.current_steps)
+        )
+        return RecordWorkflowInput(state=state, seq=self._next_seq())
 
     async def _record_workflow(self, wait: bool = False) -> None:
         await self._project("record_workflow", self._snapshot(), wait)

@@ -93,3 +93,20 @@ async def test_values_json_lacks_are_encoded_as_the_sdk_encodes_them():
 async def test_an_untyped_payload_decodes_as_plain_json():
     [value] = await DATA_CONVERTER.decode([payload(b'{"a": [1, 2.5, null]}')], None)
     assert value == {"a": [1, 2.5, None]}
+
+
+async def test_numbers_as_a_cli_user_types_them_fit_int_fields():
+    [decided] = await DATA_CONVERTER.decode(
+        [payload(b'{"decision": "approve", "approval_id": 3.0}')], [DecideApprovalInput]
+    )
+    assert decided.approval_id == 3
+    [decided] = await DATA_CONVERTER.decode(
+        [payload(b'{"decision": "approve", "approval_id": "4"}')], [DecideApprovalInput]
+    )
+    assert decided.approval_id == 4
+
+
+async def test_a_pydantic_model_is_built_the_sdk_way():
+    playbook = Playbook(id="p", name="p", steps=[StepSpec(id="a", agent="noop")])
+    [decoded] = await DATA_CONVERTER.decode(await DATA_CONVERTER.encode([playbook]), [Playbook])
+    assert decoded == playbook

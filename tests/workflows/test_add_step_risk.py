@@ -34,8 +34,13 @@ async def test_an_added_remediation_step_waits_for_approval(api, temporal_client
     )
     assert added.status_code == 200, added.text
     await wait_until(lambda: workflow_status(engine, workflow_id) == "waiting_approval", what="the approval gate")
-    with Session(engine) as session:
-        (approval,) = session.exec(select(Approval).where(Approval.workflow_id == workflow_id)).all()
+
+    def requests() -> list[Approval]:  # recorded by the gate's activity, just after the status moves
+        with Session(engine) as session:
+            return list(session.exec(select(Approval).where(Approval.workflow_id == workflow_id)).all())
+
+    await wait_until(lambda: len(requests()) == 1, what="the approval request")
+    (approval,) = requests()
     assert approval.step_id == "fix" and approval.risk == "high"
     rejected = await api.post(f"/api/approvals/{approval.id}/decision", json={"decision": "reject", "comment": "no"})
     assert rejected.status_code == 200, rejected.text

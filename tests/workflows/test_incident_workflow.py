@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlmodel import Session, select
 
 from core.payloads import WorkflowState
@@ -11,7 +12,7 @@ from core.tables import Incident, WorkflowRun, WorkflowStep
 from tests.factories import create_incident, wait_for_workflow
 from tests.peers import closed_port_url
 
-pytestmark = __import__("pytest").mark.usefixtures("worker")
+pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def test_healthy_service_runs_all_four_steps_with_outputs_chained(api, temporal_client, engine, service):
@@ -153,3 +154,38 @@ async def test_secrets_in_agent_output_are_redacted_before_storage(api, temporal
     assert "postgres://app:[REDACTED]@db:5432/main" in stored
     page = (await api.get(f"/incidents/{incident['id']}")).text
     assert "hunter2pw" not in page and "it says: db error" in page
+
+
+@pytest.mark.parametrize("agents_open", [True, False], ids=["agents-open", "workflow-opens"])
+async def test_the_first_projection_row_is_written_either_way(temporal_client, engine, settings, service, agents_open):
+    """AGENTS_OPEN_PROJECTION=false (upgrading from workers that predate it) starts incidents whose workflow
+    writes its first row itself, in a local activity of its first task; by default the first agent does."""
+    from temporalio.api.enums.v1 import EventType
+
+    from activities.incidents import insert_incident, start_incident_workflow
+    from core.audit import SYSTEM
+    from core.tables import IncidentCreate
+
+    url, _ = service
+    settings = settings.model_copy(update={"agents_open_projection": agents_open})
+    with Session(engine) as session:
+        incident, _ = insert_incident(
+            session=session,
+            data=IncidentCreate(title="either way", service="checkout", service_url=url),
+            idempotency_key=None,
+            actor=SYSTEM,
+            settings=settings,
+        )
+    await start_incident_workflow(
+        temporal=temporal_client, engine=engine, incident=incident, settings=settings, fresh=True
+    )
+    outcome, _ = await wait_for_workflow(temporal_client, incident.workflow_id)
+    assert outcome == "completed"
+    history = await temporal_client.get_workflow_handle(incident.workflow_id).fetch_history()
+    first_command = history.events[4].event_type  # after started, and the first task's scheduled/started/completed
+    expected = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED if agents_open else EventType.EVENT_TYPE_MARKER_RECORDED
+    assert first_command == expected
+    with Session(engine) as session:
+        run = session.get(WorkflowRun, incident.workflow_id)
+        assert run is not None and run.status == "completed"
+        assert session.get(Incident, incident.id).status == "resolved"
