@@ -178,6 +178,12 @@ def record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
     return bool(db.execute(_WORKFLOW_WRITE, params).all())
 
 
+def open_workflow(engine: Engine, opening: RecordWorkflowInput) -> bool:
+    """The workflow's first row (the row its step rows refer to), on its own: idempotent (its seq)."""
+    with engine.connect() as conn:
+        return record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), opening)
+
+
 class ProjectionActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -188,9 +194,8 @@ class ProjectionActivities:
         (a step finishes, then the workflow). The workflow's first row (`opening`), when the batch carries
         it, is written before the steps, on its own."""
         written = False
-        if input.opening is not None:  # the row the steps refer to; idempotent, so on its own
-            with self._engine.connect() as conn:
-                written = record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), input.opening)
+        if input.opening is not None:
+            written = open_workflow(self._engine, input.opening)
         if not input.steps and input.workflow is None:
             return RecordResult(written=written)
         if len(input.steps) + (input.workflow is not None) == 1:  # one statement: atomic on its own

@@ -30,7 +30,7 @@ from activities.conversation import (
     message_params,
 )
 from activities.heartbeat import heartbeating
-from activities.projection import STEP_WRITE_CTES, record_workflow, step_params
+from activities.projection import STEP_WRITE_CTES, open_workflow, step_params
 from core.conversations import MESSAGES_CHANNEL
 from core.payloads import (
     SEQ_BLOCK,
@@ -110,8 +110,7 @@ class AgentRunLog:
         """The workflow's first row (in_progress; its incident too), which the step rows refer to: written
         first, so the incident shows someone on it while the agent works. Idempotent (its seq)."""
         assert self._engine is not None
-        with self._engine.connect() as conn:
-            record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), opening)
+        open_workflow(self._engine, opening)
 
     def _prepare(
         self, input: AgentInput, opening: RecordWorkflowInput | None, attempt: int, run_key: str, agent: str

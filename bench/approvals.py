@@ -84,7 +84,7 @@ async def decisions(env, engine, settings, count: int) -> tuple[list[float], lis
                     playbook=GATED,
                     known_agents=["noop"],
                     retry_window_seconds=0,
-                    agents_open_projection=True,  # as activities/incidents.py starts incidents
+                    agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,

@@ -87,7 +87,7 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
                     playbook=playbook,
                     known_agents=sorted(known_agents()),
                     retry_window_seconds=0,
-                    agents_open_projection=True,  # as activities/incidents.py starts incidents
+                    agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,
