@@ -198,10 +198,13 @@ def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, setti
     """Attach a firing alert to its open incident, or open the next one (see the module's docstring)."""
     with session_scope(engine) as session:
         for _ in range(3):
+            # Count first, look second (each statement sees what was committed when it ran): a concurrent request
+            # that attaches the current episode in between is then seen as open, never counted as an ended episode.
+            episodes = _episodes(session, alert)
             incident = _open_incident(session, alert)
             created = False
             if incident is None:
-                key = episode_key(alert, _episodes(session, alert) + 1)
+                key = episode_key(alert, episodes + 1)
                 incident, created = _insert(session, alert, routed, key, settings, actor)
                 if not created and incident.status in ENDED_STATUSES:
                     # This episode's incident was stored but not its alert row (the request died in between), and

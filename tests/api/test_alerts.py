@@ -8,13 +8,18 @@ import asyncio
 import hashlib
 import hmac
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import event
 from temporalio.client import WorkflowExecutionStatus
 
-from core.alerts import fingerprint_of
+from api.alert_service import record_firing
+from core.alerts import ReceivedAlert, fingerprint_of, route_alert
+from core.audit import SYSTEM
 from tests.api.alert_rows import alert_rows, am_alert, am_payload, event_kinds, incident_ids, tool_messages
 from tests.factories import wait_for_workflow
 
@@ -128,6 +133,69 @@ async def test_ten_identical_alerts_at_once_open_one_incident(api, engine, tempo
     assert len(tool_messages(engine, row.incident_id)) == 1
     workflow_id = (await api.get(f"/api/incidents/{row.incident_id}")).json()["workflow_id"]
     assert (await temporal_client.get_workflow_handle(workflow_id).describe()).status == WorkflowExecutionStatus.RUNNING
+
+
+class Interleaving:
+    """Runs `first` on this thread and, just before its statement number `position` (when it is not inside a
+    write: then the second would only wait for its locks), `second` whole on another thread."""
+
+    def __init__(self, engine, position: int) -> None:
+        self.engine, self.position, self.thread = engine, position, threading.get_ident()
+        self.seen: list[str] = []
+        self.writing = False
+        self.second_result = None
+
+    def run(self, first, second):
+        self.second = second
+        event.listen(self.engine, "before_cursor_execute", self._before)
+        event.listen(self.engine, "commit", self._committed)
+        try:
+            return first()
+        finally:
+            event.remove(self.engine, "before_cursor_execute", self._before)
+            event.remove(self.engine, "commit", self._committed)
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ARG002 (the event's)
+        if threading.get_ident() != self.thread:
+            return
+        self.seen.append(statement.split(None, 1)[0])
+        if not self.writing and self.second_result is None and len(self.seen) - 1 == self.position:
+            with ThreadPoolExecutor(1) as pool:
+                self.second_result = pool.submit(self.second).result(timeout=30)
+        self.writing = self.writing or self.seen[-1] in ("INSERT", "UPDATE", "DELETE")
+
+    def _committed(self, conn) -> None:  # noqa: ARG002
+        if threading.get_ident() == self.thread:
+            self.writing = False
+
+
+def test_a_request_landing_between_any_two_statements_of_another_opens_no_second_incident(engine, settings):
+    """The ten-at-once test leaves the interleaving to chance; this one walks it, statement by statement."""
+    routed = route_alert({"alertname": "HighLatency"}, [])
+
+    def fire(fingerprint: str):
+        alert = ReceivedAlert(
+            source="alertmanager", fingerprint=fingerprint, status="firing", labels={"alertname": "HighLatency"}
+        )
+        return record_firing(engine=engine, alert=alert, routed=routed, settings=settings, actor=SYSTEM)
+
+    walked = []
+    for position in range(40):
+        fingerprint = f"race{position:04d}"
+        walk = Interleaving(engine, position)
+        first = walk.run(lambda f=fingerprint: fire(f), lambda f=fingerprint: fire(f))
+        if position >= len(walk.seen):
+            break  # past the first request's last statement
+        if walk.second_result is None:
+            continue  # inside a write
+        walked.append(position)
+        actions = sorted([first.outcome.action, walk.second_result.outcome.action])
+        assert actions == ["attached", "opened"], (position, walk.seen, actions)
+        assert first.outcome.incident_id == walk.second_result.outcome.incident_id, (position, walk.seen)
+        [row] = alert_rows(engine, fingerprint=fingerprint)
+        assert row.receive_count == 2
+    # both ways round: before the first request opens the incident, and once it has (then it only attaches)
+    assert walked[:2] == [0, 1] and walked[-1] > 10, walked
 
 
 async def test_one_notification_with_several_alerts(api, engine):
