@@ -7,13 +7,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import NotFound
 from core.approvals import Approval, ApprovalEvent, may_decide
-from core.identity import team_names
+from core.db import autocommit_session
+from core.identity import Team, TeamMember
 from core.payloads import DecideApprovalInput, WorkflowState
 from core.tables import utcnow
 
@@ -67,6 +69,26 @@ def record_viewed(session: Session, approval: Approval, actor: str, channel: str
         session.commit()
 
 
+_APPROVAL_AND_TEAMS = select(
+    Approval,
+    select(func.array_agg(Team.name))
+    .join(TeamMember, col(TeamMember.team_id) == col(Team.id))
+    .where(TeamMember.user_id == bindparam("user_id"))
+    .scalar_subquery(),
+).where(Approval.id == bindparam("approval_id"))
+
+
+def _approval_and_teams(session: Session, approval_id: int, user_id: int | None) -> tuple[Approval, list[str]]:
+    """The approval and the deciding user's teams: one query, built once, in a round trip of its own (a
+    decision waits on it; the caller's session holds no transaction over the Update that follows)."""
+    with autocommit_session(session) as db:
+        row = db.exec(_APPROVAL_AND_TEAMS, params={"approval_id": approval_id, "user_id": user_id}).first()
+    if row is None:
+        raise ApprovalNotFound(f"approval {approval_id} does not exist")
+    approval, names = row
+    return approval, list(names or [])  # array_agg of no rows is NULL
+
+
 async def decide(
     session: Session,
     temporal: Client,
@@ -81,14 +103,12 @@ async def decide(
     comment: str = "",
 ) -> dict[str, Any]:
     """Decide; returns the approval as the workflow now holds it. Raises ApprovalNotFound, DecisionRefused."""
-    approval = get_approval(session, approval_id)
+    approval, teams = _approval_and_teams(session, approval_id, user_id)
     if approval.status != "pending":
         by = f" by {approval.decided_by}" if approval.decided_by else ""
         raise DecisionRefused(409, f"approval {approval_id} is already {approval.status}{by}")
-    teams = team_names(session, user_id) if user_id is not None else []
     if not may_decide(approval.approvers, actor=actor, role=role, teams=teams):
         raise DecisionRefused(403, f"{actor} may not decide approval {approval_id}")
-    session.rollback()  # end the read transaction: the Update may take a moment
     arg = DecideApprovalInput(
         decision=decision,
         approval_id=approval_id,

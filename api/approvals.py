@@ -24,6 +24,7 @@ from api.auth import Admin, Principal, Viewer, actor_of, require
 from api.deps import INT64_MAX, SessionDep, TemporalDep
 from core.approvals import APPROVAL_STATUSES, Approval, ApprovalEvent, ApprovalPolicy
 from core.audit import record_audit
+from core.db import autocommit_session
 from core.tables import utcnow
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"], dependencies=[require("viewer")])
@@ -129,15 +130,15 @@ async def post_decision(
         )
     except DecisionRefused as err:
         raise HTTPException(err.status, str(err)) from None
-    record_audit(
-        session,
-        actor=actor_of(request, principal),
-        action=f"approval.{decided['status']}",
-        target_type="approval",
-        target_id=str(approval_id),
-        after={"decision": body.decision, "comment": body.comment, "params": body.params},
-    )
-    session.commit()
+    with autocommit_session(session) as audit:  # one round trip: the INSERT
+        record_audit(
+            audit,
+            actor=actor_of(request, principal),
+            action=f"approval.{decided['status']}",
+            target_type="approval",
+            target_id=str(approval_id),
+            after={"decision": body.decision, "comment": body.comment, "params": body.params},
+        )
     return decided
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.identity_service import session_user, token_user
@@ -57,23 +56,19 @@ def actor_of(request: Request, principal: Principal) -> Actor:
 
 
 def _resolve(request: Request) -> Principal | None:
-    with Session(request.app.state.engine) as session:
-        header = request.headers.get("authorization", "")
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if header[:7].lower() != "bearer " and not cookie:
+        return None
+    with request.app.state.engine.connect() as db:
         if header[:7].lower() == "bearer ":
-            found = token_user(session=session, token=header[7:].strip())
-            if found is None:
-                return None
-            _, user = found
-            assert user.id is not None
-            return Principal(user.id, user.username, user.role, "token")
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
-            live = session_user(session=session, cookie_value=cookie)
-            if live is not None:
-                record, user = live
-                assert user.id is not None
-                return Principal(user.id, user.username, user.role, "session", record.id, record.csrf_token)
-    return None
+            caller = token_user(db=db, token=header[7:].strip())
+            return None if caller is None else Principal(caller.user_id, caller.username, caller.role, "token")
+        assert cookie
+        caller = session_user(db=db, cookie_value=cookie)
+        if caller is None:
+            return None
+        return Principal(caller.user_id, caller.username, caller.role, "session", caller.session_id, caller.csrf_token)
 
 
 async def current_principal(request: Request) -> Principal | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -160,23 +162,76 @@ def create_session(
     return NewSession(secret, record)
 
 
-def session_user(*, session: Session, cookie_value: str) -> tuple[UserSession, User] | None:
-    """The live session and its active user for a cookie value, or None."""
-    row = session.exec(
-        select(UserSession, User)
-        .join(User, col(User.id) == UserSession.user_id)
-        .where(UserSession.id == sha256_hex(cookie_value))
-    ).first()
-    if row is None:
-        return None
-    record, user = row
+@dataclass(frozen=True)
+class Caller:
+    """Who a credential belongs to: what each request needs of its user (and of its session, for cookies)."""
+
+    user_id: int
+    username: str
+    role: str
+    session_id: str | None = None
+    csrf_token: str | None = None
+
+
+def _caller_lookup(live: Any, key: Any, table: Any, stamp: Any) -> Any:
+    """`live` (the credential's row if it and its user are live, with `stale`: its use stamp is older than
+    :stale_before) plus an UPDATE of that stamp to :now when stale: one autocommit statement, built once."""
+    live = live.cte("live")
+    touch = update(table).where(key.in_(core_select(live.c.key).where(live.c.stale))).values({stamp: bindparam("now")})
+    return core_select(live).add_cte(touch.cte("touch"))
+
+
+_SESSION_CALLER = _caller_lookup(
+    core_select(
+        col(UserSession.id).label("key"),
+        col(UserSession.csrf_token),
+        col(User.id).label("user_id"),
+        col(User.username),
+        col(User.role),
+        (col(UserSession.last_seen_at) < bindparam("stale_before")).label("stale"),
+    )
+    .join(User, col(User.id) == col(UserSession.user_id))
+    .where(
+        col(UserSession.id) == bindparam("hash"), col(UserSession.expires_at) > bindparam("now"), col(User.is_active)
+    ),
+    col(UserSession.id),
+    UserSession,
+    "last_seen_at",
+)
+_TOKEN_CALLER = _caller_lookup(
+    core_select(
+        col(ApiToken.id).label("key"),
+        col(User.id).label("user_id"),
+        col(User.username),
+        col(User.role),
+        or_(col(ApiToken.last_used_at).is_(None), col(ApiToken.last_used_at) < bindparam("stale_before")).label(
+            "stale"
+        ),
+    )
+    .join(User, col(User.id) == col(ApiToken.user_id))
+    .where(
+        col(ApiToken.token_hash) == bindparam("hash"),
+        col(ApiToken.revoked_at).is_(None),
+        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > bindparam("now")),
+        col(User.is_active),
+    ),
+    col(ApiToken.id),
+    ApiToken,
+    "last_used_at",
+)
+
+
+def _live_caller(db: Connection, statement: Any, secret: str) -> Any:
     now = utcnow()
-    if record.expires_at <= now or not user.is_active:
-        return None
-    if now - record.last_seen_at > TOUCH_EVERY:
-        session.exec(update(UserSession).where(col(UserSession.id) == record.id).values(last_seen_at=now))  # type: ignore[call-overload]
-        session.commit()
-    return record, user
+    params = {"hash": sha256_hex(secret), "now": now, "stale_before": now - TOUCH_EVERY}
+    return db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params).first()
+
+
+def session_user(*, db: Connection, cookie_value: str) -> Caller | None:
+    """The caller of a live session whose user is active, or None; touches last_seen_at (at most every
+    TOUCH_EVERY). One round trip: every page and cookie-authenticated call asks."""
+    row = _live_caller(db, _SESSION_CALLER, cookie_value)
+    return None if row is None else Caller(row.user_id, row.username, row.role, row.key, row.csrf_token)
 
 
 def end_session(*, session: Session, session_id: str) -> None:
@@ -216,23 +271,11 @@ def create_token(
     return token, record
 
 
-def token_user(*, session: Session, token: str) -> tuple[ApiToken, User] | None:
-    """The live token and its active user, or None; touches last_used_at."""
-    row = session.exec(
-        select(ApiToken, User)
-        .join(User, col(User.id) == ApiToken.user_id)
-        .where(ApiToken.token_hash == sha256_hex(token))
-    ).first()
-    if row is None:
-        return None
-    record, user = row
-    now = utcnow()
-    if record.revoked_at is not None or (record.expires_at and record.expires_at <= now) or not user.is_active:
-        return None
-    if record.last_used_at is None or now - record.last_used_at > TOUCH_EVERY:
-        session.exec(update(ApiToken).where(col(ApiToken.id) == record.id).values(last_used_at=now))  # type: ignore[call-overload]
-        session.commit()
-    return record, user
+def token_user(*, db: Connection, token: str) -> Caller | None:
+    """The caller of a live (not revoked, not expired) token whose user is active, or None; touches
+    last_used_at (at most every TOUCH_EVERY). One round trip: every API call asks."""
+    row = _live_caller(db, _TOKEN_CALLER, token)
+    return None if row is None else Caller(row.user_id, row.username, row.role)
 
 
 def revoke_token(*, session: Session, actor: Actor, token: ApiToken) -> None:

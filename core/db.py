@@ -92,6 +92,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def autocommit_session(source: Engine | Session) -> Iterator[Session]:
+    """A session whose statements each commit on their own: no BEGIN, COMMIT or ROLLBACK round trips. For one
+    read, or one write that stands alone; objects read stay readable after it closes. Given a session, it uses
+    that session's database but none of its transaction."""
+    engine = source.get_bind().engine if isinstance(source, Session) else source
+    with engine.connect() as conn, Session(bind=conn.execution_options(isolation_level="AUTOCOMMIT")) as session:
+        yield session
+        session.flush()
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))

@@ -205,6 +205,46 @@ async def test_deactivated_users_lose_access_at_once(app, api, engine):
         assert (await gone.get("/api/me")).status_code == 401
 
 
+async def test_expired_credentials_are_refused_and_use_is_stamped_at_most_once_a_minute(app, engine):
+    user, token = make_user(engine, "viewer", username="stamp")
+
+    def stamps() -> tuple:
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT t.last_used_at, s.last_seen_at FROM api_tokens t "
+                    "LEFT JOIN user_sessions s ON s.user_id = t.user_id WHERE t.user_id = :u"
+                ),
+                {"u": user.id},
+            ).one()
+
+    def age(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(sql), {"u": user.id})
+
+    async with app_client(app, headers={"Authorization": f"Bearer {token}"}) as bot:
+        assert (await bot.get("/api/me")).status_code == 200
+        first = stamps()[0]
+        assert first is not None
+        assert (await bot.get("/api/me")).status_code == 200
+        assert stamps()[0] == first  # within the minute: not written again
+        age("UPDATE api_tokens SET last_used_at = last_used_at - interval '2 minutes' WHERE user_id = :u")
+        assert (await bot.get("/api/me")).status_code == 200
+        assert stamps()[0] > first
+        age("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE user_id = :u")
+        assert (await bot.get("/api/me")).status_code == 401
+
+    async with app_client(app) as browser:
+        await login(browser, "stamp")
+        assert (await browser.get("/api/me")).json()["username"] == "stamp"
+        age("UPDATE user_sessions SET last_seen_at = last_seen_at - interval '2 minutes' WHERE user_id = :u")
+        aged = stamps()[1]
+        assert (await browser.get("/api/me")).status_code == 200
+        assert stamps()[1] > aged
+        age("UPDATE user_sessions SET expires_at = now() - interval '1 second' WHERE user_id = :u")
+        assert (await browser.get("/api/me")).status_code == 401
+
+
 async def test_login_is_rate_limited(app, engine):
     make_user(engine, "viewer", username="target")
     async with app_client(app) as attacker:

@@ -69,6 +69,9 @@ async def test_the_queue_the_detail_and_an_approval_that_runs_the_step(api, clie
         "approved", "alice", "api", "go ahead"
     )  # fmt: skip
     assert [e["kind"] for e in detail["events"]] == ["requested", "decided"]
+    [audited] = (await api.get("/api/audit", params={"action": "approval.approved"})).json()["items"]
+    assert (audited["actor"], audited["target_id"]) == ("alice", str(approval["id"]))
+    assert audited["after"] == {"decision": "approve", "comment": "go ahead", "params": None}
     export = await api.get("/api/approvals/audit.csv")
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     assert "attachment" in export.headers["content-disposition"]
@@ -144,6 +147,25 @@ async def test_policies_crud_and_a_pre_approval(api, client_as, temporal_client)
     assert [p["name"] for p in (await api.get("/api/approval-policies")).json()] == ["restart web"]
     assert (await api.delete(f"/api/approval-policies/{policy['id']}")).status_code == 204
     assert (await api.delete(f"/api/approval-policies/{policy['id']}")).status_code == 404
+
+
+async def test_a_policy_naming_a_team_lets_its_members_decide_and_no_one_else(api, client_as):
+    policy = {"name": "dba only", "service": "db", "max_risk": "critical", "approver_teams": ["dba"]}
+    assert (await api.post("/api/approval-policies", json=policy)).status_code == 201
+    team = (await api.post("/api/teams", json={"name": "dba"})).json()
+    member, outsider = await client_as("responder", "dora"), await client_as("approver", "otto")
+    dora = (await member.get("/api/me")).json()
+    assert (await api.put(f"/api/teams/{team['id']}/members/{dora['id']}")).status_code in (200, 204)
+
+    incident = await create_incident(api, service="db", incident_type=(await _gated_type(api)))
+    approval = await pending_approval(api, incident["id"])
+    assert approval["approvers"]["teams"] == ["dba"]
+    url = f"/api/approvals/{approval['id']}/decision"
+    refused = await outsider.post(url, json={"decision": "approve"})  # the approver role is not enough here
+    assert refused.status_code == 403 and refused.json()["detail"] == f"otto may not decide approval {approval['id']}"
+    decided = await member.post(url, json={"decision": "approve"})
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["status"], decided.json()["decided_by"]) == ("approved", "dora")
 
 
 async def _gated_type(api) -> str:
