@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from core.compress import Compressed, Message, Summarizer, compress
 from core.context import build_context, canonical
 from core.conversations import CONTENT_MAX, ROLES
+from core.db import autocommit_rows
 from core.llm import LLMSummarizer, llm_client
 from core.payloads import AgentInput, AgentResult
 from core.redact import redact, redact_text
@@ -138,24 +139,15 @@ class ConversationStore:
     def prepare(self, input: AgentInput, *, attempt: int, run_key: str, agent: str) -> Prepared:
         """Load, assemble and compress the context of one attempt; a new summary is stored as a message."""
         incident_id = input.incident.incident_id
-        with self._engine.connect() as db:
-            db = db.execution_options(isolation_level="AUTOCOMMIT")
-            row = db.execute(
-                _LOAD,
-                {
-                    "incident_id": incident_id,
-                    "workflow_id": input.workflow_id,
-                    "service": input.incident.service,
-                    "limit": HISTORY_MAX,
-                },
-            ).one()
-            history = [_message(m) for m in row.messages]
-            # Counted only when the window is full: the common case costs no second scan.
-            total = (
-                len(history)
-                if len(history) < HISTORY_MAX
-                else db.execute(_COUNT, {"incident_id": incident_id}).scalar_one()
-            )
+        load = {"incident_id": incident_id, "workflow_id": input.workflow_id, "service": input.incident.service}
+        [row] = autocommit_rows(self._engine, _LOAD, {**load, "limit": HISTORY_MAX})
+        history = [_message(m) for m in row.messages]
+        # Counted only when the window is full: the common case costs no second scan.
+        total = (
+            len(history)
+            if len(history) < HISTORY_MAX
+            else autocommit_rows(self._engine, _COUNT, {"incident_id": incident_id})[0][0]
+        )
         budget = input.context_budget_tokens or self._budget
         # No connection is held while summarising: an LLM summary may take a while.
         compressed = compress(history, budget, summarizer=self._summarizer)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, Table, text
 from sqlmodel import Session
 from temporalio import activity
 
+from core.db import autocommit_rows
 from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
 from core.tables import EVENTS_CHANNEL, utcnow
@@ -144,17 +145,26 @@ def step_params(input: RecordStepInput, *, started_too: bool = False) -> dict[st
     }
 
 
-def record_step(db: Session | Connection, input: RecordStepInput) -> bool:
-    """Upsert one step snapshot unless a newer one (higher seq) is stored; announce it. True when written."""
+def record_step(db: Session | Connection | Engine, input: RecordStepInput) -> bool:
+    """Upsert one step snapshot unless a newer one (higher seq) is stored; announce it. True when written.
+    Given the engine, the statement runs on its own (autocommit)."""
+    if isinstance(db, Engine):
+        return bool(autocommit_rows(db, _STEP_WRITE, step_params(input)))
     return bool(db.execute(_STEP_WRITE, step_params(input)).all())
 
 
-def record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
+def record_workflow(db: Connection | Engine, input: RecordWorkflowInput) -> bool:
     """Upsert the workflow row and move its incident; a write older than the stored one (lower seq) is
-    ignored. One statement."""
+    ignored. One statement; given the engine, it runs on its own (autocommit)."""
+    if isinstance(db, Engine):
+        return bool(autocommit_rows(db, _WORKFLOW_WRITE, workflow_params(input)))
+    return bool(db.execute(_WORKFLOW_WRITE, workflow_params(input)).all())
+
+
+def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
     state = input.state
     incident_status, incident_from = _INCIDENT_FOLLOWS.get(state.status, (None, []))
-    params = {
+    return {
         "workflow_id": state.workflow_id,
         "incident_id": state.incident_id,
         "playbook_id": state.playbook_id,
@@ -175,13 +185,11 @@ def record_workflow(db: Connection, input: RecordWorkflowInput) -> bool:
         "data": json.dumps({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
         "channel": EVENTS_CHANNEL,
     }
-    return bool(db.execute(_WORKFLOW_WRITE, params).all())
 
 
 def open_workflow(engine: Engine, opening: RecordWorkflowInput) -> bool:
     """The workflow's first row (the row its step rows refer to), on its own: idempotent (its seq)."""
-    with engine.connect() as conn:
-        return record_workflow(conn.execution_options(isolation_level="AUTOCOMMIT"), opening)
+    return record_workflow(engine, opening)
 
 
 class ProjectionActivities:
@@ -199,12 +207,10 @@ class ProjectionActivities:
         if not input.steps and input.workflow is None:
             return RecordResult(written=written)
         if len(input.steps) + (input.workflow is not None) == 1:  # one statement: atomic on its own
-            with self._engine.connect() as conn:
-                db = conn.execution_options(isolation_level="AUTOCOMMIT")
-                if input.workflow is not None:
-                    written |= record_workflow(db, input.workflow)
-                else:
-                    written |= record_step(db, input.steps[0])
+            if input.workflow is not None:
+                written |= record_workflow(self._engine, input.workflow)
+            else:
+                written |= record_step(self._engine, input.steps[0])
             return RecordResult(written=written)
         with self._engine.begin() as db:
             for step in input.steps:

@@ -32,6 +32,7 @@ from activities.conversation import (
 from activities.heartbeat import heartbeating
 from activities.projection import STEP_WRITE_CTES, open_workflow, step_params
 from core.conversations import MESSAGES_CHANNEL
+from core.db import autocommit_rows
 from core.payloads import (
     SEQ_BLOCK,
     AgentInput,
@@ -103,8 +104,7 @@ class AgentRunLog:
         )
         if step is not None:
             params = {**step_params(step, started_too=started_too), **params}
-        with self._engine.connect() as db:
-            db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, {"channel": EVENTS_CHANNEL, **params})
+        autocommit_rows(self._engine, statement, {"channel": EVENTS_CHANNEL, **params})
 
     def _open(self, opening: RecordWorkflowInput) -> None:
         """The workflow's first row (in_progress; its incident too), which the step rows refer to: written

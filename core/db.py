@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, text
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
@@ -101,6 +104,38 @@ def autocommit_session(source: Engine | Session) -> Iterator[Session]:
     with engine.connect() as conn, Session(bind=conn.execution_options(isolation_level="AUTOCOMMIT")) as session:
         yield session
         session.flush()
+
+
+_DRIVER_SQL: weakref.WeakKeyDictionary[TextClause, str] = weakref.WeakKeyDictionary()
+
+
+def autocommit_rows(engine: Engine, statement: TextClause, params: dict[str, Any]) -> list[Any]:
+    """Run one `text()` statement on its own (autocommit) and return its rows (named tuples; none for a
+    statement that returns none). Below SQLAlchemy's Connection, on a pooled psycopg connection: for the
+    statements every agent attempt runs, whose CPU was mostly SQLAlchemy's per-statement work. The values
+    reach psycopg as they would through SQLAlchemy (a `text()` statement's untyped parameters are passed
+    through), so the two paths store the same."""
+    sql = _DRIVER_SQL.get(statement)
+    if sql is None:
+        sql = _DRIVER_SQL[statement] = str(statement.compile(dialect=engine.dialect))
+    pooled = engine.raw_connection()
+    try:
+        conn = pooled.driver_connection
+        assert isinstance(conn, psycopg.Connection)
+        conn.autocommit = True
+        try:
+            with conn.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+        finally:
+            if not conn.broken:
+                conn.autocommit = False
+    except psycopg.OperationalError:
+        if pooled.driver_connection is None or pooled.driver_connection.broken:  # type: ignore[union-attr]
+            pooled.invalidate()  # a database restart: the pool opens a new connection next time
+        raise
+    finally:
+        pooled.close()
 
 
 def ping(engine: Engine) -> None:
