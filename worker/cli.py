@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +15,7 @@ from worker.cli_common import (
     _api_url,
     _request,
     fail,
+    run_then_leave,
     settings_or_exit,
 )
 
@@ -85,15 +84,7 @@ def worker() -> None:
         await run_worker(client, engine, settings)
         engine.dispose()
 
-    code = 0
-    try:
-        asyncio.run(main())
-    except typer.Exit as exc:
-        code = exc.exit_code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # temporalio can abort at interpreter exit after a worker ran (PyGILState_Release); leave directly.
-    os._exit(code)
+    run_then_leave(lambda: asyncio.run(main()))
 
 
 @app.command()

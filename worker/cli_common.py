@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -14,6 +16,24 @@ from core.settings import Settings, SettingsError, load_settings
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def leave(code: int) -> NoReturn:
+    """Exit without the interpreter's finalisation: temporalio's runtime can abort the process in it
+    (PyGILState_Release from one of its threads, exit status -6) once a client or worker has run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_then_leave(body: Callable[[], None]) -> NoReturn:
+    """Run a command that talked to Temporal and leave with its exit code (see `leave`)."""
+    code = 0
+    try:
+        body()
+    except typer.Exit as exc:
+        code = exc.exit_code
+    leave(code)
 
 
 def settings_or_exit() -> Settings:

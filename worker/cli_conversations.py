@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from worker.cli_common import JsonOption, TokenOption, UrlOption, _api_url, _request, fail, settings_or_exit
+from worker.cli_common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    _api_url,
+    _request,
+    fail,
+    run_then_leave,
+    settings_or_exit,
+)
 
 conversations_app = typer.Typer(no_args_is_help=True, help="Search and index incident conversations.")
 
@@ -97,6 +104,4 @@ def indexer() -> None:
         await asyncio.gather(task, return_exceptions=True)
         engine.dispose()
 
-    asyncio.run(main())
-    sys.stdout.flush()
-    os._exit(0)
+    run_then_leave(lambda: asyncio.run(main()))

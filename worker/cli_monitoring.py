@@ -10,7 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli_common import JsonOption, TokenOption, UrlOption, _api_url, _request, fail, settings_or_exit
+from worker.cli_common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    _api_url,
+    _request,
+    fail,
+    run_then_leave,
+    settings_or_exit,
+)
 
 services_app = typer.Typer(no_args_is_help=True, help="Monitored services and where their monitoring stands.")
 maintenance_app = typer.Typer(no_args_is_help=True, help="Maintenance windows: no checks, no incidents.")
@@ -131,7 +140,10 @@ def monitor_status(as_json: JsonOption = False) -> None:
             found.append({"workflow_id": workflow_id, "running": running, "status": status})
         return found
 
-    monitors = asyncio.run(main())
+    run_then_leave(lambda: _report(asyncio.run(main()), as_json))
+
+
+def _report(monitors: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(monitors, default=lambda o: getattr(o, "__dict__", str(o)), indent=2))
     for m in monitors if not as_json else []:

@@ -1,0 +1,84 @@
+"""core.db's autocommit paths on the real Postgres: what they return, and that the pooled connection they
+borrow goes back as it came (a later transaction on it still rolls back), also after an error and after
+the database dropped the connection."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from core.db import autocommit_rows, autocommit_session, make_engine
+
+INSERT = text("INSERT INTO service_groups_probe (name) VALUES (:name) RETURNING id, name")
+SELECT = text("SELECT name FROM service_groups_probe WHERE name LIKE :prefix || '%' ORDER BY id")
+
+
+@pytest.fixture
+def one_connection(database_url):
+    """An engine whose pool holds a single connection, so every call below borrows the same one."""
+    engine = make_engine(database_url, pool_size=1, pre_ping=False)
+    engine.pool._max_overflow = 0  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE service_groups_probe (id serial PRIMARY KEY, name text UNIQUE NOT NULL)"))
+    yield engine
+    engine.dispose()
+
+
+def libpq(engine) -> str:
+    return engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
+
+
+def names(engine, prefix: str = "") -> list[str]:
+    return [row.name for row in autocommit_rows(engine, SELECT, {"prefix": prefix})]
+
+
+def test_rows_come_back_named_and_each_statement_commits_on_its_own(one_connection):
+    [row] = autocommit_rows(one_connection, INSERT, {"name": "a%b"})
+    assert (row.name, row[1]) == ("a%b", "a%b")  # a % in a value is not a placeholder
+    assert autocommit_rows(one_connection, text("SELECT 1 WHERE false"), {}) == []
+    assert autocommit_rows(one_connection, text("NOTIFY probe"), {}) == []  # no rows at all
+    with psycopg.connect(libpq(one_connection)) as other:
+        assert other.execute("SELECT name FROM service_groups_probe").fetchall() == [("a%b",)]  # committed
+
+
+def test_the_borrowed_connection_goes_back_transactional(one_connection):
+    autocommit_rows(one_connection, INSERT, {"name": "kept"})
+    with Session(one_connection) as session:
+        session.execute(text("INSERT INTO service_groups_probe (name) VALUES ('undone')"))
+        session.rollback()
+    assert names(one_connection) == ["kept"]
+
+
+def test_after_an_error_the_connection_is_still_good_and_transactional(one_connection):
+    autocommit_rows(one_connection, INSERT, {"name": "twice"})
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        autocommit_rows(one_connection, INSERT, {"name": "twice"})
+    with Session(one_connection) as session:
+        session.execute(text("INSERT INTO service_groups_probe (name) VALUES ('undone')"))
+        session.rollback()
+    assert names(one_connection) == ["twice"]
+
+
+def test_a_connection_the_database_dropped_fails_one_call_and_the_next_gets_a_new_one(one_connection):
+    [(pid,)] = autocommit_rows(one_connection, text("SELECT pg_backend_pid()"), {})
+    with psycopg.connect(libpq(one_connection), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(psycopg.OperationalError):
+        autocommit_rows(one_connection, SELECT, {"prefix": ""})
+    [(new_pid,)] = autocommit_rows(one_connection, text("SELECT pg_backend_pid()"), {})
+    assert new_pid != pid
+
+
+def test_an_autocommit_session_writes_at_once_and_leaves_the_callers_transaction_alone(one_connection):
+    engine = make_engine(libpq(one_connection), pool_size=2, pre_ping=False)
+    try:
+        with Session(engine) as caller:
+            caller.execute(text("INSERT INTO service_groups_probe (name) VALUES ('caller')"))
+            with autocommit_session(caller) as alone:
+                alone.execute(text("INSERT INTO service_groups_probe (name) VALUES ('alone')"))
+            caller.rollback()
+        assert names(engine) == ["alone"]
+    finally:
+        engine.dispose()
