@@ -43,11 +43,16 @@ def test_rows_come_back_named_and_each_statement_commits_on_its_own(one_connecti
         assert other.execute("SELECT name FROM service_groups_probe").fetchall() == [("a%b",)]  # committed
 
 
-def test_the_borrowed_connection_goes_back_transactional(one_connection):
-    autocommit_rows(one_connection, INSERT, {"name": "kept"})
-    with Session(one_connection) as session:
+def insert_then_roll_back(engine) -> None:
+    """A transaction on the pool's one connection: what it inserts must not stay."""
+    with Session(engine) as session:
         session.execute(text("INSERT INTO service_groups_probe (name) VALUES ('undone')"))
         session.rollback()
+
+
+def test_the_borrowed_connection_goes_back_transactional(one_connection):
+    autocommit_rows(one_connection, INSERT, {"name": "kept"})
+    insert_then_roll_back(one_connection)
     assert names(one_connection) == ["kept"]
 
 
@@ -55,9 +60,7 @@ def test_after_an_error_the_connection_is_still_good_and_transactional(one_conne
     autocommit_rows(one_connection, INSERT, {"name": "twice"})
     with pytest.raises(psycopg.errors.UniqueViolation):
         autocommit_rows(one_connection, INSERT, {"name": "twice"})
-    with Session(one_connection) as session:
-        session.execute(text("INSERT INTO service_groups_probe (name) VALUES ('undone')"))
-        session.rollback()
+    insert_then_roll_back(one_connection)
     assert names(one_connection) == ["twice"]
 
 
