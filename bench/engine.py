@@ -27,7 +27,7 @@ from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import Playbook, StepSpec
 from core.settings import Settings
 from core.tables import IncidentCreate
-from worker.runner import incident_worker
+from worker.runner import incident_worker, tune_gc
 from workflows.incident import IncidentWorkflow
 
 CONCURRENCY = 50
@@ -112,6 +112,7 @@ async def query_latency(env: WorkflowEnvironment, engine, settings: Settings, wo
 async def main(count: int, rounds: int) -> None:
     """Alternate bare and IncidentWorkflow rounds (after one warm-up round each) so a burst of load from
     anything else on the machine hits both; report each round and the median ratio."""
+    tune_gc()  # as `agent-monitor worker` does; both workers run in this process, so both have it
     async with local_stack("bench", workflow_id_prefix=f"bench{uuid.uuid4().hex[:6]}-") as stack:
         env, engine, settings = stack.env, stack.engine, stack.settings
         await bare(env, min(count, 50))

@@ -71,9 +71,10 @@ def worker() -> None:
     """Run a Temporal worker (scale out: run N of them against TEMPORAL_ADDRESS and DATABASE_URL)."""
     from core.db import make_engine, resolve_database_url
     from core.temporal import connect
-    from worker.runner import run_worker
+    from worker.runner import run_worker, tune_gc
 
     settings = settings_or_exit()
+    tune_gc()
 
     async def main() -> None:
         engine = make_engine(resolve_database_url(settings, stop_at_exit=False), pre_ping=False)
