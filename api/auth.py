@@ -62,13 +62,13 @@ def _resolve(request: Request) -> Principal | None:
         return None
     with request.app.state.engine.connect() as db:
         if header[:7].lower() == "bearer ":
-            caller = token_user(db=db, token=header[7:].strip())
-            return None if caller is None else Principal(caller.user_id, caller.username, caller.role, "token")
+            found = token_user(db=db, token=header[7:].strip())
+            return None if found is None else Principal(found.user_id, found.username, found.role, "token")
         assert cookie
-        caller = session_user(db=db, cookie_value=cookie)
-        if caller is None:
+        found = session_user(db=db, cookie_value=cookie)
+        if found is None:
             return None
-        return Principal(caller.user_id, caller.username, caller.role, "session", caller.session_id, caller.csrf_token)
+        return Principal(found.user_id, found.username, found.role, "session", found.key, found.csrf_token)
 
 
 async def current_principal(request: Request) -> Principal | None:

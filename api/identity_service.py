@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, or_, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -162,17 +162,6 @@ def create_session(
     return NewSession(secret, record)
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who a credential belongs to: what each request needs of its user (and of its session, for cookies)."""
-
-    user_id: int
-    username: str
-    role: str
-    session_id: str | None = None
-    csrf_token: str | None = None
-
-
 def _caller_lookup(live: Any, key: Any, table: Any, stamp: Any) -> Any:
     """`live` (the credential's row if it and its user are live, with `stale`: its use stamp is older than
     :stale_before) plus an UPDATE of that stamp to :now when stale: one autocommit statement, built once."""
@@ -221,17 +210,17 @@ _TOKEN_CALLER = _caller_lookup(
 )
 
 
-def _live_caller(db: Connection, statement: Any, secret: str) -> Any:
+def _live_caller(db: Connection, statement: Any, secret: str) -> Row[Any] | None:
     now = utcnow()
     params = {"hash": sha256_hex(secret), "now": now, "stale_before": now - TOUCH_EVERY}
     return db.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params).first()
 
 
-def session_user(*, db: Connection, cookie_value: str) -> Caller | None:
-    """The caller of a live session whose user is active, or None; touches last_seen_at (at most every
-    TOUCH_EVERY). One round trip: every page and cookie-authenticated call asks."""
-    row = _live_caller(db, _SESSION_CALLER, cookie_value)
-    return None if row is None else Caller(row.user_id, row.username, row.role, row.key, row.csrf_token)
+def session_user(*, db: Connection, cookie_value: str) -> Row[Any] | None:
+    """A live session whose user is active (`user_id`, `username`, `role`, the session's id as `key`, its
+    `csrf_token`), or None; touches last_seen_at (at most every TOUCH_EVERY). One round trip: every page and
+    cookie-authenticated call asks."""
+    return _live_caller(db, _SESSION_CALLER, cookie_value)
 
 
 def end_session(*, session: Session, session_id: str) -> None:
@@ -271,11 +260,10 @@ def create_token(
     return token, record
 
 
-def token_user(*, db: Connection, token: str) -> Caller | None:
-    """The caller of a live (not revoked, not expired) token whose user is active, or None; touches
-    last_used_at (at most every TOUCH_EVERY). One round trip: every API call asks."""
-    row = _live_caller(db, _TOKEN_CALLER, token)
-    return None if row is None else Caller(row.user_id, row.username, row.role)
+def token_user(*, db: Connection, token: str) -> Row[Any] | None:
+    """A live (not revoked, not expired) token whose user is active (`user_id`, `username`, `role`), or None;
+    touches last_used_at (at most every TOUCH_EVERY). One round trip: every API call asks."""
+    return _live_caller(db, _TOKEN_CALLER, token)
 
 
 def revoke_token(*, session: Session, actor: Actor, token: ApiToken) -> None:

@@ -40,8 +40,10 @@ StepId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 def workflow_known(session: Session, workflow_id: str) -> bool:
     """A workflow with a projection row, or one an incident has started: its first row is written with its
     first agent's step, so a just-started workflow may not have one yet."""
-    if session.get(WorkflowRun, workflow_id) is not None:
-        return True
+    return session.get(WorkflowRun, workflow_id) is not None or _started_by_incident(session, workflow_id)
+
+
+def _started_by_incident(session: Session, workflow_id: str) -> bool:
     return session.exec(select(Incident.id).where(Incident.workflow_id == workflow_id).limit(1)).first() is not None
 
 
@@ -104,7 +106,7 @@ async def live_state(
 ) -> dict[str, Any]:
     """The workflow's live state from its `status` query (`live: true`), or else its projection in Postgres."""
     run = session.get(WorkflowRun, workflow_id)
-    if run is None and not workflow_known(session, workflow_id):
+    if run is None and not _started_by_incident(session, workflow_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
     try:
         state = await asyncio.wait_for(
