@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
+from core.audit import Actor, record_audit
 from core.events import publish
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
 from core.redact import redact
@@ -90,6 +91,21 @@ class ApprovalActivities:
                 detail["modified_params"] = redact(decided.modified_params)
             _audit(session, approval, kind, decided.decided_by, decided.channel, detail)
             _event(session, approval, f"approval.{kind}", {"status": decided.status, "by": decided.decided_by})
+            if decided.origin is not None:  # a person decided: the audit log's row, with the row's change
+                origin = decided.origin
+                record_audit(
+                    session,
+                    actor=Actor(origin.user_id, decided.decided_by, origin.kind, origin.ip, origin.user_agent),
+                    action=f"approval.{decided.status}",
+                    target_type="approval",
+                    target_id=approval.id,
+                    after={
+                        "decision": "approve" if decided.status == "approved" else "reject",
+                        "comment": decided.comment or "",
+                        "params": detail.get("modified_params"),
+                        "channel": decided.channel,
+                    },
+                )
             session.commit()
             return True
 

@@ -1,4 +1,4 @@
-"""Deciding approvals, for every channel (API, page, and later Slack, email, webhook): checks what the
+"""Deciding approvals, for every channel (API, page, Slack, email): checks what the
 database can tell at once (exists, still pending, who may decide), then sends the workflow's
 `decide_approval` Update, whose validator is the final word (two approvers at once: one wins)."""
 
@@ -14,9 +14,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import NotFound
 from core.approvals import Approval, ApprovalEvent, may_decide
+from core.audit import Actor
 from core.db import autocommit_session
 from core.identity import Team, TeamMember
-from core.payloads import DecideApprovalInput, WorkflowState
+from core.payloads import DecideApprovalInput, DecisionOrigin, WorkflowState
 from core.tables import utcnow
 
 
@@ -95,29 +96,32 @@ async def decide(
     approval_id: int,
     *,
     decision: str,
-    actor: str,
+    actor: Actor,
     role: str,
-    user_id: int | None,
     channel: str,
     params: dict[str, Any] | None = None,
     comment: str = "",
 ) -> dict[str, Any]:
-    """Decide; returns the approval as the workflow now holds it. Raises ApprovalNotFound, DecisionRefused."""
-    approval, teams = _approval_and_teams(session, approval_id, user_id)
+    """Decide; returns the approval as the workflow now holds it. Raises ApprovalNotFound, DecisionRefused.
+
+    The decision's audit row (the actor: who, and how and from where) is written by the workflow's activity
+    that records the decision, in the same transaction: once, whatever the channel, off the decision's path."""
+    approval, teams = _approval_and_teams(session, approval_id, actor.user_id)
     if approval.status != "pending":
         by = f" by {approval.decided_by}" if approval.decided_by else ""
         raise DecisionRefused(409, f"approval {approval_id} is already {approval.status}{by}")
-    if not may_decide(approval.approvers, actor=actor, role=role, teams=teams):
-        raise DecisionRefused(403, f"{actor} may not decide approval {approval_id}")
+    if not may_decide(approval.approvers, actor=actor.name, role=role, teams=teams):
+        raise DecisionRefused(403, f"{actor.name} may not decide approval {approval_id}")
     arg = DecideApprovalInput(
         decision=decision,
         approval_id=approval_id,
         params=params,
         comment=comment,
-        actor=actor,
+        actor=actor.name,
         actor_role=role,
         actor_teams=teams,
         channel=channel,
+        origin=DecisionOrigin(actor.user_id, actor.kind, actor.ip, (actor.user_agent or "")[:300] or None),
     )
     try:
         state = await temporal.get_workflow_handle(approval.workflow_id).execute_update(

@@ -24,7 +24,6 @@ from api.auth import Admin, Principal, Viewer, actor_of, require
 from api.deps import INT64_MAX, SessionDep, TemporalDep
 from core.approvals import APPROVAL_STATUSES, Approval, ApprovalEvent, ApprovalPolicy
 from core.audit import record_audit
-from core.db import autocommit_session
 from core.tables import utcnow
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"], dependencies=[require("viewer")])
@@ -123,22 +122,12 @@ async def post_decision(
             decision=body.decision,
             params=body.params,
             comment=body.comment,
-            actor=principal.username,
+            actor=actor_of(request, principal),
             role=principal.role,
-            user_id=principal.user_id,
             channel="ui" if principal.via == "session" else "api",
         )
     except DecisionRefused as err:
         raise HTTPException(err.status, str(err)) from None
-    with autocommit_session(session) as audit:  # one round trip: the INSERT
-        record_audit(
-            audit,
-            actor=actor_of(request, principal),
-            action=f"approval.{decided['status']}",
-            target_type="approval",
-            target_id=str(approval_id),
-            after={"decision": body.decision, "comment": body.comment, "params": body.params},
-        )
     return decided
 
 

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from api.approval_service import ApprovalNotFound, DecisionRefused, decide
 from api.auth import public
 from core.approval_messages import APPROVE_ACTION, REJECT_ACTION, outcome_text
+from core.audit import Actor
 from core.identity import User
 from core.settings import Settings
 
@@ -105,9 +106,8 @@ async def _decide(
                 temporal,
                 approval_id,
                 decision=decision,
-                actor=user.username,
+                actor=Actor(user.id, user.username, "slack"),  # no IP: the request came from Slack's servers
                 role=user.role,
-                user_id=user.id,
                 channel="slack",
             )
     except (DecisionRefused, ApprovalNotFound) as err:

@@ -111,6 +111,17 @@ class AgentResult:
 
 
 @dataclass
+class DecisionOrigin:
+    """Who decided, and from where, for the decision's audit row: filled in by the API (and the Slack and
+    email endpoints); a decision sent with the `temporal` CLI has none and is audited as kind `temporal`."""
+
+    user_id: int | None = None
+    kind: str = "temporal"  # session | token | slack | email | temporal
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
 class ApprovalState:
     """A step's approval as the workflow holds it (the `approvals` row is its record)."""
 
@@ -212,6 +223,7 @@ class DecideApprovalInput:
     actor_role: str = "admin"
     actor_teams: list[str] = field(default_factory=list)
     channel: str = "temporal"
+    origin: DecisionOrigin | None = None
 
 
 @dataclass
@@ -263,6 +275,7 @@ class ApprovalDecided:
     channel: str
     comment: str | None = None
     modified_params: dict[str, Any] | None = None
+    origin: DecisionOrigin | None = None  # a person's decision: its audit row is written with the row's change
 
 
 @dataclass

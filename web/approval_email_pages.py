@@ -14,9 +14,10 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from api.approval_service import DecisionRefused, decide, describe, record_viewed
-from api.auth import public
+from api.auth import client_ip, public
 from api.deps import SessionDep, TemporalDep
 from core.approvals import Approval, ApprovalLink, link_hash
+from core.audit import Actor
 from core.identity import User
 from core.tables import Incident, utcnow
 from web.templating import templates
@@ -90,8 +91,11 @@ async def decide_by_link(
         return _refusal(request, "410")
     assert approval.id is not None
     try:
-        decided = await decide(session, temporal, approval.id, decision=link.decision, actor=user.username,
-                               role=user.role, user_id=user.id, channel="email", comment=comment)  # fmt: skip
+        actor = Actor(user.id, user.username, "email", client_ip(request), request.headers.get("user-agent"))
+        decided = await decide(
+            session, temporal, approval.id, decision=link.decision, actor=actor, role=user.role, channel="email",
+            comment=comment,
+        )  # fmt: skip
     except DecisionRefused as err:
         if err.status == 409:
             return _refusal(request, "410")

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from api.approval_service import DecisionRefused, audit_log, decide, describe, get_approval, record_viewed
-from api.auth import Viewer, require
+from api.auth import Viewer, actor_of, require
 from api.deps import Int64Id, SessionDep, TemporalDep
 from core.approvals import Approval, may_decide
 from core.identity import team_names
@@ -105,9 +105,8 @@ async def decide_from_page(
             decision="reject" if decision == "reject" else "approve",
             params=edited,
             comment=comment,
-            actor=principal.username,
+            actor=actor_of(request, principal),
             role=principal.role,
-            user_id=principal.user_id,
             channel="ui",
         )
     except DecisionRefused as err:

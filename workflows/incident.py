@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalState,
         ApprovalTicket,
         DecideApprovalInput,
+        DecisionOrigin,
         IncidentWorkflowInput,
         NotifyApproval,
         RecordBatchInput,
@@ -89,6 +90,9 @@ class IncidentWorkflow:
         self._abort: AbortInput | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._requesting: set[str] = set()  # steps whose approval request is being recorded
+        # Who decided each approval and from where, for its audit row: kept out of the state the `status`
+        # query shows (viewers read it; IP addresses are for the audit log's readers).
+        self._origins: dict[int, DecisionOrigin] = {}
         self._outcomes: list[asyncio.Task[None]] = []  # telling channels how approvals ended: awaited at the end
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
@@ -268,6 +272,7 @@ class IncidentWorkflow:
         approval.decided_by, approval.decided_at, approval.channel = input.actor, self._now(), input.channel
         approval.comment = input.comment or None
         approval.modified_params = copy.deepcopy(input.params) if input.decision == "approve" else None
+        self._origins[approval.approval_id] = input.origin or DecisionOrigin()  # none: the `temporal` CLI
         detail: dict[str, Any] = {"decision": approval.status, "channel": input.channel, "comment": input.comment}
         if approval.modified_params is not None:
             detail["params"] = approval.modified_params
@@ -571,6 +576,7 @@ class IncidentWorkflow:
                 channel=approval.channel or "temporal",
                 comment=approval.comment,
                 modified_params=approval.modified_params,
+                origin=self._origins.pop(approval.approval_id, None),  # a person's decision only
             ),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.api.test_approvals import gated_incident, pending_approval
+from tests.api.test_approvals import decision_audit, gated_incident, pending_approval
 from tests.factories import make_user, wait_for_workflow
 from tests.peers import free_port
 
@@ -84,6 +84,7 @@ async def test_an_emailed_link_confirms_then_decides_once(inbox, worker, server,
     detail = (await api.get(f"/api/approvals/{approval['id']}")).json()
     kinds = [(e["kind"], e["channel"]) for e in detail["events"]]
     assert ("notified", "email") in kinds and ("viewed", "email") in kinds and ("decided", "email") in kinds
+    assert await decision_audit(api, approval["id"]) == [("approval.approved", "alice", "email", "email")]
 
 
 async def test_a_link_stops_working_when_its_request_expires(inbox, worker, server, api, engine, temporal_client):

@@ -43,6 +43,14 @@ async def pending_approval(api, incident_id: int) -> dict[str, Any]:
     raise AssertionError("no pending approval appeared")
 
 
+async def decision_audit(api, approval_id: int) -> list[tuple[str, str, str, str]]:
+    """The audit log's rows for an approval: (action, actor, actor_kind, channel), oldest first."""
+    page = await api.get("/api/audit", params={"target_type": "approval", "target_id": str(approval_id)})
+    assert page.status_code == 200, page.text
+    rows = reversed(page.json()["items"])
+    return [(r["action"], r["actor"], r["actor_kind"], (r["after"] or {}).get("channel")) for r in rows]
+
+
 async def test_the_queue_the_detail_and_an_approval_that_runs_the_step(api, client_as, temporal_client):
     incident = await gated_incident(api)
     approval = await pending_approval(api, incident["id"])
@@ -70,8 +78,12 @@ async def test_the_queue_the_detail_and_an_approval_that_runs_the_step(api, clie
     )  # fmt: skip
     assert [e["kind"] for e in detail["events"]] == ["requested", "decided"]
     [audited] = (await api.get("/api/audit", params={"action": "approval.approved"})).json()["items"]
-    assert (audited["actor"], audited["target_id"]) == ("alice", str(approval["id"]))
-    assert audited["after"] == {"decision": "approve", "comment": "go ahead", "params": None}
+    assert (audited["actor"], audited["actor_kind"], audited["target_id"]) == ("alice", "token", str(approval["id"]))
+    assert audited["actor_user_id"] is not None and audited["user_agent"].startswith("python-httpx")
+    assert audited["after"] == {"decision": "approve", "comment": "go ahead", "params": None, "channel": "api"}
+    # Where the approver was is for the audit log's (admin) readers, not in the state every viewer reads.
+    state_page = await approver.get(f"/api/workflows/{incident['workflow_id']}")
+    assert state_page.status_code == 200 and audited["user_agent"] not in state_page.text
     export = await api.get("/api/approvals/audit.csv")
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     assert "attachment" in export.headers["content-disposition"]
@@ -103,6 +115,8 @@ async def test_two_approvers_at_once_one_wins_the_other_gets_409(api, client_as,
     outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
     assert state.steps[1].approval.decided_by == winner["decided_by"]
     assert [c["kind"] for c in state.changes] == ["decide_approval"]  # exactly one decision
+    audited = [(f"approval.{winner['status']}", winner["decided_by"], "token", "api")]
+    assert await decision_audit(api, approval["id"]) == audited  # the loser's attempt changed nothing
 
 
 async def test_edited_params_are_checked_and_a_rejection_skips_the_rest(api, client_as, temporal_client):
@@ -222,3 +236,5 @@ async def test_the_temporal_cli_decides_with_the_named_update(api, temporal_clie
     assert state.steps[1].approval.channel == "temporal"
     approval = (await api.get("/api/approvals", params={"incident_id": incident["id"]})).json()["items"][0]
     assert (approval["status"], approval["decided_by"], approval["channel"]) == ("approved", "oncall", "temporal")
+    # Audited like every decision, as sent through Temporal (the actor is the CLI caller's word).
+    assert await decision_audit(api, approval["id"]) == [("approval.approved", "oncall", "temporal", "temporal")]

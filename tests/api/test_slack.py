@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 
-from tests.api.test_approvals import gated_incident, pending_approval
+from tests.api.test_approvals import decision_audit, gated_incident, pending_approval
 from tests.factories import make_user, wait_for_workflow
 from tests.peers_slack import slack_api
 
@@ -107,6 +107,7 @@ async def test_a_slack_click_decides_once_and_replaces_the_message(slack, worker
     detail = (await api.get(f"/api/approvals/{approval['id']}")).json()
     kinds = [(e["kind"], e["channel"]) for e in detail["events"]]
     assert kinds[:2] == [("requested", None), ("notified", "slack")] and ("decided", "slack") in kinds
+    assert await decision_audit(api, approval["id"]) == [("approval.approved", "alice", "slack", "slack")]
 
 
 async def test_a_decision_elsewhere_updates_the_slack_message(slack, worker, api, temporal_client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from tests.api.test_approvals import gated_incident
+from tests.api.test_approvals import decision_audit, gated_incident
 from tests.factories import make_user, wait_for_workflow
 from tests.web.conftest import log_in
 from tests.web.test_live_pages import assert_not_reloaded, live, mark_page
@@ -43,6 +43,8 @@ async def test_an_approval_request_appears_live_and_is_approved_from_its_page(
 
     outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
     assert outcome == "completed" and [s.status for s in state.steps] == ["completed"] * 3
+    [approval] = (await api.get("/api/approvals", params={"incident_id": incident["id"]})).json()["items"]
+    assert await decision_audit(api, approval["id"]) == [("approval.approved", "alice", "session", "ui")]
     await page.goto(f"{server}/incidents/{incident['id']}")
     await expect(page.locator("#approvals")).to_contain_text("by alice: checked the graphs")
     await expect(page.locator("#timeline")).to_contain_text("Approval of step remediate approved by alice")
