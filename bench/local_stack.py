@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -59,3 +61,14 @@ async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalSta
             await env.shutdown()
             engine.dispose()
             postgres.stop()
+
+
+def stop_process(process: subprocess.Popen[Any], wait: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `wait` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

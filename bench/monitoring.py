@@ -46,7 +46,7 @@ import psutil
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from bench.local_stack import local_stack
+from bench.local_stack import local_stack, stop_process
 from core.monitoring import spread
 from core.services import HttpCheck, Service, ServiceBase
 from core.settings import Settings
@@ -146,16 +146,6 @@ async def bare_monitor(urls: list[str], interval: float, timeout: float, seconds
 def _die_with_parent() -> None:
     # Our children get SIGTERM even if this script is killed outright (as bench/sse.py and worker/stack.py do).
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_process(process: subprocess.Popen[Any], wait: float = 20) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def child(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:

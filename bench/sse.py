@@ -29,6 +29,7 @@ import httpx
 from sqlmodel import Session
 
 from api.identity_service import create_token, create_user
+from bench.local_stack import stop_process
 from core.audit import SYSTEM
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
 from core.events import publish
@@ -218,12 +219,7 @@ def web_process(tmp: Path, database_url: str, port: int, max_clients: int):
             time.sleep(0.1)
         yield web.pid
     finally:
-        web.terminate()
-        try:
-            web.wait(15)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
+        stop_process(web, 15)
         log.close()
 
 
