@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
-from sqlalchemy import Engine, or_
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
@@ -46,7 +46,11 @@ async def interactions(request: Request) -> Response:
     if len(body) > MAX_BODY:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request too large")
     verifier = SignatureVerifier(secret)
-    if not verifier.is_valid_request(body, dict(request.headers)):
+    try:
+        valid = verifier.is_valid_request(body, dict(request.headers))
+    except ValueError:  # X-Slack-Request-Timestamp is not a number
+        valid = False
+    if not valid:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or stale Slack signature")
     if request.headers.get("x-slack-retry-num"):
         return Response(status_code=200)  # we answered the first one; its decision is under way
@@ -75,15 +79,13 @@ async def interactions(request: Request) -> Response:
 
 
 def _linked_user(engine: Engine, slack_user: dict[str, Any]) -> User | None:
-    """Our user for a Slack user: by the Slack id set on the account, else by the same username."""
+    """Our user for a Slack user: only the account an admin linked to that Slack id. Never by name: a
+    Slack user picks their own handle (anyone in a shared channel could call themselves alice)."""
+    slack_id = slack_user.get("id")
+    if not isinstance(slack_id, str) or not slack_id:
+        return None
     with Session(engine) as session:
-        conditions = [col(User.slack_user_id) == str(slack_user.get("id", ""))]
-        if slack_user.get("username"):
-            conditions.append(col(User.username) == str(slack_user["username"]).lower())
-        users = session.exec(select(User).where(col(User.is_active), or_(*conditions))).all()
-        by_id = [u for u in users if u.slack_user_id == slack_user.get("id")]
-        found = by_id or list(users)
-        return found[0] if found else None
+        return session.exec(select(User).where(col(User.is_active), col(User.slack_user_id) == slack_id)).first()
 
 
 async def _decide(

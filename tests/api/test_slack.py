@@ -82,12 +82,17 @@ async def test_a_slack_click_decides_once_and_replaces_the_message(slack, worker
         tampered_body, tampered_headers = click(base, approval["id"], "approval_approve", alice_in_slack,
                                                 sign_body=b"payload=%7B%7D")  # fmt: skip
         assert (await slack_client.post(url, content=tampered_body, headers=tampered_headers)).status_code == 401
+        garbled_body, garbled_headers = click(base, approval["id"], "approval_approve", alice_in_slack)
+        garbled_headers["X-Slack-Request-Timestamp"] = "soon"
+        assert (await slack_client.post(url, content=garbled_body, headers=garbled_headers)).status_code == 401
 
-        stranger = click(base, approval["id"], "approval_approve", {"id": "U0NOBODY", "username": "mallory"})
-        assert (await slack_client.post(url, content=stranger[0], headers=stranger[1])).status_code == 200
-        await wait_for(lambda: calls.responses, "the stranger's answer")
+        # Someone else in the workspace who named themselves alice: mapped by the linked Slack id only.
+        impostor = click(base, approval["id"], "approval_approve", {"id": "U0NOBODY", "username": "alice"})
+        assert (await slack_client.post(url, content=impostor[0], headers=impostor[1])).status_code == 200
+        await wait_for(lambda: calls.responses, "the impostor's answer")
         assert "not linked to an Agent Monitor user" in calls.responses[0]["text"]
         assert calls.responses[0]["response_type"] == "ephemeral"
+        assert (await api.get(f"/api/approvals/{approval['id']}")).json()["status"] == "pending"
 
         body, headers = click(base, approval["id"], "approval_approve", alice_in_slack)
         started = time.monotonic()
