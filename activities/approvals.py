@@ -80,30 +80,36 @@ class ApprovalActivities:
             approval = session.exec(select(Approval).where(Approval.id == decided.approval_id).with_for_update()).one()
             if approval.status != "pending":
                 return False
-            approval.status = decided.status
-            approval.decided_by, approval.channel = decided.decided_by, decided.channel
+            # Values as the columns hold them, whatever sent the decision: the workflow's validator bounds an
+            # Update's, but not a signal's or one an older version took; a write that fails would fail for ever.
+            by, channel = _fit(decided.decided_by, 200), _fit(decided.channel, 20)
+            comment = _fit(decided.comment or "", 100_000)
+            params = None if decided.modified_params is None else redact(decided.modified_params)
+            approval.status, approval.decided_by, approval.channel = decided.status, by, channel
             approval.decided_at = datetime.fromisoformat(decided.decided_at)
-            approval.comment = decided.comment or None
-            approval.modified_params = decided.modified_params
+            approval.comment = comment or None
+            approval.modified_params = params  # the page shows them to every viewer: secrets masked
             kind = "expired" if decided.status == "expired" else "decided"
-            detail = {"status": decided.status, "comment": decided.comment}
-            if decided.modified_params is not None:
-                detail["modified_params"] = redact(decided.modified_params)
-            _audit(session, approval, kind, decided.decided_by, decided.channel, detail)
-            _event(session, approval, f"approval.{kind}", {"status": decided.status, "by": decided.decided_by})
+            detail = {"status": decided.status, "comment": comment or None}
+            if params is not None:
+                detail["modified_params"] = params
+            _audit(session, approval, kind, by, channel, detail)
+            _event(session, approval, f"approval.{kind}", {"status": decided.status, "by": by})
             if decided.origin is not None:  # a person decided: the audit log's row, with the row's change
                 origin = decided.origin
+                actor = Actor(origin.user_id, _fit(by, 100), _fit(origin.kind, 20), origin.ip and _fit(origin.ip, 64),
+                              origin.user_agent and _fit(origin.user_agent, 300))  # fmt: skip
                 record_audit(
                     session,
-                    actor=Actor(origin.user_id, decided.decided_by, origin.kind, origin.ip, origin.user_agent),
+                    actor=actor,
                     action=f"approval.{decided.status}",
                     target_type="approval",
                     target_id=approval.id,
                     after={
                         "decision": "approve" if decided.status == "approved" else "reject",
-                        "comment": decided.comment or "",
-                        "params": detail.get("modified_params"),
-                        "channel": decided.channel,
+                        "comment": comment,
+                        "params": params,
+                        "channel": channel,
                     },
                 )
             session.commit()
@@ -123,6 +129,11 @@ def _ticket(session: Session, approval: Approval, channels: list[str]) -> Approv
         policy=policy.name if policy else None,
         channels=channels if approval.status == "pending" else [],
     )
+
+
+def _fit(text: str, limit: int) -> str:
+    """Text a column can hold: no NUL (Postgres refuses it), at most `limit` characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 def _audit(session: Session, approval: Approval, kind: str, actor: str, channel: str | None, data: dict) -> None:

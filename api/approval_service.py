@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import NotFound
-from core.approvals import Approval, ApprovalEvent, may_decide
+from core.approvals import Approval, ApprovalEvent, decision_input_problem, may_decide
 from core.audit import Actor
 from core.db import autocommit_session
 from core.identity import Team, TeamMember
@@ -123,6 +123,9 @@ async def decide(
         channel=channel,
         origin=DecisionOrigin(actor.user_id, actor.kind, actor.ip, (actor.user_agent or "")[:300] or None),
     )
+    problem = decision_input_problem(arg)
+    if problem:
+        raise DecisionRefused(422, problem)
     try:
         state = await temporal.get_workflow_handle(approval.workflow_id).execute_update(
             "decide_approval", arg, result_type=WorkflowState
@@ -130,7 +133,12 @@ async def decide(
     except WorkflowUpdateFailedError as err:
         reason = str(getattr(err.cause, "message", None) or err.cause)
         code = 422 if reason.startswith(("param", "unknown param", "params")) else 409
+        if reason.startswith(f"{actor.name} may not decide"):  # the approvers changed since the row was read
+            code = 403
         raise DecisionRefused(code, f"decision refused: {reason}") from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        message = f"Temporal did not answer in time: look at approval {approval_id} again before deciding again"
+        raise DecisionRefused(503, message) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise DecisionRefused(409, f"the workflow of approval {approval_id} is no longer running") from None

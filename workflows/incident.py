@@ -22,7 +22,15 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from core import dag
-    from core.approvals import may_decide, modification_problem, needs_approval
+    from core.approvals import (
+        decision_input_problem,
+        decision_nul_problem,
+        masked_problem,
+        may_decide,
+        modification_problem,
+        needs_approval,
+        unmask_params,
+    )
     from core.conditions import ConditionError, evaluate
     from core.payloads import (
         SEQ_BLOCK,
@@ -198,16 +206,27 @@ class IncidentWorkflow:
 
     @decide_approval.validator
     def _validate_decision(self, input: DecideApprovalInput) -> None:
+        # Checks that came after decisions were first written to histories run here only (a validator does
+        # not run on replay), so a decision an older version took is taken again on replay.
+        problem = decision_input_problem(input) or self._masked_problem(input)
+        if problem:
+            raise ValueError(problem)
         problem = self._decision_problem(input)
         if problem and not self._may_be_requesting(input):
             raise ValueError(problem)
+
+    def _masked_problem(self, input: DecideApprovalInput) -> str | None:
+        step, _ = self._pending_approval(input)
+        if step is None or input.params is None or not isinstance(input.params, dict):
+            return None
+        return masked_problem(step.params, input.params)
 
     @workflow.signal(name="decide_approval_signal")
     async def decide_approval_signal(self, input: DecideApprovalInput) -> None:
         """The same as the decide_approval update, for tools that can only signal; an invalid decision is
         ignored (and logged), since a signal cannot be refused."""
         await self._await_requests(input)
-        problem = self._decision_problem(input)
+        problem = decision_nul_problem(input) or self._decision_problem(input)
         if problem:
             workflow.logger.warning("decide_approval_signal ignored: %s", problem)
             return
@@ -271,11 +290,13 @@ class IncidentWorkflow:
         approval.status = "approved" if input.decision == "approve" else "rejected"
         approval.decided_by, approval.decided_at, approval.channel = input.actor, self._now(), input.channel
         approval.comment = input.comment or None
-        approval.modified_params = copy.deepcopy(input.params) if input.decision == "approve" else None
+        edited = copy.deepcopy(input.params) if input.decision == "approve" else None
+        # Values the approver sent back as the page showed them, redacted, are the step's real ones again.
+        approval.modified_params = None if edited is None else unmask_params(step.params, edited)
         self._origins[approval.approval_id] = input.origin or DecisionOrigin()  # none: the `temporal` CLI
         detail: dict[str, Any] = {"decision": approval.status, "channel": input.channel, "comment": input.comment}
-        if approval.modified_params is not None:
-            detail["params"] = approval.modified_params
+        if edited is not None:
+            detail["params"] = edited  # as sent
         self._change(input.actor, "decide_approval", step.step_id, detail)
 
     def _check_open(self) -> None:

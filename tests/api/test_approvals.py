@@ -128,6 +128,8 @@ async def test_edited_params_are_checked_and_a_rejection_skips_the_rest(api, cli
     assert bad.status_code == 422 and "param 'replicas' must stay a number, not a string" in bad.json()["detail"]
     invalid = await approver.post(url, json={"decision": "maybe"})
     assert invalid.status_code == 422
+    nul = await approver.post(url, json={"decision": "reject", "comment": "no\x00"})
+    assert nul.status_code == 422 and nul.json()["detail"] == "comment contains a NUL character"
     assert (await approver.post("/api/approvals/999999/decision", json={"decision": "approve"})).status_code == 404
     rejected = await approver.post(url, json={"decision": "reject", "comment": "wrong replica"})
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"

@@ -4,6 +4,7 @@ params, reject; the validator's refusals; policies that pre-approve."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy
+from core.audit import AuditEvent
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import AgentRun, IncidentCreate, WorkflowStep
 from tests.factories import TEST_ACTOR
@@ -86,8 +88,8 @@ async def pending(handle: WorkflowHandle) -> WorkflowState:
 
 
 def decide(decision: str = "approve", **extra: Any) -> DecideApprovalInput:
-    return DecideApprovalInput(decision=decision, step_id="remediate", actor="alice", actor_role="approver",
-                               channel="api", **extra)  # fmt: skip
+    fields = {"step_id": "remediate", "actor": "alice", "actor_role": "approver", "channel": "api", **extra}
+    return DecideApprovalInput(decision=decision, **fields)
 
 
 def approval_row(engine, workflow_id: str) -> Approval:
@@ -188,11 +190,61 @@ async def test_the_validator_refuses_bad_decisions_before_they_reach_the_history
         )
         assert "params can only come with approve" in await refused(decide("reject", params=PARAMS))
         assert "decision must be approve or reject" in await refused(decide("maybe"))
+        # What its record could not hold (a `temporal` CLI caller sends anything): refused, never taken.
+        assert "actor is longer than 100 characters" in await refused(decide(actor="a" * 101))
+        assert "comment contains a NUL character" in await refused(decide(comment="ok\x00"))
+        assert "params contain a NUL character" in await refused(decide(params={**PARAMS, "target": "web\x00"}))
         await handle.execute_update("decide_approval", decide())
         assert "step remediate is already approved by alice" in await refused(decide("reject"))
         result = await handle.result()
     assert result.steps[1].status == "completed"
     assert [c["kind"] for c in result.changes] == ["decide_approval"]  # refusals left no trace
+
+
+async def test_a_signalled_decision_is_ignored_with_a_nul_and_cut_to_fit_its_record_when_too_long(
+    time_skipping_env, engine, settings
+):
+    """A signal cannot be refused: one whose text no record can hold (NUL) is ignored, like any invalid one; over-long
+    names are cut to fit their columns, not written by an activity that would fail for ever."""
+    async with gated_incident(time_skipping_env, engine, settings) as handle:
+        await pending(handle)
+        await handle.signal("decide_approval_signal", decide(comment="ok\x00go"))
+        state = await handle.query("status", result_type=WorkflowState)  # the query runs after the signal
+        assert state.steps[1].approval.status == "pending" and state.changes == []
+        await handle.signal("decide_approval_signal", decide(actor="a" * 150, comment="go", channel="c" * 30))
+        result = await handle.result()
+    assert result.steps[1].status == "completed"
+    assert [change["actor"] for change in result.changes] == ["a" * 150]  # the first signal changed nothing
+    row = approval_row(engine, handle.id)
+    assert (row.status, row.decided_by, row.comment, row.channel) == ("approved", "a" * 150, "go", "c" * 20)
+    assert audit(engine, row.id) == ["requested", "decided"]
+    with Session(engine) as session:
+        [audited] = session.exec(select(AuditEvent).where(AuditEvent.target_id == str(row.id))).all()
+    assert (audited.action, audited.actor, audited.actor_kind) == ("approval.approved", "a" * 100, "temporal")
+
+
+async def test_secrets_shown_redacted_and_sent_back_as_shown_keep_their_real_value(time_skipping_env, engine, settings):
+    params = {**PARAMS, "api_token": "tok-4f9c2a7e1b"}
+    async with gated_incident(time_skipping_env, engine, settings, params=params) as handle:
+        await pending(handle)
+        row = approval_row(engine, handle.id)
+        assert row.params["api_token"] == "[REDACTED]"  # what the page shows, and so what an edit starts from
+        with pytest.raises(WorkflowUpdateFailedError) as caught:  # an edited mask: the secret is lost
+            await handle.execute_update("decide_approval", decide(params={**row.params, "api_token": "x[REDACTED]"}))
+        assert "param 'api_token' still holds [REDACTED]" in str(caught.value.cause)
+        await handle.execute_update("decide_approval", decide(params={**row.params, "replicas": 1}))
+        await handle.result()
+        history = await handle.fetch_history()
+    [received] = [  # what the remediate step's agent was given (its output, and so the state, is redacted)
+        json.loads(event.activity_task_scheduled_event_attributes.input.payloads[0].data)["params"]
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "noop"
+        and json.loads(event.activity_task_scheduled_event_attributes.input.payloads[0].data)["step_id"] == "remediate"
+    ]
+    assert received == {**params, "replicas": 1}  # the real token
+    stored = approval_row(engine, handle.id).modified_params
+    assert stored == {**params, "replicas": 1, "api_token": "[REDACTED]"}  # masked where viewers read it
 
 
 async def test_a_matching_policy_pre_approves_and_is_recorded_as_such(time_skipping_env, engine, settings):
