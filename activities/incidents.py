@@ -136,6 +136,7 @@ async def start_incident_workflow(
                 retry_window_seconds=settings.retry_window_seconds,
                 approval_timeout_seconds=settings.approval_timeout_seconds,
                 agents_open_projection=settings.agents_open_projection,
+                approvals_outlive_abort=True,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,

@@ -106,6 +106,7 @@ async def decisions(env, engine, settings, count: int) -> dict[str, Samples]:
                     known_agents=["noop"],
                     retry_window_seconds=0,
                     agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
+                    approvals_outlive_abort=True,
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,

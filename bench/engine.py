@@ -88,6 +88,7 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
                     known_agents=sorted(known_agents()),
                     retry_window_seconds=0,
                     agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
+                    approvals_outlive_abort=True,
                 ),
                 id=workflow_id,
                 task_queue=settings.task_queue,

@@ -44,6 +44,10 @@ class IncidentWorkflowInput:
     # activity in the workflow's first task (a round of its own). False: runs started before this existed,
     # whose histories have that local activity.
     agents_open_projection: bool = False
+    # An approval's request and decision are recorded to the end even when an abort cancels the step meanwhile,
+    # and an abort or the timer never overwrites a decision already taken. False: runs started before this
+    # existed, whose histories have those activities' cancellations.
+    approvals_outlive_abort: bool = False
 
 
 @dataclass

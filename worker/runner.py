@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -48,9 +49,10 @@ def tune_gc() -> None:
 
 @asynccontextmanager
 async def incident_worker(
-    client: Client, engine: Engine, settings: Settings, *, task_queue: str | None = None
+    client: Client, engine: Engine, settings: Settings, *, task_queue: str | None = None, **options: Any
 ) -> AsyncIterator[Worker]:
-    """A running worker for the incident task queue; stops cleanly on exit."""
+    """A running worker for the incident task queue; stops cleanly on exit. `options` go to the Worker
+    (e.g. no_remote_activities=True for a worker that runs workflow tasks only)."""
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
     async with guarded_async_client(
         OutboundPolicy.from_settings(settings), headers={"User-Agent": "agent-monitor/0.1"}
@@ -76,6 +78,7 @@ async def incident_worker(
                 *MonitorActivities(engine, http, settings).all(),
             ],
             activity_executor=executor,
+            **options,
         )
         async with worker:
             yield worker

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from collections.abc import Awaitable
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from temporalio import workflow
@@ -65,6 +66,8 @@ PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), max
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=2), maximum_attempts=8
 )
+
+T = TypeVar("T")
 
 
 def _retry_policy(step: StepSpec) -> RetryPolicy:
@@ -500,27 +503,29 @@ class IncidentWorkflow:
         await self._record_step(step)
         self._requesting.add(spec.id)
         try:
-            ticket = await workflow.execute_activity(
-                "request_approval",
-                ApprovalRequest(
-                    workflow_id=self._state.workflow_id,
-                    incident_id=self._state.incident_id,
-                    step_id=spec.id,
-                    run=step.runs,
-                    agent=spec.agent,
-                    action=spec.instructions or f"run {spec.agent}",
-                    params=step.params,
-                    context_summary=self._context_summary(spec),
-                    risk=spec.risk,
-                    impact=spec.impact,
-                    expires_at=expires_at.isoformat(),
-                    incident_type=self._input.incident.incident_type,
-                    service=self._input.incident.service,
-                ),
-                result_type=ApprovalTicket,
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
-                summary=f"{spec.id}: request approval",
+            ticket, aborted = await self._to_the_end(
+                workflow.execute_activity(
+                    "request_approval",
+                    ApprovalRequest(
+                        workflow_id=self._state.workflow_id,
+                        incident_id=self._state.incident_id,
+                        step_id=spec.id,
+                        run=step.runs,
+                        agent=spec.agent,
+                        action=spec.instructions or f"run {spec.agent}",
+                        params=step.params,
+                        context_summary=self._context_summary(spec),
+                        risk=spec.risk,
+                        impact=spec.impact,
+                        expires_at=expires_at.isoformat(),
+                        incident_type=self._input.incident.incident_type,
+                        service=self._input.incident.service,
+                    ),
+                    result_type=ApprovalTicket,
+                    start_to_close_timeout=PROJECTION_TIMEOUT,
+                    retry_policy=PROJECTION_RETRY,
+                    summary=f"{spec.id}: request approval",
+                )
             )
         finally:
             self._requesting.discard(spec.id)
@@ -534,6 +539,11 @@ class IncidentWorkflow:
         )
         if ticket.policy and ticket.status == "approved":
             approval.decided_by, approval.channel = f"policy:{ticket.policy}", "policy"
+        if aborted is not None:  # while the request was being recorded: its row must not wait for ever
+            if approval.status == "pending":
+                self._aborted(approval)
+                await self._record_decision(spec, approval)
+            raise aborted
         for channel in ticket.channels:  # beside the timer: a channel that is down never delays the expiry
             self._notifications.append(asyncio.create_task(self._notify(spec, approval.approval_id, channel)))
         self._wake = True
@@ -545,12 +555,14 @@ class IncidentWorkflow:
                     timeout_summary=f"approval of {spec.id} expires",
                 )
             except TimeoutError:
-                approval.status, approval.decided_by, approval.decided_at = "expired", "timer", expires_at.isoformat()
-                approval.channel = "timer"
+                if approval.status == "pending" or not self._input.approvals_outlive_abort:
+                    approval.status, approval.decided_by = "expired", "timer"
+                    approval.decided_at, approval.channel = expires_at.isoformat(), "timer"
+                    self._origins.pop(approval.approval_id, None)
             except (asyncio.CancelledError, CancelledError):
-                approval.status, approval.decided_by, approval.decided_at = "rejected", "workflow", self._now()
-                approval.channel, approval.comment = "workflow", "the workflow was aborted"
-                await self._record_decision(spec, approval)
+                if approval.status == "pending" or not self._input.approvals_outlive_abort:
+                    self._aborted(approval)
+                await self._record_decision(spec, approval)  # a decision taken in the same task is kept
                 raise
             await self._record_decision(spec, approval)
             if "slack" in ticket.channels:  # the request's message shows how it ended, wherever it was decided
@@ -583,8 +595,30 @@ class IncidentWorkflow:
         except (ActivityError, asyncio.CancelledError, CancelledError) as err:
             workflow.logger.warning("approval %s: %s notification gave up: %s", approval_id, channel, err)
 
+    def _aborted(self, approval: ApprovalState) -> None:
+        approval.status, approval.decided_by, approval.decided_at = "rejected", "workflow", self._now()
+        approval.channel, approval.comment = "workflow", "the workflow was aborted"
+        self._origins.pop(approval.approval_id, None)  # no person decided it
+
+    async def _to_the_end(self, activity: Awaitable[T]) -> tuple[T, BaseException | None]:
+        """The activity's result, and the cancellation (an abort) that came while it ran, if any. With
+        approvals_outlive_abort the activity is shielded: the step's cancellation waits for its end instead of
+        cancelling it (an approval's record, half written or never started, would be pending for ever)."""
+        if not self._input.approvals_outlive_abort:
+            return await activity, None
+        task = asyncio.ensure_future(activity)
+        try:
+            return await asyncio.shield(task), None
+        except (asyncio.CancelledError, CancelledError) as cancelled:
+            return await task, cancelled
+
     async def _record_decision(self, spec: StepSpec, approval: ApprovalState) -> None:
-        await workflow.execute_activity(
+        _, aborted = await self._to_the_end(self._record_decision_activity(spec, approval))
+        if aborted is not None:
+            raise aborted
+
+    def _record_decision_activity(self, spec: StepSpec, approval: ApprovalState) -> Awaitable[Any]:
+        return workflow.execute_activity(
             "record_approval_decision",
             ApprovalDecided(
                 approval_id=approval.approval_id,

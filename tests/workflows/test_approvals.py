@@ -18,7 +18,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy
 from core.audit import AuditEvent
-from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
+from core.payloads import AbortInput, DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import AgentRun, IncidentCreate, WorkflowStep
 from tests.factories import TEST_ACTOR
 from worker.runner import incident_worker
@@ -51,6 +51,12 @@ def playbook(**remediate: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def gated_incident(env, engine, settings, **remediate: Any):
+    queue = f"ap-{uuid.uuid4().hex}"
+    async with incident_worker(env.client, engine, settings, task_queue=queue):
+        yield await start_gated(env, engine, settings, queue, **remediate)
+
+
+async def start_gated(env, engine, settings, queue: str, **remediate: Any) -> WorkflowHandle:
     with Session(engine) as session:
         incident, _ = insert_incident(
             session=session,
@@ -59,21 +65,19 @@ async def gated_incident(env, engine, settings, **remediate: Any):
             actor=TEST_ACTOR,
             settings=settings.model_copy(update={"workflow_id_prefix": f"ap-{uuid.uuid4().hex[:8]}-"}),
         )
-    queue = f"ap-{uuid.uuid4().hex}"
-    async with incident_worker(env.client, engine, settings, task_queue=queue):
-        handle = await env.client.start_workflow(
-            "IncidentWorkflow",
-            IncidentWorkflowInput(
-                incident=IncidentContext(incident.id, incident.title, incident.service, "P2"),
-                playbook=playbook(**remediate),
-                known_agents=["noop"],
-                agents_open_projection=True,
-            ),
-            id=incident.workflow_id,
-            task_queue=queue,
-            result_type=WorkflowState,
-        )
-        yield handle
+    return await env.client.start_workflow(
+        "IncidentWorkflow",
+        IncidentWorkflowInput(
+            incident=IncidentContext(incident.id, incident.title, incident.service, "P2"),
+            playbook=playbook(**remediate),
+            known_agents=["noop"],
+            agents_open_projection=True,
+            approvals_outlive_abort=True,  # as activities/incidents.py starts them
+        ),
+        id=incident.workflow_id,
+        task_queue=queue,
+        result_type=WorkflowState,
+    )
 
 
 async def pending(handle: WorkflowHandle) -> WorkflowState:
@@ -245,6 +249,52 @@ async def test_secrets_shown_redacted_and_sent_back_as_shown_keep_their_real_val
     assert received == {**params, "replicas": 1}  # the real token
     stored = approval_row(engine, handle.id).modified_params
     assert stored == {**params, "replicas": 1, "api_token": "[REDACTED]"}  # masked where viewers read it
+
+
+async def test_an_abort_before_the_decision_is_recorded_leaves_the_decision_recorded(temporal_env, engine, settings):
+    # The real dev server: a worker that stops hands its cached workflows back after the sticky timeout.
+    env, queue = temporal_env, f"ap-{uuid.uuid4().hex}"
+    async with incident_worker(env.client, engine, settings, task_queue=queue):
+        handle = await start_gated(env, engine, settings, queue)
+        await pending(handle)
+    # Workflow tasks only (a busy or restarting fleet): the decision's record waits for an activity worker.
+    async with incident_worker(env.client, engine, settings, task_queue=queue, no_remote_activities=True):
+        await handle.execute_update("decide_approval", decide(comment="go"))
+        await handle.execute_update("abort", AbortInput(actor="bob", reason="wrong service"))
+    async with incident_worker(env.client, engine, settings, task_queue=queue):
+        result = await handle.result()
+    assert result.status == "cancelled" and result.steps[1].status == "cancelled"
+    assert result.steps[1].approval.status == "approved"
+    row = approval_row(engine, handle.id)
+    assert (row.status, row.decided_by, row.comment) == ("approved", "alice", "go")  # not pending for ever
+    assert audit(engine, row.id) == ["requested", "decided"]
+    assert ran(engine, handle.id) == {"monitor"}  # approved, but the abort came first
+
+
+async def test_an_abort_while_the_request_is_recorded_leaves_no_request_pending(temporal_env, engine, settings):
+    env, queue = temporal_env, f"ap-{uuid.uuid4().hex}"
+    async with incident_worker(env.client, engine, settings, task_queue=queue):
+        with engine.connect() as lock:  # the request's INSERT waits until this transaction ends
+            lock.execute(text("LOCK TABLE approvals IN EXCLUSIVE MODE"))
+            handle = await start_gated(env, engine, settings, queue)
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO approvals%'"
+            )
+            for _ in range(200):
+                with engine.connect() as look:  # a transaction of its own: each sees the activity stats anew
+                    if look.execute(waiting).scalar_one():
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the request never reached its INSERT")
+            await handle.execute_update("abort", AbortInput(actor="bob", reason="wrong service"))
+            lock.rollback()
+        result = await handle.result()
+    assert result.status == "cancelled" and result.steps[1].status == "cancelled"
+    row = approval_row(engine, handle.id)
+    assert (row.status, row.decided_by, row.channel) == ("rejected", "workflow", "workflow")
+    assert audit(engine, row.id) == ["requested", "decided"]
 
 
 async def test_a_matching_policy_pre_approves_and_is_recorded_as_such(time_skipping_env, engine, settings):
