@@ -1,4 +1,5 @@
-"""Record workflow histories for the replay test: `python -m tests.workflows.record_histories [incidents|monitor]`.
+"""Record workflow histories for the replay test:
+`python -m tests.workflows.record_histories [incidents|approvals|monitor]`.
 
 Re-record only on purpose: the point of the replay test is that a code change which would break running
 incidents fails CI (use `workflow.patched()` for such changes instead).
@@ -34,6 +35,8 @@ async def main(which: str) -> None:
                 await record(stack, url, peer)
             if which in ("all", "monitor"):
                 await record_monitor(stack, url, peer)
+            if which in ("all", "approvals"):
+                await record_approvals(stack)
 
 
 async def record_monitor(stack: LocalStack, url: str, peer) -> None:
@@ -86,6 +89,46 @@ async def record(stack: LocalStack, url: str, peer) -> None:
                 pass
             history = await handle.fetch_history()
             (HERE / f"{name}.json").write_text(history.to_json())
+
+
+async def record_approvals(stack: LocalStack) -> None:
+    """A gated step approved with edited params through the API, and one aborted while it waits."""
+    env, engine = stack.env, stack.engine
+    app = create_app(stack.settings, engine=engine, temporal=env.client)
+    admin = {"Authorization": f"Bearer {make_user(engine, 'admin')[1]}"}
+    steps = [
+        {"id": "monitor", "agent": "noop", "params": {"summary": "web-1 answers 503"}},
+        {"id": "remediate", "agent": "noop", "depends_on": ["monitor"], "risk": "high",
+         "params": {"target": "web-1", "replicas": 2, "api_token": "tok-recorded"}, "instructions": "restart web-1"},
+        {"id": "verify", "agent": "noop", "depends_on": ["remediate"]},
+    ]  # fmt: skip
+    async with (
+        incident_worker(env.client, engine, stack.settings),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r", headers=admin) as api,
+    ):
+        playbook = {"id": "gated", "name": "gated", "incident_type": "gated", "steps": steps}
+        assert (await api.post("/api/playbooks", json=playbook)).status_code == 201
+        for name in ("approved", "aborted-waiting-approval"):
+            created = (
+                await api.post("/api/incidents", json={"title": name, "service": "web", "incident_type": "gated"})
+            ).json()
+            handle = env.client.get_workflow_handle(created["workflow_id"])
+            while True:
+                page = (
+                    await api.get("/api/approvals", params={"incident_id": created["id"], "status": "pending"})
+                ).json()
+                if page["items"]:
+                    break
+                await asyncio.sleep(0.1)
+            approval = page["items"][0]
+            if name == "approved":
+                body = {"decision": "approve", "params": {**approval["params"], "replicas": 1}, "comment": "go"}
+                assert (await api.post(f"/api/approvals/{approval['id']}/decision", json=body)).status_code == 200
+            else:
+                aborted = await api.post(f"/api/workflows/{created['workflow_id']}/abort", json={"reason": "recorded"})
+                assert aborted.status_code == 200, aborted.text
+            await handle.result()
+            (HERE / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
 if __name__ == "__main__":
