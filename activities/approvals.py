@@ -9,7 +9,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
+from core.approvals import (
+    DECISION_LIMITS,
+    ORIGIN_LIMITS,
+    Approval,
+    ApprovalEvent,
+    ApprovalPolicy,
+    approvers_of,
+    first_match,
+)
 from core.audit import Actor, record_audit
 from core.events import publish
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
@@ -82,7 +90,7 @@ class ApprovalActivities:
                 return False
             # Values as the columns hold them, whatever sent the decision: the workflow's validator bounds an
             # Update's, but not a signal's or one an older version took; a write that fails would fail for ever.
-            by, channel = _fit(decided.decided_by, 200), _fit(decided.channel, 20)
+            by, channel = _fit(decided.decided_by, 200), _fit(decided.channel, DECISION_LIMITS["channel"])
             comment = _fit(decided.comment or "", 100_000)
             params = None if decided.modified_params is None else redact(decided.modified_params)
             approval.status, approval.decided_by, approval.channel = decided.status, by, channel
@@ -97,8 +105,14 @@ class ApprovalActivities:
             _event(session, approval, f"approval.{kind}", {"status": decided.status, "by": by})
             if decided.origin is not None:  # a person decided: the audit log's row, with the row's change
                 origin = decided.origin
-                actor = Actor(origin.user_id, _fit(by, 100), _fit(origin.kind, 20), origin.ip and _fit(origin.ip, 64),
-                              origin.user_agent and _fit(origin.user_agent, 300))  # fmt: skip
+                ip, agent = origin.ip, origin.user_agent
+                actor = Actor(
+                    origin.user_id,
+                    _fit(by, DECISION_LIMITS["actor"]),
+                    _fit(origin.kind, ORIGIN_LIMITS["kind"]),
+                    ip and _fit(ip, ORIGIN_LIMITS["ip"]),
+                    agent and _fit(agent, ORIGIN_LIMITS["user_agent"]),
+                )
                 record_audit(
                     session,
                     actor=actor,
