@@ -18,6 +18,22 @@ _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+def _listed(value: object, expected: str) -> list[str]:
+    """A list setting given as a JSON list or in the plain comma-separated form."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError(expected) from None
+        else:
+            value = text.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise ValueError(expected)
+    return [item.strip() for item in value if item.strip()]
+
+
 class SettingsError(Exception):
     """Raised with one readable line when the configuration is invalid."""
 
@@ -47,6 +63,14 @@ class Settings(BaseSettings):
     session_cookie_secure: Literal["auto", "always", "never"] = "auto"
     # Live (SSE) connections one web process serves; more get 503 with Retry-After.
     sse_max_clients: int = Field(default=500, ge=1, le=100_000)
+    # … of which one user may hold this many (browser tabs, scripts), and one API token this many.
+    sse_max_per_user: int = Field(default=20, ge=1, le=100_000)
+    sse_max_per_token: int = Field(default=5, ge=1, le=100_000)
+    # Open streams re-check their credentials (revoked token, ended session, deactivated user) this often.
+    sse_recheck_seconds: float = Field(default=15.0, gt=0, le=30)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs, JSON list or
+    # comma-separated; "*" = any). Empty: none, the client address is the TCP peer's.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
 
     # Incident attachments: where the bytes live (empty = DATA_DIR/attachments; with several web processes on
     # different machines, a shared volume) and how big one may be.
@@ -78,6 +102,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr = SecretStr("")
     slack_channel: str = Field(default="", max_length=200)
     slack_api_url: str = Field(default="https://slack.com/api/", max_length=500)
+    # The only hosts a Slack interaction's response_url may point at (what Slack sends; tests name a local one).
+    slack_response_hosts: Annotated[list[str], NoDecode] = ["hooks.slack.com"]
     # Approval emails: each person who may decide (and has an email address) gets single-use approve / reject
     # links. SMTP_STARTTLS upgrades the connection; SMTP_USERNAME / SMTP_PASSWORD log in.
     smtp_host: str = Field(default="", max_length=255)
@@ -162,27 +188,36 @@ class Settings(BaseSettings):
                 raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from None
         return value
 
-    @field_validator("outbound_deny_networks", mode="before")
+    @field_validator("outbound_deny_networks", "trusted_proxies", mode="before")
     @classmethod
-    def _deny_networks(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    raise ValueError("must be a JSON list or comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8") from None
-            else:
-                value = [part for part in text.split(",") if part.strip()]
-        if not isinstance(value, list | tuple):
-            raise ValueError("must be a JSON list or comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8")
+    def _networks(cls, value: object) -> object:
+        example = "e.g. 10.0.0.0/8,fd00::/8"
         networks = []
-        for item in value:
+        for item in _listed(value, f"must be a JSON list or comma-separated CIDRs, {example}"):
+            if item == "*":  # TRUSTED_PROXIES only: ip_network refuses it for the deny list
+                networks.append(item)
+                continue
             try:
-                networks.append(str(ipaddress.ip_network(item.strip() if isinstance(item, str) else "", strict=False)))
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
             except ValueError:
                 raise ValueError(f"{item!r} is not a CIDR network such as 10.0.0.0/8") from None
         return networks
+
+    @field_validator("outbound_deny_networks")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("'*' is not a CIDR network such as 10.0.0.0/8")
+        return value
+
+    @field_validator("slack_response_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        hosts = _listed(value, "must be a JSON list or comma-separated host names, e.g. hooks.slack.com")
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?", host):
+                raise ValueError(f"{host!r} is not a host name (optionally with :port)")
+        return [host.lower() for host in hosts]
 
     @field_validator("database_url")
     @classmethod
