@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import attempt, beat, heartbeating
 from activities.registry import AgentDeps, agent_result
 from core.agents import AgentSpec, object_schema
+from core.commands import NEVER_ENV, CommandNotAllowed, allowed_rule
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
 
@@ -35,16 +36,8 @@ OUTPUT_TAIL = 16 * 1024  # bytes of stdout and of stderr kept (the end: errors c
 KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of the command's process group
 PIPE_GRACE_SECONDS = 1.0  # output still collected after the command exits, from what it left running
 BODY_MAX = 4 * 1024
-# Variables that make a dynamic loader, shell or interpreter run other code than the allowlisted command.
-_DANGEROUS_ENV = (
-    "PATH|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|GCONV_PATH|NODE_OPTIONS|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS"
-    "|PERLLIB|RUBYOPT|RUBYLIB|LD_[A-Z0-9_]*|DYLD_[A-Z0-9_]*|PYTHON[A-Z0-9_]*|PERL5[A-Z0-9_]*"
-    # … or read configuration that does (dotfiles under HOME, OpenSSL engines, git's hooks and ssh command,
-    # kubeconfig exec plugins, glibc tunables, pagers and editors some tools start).
-    "|HOME|XDG_[A-Z0-9_]*|OPENSSL_[A-Z0-9_]*|GIT_[A-Z0-9_]*|KUBECONFIG|GLIBC_TUNABLES|MALLOC_[A-Z0-9_]*"
-    "|PAGER|EDITOR|VISUAL|BROWSER|PROMPT_COMMAND|TMPDIR"
-)
-ENV_NAME = rf"^(?!(?:{_DANGEROUS_ENV})$)[A-Z_][A-Z0-9_]{{0,99}}$"
+# Syntax here; which names a step may set is its COMMAND_ALLOWLIST entry's say (core/commands.py), and some never.
+ENV_NAME = rf"^(?!(?:{NEVER_ENV.pattern})$)[A-Z_][A-Z0-9_]{{0,99}}$"
 # Headers this agent sets itself: the signature covers them, so a playbook may not.
 _RESERVED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key", "content-length",
                      "host", "transfer-encoding")  # fmt: skip
@@ -60,11 +53,6 @@ def _shorten(text: str, limit: int) -> str:
 
 def _last_line(text: str) -> str:
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-
-
-def allowed_prefix(argv: list[str], allowlist: list[list[str]]) -> list[str] | None:
-    """The allowlist entry argv starts with, element by element and exactly, or None."""
-    return next((prefix for prefix in allowlist if argv[: len(prefix)] == prefix), None)
 
 
 def minimal_environment() -> dict[str, str]:
@@ -133,8 +121,8 @@ class RemediateCommandAgent:
     spec: ClassVar[AgentSpec] = AgentSpec(
         name="remediate_command",
         version="1.0.0",
-        description="Runs a command whose argv starts with an entry of COMMAND_ALLOWLIST (never a shell), with a "
-        "timeout; ok when it exits with expect_exit",
+        description="Runs a command that an entry of COMMAND_ALLOWLIST allows whole, argv, env and cwd (never a "
+        "shell), with a timeout; ok when it exits with expect_exit",
         capabilities=("remediation",),
         params_schema=object_schema(
             {
@@ -170,12 +158,10 @@ class RemediateCommandAgent:
             raise ApplicationError(
                 "remediate_command runs nothing until COMMAND_ALLOWLIST is set", type="NotAllowed", non_retryable=True
             )
-        if allowed_prefix(argv, allowlist) is None:
-            raise ApplicationError(
-                f"command {argv!r} is not allowlisted: its argv starts with none of COMMAND_ALLOWLIST {allowlist!r}",
-                type="NotAllowed",
-                non_retryable=True,
-            )
+        try:
+            allowed_rule(allowlist, argv, params.get("env"), params.get("cwd"))
+        except CommandNotAllowed as err:
+            raise ApplicationError(str(err), type="NotAllowed", non_retryable=True) from None
         limit = self._settings.command_timeout_seconds
         timeout = float(params.get("timeout_seconds", limit))
         if timeout > limit:

@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
 
+from core.commands import CommandRule
+
 _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -143,9 +145,9 @@ class Settings(BaseSettings):
     # investigate_metrics: the Prometheus (or compatible: Thanos, VictoriaMetrics, Mimir) HTTP API a step uses
     # unless its params name another; empty = steps must say.
     prometheus_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
-    # remediate_command runs only commands whose argv starts with one of these argv prefixes (JSON list of
-    # lists, e.g. [["systemctl", "restart"], ["/opt/scripts/rollback.sh"]]); empty = it runs nothing.
-    command_allowlist: list[list[str]] = Field(default_factory=list)
+    # remediate_command runs only commands an entry allows whole (core/commands.py, docs/security.md): a JSON
+    # list of {"argv": ["systemctl", "restart", "{service}"], "env": [...], "cwd": ...}; empty = it runs nothing.
+    command_allowlist: list[CommandRule] = Field(default_factory=list)
     command_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # remediate_webhook signs its requests with this Standard Webhooks secret (whsec_…).
     remediation_webhook_secret: SecretStr = SecretStr("")
@@ -168,14 +170,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("command_allowlist")
-    @classmethod
-    def _argv_prefixes(cls, value: list[list[str]]) -> list[list[str]]:
-        for prefix in value:
-            if not prefix or not all(isinstance(part, str) and part for part in prefix):
-                raise ValueError("each entry must be a non-empty argv list of non-empty strings")
-        return value
 
     @field_validator("approval_webhook_secret", "remediation_webhook_secret")
     @classmethod

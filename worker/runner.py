@@ -25,6 +25,7 @@ from activities.projection import ProjectionActivities
 from activities.registry import AgentDeps, agent_activities
 from activities.runs import AgentRunLog
 from activities.webhook_agent import WebhookAgentActivities
+from core.commands import legacy_warnings
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
 from worker.monitors import ensure_monitors
@@ -91,6 +92,8 @@ async def run_worker(client: Client, engine: Engine, settings: Settings) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    for warning in legacy_warnings(settings.command_allowlist):
+        log.warning("%s", warning)
     async with incident_worker(client, engine, settings):
         if settings.monitoring_enabled:
             monitors = await ensure_monitors(client, settings)

@@ -18,7 +18,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.registry import AgentDeps
-from activities.remediate import RemediateCommandAgent, allowed_prefix, minimal_environment
+from activities.remediate import RemediateCommandAgent, minimal_environment
+from core.commands import CommandRule
 from core.payloads import AgentInput, IncidentContext, WorkflowState
 from core.settings import Settings
 from core.tables import AgentRun, WorkflowStep
@@ -49,7 +50,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def command_agent(http: httpx.AsyncClient, allowlist: list[list[str]], **settings: Any) -> RemediateCommandAgent:
+def command_agent(http: httpx.AsyncClient, allowlist: list[Any], **settings: Any) -> RemediateCommandAgent:
     config = Settings(_env_file=None, command_allowlist=allowlist, **settings)  # type: ignore[call-arg]
     return RemediateCommandAgent(AgentDeps(http=http, settings=config))
 
@@ -67,9 +68,17 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+async def gone(*pids: int) -> bool:
+    """Whether the processes are gone within 3 s: SIGKILL is delivered, not awaited (a busy machine lags)."""
+    deadline = time.monotonic() + 3
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not any(running(pid) for pid in pids)
+
+
 async def test_an_allowlisted_script_runs_and_its_output_is_captured(http, tmp_path):
     fix = script(tmp_path, "fix.sh", 'echo "restarted $1"\necho "cache was cold" >&2\n')
-    result = await command_agent(http, [[fix]]).run(agent_input({"argv": [fix, "checkout"]}))
+    result = await command_agent(http, [{"argv": [fix, "{service}"]}]).run(agent_input({"argv": [fix, "checkout"]}))
     assert result.ok
     assert result.summary.startswith(f"ran {fix} checkout: exit 0 in ") and result.summary.endswith(" s")
     data = result.data
@@ -84,7 +93,8 @@ async def test_an_allowlisted_script_runs_and_its_output_is_captured(http, tmp_p
 
 
 async def test_argv0_is_resolved_on_the_minimal_path_and_the_absolute_path_recorded(http, tmp_path):
-    result = await command_agent(http, [["echo", "ok"]]).run(agent_input({"argv": ["echo", "ok", "done"]}))
+    agent = command_agent(http, [{"argv": ["echo", "ok", "{name}"]}])
+    result = await agent.run(agent_input({"argv": ["echo", "ok", "done"]}))
     assert result.ok and result.data["stdout"] == "ok done\n"
     assert os.path.isabs(result.data["executable"]) and result.data["executable"].endswith("/echo")
 
@@ -126,7 +136,7 @@ async def test_a_timeout_kills_the_whole_process_group(http, tmp_path):
     assert not result.ok and result.data["timed_out"]
     assert "timed out after 1 s" in result.summary
     child, parent = (int(line) for line in result.data["stdout"].split())
-    assert not running(child) and not running(parent)
+    assert await gone(child, parent)
 
 
 async def test_what_ignores_sigterm_gets_sigkill_after_the_grace(http, tmp_path):
@@ -136,7 +146,7 @@ async def test_what_ignores_sigterm_gets_sigkill_after_the_grace(http, tmp_path)
     assert 0.5 + 5 <= time.monotonic() - started < 0.5 + 5 + 3
     assert result.data["timed_out"] and result.data["exit_code"] == -9
     child, parent = (int(line) for line in result.data["stdout"].split())
-    assert not running(child) and not running(parent)
+    assert await gone(child, parent)
 
 
 async def test_cancelling_the_agent_kills_the_command(http, tmp_path):
@@ -150,25 +160,16 @@ async def test_cancelling_the_agent_kills_the_command(http, tmp_path):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not running(child) and not running(parent)
+    assert await gone(child, parent)
 
 
 async def test_shell_metacharacters_are_inert(http, tmp_path):
     marker = tmp_path / "x"
     words = [f"a; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", f"| touch {marker}", "*"]
-    result = await command_agent(http, [["/bin/echo"]]).run(agent_input({"argv": ["/bin/echo", *words]}))
+    free = {"argv": ["/bin/echo", "{...}"]}  # an explicit free tail: argv words are still never a shell's
+    result = await command_agent(http, [free]).run(agent_input({"argv": ["/bin/echo", *words]}))
     assert result.ok and result.data["stdout"] == " ".join(words) + "\n"
     assert not marker.exists()
-
-
-def test_the_allowlist_matches_argv_prefixes_element_by_element():
-    allowlist = [["systemctl", "restart"], ["/opt/scripts/rollback.sh"]]
-    assert allowed_prefix(["systemctl", "restart", "checkout"], allowlist) == ["systemctl", "restart"]
-    assert allowed_prefix(["systemctl", "restart"], allowlist) == ["systemctl", "restart"]
-    assert allowed_prefix(["/opt/scripts/rollback.sh", "v41"], allowlist) == ["/opt/scripts/rollback.sh"]
-    for refused in (["systemctl", "stop", "x"], ["systemctl", "restart;rm"], ["systemctl"], ["/usr/bin/systemctl",
-                    "restart", "x"], ["systemctl ", "restart"], ["rollback.sh"]):  # fmt: skip
-        assert allowed_prefix(refused, allowlist) is None, refused
 
 
 async def test_commands_off_the_allowlist_are_refused_for_good(http, tmp_path):
@@ -179,14 +180,41 @@ async def test_commands_off_the_allowlist_are_refused_for_good(http, tmp_path):
     assert empty.value.message == "remediate_command runs nothing until COMMAND_ALLOWLIST is set"
     with pytest.raises(ApplicationError) as other:
         await command_agent(http, [[fix, "checkout"]]).run(agent_input({"argv": [fix, "payments"]}))
-    assert other.value.non_retryable
-    assert repr([fix, "payments"]) in str(other.value) and repr([[fix, "checkout"]]) in str(other.value)
+    assert other.value.non_retryable and other.value.type == "NotAllowed"
+    assert other.value.message == (f"command {[fix, 'payments']!r} is not allowlisted: closest entry "
+                                f"{[fix, 'checkout']!r}: word 2 'payments' must be 'checkout'")  # fmt: skip
     assert not (tmp_path / "ran").exists()
+
+
+async def test_what_a_prefix_entry_let_through_no_longer_runs(http, tmp_path):
+    """The review's findings: `find DIR -name` ran `-exec touch …` and `-fprint FILE`; `tar -cf FILE` ran
+    `--checkpoint-action=exec=…`; TAR_OPTIONS made tar run a command. Real find and tar, a marker each."""
+    marker = tmp_path / "pwned"
+    (tmp_path / "logs").mkdir()
+    logs = str(tmp_path / "logs")
+    find = command_agent(http, [["find", logs, "-name"]])  # a plain list: now the whole argv, nothing more
+    tar = command_agent(http, [{"argv": ["tar", "-cf", f"{{path:{tmp_path}}}", "--", f"{{path:{logs}}}"]}])
+    attempts = [
+        (find, {"argv": ["find", logs, "-name", "x", "-exec", "touch", str(marker), ";"]}),
+        (find, {"argv": ["find", logs, "-name", "x", "-fprint", str(marker)]}),
+        (tar, {"argv": ["tar", "-cf", f"{tmp_path}/a.tar", "--", logs, f"--checkpoint-action=exec=touch {marker}"]}),
+        (tar, {"argv": ["tar", "-cf", f"--checkpoint-action=exec=touch {marker}", "--", logs]}),
+        (tar, {"argv": ["tar", "-cf", f"{tmp_path}/a.tar", "--", logs],
+               "env": {"TAR_OPTIONS": f"--checkpoint=1 --checkpoint-action=exec=touch {marker}"}}),
+    ]  # fmt: skip
+    for agent, params in attempts:
+        with pytest.raises(ApplicationError) as refused:
+            await agent.run(agent_input(params))
+        assert refused.value.type == "NotAllowed" and refused.value.non_retryable, params
+    assert not marker.exists()
+    archived = await tar.run(agent_input({"argv": ["tar", "-cf", f"{tmp_path}/a.tar", "--", logs]}))
+    assert archived.ok and (tmp_path / "a.tar").exists() and not marker.exists()
 
 
 async def test_configuration_errors_are_not_retried(http, tmp_path):
     fix = script(tmp_path, "fix.sh", "exit 0\n")
-    agent = command_agent(http, [[fix], ["no-such-command-here"]], command_timeout_seconds=30)
+    rules = [{"argv": [fix], "cwd": f"{{path:{tmp_path}}}"}, ["no-such-command-here"]]
+    agent = command_agent(http, rules, command_timeout_seconds=30)
     with pytest.raises(ApplicationError) as too_long:
         await agent.run(agent_input({"argv": [fix], "timeout_seconds": 31}))
     assert too_long.value.non_retryable and "above COMMAND_TIMEOUT_SECONDS (30)" in str(too_long.value)
@@ -201,7 +229,8 @@ async def test_configuration_errors_are_not_retried(http, tmp_path):
 async def test_the_environment_is_minimal_plus_the_given_variables(http, tmp_path):
     show = script(tmp_path, "env.sh", "pwd\nenv\n")
     params = {"argv": [show], "env": {"REGION": "eu-west-1", "DRY_RUN": "a b; c"}, "cwd": str(tmp_path)}
-    result = await command_agent(http, [[show]]).run(agent_input(params))
+    entry = {"argv": [show], "env": ["REGION", "DRY_RUN"], "cwd": str(tmp_path)}
+    result = await command_agent(http, [entry]).run(agent_input(params))
     cwd, *lines = result.data["stdout"].splitlines()
     assert cwd == str(tmp_path)
     seen = dict(line.split("=", 1) for line in lines)
@@ -227,6 +256,11 @@ def test_params_are_checked_against_the_schema():
         ({"argv": ["x"], "env": {"HOME": "/tmp/evil"}}, "params.env"),
         ({"argv": ["x"], "env": {"GIT_SSH_COMMAND": "sh -c id"}}, "params.env"),
         ({"argv": ["x"], "env": {"OPENSSL_CONF": "/tmp/engine.cnf"}}, "params.env"),
+        ({"argv": ["x"], "env": {"TAR_OPTIONS": "--to-command=sh"}}, "params.env"),
+        ({"argv": ["x"], "env": {"PERL5OPT": "-Mevil"}}, "params.env"),
+        ({"argv": ["x"], "env": {"LESSOPEN": "|sh %s"}}, "params.env"),
+        ({"argv": ["x"], "env": {"MAKEFLAGS": "--eval=x"}}, "params.env"),
+        ({"argv": ["x"], "env": {"WGETRC": "/tmp/rc"}}, "params.env"),
         ({"argv": ["x"], "shell": True}, "params: Additional properties are not allowed"),
     ):
         problem = SPEC.params_problem(params)
@@ -244,7 +278,7 @@ async def test_bad_params_are_refused_when_the_playbook_is_stored(api):
 async def test_in_a_playbook_it_waits_for_approval_then_runs(api, temporal_client: Client, engine, settings, tmp_path):
     marker = tmp_path / "restarted"
     fix = script(tmp_path, "restart.sh", 'touch "$1"\necho "restarted checkout"\n')
-    settings.command_allowlist = [[fix]]
+    settings.command_allowlist = [CommandRule(argv=[fix, f"{{path:{tmp_path}}}"])]
     incident = await run_playbook(
         api, [step("check"), step("restart", "remediate_command", "check", params={"argv": [fix, str(marker)]})]
     )

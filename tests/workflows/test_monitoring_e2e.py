@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from core.commands import CommandRule
 from core.payloads import WorkflowState
 from core.settings import Settings
 from tests.api.test_approvals import pending_approval
@@ -142,7 +143,10 @@ async def test_a_crashed_service_is_detected_diagnosed_restarted_after_approval_
             )  # fmt: skip
             assert service.status_code == 201, service.text
             worker_settings = monitor_settings(
-                settings, log_roots=[logs], prometheus_url=prometheus, command_allowlist=[[str(restart)]]
+                settings,
+                log_roots=[logs],
+                prometheus_url=prometheus,
+                command_allowlist=[CommandRule(argv=[str(restart)])],
             )
             async with monitoring(temporal_client, engine, worker_settings):
                 await wait_until(lambda: [r.status for r in results(engine, "shop")][-2:] == ["up", "up"], 20,
