@@ -11,7 +11,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from core.audit import Actor, record_audit
+from core.audit import Actor, AuditEvent, record_audit
 from core.identity import ApiToken, LoginFailure, User, UserSession
 from core.secrets import (
     hash_password,
@@ -24,9 +24,13 @@ from core.secrets import (
 from core.tables import utcnow
 
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen/last_used are written at most this often
+# Failed logins count for FAILURE_WINDOW (see claim_attempt).
 FAILURE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_USER = 10
-MAX_FAILURES_PER_IP = 30
+MAX_FAILURES_PER_USER_AND_IP = 10  # one address guessing at one account
+MAX_FAILURES_PER_USER = 30  # one account, from addresses it has not logged in from within FAMILIAR_FOR
+MAX_FAILURES_PER_IP = 30  # one address, whichever accounts
+FAMILIAR_FOR = timedelta(days=30)
+_LOCK_USERNAME, _LOCK_IP = 0x616D6C75, 0x616D6C69  # pg_advisory_xact_lock namespaces ("amlu", "amli")
 
 
 class IdentityError(ValueError):
@@ -97,28 +101,60 @@ def get_user_by_name(*, session: Session, username: str) -> User | None:
     return session.exec(select(User).where(User.username == username.lower())).first()
 
 
-def check_rate_limit(*, session: Session, username: str, ip: str) -> None:
-    """Refuse a login attempt when this username or IP failed too often recently."""
-    since = utcnow() - FAILURE_WINDOW
-    by_user = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.username == username.lower(), col(LoginFailure.at) > since)
+def _familiar(session: Session, *, username: str, ip: str) -> bool:
+    """Whether the user logged in from this address within FAMILIAR_FOR (the audit log's session.login rows)."""
+    found = session.exec(
+        select(AuditEvent.id)
+        .join(User, col(User.id) == col(AuditEvent.actor_user_id))
+        .where(
+            col(User.username) == username,
+            col(AuditEvent.action) == "session.login",
+            col(AuditEvent.ip) == ip,
+            col(AuditEvent.at) > utcnow() - FAMILIAR_FOR,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def claim_attempt(*, session: Session, username: str, ip: str) -> None:
+    """Count a login attempt against the limits and record it as a failure before any password is checked
+    (committed here; a success deletes it again), or raise RateLimited.
+
+    Atomic: the count and the record happen under transaction-scoped advisory locks on the username and then
+    the address (always in that order, so two attempts never wait on each other in a cycle), so N parallel
+    attempts check at most the limit. Budgets per FAILURE_WINDOW: MAX_FAILURES_PER_USER_AND_IP for one address
+    at one account; MAX_FAILURES_PER_IP for one address; MAX_FAILURES_PER_USER for one account in all, except
+    from an address it logged in from lately: a guesser elsewhere cannot lock the owner out of their usual one.
+    """
+    name, ip = username.lower()[:100], ip[:64]
+    session.exec(select(func.pg_advisory_xact_lock(_LOCK_USERNAME, func.hashtext(name)))).one()
+    session.exec(select(func.pg_advisory_xact_lock(_LOCK_IP, func.hashtext(ip)))).one()
+    same_user, same_ip = col(LoginFailure.username) == name, col(LoginFailure.ip) == ip
+    by_pair, by_user, by_ip = session.exec(
+        select(
+            func.count().filter(same_user, same_ip),
+            func.count().filter(same_user),
+            func.count().filter(same_ip),
+        ).where(col(LoginFailure.at) > utcnow() - FAILURE_WINDOW, or_(same_user, same_ip))
     ).one()
-    by_ip = session.exec(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
-    ).one()
-    if by_user >= MAX_FAILURES_PER_USER or by_ip >= MAX_FAILURES_PER_IP:
+    if (
+        by_pair >= MAX_FAILURES_PER_USER_AND_IP
+        or by_ip >= MAX_FAILURES_PER_IP
+        or (by_user >= MAX_FAILURES_PER_USER and not _familiar(session, username=name, ip=ip))
+    ):
+        session.rollback()  # releases the locks
         raise RateLimited("too many failed logins; try again in 15 minutes", int(FAILURE_WINDOW.total_seconds()))
+    session.add(LoginFailure(username=name, ip=ip))
+    session.commit()  # releases the locks: the next attempt counts this one
 
 
 def authenticate(*, session: Session, username: str, password: str, ip: str, user_agent: str | None) -> User:
     """Check a password login (rate limited, audited both ways); return the user or raise IdentityError."""
-    check_rate_limit(session=session, username=username, ip=ip)
+    claim_attempt(session=session, username=username, ip=ip)
     user = get_user_by_name(session=session, username=username)
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
-        session.add(LoginFailure(username=username.lower()[:100], ip=ip))
         record_audit(
             session,
             actor=Actor(None, username.lower()[:100], "session", ip, user_agent),
@@ -128,9 +164,31 @@ def authenticate(*, session: Session, username: str, password: str, ip: str, use
         )
         session.commit()
         raise IdentityError("wrong username or password")
-    session.exec(delete(LoginFailure).where(col(LoginFailure.username) == user.username))  # type: ignore[call-overload]
+    # This address's failures at this account (the attempt just claimed among them); other addresses' stay.
+    session.exec(
+        delete(LoginFailure).where(  # type: ignore[call-overload]
+            col(LoginFailure.username) == user.username, col(LoginFailure.ip) == ip[:64]
+        )
+    )
     user.last_login_at = utcnow()
     return user
+
+
+def unlock_user(*, session: Session, actor: Actor, user: User) -> int:
+    """Forget the user's failed logins from every address, so the limit lets them try at once (audited);
+    return how many were forgotten."""
+    cleared = session.exec(
+        delete(LoginFailure).where(col(LoginFailure.username) == user.username)  # type: ignore[call-overload]
+    ).rowcount
+    record_audit(
+        session,
+        actor=actor,
+        action="user.unlock",
+        target_type="user",
+        target_id=user.id,
+        after={"username": user.username, "cleared_failures": cleared},
+    )
+    return cleared
 
 
 @dataclass

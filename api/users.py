@@ -20,6 +20,7 @@ from api.identity_service import (
     create_token,
     create_user,
     revoke_token,
+    unlock_user,
     user_public,
 )
 from api.schemas import TeamPublic, TokenCreated, TokenPublic, UserPublic
@@ -56,6 +57,11 @@ class PasswordChange(BaseModel):
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class Unlocked(BaseModel):
+    user_id: int
+    cleared_failures: int = Field(description="failed logins forgotten")
 
 
 class TeamCreate(BaseModel):
@@ -200,6 +206,14 @@ def edit_user(request: Request, user_id: Int32Id, body: UserUpdate, principal: A
         ) from None
     session.refresh(user)
     return user
+
+
+@router.post("/users/{user_id}/unlock", response_model=Unlocked)
+def unlock(request: Request, user_id: Int32Id, principal: Admin, session: SessionDep) -> Unlocked:
+    """Forget a user's failed logins, so the login limit lets them in again at once (audited)."""
+    cleared = unlock_user(session=session, actor=actor_of(request, principal), user=_user(session, user_id))
+    session.commit()
+    return Unlocked(user_id=user_id, cleared_failures=cleared)
 
 
 @router.get("/teams", response_model=list[TeamPublic])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from worker.cli_common import (
     run_then_leave,
     settings_or_exit,
 )
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Agent Monitor: automated incident response.")
 incident_app = typer.Typer(no_args_is_help=True, help="Create and inspect incidents (through the web API).")
@@ -88,21 +91,31 @@ def worker() -> None:
     run_then_leave(lambda: asyncio.run(main()))
 
 
+def web_server_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
+    """uvicorn's arguments for `agent-monitor web`. X-Forwarded-For/-Proto are believed only from
+    TRUSTED_PROXIES (none by default): uvicorn's own default believes 127.0.0.1, which would let any local
+    process choose the address the audit log and the login limit see."""
+    proxies = settings.trusted_proxies
+    return {
+        "app": "api.main:create_app",
+        "factory": True,
+        "host": settings.web_host,
+        "port": settings.web_port,
+        "workers": workers,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": bool(proxies),
+        # uvicorn takes IPs and CIDRs; "*" alone means any. Passed even when empty, so that uvicorn does not
+        # fall back to its FORWARDED_ALLOW_IPS environment variable.
+        "forwarded_allow_ips": "*" if "*" in proxies else list(proxies),
+    }
+
+
 @app.command()
 def web(workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1) -> None:
     """Run the web server (dashboard + API)."""
     import uvicorn
 
-    settings = settings_or_exit()
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=settings.web_host,
-        port=settings.web_port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    uvicorn.run(**web_server_options(settings_or_exit(), workers))
 
 
 @app.command()

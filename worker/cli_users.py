@@ -23,6 +23,7 @@ from api.identity_service import (
     create_user,
     get_user_by_name,
     revoke_token,
+    unlock_user,
 )
 from core.audit import Actor
 from core.db import make_engine, resolve_database_url
@@ -30,7 +31,7 @@ from core.identity import ROLES, ApiToken, User
 from core.secrets import random_password
 from core.settings import Settings
 
-users_app = typer.Typer(no_args_is_help=True, help="Create and list users (directly in the database).")
+users_app = typer.Typer(no_args_is_help=True, help="Create, list and unlock users (directly in the database).")
 tokens_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens (directly in the database).")
 
 INITIAL_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 (a file name)
@@ -140,6 +141,19 @@ def list_users() -> None:
         for user in session.exec(select(User).order_by(col(User.id))):
             state = "" if user.is_active else "  (inactive)"
             typer.echo(f"{user.id:>4}  {user.username:<24} {user.role}{state}")
+
+
+@users_app.command("unlock")
+def unlock(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
+    """Forget a user's failed logins, so the login limit lets them in again at once (audited)."""
+    with db_session(_settings()) as session:
+        user = get_user_by_name(session=session, username=username)
+        if user is None:
+            raise _fail(f"user {username!r} does not exist")
+        name = user.username
+        cleared = unlock_user(session=session, actor=cli_actor(), user=user)
+        session.commit()
+    typer.echo(f"unlocked {name}: {cleared} failed login{'' if cleared == 1 else 's'} forgotten")
 
 
 @tokens_app.command("create")
