@@ -5,19 +5,26 @@ Timestamp` within 5 minutes); anything else is a 401. We answer at once (Slack w
 the background through the same path as the API, then replace the original message via `response_url`.
 Slack's own retries (`X-Slack-Retry-Num`) are acknowledged and ignored, and a button pressed twice is one
 decision: the workflow accepts only the first.
+
+A `response_url` is called only if it is https:// on a host of SLACK_RESPONSE_HOSTS (http:// only to a listed
+loopback address: a local stand-in for Slack), and then through the SSRF guard (core.outbound), without
+following redirects; any other is logged and not called. The signature proves only that the request came through
+our Slack app, not that the URL in it leads to Slack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from slack_sdk.signature import SignatureVerifier
-from slack_sdk.webhook import WebhookClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client
@@ -27,6 +34,7 @@ from api.auth import public
 from core.approval_messages import APPROVE_ACTION, REJECT_ACTION, outcome_text
 from core.audit import Actor
 from core.identity import User
+from core.outbound import OutboundPolicy, blocked_reason, guarded_async_client
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,7 @@ async def interactions(request: Request) -> Response:
         _decide(
             request.app.state.engine,
             request.app.state.temporal,
+            settings,
             approval_id,
             "approve" if action_id == APPROVE_ACTION else "reject",
             slack_user,
@@ -91,6 +100,7 @@ def _linked_user(engine: Engine, slack_user: dict[str, Any]) -> User | None:
 async def _decide(
     engine: Engine,
     temporal: Client,
+    settings: Settings,
     approval_id: int,
     decision: str,
     slack_user: dict[str, Any],
@@ -99,7 +109,7 @@ async def _decide(
     user = await asyncio.to_thread(_linked_user, engine, slack_user)
     if user is None:
         text = f"Your Slack account ({slack_user.get('id')}) is not linked to an Agent Monitor user; nothing done."
-        await _reply(response_url, text, replace=False)
+        await _reply(settings, response_url, text, replace=False)
         return
     try:
         with Session(engine) as session:
@@ -113,23 +123,63 @@ async def _decide(
                 channel="slack",
             )
     except (DecisionRefused, ApprovalNotFound) as err:
-        await _reply(response_url, f"Not done: {err}", replace=False)
+        await _reply(settings, response_url, f"Not done: {err}", replace=False)
         return
     except Exception:  # never lose the user's click silently
         log.exception("Slack decision on approval %s failed", approval_id)
-        await _reply(response_url, f"Not done: approval {approval_id} could not be decided; try the web page.", False)
+        text = f"Not done: approval {approval_id} could not be decided; try the web page."
+        await _reply(settings, response_url, text, replace=False)
         return
     text = outcome_text(approval_id, decided["step_id"], decided["status"], user.username)
-    await _reply(response_url, text, replace=True)
+    await _reply(settings, response_url, text, replace=True)
 
 
-async def _reply(response_url: str | None, text: str, replace: bool) -> None:
+def response_url_refusal(url: httpx.URL, allowed_hosts: Sequence[str]) -> str | None:
+    """Why a response_url must not be called, or None: it must be https:// to a host of allowed_hosts (SLACK_RESPONSE_
+    HOSTS: "host" for the default port, "host:port" for another), or http:// to a listed loopback address.
+
+    Takes the httpx.URL that is then requested, so the host checked is the host dialled (no second URL parser)."""
+    host, port = url.host.rstrip(".").lower(), url.port  # port: None for the scheme's default
+    if url.scheme not in ("https", "http") or not host:
+        return "not an https:// URL"
+    if url.scheme == "http" and not _is_loopback(host):
+        return f"http://{host} is not https:// (http:// is only for a loopback address)"
+    if url.userinfo:
+        return f"the URL to {host} carries credentials"
+    default_port = 443 if url.scheme == "https" else 80
+    names = {host, f"{host}:{default_port}"} if port is None else {f"{host}:{port}"}
+    if names.isdisjoint(allowed_hosts):
+        where = host if port is None else f"{host}:{port}"
+        return f"{where} is not in SLACK_RESPONSE_HOSTS ({', '.join(allowed_hosts) or 'empty'})"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def _reply(settings: Settings, response_url: str | None, text: str, replace: bool) -> None:
+    """Tell Slack through the interaction's response_url, if it leads to Slack (see the module docstring)."""
     if not response_url:
         return
-    client = WebhookClient(response_url, timeout=10)  # slack-sdk's synchronous client, in a thread
     try:
-        await asyncio.to_thread(
-            client.send, text=text, replace_original=replace, response_type=None if replace else "ephemeral"
-        )
-    except Exception as err:  # the decision stands even if Slack cannot be told
-        log.warning("could not update the Slack message: %s", err)
+        url = httpx.URL(response_url)
+    except (httpx.InvalidURL, TypeError):
+        url = httpx.URL()
+    if (refusal := response_url_refusal(url, settings.slack_response_hosts)) is not None:
+        log.warning("not calling the Slack interaction's response_url: %s", refusal)
+        return
+    body = {"text": text, "replace_original": replace}
+    if not replace:
+        body["response_type"] = "ephemeral"
+    try:
+        async with guarded_async_client(OutboundPolicy.from_settings(settings), timeout=10) as client:
+            answer = await client.post(url, json=body)  # never follows a redirect (httpx's default)
+        if answer.is_error:
+            log.warning("could not update the Slack message: Slack answered %s", answer.status_code)
+    except httpx.HTTPError as err:  # the decision stands even if Slack cannot be told
+        reason = blocked_reason(err)
+        log.warning("could not update the Slack message: %s", f"refused: {reason}" if reason else err)

@@ -28,18 +28,26 @@ def slack(settings):
         settings.slack_signing_secret = SecretStr(SECRET)
         settings.slack_channel = "#ops-approvals"
         settings.slack_api_url = f"{base}/api/"
+        settings.slack_response_hosts = [base.removeprefix("http://")]  # response_url leads to the stand-in
         yield base, calls
 
 
 def click(
-    base: str, approval_id: int, action: str, user: dict, *, at: float | None = None, sign_body: bytes | None = None
+    base: str,
+    approval_id: int,
+    action: str,
+    user: dict,
+    *,
+    at: float | None = None,
+    sign_body: bytes | None = None,
+    response_url: str | None = None,
 ):
     """(body, headers) of a block_actions request as Slack sends it, signed with the app's secret."""
     payload = {
         "type": "block_actions",
         "user": user,
         "actions": [{"action_id": action, "value": str(approval_id), "type": "button", "action_ts": str(time.time())}],
-        "response_url": f"{base}/actions/T1/{approval_id}/{user['id']}",
+        "response_url": response_url or f"{base}/actions/T1/{approval_id}/{user['id']}",
         "trigger_id": "123.456.abc",
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
@@ -157,3 +165,71 @@ async def test_a_slack_account_links_to_one_user(api, engine):
     assert taken.status_code == 409 and taken.json()["detail"] == f"Slack user U0SHARED is linked to {first.username}"
     bad = await api.patch(f"/api/users/{second.id}", json={"slack_user_id": "not-a-slack-id"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "slack_user_id"
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("https://hooks.slack.com/actions/T1/1/abc", None),
+        ("https://HOOKS.slack.com.:443/actions/T1/1/abc", None),
+        ("http://127.0.0.1:8025/actions/x", None),  # a listed loopback stand-in may be plain http
+        ("http://hooks.slack.com/actions/T1/1/abc", "http://hooks.slack.com is not https://"),
+        ("https://hooks.slack.com:8443/actions", "hooks.slack.com:8443 is not in SLACK_RESPONSE_HOSTS"),
+        ("https://hooks.slack.com.evil.example/a", "hooks.slack.com.evil.example is not in SLACK_RESPONSE_HOSTS"),
+        ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is not in SLACK_RESPONSE_HOSTS"),
+        ("https://hooks.slack.com@evil.example/", "the URL to evil.example carries credentials"),
+        ("https://evil.example\\@hooks.slack.com/", "the URL to hooks.slack.com carries credentials"),
+        ("http://127.0.0.1:9/actions/x", "127.0.0.1:9 is not in SLACK_RESPONSE_HOSTS"),
+        ("file:///etc/passwd", "not an https:// URL"),
+        ("/actions/T1", "not an https:// URL"),
+    ],
+)
+def test_a_response_url_must_be_https_to_a_listed_slack_host(url, refusal):
+    from api.slack import response_url_refusal
+
+    found = response_url_refusal(httpx.URL(url), ["hooks.slack.com", "127.0.0.1:8025"])
+    if refusal is None:
+        assert found is None
+    else:
+        assert (found or "").startswith(refusal), found
+
+
+async def unlinked_click(server: str, base: str, response_url: str) -> None:
+    """A signed click by a Slack user linked to nobody: we only answer them, through the response_url."""
+    body, headers = click(base, 1, "approval_approve", {"id": "U0NOBODY"}, response_url=response_url)
+    async with httpx.AsyncClient(timeout=10) as slack_client:
+        answer = await slack_client.post(f"{server}/api/slack/interactions", content=body, headers=headers)
+    assert answer.status_code == 200
+
+
+def slack_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "api.slack" and r.levelname == "WARNING"]
+
+
+async def test_a_response_url_off_the_list_is_never_called(slack, server, caplog):
+    base, calls = slack
+    with slack_api() as (elsewhere, elsewhere_calls):  # a signed payload may name any URL
+        await unlinked_click(server, base, f"{elsewhere}/actions/T1/1/U0NOBODY")
+        await wait_for(lambda: slack_warnings(caplog), "the refusal to be logged")
+        host = elsewhere.removeprefix("http://")
+        assert slack_warnings(caplog) == [
+            f"not calling the Slack interaction's response_url: {host} is not in SLACK_RESPONSE_HOSTS "
+            f"({base.removeprefix('http://')})"
+        ]
+        assert elsewhere_calls.responses == [] and calls.responses == []
+
+    await unlinked_click(server, base, f"{base}/actions/T1/1/U0NOBODY")  # the listed one is called
+    await wait_for(lambda: calls.responses, "the answer through the listed response_url")
+    assert "not linked to an Agent Monitor user" in calls.responses[0]["text"]
+
+
+async def test_a_listed_response_url_still_passes_the_ssrf_guard(slack, settings, server, caplog):
+    base, calls = slack
+    settings.outbound_allow_loopback = False  # production's default: the listed stand-in is on loopback
+    await unlinked_click(server, base, f"{base}/actions/T1/1/U0NOBODY")
+    await wait_for(lambda: slack_warnings(caplog), "the refusal to be logged")
+    assert slack_warnings(caplog) == [
+        "could not update the Slack message: refused: 127.0.0.1 is loopback: refused "
+        "(set OUTBOUND_ALLOW_LOOPBACK=true to allow)"
+    ]
+    assert calls.responses == []
