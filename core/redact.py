@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 MASK = "[REDACTED]"
+# A secret-looking key (password, secret, token, api_key, …) of key=value / key: value.
+_KEY = r"[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)[\w.-]*"
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # PEM private keys, whole block.
@@ -31,11 +33,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         ),
         MASK,
     ),
-    # key=value / key: value for secret-looking keys (password, secret, token, api_key, …).
+    # key=value / key: value for secret-looking keys (password, secret, token, api_key, …). The key starts a word, or
+    # follows a / or \ (the last part of a path) when "=" or a ":" without a space follows (a/b.token=…, grep's
+    # /run/secrets/db_password:…); "<path>: <text>" names a file in a message ("open /etc/passwd: permission denied").
     (
         re.compile(
-            r"(?P<keep>\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"
-            r"[\w.-]*[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?=[^\s\"',;&]*[A-Za-z])[^\s\"',;&]{3,}",
+            rf"(?P<keep>(?:(?<![\w./\\-])|(?<=[/\\])(?={_KEY}[\"']?(?:\s*=|:(?!\s)))){_KEY}[\"']?\s*[:=]\s*[\"']?)"
+            r"(?!\[REDACTED\])(?=[^\s\"',;&]*[A-Za-z])[^\s\"',;&]{3,}",
             re.I,
         ),
         rf"\g<keep>{MASK}",

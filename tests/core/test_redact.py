@@ -15,6 +15,10 @@ def test_common_secret_shapes_are_redacted():
         "xoxb-1234567890-abcdefghij": MASK,
         "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU ok": "token [REDACTED] ok",
         '{"api_key": "sk-abcdefghijklmnopqrstuvwx"}': '"api_key": "[REDACTED]"',
+        "mysql --password=hunter2hunter2 -h db": "--password=[REDACTED] -h db",
+        # A key at the end of a path, assigned or printed by grep (path:line), is still a key.
+        "export conf/db.token=abcdef123": "conf/db.token=[REDACTED]",
+        "/run/secrets/db_password:hunter2": "/run/secrets/db_password:[REDACTED]",
     }
     for raw, expected in cases.items():
         cleaned = redact_text(raw)
@@ -29,6 +33,12 @@ def test_ordinary_text_is_left_alone():
         "token_count: 1500",
         "see https://example.com/a:b@c? no",
         "passwords rotate",
+        # A file named in a message: the word after "<path>: " is prose, not the file's content.
+        "file:/etc/passwd: only http://",
+        "open /etc/passwd: permission denied",
+        "cat /run/secrets/db_password: No such file or directory",
+        r"C:\app\secrets: access denied",
+        "GET /api/token: 401 Unauthorized",
     ):
         assert redact_text(text) == text
 
@@ -67,6 +77,8 @@ def test_the_quick_scan_never_skips_what_a_pattern_would_redact():
         "ACCESS-KEY=abc123def",
         "Private_Key: zz9zz9",
         "pwd=abc123",
+        "/etc/app/db_password:hunter2",
+        "a/b.token=abcdef",
         "token    abcdefgh1234",
         "-----BEGIN RSA PRIVATE KEY-----\nabc",
     ]
