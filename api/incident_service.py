@@ -17,12 +17,28 @@ from core.audit import Actor, record_audit
 from core.db import session_scope
 from core.events import incident_event
 from core.identity import Team, User
+from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.settings import Settings
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
 
 
 class IncidentNotFound(NotFound):
     pass
+
+
+class UnsafeServiceUrl(ValueError):
+    """A service_url the SSRF guard refuses; str() is "service_url: <why>"."""
+
+
+def check_service_url(*, service_url: str | None, settings: Settings) -> None:
+    """Refuse, before anything is stored, a service_url agents could never be allowed to reach (the SSRF guard's
+    write-time rules, as for a service's check URL); host names are checked again when agents connect."""
+    if not service_url:
+        return
+    try:
+        check_url(service_url, OutboundPolicy.from_settings(settings))
+    except BlockedTarget as err:
+        raise UnsafeServiceUrl(f"service_url: {err}") from None
 
 
 T = TypeVar("T")

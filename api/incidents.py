@@ -17,7 +17,15 @@ from api.collaboration_service import timeline
 from api.deps import INT32_MAX, INT64_MAX, EngineDep, Int64Id, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
 from api.incident_query import CursorError, IncidentFilter, IncidentSort, search_incidents
-from api.incident_service import AssigneeNotFound, assign, detail_for, get_incident, in_session
+from api.incident_service import (
+    AssigneeNotFound,
+    UnsafeServiceUrl,
+    assign,
+    check_service_url,
+    detail_for,
+    get_incident,
+    in_session,
+)
 from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
 from core.audit import Actor
@@ -59,6 +67,10 @@ async def create_incident(
     idempotency_key: IdempotencyKey = None,
 ) -> IncidentDetail:
     """Record an incident and start its IncidentWorkflow (`incident-<id>`)."""
+    try:
+        check_service_url(service_url=data.service_url, settings=settings)
+    except UnsafeServiceUrl as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
 
     def _insert():
         with session_scope(engine) as session:

@@ -1,4 +1,4 @@
-"""Monitored services: register, list, change and remove them (each check's URL passes the SSRF guard; the
+"""Monitored services: register, list, change and remove them (each check's URL or host passes the SSRF guard; the
 dependencies, team and playbook named must exist)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from api.playbook_service import PlaybookNotFound, load_playbook
 from core.audit import record_audit
 from core.identity import Team
 from core.monitoring import ServiceState, spread
-from core.outbound import BlockedTarget, OutboundPolicy, check_url
-from core.services import SERVICE_NAME, HttpCheck, Service, ServiceBase, ServiceCreate
+from core.outbound import BlockedTarget, OutboundPolicy, check_host, check_url
+from core.services import SERVICE_NAME, HttpCheck, Service, ServiceBase, ServiceCreate, TcpCheck
 from core.settings import Settings
 from core.tables import utcnow
 
@@ -60,13 +60,20 @@ def _unprocessable(message: str) -> HTTPException:
 
 
 def _checked(session: Session, settings: Settings, name: str, body: ServiceBase) -> int | None:
-    """What the models cannot check alone: the check's URL, the names of dependencies, team and playbook.
+    """What the models cannot check alone: the check's URL or host, the names of dependencies, team and playbook.
     Returns the team's id."""
+    # The SSRF guard's write-time rules (literal addresses, localhost); it checks names again at connect time.
+    policy = OutboundPolicy.from_settings(settings)
     if isinstance(body.check, HttpCheck):
         try:
-            check_url(body.check.url, OutboundPolicy.from_settings(settings))
+            check_url(body.check.url, policy)
         except (BlockedTarget, ValueError) as err:
             raise _unprocessable(f"check.url: {err}") from None
+    elif isinstance(body.check, TcpCheck):
+        try:
+            check_host(body.check.host, policy)
+        except BlockedTarget as err:
+            raise _unprocessable(f"check.host: {err}") from None
     if name in body.dependencies:
         raise _unprocessable("dependencies: a service cannot depend on itself")
     if body.dependencies:

@@ -130,6 +130,18 @@ def check_url(url: str, policy: OutboundPolicy) -> None:
         raise BlockedTarget(f"only http:// and https:// URLs are allowed, got {url!r}")
     if not host:
         raise BlockedTarget(f"the URL has no host: {url!r}")
+    check_host(host, policy)
+
+
+def check_host(host: str, policy: OutboundPolicy) -> None:
+    """Refuse a host early (input validation, as check_url does for a URL's): a literal address the policy refuses,
+    or localhost while loopback is refused. Takes a name, an address, or an IPv6 address in brackets.
+
+    Host names are not resolved here; the connect-time guard checks what they resolve to.
+    """
+    host = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    if not host:
+        raise BlockedTarget("no host given")
     address = _literal_address(host)
     if address is not None:
         _refuse_any(host, [address], policy)

@@ -18,7 +18,13 @@ from api.collaboration_service import LinkConflict, add_comment, add_link
 from api.conversation_service import MESSAGE_MAX, add_user_message
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
 from api.incident_lifecycle import TransitionRefused, act_on_playbook, transition
-from api.incident_service import AssigneeNotFound, assign, get_incident
+from api.incident_service import (
+    AssigneeNotFound,
+    UnsafeServiceUrl,
+    assign,
+    check_service_url,
+    get_incident,
+)
 from api.playbook_service import PlaybookNotFound
 from core.db import session_scope
 from core.tables import Incident, IncidentCreate
@@ -34,6 +40,13 @@ def _back(incident_id: int, anchor: str = "") -> RedirectResponse:
 @router.get("/incidents/new", response_class=HTMLResponse)
 def new_incident_form(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "incidents/new.html", {"values": {}, "errors": {}})
+
+
+def _new_form_again(request: Request, values: dict[str, Any], errors: dict[str, str]) -> HTMLResponse:
+    """The new-incident form with what was typed and what is wrong with it (422)."""
+    return templates.TemplateResponse(
+        request, "incidents/new.html", {"values": values, "errors": errors}, status_code=422
+    )
 
 
 @router.post("/incidents/new", response_class=HTMLResponse)
@@ -60,11 +73,11 @@ async def create_incident_form(
     }
     try:
         data = IncidentCreate.model_validate(values)
+        check_service_url(service_url=data.service_url, settings=settings)
     except ValidationError as err:
-        errors = {str(e["loc"][0]): e["msg"] for e in err.errors()}
-        return templates.TemplateResponse(
-            request, "incidents/new.html", {"values": values, "errors": errors}, status_code=422
-        )
+        return _new_form_again(request, values, {str(e["loc"][0]): e["msg"] for e in err.errors()})
+    except UnsafeServiceUrl as err:
+        return _new_form_again(request, values, {"service_url": str(err).removeprefix("service_url: ")})
     actor = actor_of(request, principal)
 
     def _insert() -> Incident:
@@ -78,10 +91,7 @@ async def create_incident_form(
     try:
         incident = await run_in_threadpool(_insert)
     except PlaybookNotFound as err:
-        errors = {"incident_type": str(err)}
-        return templates.TemplateResponse(
-            request, "incidents/new.html", {"values": values, "errors": errors}, status_code=422
-        )
+        return _new_form_again(request, values, {"incident_type": str(err)})
     try:
         await start_incident_workflow(
             temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=True

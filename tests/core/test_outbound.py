@@ -20,6 +20,7 @@ from core.outbound import (
     BlockedTarget,
     OutboundPolicy,
     blocked_reason,
+    check_host,
     check_url,
     guarded_async_client,
     guarded_client,
@@ -156,6 +157,33 @@ def test_check_url_accepts_names_without_resolving_and_private_ranges_unless_den
     denied = OutboundPolicy(deny_networks=(ipaddress.ip_network("10.0.0.0/8"),))
     with pytest.raises(BlockedTarget, match=r"10\.1\.2\.3 is in 10\.0\.0\.0/8, a denied network"):
         check_url("http://10.1.2.3:8080/health", denied)
+
+
+@pytest.mark.parametrize(
+    ("host", "policy", "message"),
+    [
+        ("169.254.169.254", LOOPBACK, METADATA_REFUSED),
+        ("[fd00:ec2::254]", LOOPBACK, "fd00:ec2::254 is a link-local/cloud-metadata address"),
+        ("2852039166", LOOPBACK, "2852039166 resolves to 169.254.169.254, which is a link-local"),
+        ("127.0.0.1", OutboundPolicy(), "127.0.0.1 is loopback: refused"),
+        ("[::1]", OutboundPolicy(), "::1 is loopback: refused"),
+        ("LocalHost.", OutboundPolicy(), "localhost is loopback: refused"),
+        ("db.localhost", OutboundPolicy(), "db.localhost is loopback: refused"),
+        ("10.1.2.3", OutboundPolicy(deny_networks=(ipaddress.ip_network("10.0.0.0/8"),)), "10.1.2.3 is in 10.0.0.0/8"),
+    ],
+)
+def test_check_host_refuses_what_check_url_refuses_in_a_url(host, policy, message):
+    """A TCP check's host: the same write-time rules as a URL's host (names are not resolved)."""
+    with pytest.raises(BlockedTarget) as err:
+        check_host(host, policy)
+    assert str(err.value).startswith(message)
+
+
+def test_check_host_accepts_names_private_addresses_and_allowed_loopback():
+    for host in ("db.invalid", "10.1.2.3", "[fd12::1]"):
+        check_host(host, OutboundPolicy())
+    for host in ("127.0.0.1", "[::1]", "localhost"):
+        check_host(host, LOOPBACK)
 
 
 async def test_check_http_reports_metadata_and_a_redirect_to_it_as_unsafe_targets():
