@@ -41,6 +41,10 @@ def webhook_agent_names(session: Session) -> list[str]:
 
 
 CLOCK_SKEW = timedelta(seconds=2)
+# How long a workflow's start may wait for Temporal's answer: a paused or unreachable Temporal is an RPCError the
+# caller reports instead of a request held for ever. The row is stored first, and a start that went through unseen
+# is found again ("already started") when the caller retries.
+START_WORKFLOW_TIMEOUT = timedelta(seconds=10)
 
 
 class WorkflowConflict(RuntimeError):
@@ -143,6 +147,7 @@ async def start_incident_workflow(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=incident_search_attributes(context, incident.playbook_id),
             static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],
+            rpc_timeout=START_WORKFLOW_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:
         if fresh and await _started_before(temporal, incident):

@@ -9,7 +9,9 @@ from urllib.parse import quote
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities.incidents import START_WORKFLOW_TIMEOUT
 from api.collaboration_service import links_of
 from api.errors import NotFound
 from api.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
@@ -57,6 +59,16 @@ async def in_session(engine: Engine, work: Callable[[Session], T]) -> T:
             return work(session)
 
     return await run_in_threadpool(run)
+
+
+def start_failure(err: RPCError) -> str:
+    """Why an incident's workflow did not start, for people: Temporal's message, or the timeout it ran into."""
+    # The SDK reports its own rpc_timeout as CANCELLED "Timeout expired"; the server, one it passed on, as
+    # DEADLINE_EXCEEDED.
+    timed_out = err.status == RPCStatusCode.CANCELLED and "timeout" in err.message.lower()
+    if timed_out or err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return f"Temporal did not answer within {START_WORKFLOW_TIMEOUT.total_seconds():g}s"
+    return err.message
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

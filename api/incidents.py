@@ -25,6 +25,7 @@ from api.incident_service import (
     detail_for,
     get_incident,
     in_session,
+    start_failure,
 )
 from api.playbook_service import PlaybookNotFound
 from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
@@ -99,7 +100,7 @@ async def create_incident(
     except RPCError as err:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"incident {incident.id} was recorded but its workflow could not start ({err.message}); "
+            f"incident {incident.id} was recorded but its workflow could not start ({start_failure(err)}); "
             "repeat the request with the same Idempotency-Key to retry",
         ) from err
 

@@ -24,6 +24,7 @@ from api.incident_service import (
     assign,
     check_service_url,
     get_incident,
+    start_failure,
 )
 from api.playbook_service import PlaybookNotFound
 from core.db import session_scope
@@ -97,7 +98,7 @@ async def create_incident_form(
             temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=True
         )
     except RPCError as err:
-        message = f"Incident #{incident.id} was recorded, but its playbook could not start: {err.message}"
+        message = f"Incident #{incident.id} was recorded, but its playbook could not start: {start_failure(err)}"
         return problem_page(request, 503, message, f"/incidents/{incident.id}")
     assert incident.id is not None
     return _back(incident.id)
