@@ -32,6 +32,7 @@ class Principal:
     via: str  # "session" | "token"
     session_id: str | None = None
     csrf_token: str | None = None
+    token_id: int | None = None  # the API token's id (via "token"): open streams re-check it
 
     def can(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -63,7 +64,9 @@ def _resolve(request: Request) -> Principal | None:
     with request.app.state.engine.connect() as db:
         if header[:7].lower() == "bearer ":
             found = token_user(db=db, token=header[7:].strip())
-            return None if found is None else Principal(found.user_id, found.username, found.role, "token")
+            if found is None:
+                return None
+            return Principal(found.user_id, found.username, found.role, "token", token_id=found.key)
         assert cookie
         found = session_user(db=db, cookie_value=cookie)
         if found is None:

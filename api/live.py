@@ -4,6 +4,9 @@ Each web process holds one LISTEN connection (started with the first subscriber)
 its SSE clients. Writers NOTIFY only the `events` row id (activities/projection.py); the hub reads the
 rows once per notification burst. A reconnecting browser sends Last-Event-ID and first gets what it
 missed from the `events` table.
+Streams end with their credentials: every SSE_RECHECK_SECONDS one query tells the hub which of its streams'
+tokens and sessions still hold (whichever process revoked them); it ends the others' streams. One user and
+one token hold at most SSE_MAX_PER_USER and SSE_MAX_PER_TOKEN of a process's SSE_MAX_CLIENTS streams.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,17 +23,21 @@ from typing import Any
 
 import psycopg
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Integer, String, any_, bindparam, cast, null, or_, union_all
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from api.auth import current_principal
+from api.auth import Principal, current_principal
 from api.deps import INT64_MAX
 from core.db import libpq_url
-from core.tables import EVENTS_CHANNEL, Event
+from core.identity import ApiToken, User, UserSession
+from core.settings import Settings
+from core.tables import EVENTS_CHANNEL, Event, utcnow
 
 log = logging.getLogger(__name__)
 PING_SECONDS = 15
@@ -66,6 +74,10 @@ class TooManyClients(RuntimeError):
     pass
 
 
+class OverUserLimit(RuntimeError):
+    """This user or token already holds its share of the process's streams: 429, unlike the process's 503."""
+
+
 class ListenUnavailable(RuntimeError):
     pass
 
@@ -80,11 +92,12 @@ class Client:
     A list and a future rather than an asyncio.Queue: with thousands of idle clients per process the queue's
     four deques were the largest per-client cost after the connection itself (bench/sse.py)."""
 
-    __slots__ = ("frames", "task", "_waiter")
+    __slots__ = ("frames", "task", "principal", "_waiter")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.frames: list[Frame | None] = []  # None: the stream ends (server shutdown)
+    def __init__(self, task: asyncio.Task[Any] | None, principal: Principal | None = None) -> None:
+        self.frames: list[Frame | None] = []  # None: the stream ends (server shutdown, credentials ended)
         self.task = task
+        self.principal = principal  # whose stream: capped per user and token, re-checked by the hub
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, frame: Frame | None) -> None:
@@ -109,21 +122,65 @@ class Client:
         if self.task is not None:
             self.task.cancel()
 
+    def end(self) -> None:
+        """End the stream cleanly (the browser reconnects after `retry`), or at once if its mailbox is full."""
+        try:
+            self.put(None)
+        except Full:
+            self.drop()
+
 
 PING = Frame(0, None, b": ping\r\n\r\n")
+
+
+def _live(credential: Any, user_id: Any, *conditions: Any) -> Any:
+    return core_select(*credential).join(User, col(User.id) == user_id).where(col(User.is_active), *conditions)
+
+
+# Which of these tokens and sessions are still live (their user active): one statement for all of a hub's streams.
+LIVE_CREDENTIALS = union_all(
+    _live(
+        (col(ApiToken.id).label("token_id"), cast(null(), String).label("session_id")),
+        col(ApiToken.user_id),
+        col(ApiToken.id) == any_(bindparam("tokens", type_=ARRAY(Integer))),
+        col(ApiToken.revoked_at).is_(None),
+        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > bindparam("now")),
+    ),
+    _live(
+        (cast(null(), Integer), col(UserSession.id)),
+        col(UserSession.user_id),
+        col(UserSession.id) == any_(bindparam("sessions", type_=ARRAY(String))),
+        col(UserSession.expires_at) > bindparam("now"),
+    ),
+)
+
+
+def _credential(principal: Principal) -> int | str | None:
+    """What a stream is re-checked by: its API token's id, or its session's id (never equal: int and str)."""
+    return principal.token_id if principal.token_id is not None else principal.session_id
+
+
+def _release(counts: Counter[int], key: int | None) -> None:
+    if key is not None:
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
 
 
 class EventHub:
     """One LISTEN connection per process, fanning encoded events out to bounded per-client mailboxes, and one
     ping for all clients every PING_SECONDS (no task per client)."""
 
-    def __init__(self, engine: Engine, max_clients: int) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
-        self.max_clients = max_clients
+        self._settings = settings  # SSE_MAX_CLIENTS, SSE_MAX_PER_USER, SSE_MAX_PER_TOKEN, SSE_RECHECK_SECONDS
         self._clients: set[Client] = set()
+        self._per_user: Counter[int] = Counter()
+        self._per_token: Counter[int] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._stopper: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._last_id = 0
         self._ready = asyncio.Event()
 
@@ -131,13 +188,26 @@ class EventHub:
     def clients(self) -> int:
         return len(self._clients)
 
-    async def subscribe(self) -> Client:
-        if len(self._clients) >= self.max_clients:
+    async def subscribe(self, principal: Principal | None = None) -> Client:
+        """A mailbox for the calling task's stream; `principal` (whose stream) is capped and re-checked."""
+        limits = self._settings
+        if principal is not None:
+            if principal.token_id is not None and self._per_token[principal.token_id] >= limits.sse_max_per_token:
+                over = f"this API token ({limits.sse_max_per_token}, SSE_MAX_PER_TOKEN)"
+                raise OverUserLimit(f"too many live connections for {over} on this web process; close one first")
+            if self._per_user[principal.user_id] >= limits.sse_max_per_user:
+                over = f"user {principal.username} ({limits.sse_max_per_user}, SSE_MAX_PER_USER)"
+                raise OverUserLimit(f"too many live connections for {over} on this web process; close one first")
+        if len(self._clients) >= limits.sse_max_clients:
             raise TooManyClients(
-                f"too many live connections on this web process ({self.max_clients}); try again shortly"
+                f"too many live connections on this web process ({limits.sse_max_clients}); try again shortly"
             )
-        client = Client(asyncio.current_task())
+        client = Client(asyncio.current_task(), principal)
         self._clients.add(client)
+        if principal is not None:
+            self._per_user[principal.user_id] += 1
+            if principal.token_id is not None:
+                self._per_token[principal.token_id] += 1
         if self._task is None or self._task.done():
             self._ready.clear()
             self._task = asyncio.create_task(self._listen())
@@ -145,18 +215,25 @@ class EventHub:
             self._pinger = asyncio.create_task(self._ping())
         if self._stopper is None or self._stopper.done():
             self._stopper = asyncio.create_task(self._end_streams_on_shutdown())
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._recheck())
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
         except TimeoutError:
-            self._clients.discard(client)
+            self.unsubscribe(client)
             raise ListenUnavailable("live events are unavailable: cannot LISTEN on the database") from None
         return client
 
     def unsubscribe(self, client: Client) -> None:
-        self._clients.discard(client)
+        if client not in self._clients:
+            return  # already gone (each stream's exits all call this)
+        self._clients.remove(client)
+        if (principal := client.principal) is not None:
+            _release(self._per_user, principal.user_id)
+            _release(self._per_token, principal.token_id)
 
     async def close(self) -> None:
-        for task in (self._task, self._pinger, self._stopper):
+        for task in (self._task, self._pinger, self._stopper, self._checker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -193,15 +270,36 @@ class EventHub:
             await asyncio.sleep(PING_SECONDS)
             self._fan_out([PING])
 
+    def _live_credentials(self, held: set[int | str | None]) -> set[int | str]:
+        tokens = [key for key in held if isinstance(key, int)]
+        sessions = [key for key in held if isinstance(key, str)]
+        with self._engine.connect() as db:
+            rows = db.execute(LIVE_CREDENTIALS, {"tokens": tokens, "sessions": sessions, "now": utcnow()}).all()
+        return {row.token_id if row.token_id is not None else row.session_id for row in rows}
+
+    async def _recheck(self) -> None:
+        """Every SSE_RECHECK_SECONDS, end the streams whose token or session no longer holds: one query for all."""
+        while True:
+            await asyncio.sleep(self._settings.sse_recheck_seconds)
+            held = {client: _credential(client.principal) for client in self._clients if client.principal}
+            if not held:
+                continue
+            try:
+                live = await run_in_threadpool(self._live_credentials, set(held.values()))
+            except Exception as err:  # no database, no revoke either: the next round catches up
+                log.warning("cannot re-check the credentials of live streams (%s)", err)
+                continue
+            for client, credential in held.items():
+                if credential not in live:
+                    self.unsubscribe(client)
+                    client.end()  # the browser's reconnect then gets 401
+
     async def _end_streams_on_shutdown(self) -> None:
         # One waiter for the whole process (sse-starlette's shared shutdown watcher: uvicorn's SIGTERM), not
         # one per client: every stream then ends cleanly so uvicorn's graceful shutdown does not wait on it.
         await EventSourceResponse._listen_for_exit_signal()
         for client in list(self._clients):
-            try:
-                client.put(None)
-            except Full:
-                client.drop()
+            client.end()
 
     async def _deliver(self) -> None:
         while True:
@@ -218,15 +316,14 @@ class EventHub:
                     client.put(frame)
             except Full:
                 # A client that cannot keep up is dropped, not waited for: it reconnects with Last-Event-ID.
-                self._clients.discard(client)
+                self.unsubscribe(client)
                 client.drop()
 
 
 def hub_of(request: Request) -> EventHub:
     hub = getattr(request.app.state, "event_hub", None)
     if hub is None:
-        settings = request.app.state.settings
-        hub = request.app.state.event_hub = EventHub(request.app.state.engine, settings.sse_max_clients)
+        hub = request.app.state.event_hub = EventHub(request.app.state.engine, request.app.state.settings)
     return hub
 
 
@@ -295,7 +392,10 @@ class LiveStream:
                 return
         hub = hub_of(request)
         try:
-            client = await hub.subscribe()
+            client = await hub.subscribe(principal)
+        except OverUserLimit as err:
+            await JSONResponse({"detail": str(err)}, 429, {"Retry-After": "5"})(scope, receive, send)
+            return
         except (TooManyClients, ListenUnavailable) as err:
             await JSONResponse({"detail": str(err)}, 503, {"Retry-After": "5"})(scope, receive, send)
             return
@@ -383,6 +483,7 @@ STREAM_OPENAPI = {
             "200": {"description": "a never-ending event stream", "content": {"text/event-stream": {}}},
             "401": {"description": "not logged in"},
             "422": {"description": "a parameter is not a valid id"},
+            "429": {"description": "this user or API token holds its most live connections on this process"},
             "503": {"description": "too many live connections on this process, or no LISTEN connection"},
         },
     }

@@ -191,6 +191,8 @@ def web_process(tmp: Path, database_url: str, port: int, max_clients: int):
         "WEB_HOST": "127.0.0.1",
         "WEB_PORT": str(port),
         "SSE_MAX_CLIENTS": str(max_clients),
+        "SSE_MAX_PER_USER": str(max_clients),  # every bench client is one user with one token
+        "SSE_MAX_PER_TOKEN": str(max_clients),
         "LOG_LEVEL": "WARNING",
     }
     log = (tmp / "web.log").open("wb")

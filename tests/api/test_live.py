@@ -149,10 +149,10 @@ async def test_a_closed_connection_releases_its_place(server, app, api):
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.last_event_id"
 
 
-async def test_a_client_that_stops_reading_is_dropped_not_waited_for(engine):
+async def test_a_client_that_stops_reading_is_dropped_not_waited_for(engine, settings):
     from api.live import QUEUE_SIZE, EventHub, Frame
 
-    hub = EventHub(engine, max_clients=10)
+    hub = EventHub(engine, settings)
     subscribed = asyncio.Event()
 
     async def stuck_client() -> None:  # subscribes, then never reads (its socket is full)
