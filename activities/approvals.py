@@ -71,9 +71,10 @@ class ApprovalActivities:
             session.add(approval)
             session.flush()
             assert approval.id is not None
-            _audit(session, approval, "requested", "workflow", None, {"risk": approval.risk})
+            asked = {"risk": approval.risk} | ({"changed_by": request.changed_by} if request.changed_by else {})
+            _audit(session, approval, "requested", "workflow", None, asked)
             _event(session, approval, "approval.requested", {"risk": approval.risk, "expires_at": request.expires_at})
-            if policy is not None and policy.auto_approve:
+            if policy is not None and policy.auto_approve and request.changed_by is None:
                 approval.status, approval.decided_at = "approved", now
                 approval.decided_by, approval.channel, approval.policy_id = f"policy:{policy.name}", "policy", policy.id
                 _audit(session, approval, "auto_approved", f"policy:{policy.name}", "policy", {"policy": policy.name})

@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.registry import agent_specs, known_agents
+from core.agents import AgentSpec
 from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
 from core.events import incident_event
@@ -26,7 +27,7 @@ from core.payloads import (
     incident_search_attributes,
     incident_workflow_id,
 )
-from core.playbook import Playbook
+from core.playbook import Playbook, with_agent_defaults
 from core.playbook_store import choose_playbook, load_playbook
 from core.settings import Settings
 from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
@@ -38,6 +39,14 @@ def webhook_agent_names(session: Session) -> list[str]:
     installed = agent_specs()
     names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
     return sorted(name for name in names if name not in installed)
+
+
+def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
+    """Every agent a playbook may name: built-in, plugins and enabled webhook agents (which never shadow those)."""
+    specs = agent_specs()
+    for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
+        specs.setdefault(row.name, row.spec())
+    return specs
 
 
 CLOCK_SKEW = timedelta(seconds=2)
@@ -128,7 +137,7 @@ async def start_incident_workflow(
         incident_type=incident.incident_type,
         service_url=incident.service_url,
     )
-    playbook, webhooks = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
+    playbook, webhooks, risks = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
     try:
         await temporal.start_workflow(
             INCIDENT_WORKFLOW,
@@ -141,6 +150,8 @@ async def start_incident_workflow(
                 approval_timeout_seconds=settings.approval_timeout_seconds,
                 agents_open_projection=settings.agents_open_projection,
                 approvals_outlive_abort=True,
+                agent_risks=risks,
+                guard_changes=True,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,
@@ -158,7 +169,11 @@ async def start_incident_workflow(
             ) from None
 
 
-def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> tuple[Playbook, list[str]]:
+def _pinned_playbook(
+    engine: Engine, settings: Settings, incident: Incident
+) -> tuple[Playbook, list[str], dict[str, str]]:
+    """The incident's playbook, each step at least as risky as its agent (versions stored before that rule may say
+    less), the webhook agents, and each agent's risk."""
     with Session(engine) as session:
         playbook = load_playbook(
             session=session,
@@ -166,7 +181,9 @@ def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> 
             playbook_id=incident.playbook_id,
             version=incident.playbook_version,
         )
-        return playbook, webhook_agent_names(session)
+        specs = installed_agent_specs(session)
+        risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
+        return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks
 
 
 async def _started_before(temporal: Client, incident: Incident) -> bool:

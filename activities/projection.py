@@ -10,12 +10,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core.db import autocommit_rows
-from core.payloads import RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
+from core.payloads import POISON_WRITE, RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
 from core.tables import EVENTS_CHANNEL, utcnow
 
@@ -65,7 +68,9 @@ _STEP_WRITE = text(f"WITH {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
 # it (a run superseded by a reopen → restart does not).
 _WORKFLOW_WRITE = text(
     """
-WITH written AS (
+WITH prior AS (
+    SELECT jsonb_array_length(changes) AS n FROM workflows WHERE workflow_id = :workflow_id
+), written AS (
     INSERT INTO workflows AS w (workflow_id, incident_id, playbook_id, playbook_version, status, current_steps,
                                 changes, error, seq, started_at, finished_at, updated_at)
     VALUES (:workflow_id, :incident_id, :playbook_id, :playbook_version, :status, CAST(:current_steps AS jsonb),
@@ -89,6 +94,14 @@ WITH written AS (
     WHERE i.id = CAST(:incident_id AS bigint) AND i.workflow_id = CAST(:workflow_id AS varchar)
       AND i.status = ANY(CAST(:incident_from AS varchar[])) AND EXISTS (SELECT 1 FROM written)
     RETURNING i.id
+), audited AS (
+    INSERT INTO audit_events (at, actor_user_id, actor, actor_kind, action, target_type, target_id, ip, user_agent,
+                              after)
+    SELECT a.at, a.user_id, a.actor, a.kind, a.action, 'workflow', CAST(:workflow_id AS varchar), a.ip, a.user_agent,
+           a.after
+    FROM jsonb_to_recordset(CAST(:audits AS jsonb)) AS a(n int, at timestamptz, user_id bigint, actor text,
+                                                          kind text, action text, ip text, user_agent text, after jsonb)
+    WHERE EXISTS (SELECT 1 FROM written) AND a.n > COALESCE((SELECT n FROM prior), 0)
 ), event AS (
     INSERT INTO events (at, kind, incident_id, workflow_id, data)
     SELECT e.at, e.kind, e.incident_id, e.workflow_id, e.data FROM (
@@ -106,6 +119,14 @@ WITH written AS (
 SELECT pg_notify(:channel, CAST(id AS text)) FROM event
 """
 )
+# The audit log's action for each kind of run-time change (a decision's row is its record's: not here).
+CHANGE_ACTIONS = {
+    "retry_step": "workflow.retry",
+    "abort": "workflow.abort",
+    "add_step": "workflow.add_step",
+    "remove_step": "workflow.remove_step",
+    "update_step_params": "workflow.update_step_params",
+}
 # What a workflow status does to its incident: (the incident's new status, the statuses it may move from).
 _INCIDENT_FOLLOWS = {
     "in_progress": ("in_progress", ["open", "reopened"]),
@@ -114,7 +135,26 @@ _INCIDENT_FOLLOWS = {
 
 
 def _json(value: object) -> str | None:
-    return None if value is None else json.dumps(value)
+    """As JSON that Postgres takes: a NUL (which jsonb cannot hold) becomes U+FFFD, so no content can make a
+    write fail for ever. The scan is of the encoded text, which is cheap; only text with a NUL is walked."""
+    if value is None:
+        return None
+    encoded = json.dumps(value)
+    return encoded if "\\u0000" not in encoded else json.dumps(_without_nul(value))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(key)): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    return value if value is None or "\x00" not in value else value.replace("\x00", "\ufffd")
 
 
 def step_params(input: RecordStepInput, *, started_too: bool = False) -> dict[str, Any]:
@@ -130,10 +170,10 @@ def step_params(input: RecordStepInput, *, started_too: bool = False) -> dict[st
         "status": step.status,
         "attempt": step.attempt,
         "runs": step.runs,
-        "note": step.note,
+        "note": _text(step.note),
         # Agents redact their own results; this is the last line for anything else that slipped in.
         "output": _json(redact(step.output)),
-        "error": redact(step.error),
+        "error": _text(redact(step.error)),
         "seq": input.seq,
         "started_at": _ts(step.started_at),
         "finished_at": _ts(step.finished_at),
@@ -170,9 +210,9 @@ def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
         "playbook_id": state.playbook_id,
         "playbook_version": state.playbook_version,
         "status": state.status,
-        "current_steps": json.dumps(state.current_steps),
-        "changes": json.dumps(state.changes),
-        "error": state.error,
+        "current_steps": _json(state.current_steps),
+        "changes": _json(redact(state.changes)),
+        "error": _text(state.error),
         "seq": input.seq,
         "started_at": _ts(state.started_at),
         "finished_at": _ts(state.finished_at),
@@ -182,9 +222,38 @@ def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
         "incident_data": json.dumps(
             {"actor": "workflow", "status": incident_status, "reason": f"workflow {state.status}"}
         ),
-        "data": json.dumps({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
+        "data": _json({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
+        "audits": _audits(input),
         "channel": EVENTS_CHANNEL,
     }
+
+
+def _audits(input: RecordWorkflowInput) -> str:
+    """The audit rows of the workflow's run-time changes (the statement keeps those not recorded yet: past the
+    stored row's changes), each with who made it and from where."""
+    state = input.state
+    if not (state.audits_changes and state.changes):
+        return "[]"
+    rows = []
+    for index, change in enumerate(redact(state.changes)):
+        action = CHANGE_ACTIONS.get(change.get("kind"))
+        if action is None:
+            continue
+        origin = input.origins[index] if index < len(input.origins) else None
+        rows.append(
+            {
+                "n": index + 1,
+                "at": change.get("at"),
+                "user_id": origin.user_id if origin else None,
+                "actor": str(change.get("actor") or "unknown")[:100],
+                "kind": (origin.kind if origin else "temporal")[:20],
+                "action": action,
+                "ip": (origin.ip or "")[:64] or None if origin else None,
+                "user_agent": (origin.user_agent or "")[:300] or None if origin else None,
+                "after": {key: value for key, value in change.items() if key not in ("actor", "at")},
+            }
+        )
+    return _json(rows) or "[]"
 
 
 def open_workflow(engine: Engine, opening: RecordWorkflowInput) -> bool:
@@ -201,23 +270,32 @@ class ProjectionActivities:
         """Apply a batch of snapshots in one transaction: steps, then the workflow, so events read in order
         (a step finishes, then the workflow). The workflow's first row (`opening`), when the batch carries
         it, is written before the steps, on its own."""
+        try:
+            return RecordResult(written=self._apply(input))
+        except (DataError, psycopg.errors.DataError) as err:  # content Postgres refuses: never succeeds
+            cause = err.orig if isinstance(err, DataError) else err
+            raise ApplicationError(
+                f"Postgres refused the projection write: {(str(cause).splitlines() or ['?'])[0][:500]}",
+                type=POISON_WRITE,
+                non_retryable=True,
+            ) from None
+
+    def _apply(self, input: RecordBatchInput) -> bool:
         written = False
         if input.opening is not None:
             written = open_workflow(self._engine, input.opening)
         if not input.steps and input.workflow is None:
-            return RecordResult(written=written)
+            return written
         if len(input.steps) + (input.workflow is not None) == 1:  # one statement: atomic on its own
             if input.workflow is not None:
-                written |= record_workflow(self._engine, input.workflow)
-            else:
-                written |= record_step(self._engine, input.steps[0])
-            return RecordResult(written=written)
+                return record_workflow(self._engine, input.workflow) or written
+            return record_step(self._engine, input.steps[0]) or written
         with self._engine.begin() as db:
             for step in input.steps:
                 written |= record_step(db, step)
             if input.workflow is not None:
                 written |= record_workflow(db, input.workflow)
-        return RecordResult(written=written)
+        return written
 
     def all(self) -> list:
         return [self.record_batch]

@@ -17,7 +17,7 @@ from core.approvals import Approval, ApprovalEvent, decision_input_problem, may_
 from core.audit import Actor
 from core.db import autocommit_session
 from core.identity import Team, TeamMember
-from core.payloads import DecideApprovalInput, DecisionOrigin, WorkflowState
+from core.payloads import DecideApprovalInput, WorkflowState
 from core.tables import utcnow
 
 
@@ -121,7 +121,7 @@ async def decide(
         actor_role=role,
         actor_teams=teams,
         channel=channel,
-        origin=DecisionOrigin(actor.user_id, actor.kind, actor.ip, (actor.user_agent or "")[:300] or None),
+        origin=actor.origin(),
     )
     problem = decision_input_problem(arg)
     if problem:

@@ -1,7 +1,10 @@
 """Live workflow state and run-time control: retry a failed step, abort, add/remove/edit steps.
 
-Each call is a Temporal Update on IncidentWorkflow; its validator refuses bad changes (409 with the reason)
-before anything reaches the history. The same updates work from the `temporal` CLI, e.g.
+Each call is a Temporal Update on IncidentWorkflow. What can be checked here is checked before the Update is
+sent (422: a NUL anywhere, a step that is not a valid step, params that do not fit the agent's schema, a risk
+below the agent's); the workflow's validator refuses what depends on its state (409) before anything reaches
+the history. The change's audit row is written with the change's record, by the workflow's projection write
+(runs started before that: here, after the Update). The same updates work from the `temporal` CLI, e.g.
 `temporal workflow update execute --workflow-id incident-7 --name retry_step --input '{"step_id": "verify"}'`.
 """
 
@@ -12,7 +15,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -29,7 +32,9 @@ from core.payloads import (
     UpdateStepParamsInput,
     WorkflowState,
 )
+from core.playbook import StepSpec, risk_floor_problem
 from core.tables import Incident, WorkflowRun, WorkflowStep
+from workflows.changes import nul_problem
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], dependencies=[require("viewer")])
 WorkflowId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")]
@@ -76,6 +81,9 @@ async def _update(
 ) -> dict[str, Any]:
     if not workflow_known(session, workflow_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
+    _valid(nul_problem(dataclasses.asdict(arg)))
+    actor = actor_of(request, principal)
+    arg.origin = actor.origin()
     handle = temporal.get_workflow_handle(workflow_id)
     try:
         state = await handle.execute_update(name, arg, result_type=WorkflowState)
@@ -86,18 +94,42 @@ async def _update(
         if err.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(status.HTTP_409_CONFLICT, f"workflow {workflow_id} is no longer running") from None
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal: {err.message}") from None
-    detail = dataclasses.asdict(arg)
-    detail.pop("actor", None)
-    record_audit(
-        session,
-        actor=actor_of(request, principal),
-        action=action,
-        target_type="workflow",
-        target_id=workflow_id,
-        after=detail,
-    )
-    session.commit()
+    if not state.audits_changes:  # a run started before its projection wrote the change's audit row
+        detail = dataclasses.asdict(arg)
+        for private in ("actor", "origin"):
+            detail.pop(private, None)
+        record_audit(session, actor=actor, action=action, target_type="workflow", target_id=workflow_id, after=detail)
+        session.commit()
     return dataclasses.asdict(state)
+
+
+def _valid(problem: str | None) -> None:
+    if problem:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
+
+
+async def _step_agent(temporal: TemporalDep, session: Session, workflow_id: str, step_id: str) -> str | None:
+    """The agent of a step of the run (its live state, else its projection), to check new params against."""
+    try:
+        state = await asyncio.wait_for(
+            temporal.get_workflow_handle(workflow_id).query("status", result_type=WorkflowState), QUERY_TIMEOUT
+        )
+        return next((s.agent for s in state.steps if s.step_id == step_id), None)
+    except (TimeoutError, RPCError):
+        row = session.exec(
+            select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id, WorkflowStep.step_id == step_id)
+        ).first()
+        return row.agent if row else None
+
+
+async def _params_problem(
+    temporal: TemporalDep, session: Session, workflow_id: str, step_id: str | None, params: dict[str, Any] | None
+) -> str | None:
+    if params is None or step_id is None:
+        return None
+    agent = all_agent_specs(session).get(str(await _step_agent(temporal, session, workflow_id, step_id)))
+    problem = agent.params_problem(params) if agent is not None else None
+    return f"step {step_id}: {problem}" if problem else None
 
 
 @router.get("/{workflow_id}")
@@ -145,7 +177,10 @@ async def retry(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> dict[str, Any]:
-    """Run a failed step again (optionally with new params); completed steps do not run again."""
+    """Run a failed step again (optionally with new params, checked against its agent's schema); completed steps
+    do not run again. A step retried with new params is a changed step: a person other than its changer approves it
+    if it is risky, never a policy."""
+    _valid(await _params_problem(temporal, session, workflow_id, body.step_id, body.params))
     arg = RetryStepInput(step_id=body.step_id, params=body.params, actor=principal.username)
     return await _update(request, principal, session, temporal, workflow_id, "retry_step", arg, "workflow.retry")
 
@@ -173,14 +208,24 @@ async def add_step(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> dict[str, Any]:
-    """Add a step to the running DAG (its params checked against its agent's schema; without a `risk` of its own
-    it gets its agent's default risk, as in a stored playbook, so a risky agent still waits for approval)."""
+    """Add a step to the running DAG: a valid step, its params fitting its agent's schema, at least as risky as its
+    agent (without a `risk` of its own it gets the agent's; a lower one is refused). A risky step added at run time
+    waits for a person other than whoever added it, never a policy."""
     step = dict(body.step)
-    agent = all_agent_specs(session).get(str(step.get("agent")))
-    if agent is not None:
-        problem = agent.params_problem(step.get("params") or {})
-        if problem:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"step {step.get('id')}: {problem}")
+    _valid(nul_problem(step, "step"))
+    try:
+        spec = StepSpec.model_validate(step)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"step.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        ) from None
+    agent = all_agent_specs(session).get(spec.agent)
+    if agent is None:
+        _valid(f"step {spec.id}: unknown agent {spec.agent!r}")
+    else:
+        problem = agent.params_problem(spec.params)
+        _valid(f"step {spec.id}: {problem}" if problem else risk_floor_problem(spec, agent.default_risk))
         step.setdefault("risk", agent.default_risk)
     arg = AddStepInput(step=step, actor=principal.username)
     return await _update(request, principal, session, temporal, workflow_id, "add_step", arg, "workflow.add_step")
@@ -210,7 +255,9 @@ async def edit_step(
     session: SessionDep,
     temporal: TemporalDep,
 ) -> dict[str, Any]:
-    """Change the params of a step that has not started."""
+    """Change the params of a step that has not started (checked against its agent's schema). The step is then a
+    changed step: a person other than its changer approves it if it is risky, never a policy."""
+    _valid(await _params_problem(temporal, session, workflow_id, step_id, body.params))
     arg = UpdateStepParamsInput(step_id=step_id, params=body.params, actor=principal.username)
     return await _update(
         request, principal, session, temporal, workflow_id, "update_step_params", arg, "workflow.update_step_params"

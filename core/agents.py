@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "agent_monitor.agents"
 Capability = Literal["monitoring", "investigation", "remediation", "verification", "notification"]
 Risk = Literal["low", "medium", "high", "critical"]
+RISKS: tuple[Risk, ...] = ("low", "medium", "high", "critical")
+RISK_RANK: dict[str, int] = {risk: rank for rank, risk in enumerate(RISKS)}
 AGENT_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
 

@@ -17,13 +17,12 @@ from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, Un
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from core.agents import RISK_RANK, RISKS
 from core.identity import ROLE_RANK
 from core.payloads import DecideApprovalInput
 from core.redact import MASK, redact
 from core.tables import utcnow
 
-RISKS = ("low", "medium", "high", "critical")
-RISK_RANK = {risk: rank for rank, risk in enumerate(RISKS)}
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired")
 # Risk at or above which a step needs approval even if its playbook does not say so.
 APPROVAL_RISK = "high"

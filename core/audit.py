@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Session, SQLModel
 
+from core.payloads import DecisionOrigin
 from core.tables import utcnow
 
 
@@ -44,6 +45,10 @@ class Actor:
     kind: str
     ip: str | None = None
     user_agent: str | None = None
+
+    def origin(self) -> DecisionOrigin:
+        """Who and from where, as a workflow update carries it to the audit row its record writes."""
+        return DecisionOrigin(self.user_id, self.kind, self.ip, (self.user_agent or "")[:300] or None)
 
 
 SYSTEM = Actor(user_id=None, name="system", kind="system")

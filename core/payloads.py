@@ -48,6 +48,13 @@ class IncidentWorkflowInput:
     # and an abort or the timer never overwrites a decision already taken. False: runs started before this
     # existed, whose histories have those activities' cancellations.
     approvals_outlive_abort: bool = False
+    # Each agent's default risk: a step added at run time is at least that risky (the playbook's steps already
+    # are, core.playbook.with_agent_defaults). Empty: runs started before this existed.
+    agent_risks: dict[str, str] = field(default_factory=dict)
+    # Steps added or changed at run time (add_step, update_step_params, retry_step with params) are never
+    # pre-approved by a policy, and whoever changed one may not approve it (admins may). False: runs started
+    # before this existed.
+    guard_changes: bool = False
 
 
 @dataclass
@@ -74,6 +81,8 @@ class StepRecord:
 
 
 SEQ_BLOCK = 1000
+# The error type of a projection write Postgres refuses for its content: not retried, reported in the state.
+POISON_WRITE = "PoisonWrite"
 WEBHOOK_AGENT_ACTIVITY = "webhook_agent"  # the one activity that runs every agent registered by URL
 
 
@@ -140,6 +149,7 @@ class ApprovalState:
     comment: str | None = None
     modified_params: dict[str, Any] | None = None
     policy: str | None = None  # the policy that auto-approved it
+    changed_by: str | None = None  # who added or changed the step at run time: not its approver
 
 
 @dataclass
@@ -174,6 +184,12 @@ class WorkflowState:
     finished_at: str | None = None
     playbook_version: int = 1
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # The audit log's row of each run-time change is written with the change's record (the projection), not by
+    # the caller (IncidentWorkflowInput.guard_changes). False: runs started before, whose caller writes it.
+    audits_changes: bool = False
+    # The last projection write Postgres refused for its content (it is reported, not retried for ever): the
+    # dashboard may be behind the workflow until a later write goes through.
+    projection_error: str | None = None
 
 
 @dataclass
@@ -183,24 +199,28 @@ class RetryStepInput:
     step_id: str | None = None  # None: every step that failed
     params: dict[str, Any] | None = None
     actor: str = "unknown"
+    origin: DecisionOrigin | None = None  # who and from where, for the change's audit row
 
 
 @dataclass
 class AbortInput:
     reason: str = ""
     actor: str = "unknown"
+    origin: DecisionOrigin | None = None  # who and from where, for the change's audit row
 
 
 @dataclass
 class AddStepInput:
     step: dict[str, Any]  # core.playbook.StepSpec as JSON
     actor: str = "unknown"
+    origin: DecisionOrigin | None = None  # who and from where, for the change's audit row
 
 
 @dataclass
 class RemoveStepInput:
     step_id: str
     actor: str = "unknown"
+    origin: DecisionOrigin | None = None  # who and from where, for the change's audit row
 
 
 @dataclass
@@ -208,6 +228,7 @@ class UpdateStepParamsInput:
     step_id: str
     params: dict[str, Any]
     actor: str = "unknown"
+    origin: DecisionOrigin | None = None  # who and from where, for the change's audit row
 
 
 @dataclass
@@ -247,6 +268,7 @@ class ApprovalRequest:
     expires_at: str
     incident_type: str
     service: str
+    changed_by: str | None = None  # added or changed at run time by this person: no policy pre-approves it
 
 
 @dataclass
@@ -286,6 +308,9 @@ class ApprovalDecided:
 class RecordWorkflowInput:
     state: WorkflowState
     seq: int
+    # With state.audits_changes: who made each of state.changes and from where (None: the `temporal` CLI, or a
+    # decision, which its own record audits), for their audit rows. Kept out of the state viewers query.
+    origins: list[DecisionOrigin | None] = field(default_factory=list)
 
 
 @dataclass

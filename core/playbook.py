@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.agents import AgentSpec, Risk
+from core.agents import RISK_RANK, AgentSpec, Risk
 from core.conditions import ConditionError, check
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
@@ -170,18 +170,33 @@ def check_agents(playbook: Playbook, agents: Mapping[str, AgentSpec] | set[str])
     for step in playbook.steps:
         if step.agent not in agents:
             problems.append(f"step {step.id}: unknown agent {step.agent!r}")
-        elif isinstance(agents, Mapping) and (problem := agents[step.agent].params_problem(step.params)):
-            problems.append(f"step {step.id}: {problem}")
+        elif isinstance(agents, Mapping):
+            spec = agents[step.agent]
+            if problem := spec.params_problem(step.params):
+                problems.append(f"step {step.id}: {problem}")
+            if problem := risk_floor_problem(step, spec.default_risk):
+                problems.append(problem)
     if problems:
         unknown = any("unknown agent" in p for p in problems)
         raise PlaybookError("; ".join(problems) + (f" (known: {', '.join(sorted(agents))})" if unknown else ""))
 
 
+def risk_floor_problem(step: StepSpec, least: str) -> str | None:
+    """Why the step's own risk is below its agent's, or None: a step may be riskier than its agent, never less."""
+    if "risk" in step.model_fields_set and RISK_RANK[step.risk] < RISK_RANK[least]:
+        return (
+            f"step {step.id}: risk {step.risk} is below agent {step.agent}'s risk {least}; to let it run without a "
+            "person's approval, an admin adds an approval policy that pre-approves it"
+        )
+    return None
+
+
 def with_agent_defaults(playbook: Playbook, agents: Mapping[str, AgentSpec]) -> Playbook:
-    """The playbook with each step that does not set its risk at its agent's default risk."""
+    """The playbook with each step at least as risky as its agent (a step that sets no risk gets its agent's)."""
     steps = [
         step.model_copy(update={"risk": agents[step.agent].default_risk})
-        if "risk" not in step.model_fields_set and step.agent in agents
+        if step.agent in agents
+        and ("risk" not in step.model_fields_set or RISK_RANK[step.risk] < RISK_RANK[agents[step.agent].default_risk])
         else step
         for step in playbook.steps
     ]

@@ -6,12 +6,14 @@ rejected change never becomes an event in history.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from core.dag import StepFacts
-from core.playbook import Playbook, StepSpec, structure_problems
+from core.playbook import Playbook, StepSpec, risk_floor_problem, structure_problems
 
 
 class ChangeRejected(ValueError):
@@ -24,7 +26,40 @@ def _first_error(err: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else first["msg"]
 
 
-def check_add(playbook: Playbook, facts: dict[str, StepFacts], raw: dict[str, Any], known: set[str]) -> StepSpec:
+def nul_problem(value: Any, where: str = "") -> str | None:
+    """Where a NUL character is in a change's text (keys too), or None: Postgres stores no NUL, so a change that
+    holds one could be taken and then never recorded."""
+    if isinstance(value, str):
+        return f"{where or 'a value'}: a NUL character is not allowed" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return f"{where or 'an object'}: a NUL character is not allowed in a key"
+            if problem := nul_problem(item, path):
+                return problem
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if problem := nul_problem(item, f"{where}[{index}]"):
+                return problem
+    return None
+
+
+def refuse_nul(change: Any) -> None:
+    """The validators' check: a change holding a NUL anywhere is refused before it reaches the history."""
+    problem = nul_problem(dataclasses.asdict(change))
+    if problem:
+        raise ChangeRejected(problem)
+
+
+def check_add(
+    playbook: Playbook,
+    facts: dict[str, StepFacts],
+    raw: dict[str, Any],
+    known: set[str],
+    risks: Mapping[str, str] | None = None,
+) -> StepSpec:
+    """The step to add; with its agents' risks, at least as risky as its agent (refused if it says less)."""
     try:
         step = StepSpec.model_validate(raw)
     except ValidationError as err:
@@ -33,6 +68,13 @@ def check_add(playbook: Playbook, facts: dict[str, StepFacts], raw: dict[str, An
         raise ChangeRejected(f"step {step.id}: a step with this id exists")
     if known and step.agent not in known:
         raise ChangeRejected(f"step {step.id}: unknown agent {step.agent!r}")
+    least = (risks or {}).get(step.agent)
+    if least is not None:
+        problem = risk_floor_problem(step, least)
+        if problem:
+            raise ChangeRejected(problem)
+        if "risk" not in step.model_fields_set:
+            step = step.model_copy(update={"risk": least})
     candidate = playbook.model_copy(update={"steps": [*playbook.steps, step]})
     problems = structure_problems(candidate)
     if problems:

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.conditions import ConditionError, evaluate
     from core.payloads import (
+        POISON_WRITE,
         SEQ_BLOCK,
         WEBHOOK_AGENT_ACTIVITY,
         AbortInput,
@@ -59,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowState,
     )
     from core.playbook import Playbook, StepSpec, substitute
-    from workflows.changes import check_add, check_params, check_remove, check_retry
+    from workflows.changes import check_add, check_params, check_remove, check_retry, refuse_nul
 
 PROJECTION_TIMEOUT = timedelta(seconds=30)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
@@ -105,6 +106,8 @@ class IncidentWorkflow:
         # query shows (viewers read it; IP addresses are for the audit log's readers).
         self._origins: dict[int, DecisionOrigin] = {}
         self._outcomes: list[asyncio.Task[None]] = []  # telling channels how approvals ended: awaited at the end
+        self._changed_by: dict[str, str] = {}  # steps added or changed at run time, and by whom (guard_changes)
+        self._change_origins: list[DecisionOrigin | None] = []  # beside state.changes: who, from where (audit)
         self._state = WorkflowState(
             workflow_id=workflow.info().workflow_id,
             incident_id=input.incident.incident_id,
@@ -113,6 +116,7 @@ class IncidentWorkflow:
             status="pending",
             current_steps=[],
             steps=[self._new_step(s, i) for i, s in enumerate(self._playbook.steps)],
+            audits_changes=input.guard_changes,
         )
 
     @staticmethod
@@ -130,11 +134,12 @@ class IncidentWorkflow:
     def retry_step(self, input: RetryStepInput) -> WorkflowState:
         """Run the failed step (or every failed step) again, optionally with new params."""
         self._retry = input
-        self._change(input.actor, "retry_step", input.step_id, {"params": input.params})
+        self._change(input.actor, "retry_step", input.step_id, {"params": input.params}, input.origin)
         return self._state
 
     @retry_step.validator
     def _validate_retry(self, input: RetryStepInput) -> None:
+        refuse_nul(input)
         check_retry(self._playbook, self._facts, input.step_id, input.params, self._halted and self._retry is None)
 
     @workflow.update(name="abort")
@@ -145,6 +150,7 @@ class IncidentWorkflow:
 
     @abort.validator
     def _validate_abort(self, input: AbortInput) -> None:
+        refuse_nul(input)
         if self._abort is not None or self._state.status in ("completed", "cancelled"):
             raise ValueError(f"the workflow is already {self._state.status}")
 
@@ -157,17 +163,24 @@ class IncidentWorkflow:
     @workflow.update(name="add_step")
     def add_step(self, input: AddStepInput) -> WorkflowState:
         """Add a step to the DAG; it starts as soon as its dependencies allow."""
-        step = check_add(self._playbook, self._facts, input.step, set(self._input.known_agents))
+        step = self._check_add(input)
         self._playbook = self._playbook.model_copy(update={"steps": [*self._playbook.steps, step]})
         self._facts[step.id] = dag.StepFacts()
         self._state.steps.append(self._new_step(step, len(self._state.steps)))
-        self._change(input.actor, "add_step", step.id, {"step": step.model_dump(mode="json")})
+        self._change(input.actor, "add_step", step.id, {"step": step.model_dump(mode="json")}, input.origin)
+        self._changed(step.id, input.actor)
         return self._state
 
     @add_step.validator
     def _validate_add(self, input: AddStepInput) -> None:
+        refuse_nul(input)
         self._check_open()
-        check_add(self._playbook, self._facts, input.step, set(self._input.known_agents))
+        self._check_add(input)
+
+    def _check_add(self, input: AddStepInput) -> StepSpec:
+        return check_add(
+            self._playbook, self._facts, input.step, set(self._input.known_agents), self._input.agent_risks
+        )
 
     @workflow.update(name="remove_step")
     def remove_step(self, input: RemoveStepInput) -> WorkflowState:
@@ -177,11 +190,12 @@ class IncidentWorkflow:
         )
         del self._facts[input.step_id]
         self._state.steps = [s for s in self._state.steps if s.step_id != input.step_id]
-        self._change(input.actor, "remove_step", input.step_id, {})
+        self._change(input.actor, "remove_step", input.step_id, {}, input.origin)
         return self._state
 
     @remove_step.validator
     def _validate_remove(self, input: RemoveStepInput) -> None:
+        refuse_nul(input)
         self._check_open()
         check_remove(self._playbook, self._facts, input.step_id)
 
@@ -189,11 +203,13 @@ class IncidentWorkflow:
     def update_step_params(self, input: UpdateStepParamsInput) -> WorkflowState:
         """Change the params of a step that has not started."""
         self._step(input.step_id).params = copy.deepcopy(input.params)
-        self._change(input.actor, "update_step_params", input.step_id, {"params": input.params})
+        self._change(input.actor, "update_step_params", input.step_id, {"params": input.params}, input.origin)
+        self._changed(input.step_id, input.actor)
         return self._state
 
     @update_step_params.validator
     def _validate_params(self, input: UpdateStepParamsInput) -> None:
+        refuse_nul(input)
         self._check_open()
         check_params(self._playbook, self._facts, input.step_id, input.params)
 
@@ -280,6 +296,11 @@ class IncidentWorkflow:
             return problem
         if not may_decide(step.approval.approvers, actor=input.actor, role=input.actor_role, teams=input.actor_teams):
             return f"{input.actor} may not decide this approval (approvers: {_approvers_text(step.approval.approvers)})"
+        if step.approval.changed_by == input.actor and input.actor_role != "admin":
+            return (
+                f"{input.actor} may not decide this approval: they added or changed step {step.step_id} at run "
+                "time, so someone else must"
+            )
         if input.params is not None:
             if input.decision != "approve":
                 return "params can only come with approve (approve with modifications)"
@@ -302,16 +323,25 @@ class IncidentWorkflow:
             detail["params"] = edited  # as sent
         self._change(input.actor, "decide_approval", step.step_id, detail)
 
+    def _changed(self, step_id: str, actor: str) -> None:
+        """Mark a step added or changed at run time: its approval is a person's, and not this one's."""
+        if self._input.guard_changes:
+            self._changed_by[step_id] = actor
+
     def _check_open(self) -> None:
         if self._abort is not None or self._state.status in ("completed", "cancelled"):
             raise ValueError(f"the workflow is {self._state.status}; it cannot change any more")
 
     def _request_abort(self, input: AbortInput) -> None:
         self._abort = input
-        self._change(input.actor, "abort", None, {"reason": input.reason})
+        self._change(input.actor, "abort", None, {"reason": input.reason}, input.origin)
 
-    def _change(self, actor: str, kind: str, step_id: str | None, detail: dict[str, Any]) -> None:
+    def _change(
+        self, actor: str, kind: str, step_id: str | None, detail: dict[str, Any], origin: DecisionOrigin | None = None
+    ) -> None:
         self._state.changes.append({"at": self._now(), "actor": actor, "kind": kind, "step_id": step_id, **detail})
+        if self._input.guard_changes:
+            self._change_origins.append(origin)
         self._wake = True
 
     # ---- the run ----------------------------------------------------------------------------------
@@ -414,6 +444,7 @@ class IncidentWorkflow:
             step = self._step(step_id)
             if retry.params is not None:
                 step.params = copy.deepcopy(retry.params)
+                self._changed(step_id, retry.actor)
             step.status, step.error, step.note = "pending", None, None
             self._facts[step_id] = dag.StepFacts()
             await self._record_step(step)
@@ -520,6 +551,7 @@ class IncidentWorkflow:
                         expires_at=expires_at.isoformat(),
                         incident_type=self._input.incident.incident_type,
                         service=self._input.incident.service,
+                        changed_by=self._changed_by.get(spec.id),
                     ),
                     result_type=ApprovalTicket,
                     start_to_close_timeout=PROJECTION_TIMEOUT,
@@ -536,6 +568,7 @@ class IncidentWorkflow:
             expires_at=expires_at.isoformat(),
             approvers=ticket.approvers,
             policy=ticket.policy,
+            changed_by=self._changed_by.get(spec.id),
         )
         if ticket.policy and ticket.status == "approved":
             approval.decided_by, approval.channel = f"policy:{ticket.policy}", "policy"
@@ -763,7 +796,7 @@ class IncidentWorkflow:
         state = dataclasses.replace(
             self._state, steps=[], changes=list(self._state.changes), current_steps=list(self._state.current_steps)
         )
-        return RecordWorkflowInput(state=state, seq=self._next_seq())
+        return RecordWorkflowInput(state=state, seq=self._next_seq(), origins=list(self._change_origins))
 
     async def _record_workflow(self, wait: bool = False) -> None:
         await self._project("record_workflow", self._snapshot(), wait)
@@ -807,9 +840,15 @@ class IncidentWorkflow:
                 workflow=self._pending_workflow, steps=list(self._pending_steps.values()), opening=self._opening
             )
             self._pending_workflow, self._pending_steps = None, {}
-            await workflow.execute_local_activity(
-                "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
-            )
+            try:
+                await workflow.execute_local_activity(
+                    "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
+                )
+            except ActivityError as err:  # content Postgres refuses (a poison write): report it, go on
+                if not (isinstance(err.cause, ApplicationError) and err.cause.type == POISON_WRITE):
+                    raise
+                self._state.projection_error = f"{workflow.now().isoformat()}: {err.cause.message}"[:2000]
+                workflow.logger.error("projection write refused, not retried: %s", err.cause.message)
             if batch.opening is not None:
                 self._opening = None
 

@@ -295,12 +295,15 @@ async def test_in_a_playbook_a_503_is_retried_with_the_same_webhook_id(api, temp
     url, state = peer
     state.script = [503]
     settings.remediation_webhook_secret = SecretStr(SECRET)
-    rollback = step("rollback", "remediate_webhook", params={"url": url}, risk="medium",
+    rollback = step("rollback", "remediate_webhook", params={"url": url},
                     retry={"max_attempts": 3, "initial_interval_seconds": 0.1})  # fmt: skip
+    # Risk high (the agent's, which a playbook cannot lower): an admin's policy pre-approves it instead.
+    policy = {"name": "rollbacks", "agent": "remediate_webhook", "max_risk": "high", "auto_approve": True}
+    assert (await api.post("/api/approval-policies", json=policy)).status_code == 201
     incident = await run_playbook(api, [rollback])
     async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
         outcome, final = await wait_for_workflow(temporal_client, incident["workflow_id"])
-    assert outcome == "completed" and final.steps[0].approval is None  # risk medium: no approval asked
+    assert outcome == "completed" and final.steps[0].approval.decided_by == "policy:rollbacks"
     first, second = state.requests
     assert first["verified"] and second["verified"]
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == f"{incident['workflow_id']}:rollback:1"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
+from core.audit import AuditEvent
 from core.payloads import WorkflowState
 from core.tables import AgentRun, Event, WorkflowRun, WorkflowStep
 from tests.factories import create_incident, wait_for_workflow
@@ -255,11 +256,15 @@ async def test_run_time_changes_are_validated_and_recorded(api, temporal_client,
         "started": await api.patch(f"/api/workflows/{workflow_id}/steps/gate", json={"params": {}}),
         "dependents": await api.delete(f"/api/workflows/{workflow_id}/steps/next"),
         "unknown dep": await api.post(f"/api/workflows/{workflow_id}/steps", json={"step": step("x", "noop", "ghost")}),
-        "unknown agent": await api.post(f"/api/workflows/{workflow_id}/steps", json={"step": step("y", "teleport")}),
         "duplicate": await api.post(f"/api/workflows/{workflow_id}/steps", json={"step": step("next")}),
     }
     for name, response in refusals.items():
         assert response.status_code == 409, (name, response.text)
+    # What needs no workflow state is refused before the Update is sent.
+    refusals["unknown agent"] = await api.post(
+        f"/api/workflows/{workflow_id}/steps", json={"step": step("y", "teleport")}
+    )
+    assert refusals["unknown agent"].status_code == 422
     assert "only pending steps" in refusals["started"].json()["detail"]
     assert "extra depend on it" in refusals["dependents"].json()["detail"]
     assert "unknown step 'ghost'" in refusals["unknown dep"].json()["detail"]
@@ -273,6 +278,16 @@ async def test_run_time_changes_are_validated_and_recorded(api, temporal_client,
     assert [c["kind"] for c in state.changes] == ["update_step_params", "add_step"]
     with Session(engine) as session:
         assert [c["kind"] for c in session.get(WorkflowRun, workflow_id).changes] == ["update_step_params", "add_step"]
+        audited = session.exec(
+            select(AuditEvent).where(AuditEvent.target_id == workflow_id).order_by(col(AuditEvent.id))
+        ).all()
+    # One audit row per change, written with the change's record, with who made it and from where.
+    assert [(a.action, a.actor, a.actor_kind) for a in audited] == [
+        ("workflow.update_step_params", "root", "token"),
+        ("workflow.add_step", "root", "token"),
+    ]
+    assert audited[0].after == {"kind": "update_step_params", "step_id": "next", "params": {"summary": "edited"}}
+    assert audited[1].after["step"]["id"] == "extra" and audited[1].actor_user_id is not None
 
 
 async def test_a_slow_step_shows_running_and_every_step_gets_its_running_and_outcome_events(
