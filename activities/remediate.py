@@ -1,10 +1,10 @@
 """Remediation agents: run an allowlisted command (remediate_command), call a signed webhook (remediate_webhook).
 
 Both are risk high, which no playbook or run-time change can lower, so a step using them waits for a person's
-approval unless an admin's policy pre-approves it (core/approvals.py; never a step changed at run time). Either may act twice for one approved step: Temporal runs an
-activity at least once, so when a worker dies mid-command another worker runs the command again. Prefer idempotent
-actions (a restart, a deploy of a named version); the webhook carries a per-step-run id the receiver can
-deduplicate on.
+approval unless an admin's policy pre-approves it (core/approvals.py; never a step changed at run time). Either
+may act twice for one approved step: Temporal runs an activity at least once, so when a worker dies mid-command
+another worker runs the command again. Prefer idempotent actions (a restart, a deploy of a named version); the
+webhook carries a per-step-run id the receiver can deduplicate on.
 """
 
 from __future__ import annotations
