@@ -1,5 +1,5 @@
 """Record workflow histories for the replay test:
-`python -m tests.workflows.record_histories [incidents|approvals|monitor]`.
+`python -m tests.workflows.record_histories [incidents|approvals|monitor|changes]`.
 
 Re-record only on purpose: the point of the replay test is that a code change which would break running
 incidents fails CI (use `workflow.patched()` for such changes instead).
@@ -37,6 +37,8 @@ async def main(which: str) -> None:
                 await record_monitor(stack, url, peer)
             if which in ("all", "approvals"):
                 await record_approvals(stack)
+            if which in ("all", "changes"):
+                await record_changes(stack)
 
 
 async def record_monitor(stack: LocalStack, url: str, peer) -> None:
@@ -129,6 +131,55 @@ async def record_approvals(stack: LocalStack) -> None:
                 assert aborted.status_code == 200, aborted.text
             await handle.result()
             (HERE / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+async def record_changes(stack: LocalStack) -> None:
+    """Run-time changes under guard_changes: a responder edits a risky step's params and adds a risky step while
+    a hold step runs (each audited by the projection write); an approver, not the responder, approves both."""
+    env, engine = stack.env, stack.engine
+    app = create_app(stack.settings, engine=engine, temporal=env.client)
+    clients = {role: {"Authorization": f"Bearer {make_user(engine, role)[1]}"} for role in ("admin", "responder")}
+    clients["approver"] = {"Authorization": f"Bearer {make_user(engine, 'approver')[1]}"}
+    steps = [
+        {"id": "hold", "agent": "sleep", "params": {"seconds": 2}},
+        {"id": "remediate", "agent": "noop", "depends_on": ["hold"], "risk": "high", "params": {"summary": "planned"}},
+    ]  # fmt: skip
+
+    def client(role: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r", headers=clients[role])
+
+    async with (
+        incident_worker(env.client, engine, stack.settings),
+        client("admin") as admin,
+        client("responder") as responder,
+        client("approver") as approver,
+    ):
+        playbook = {"id": "changed", "name": "changed", "incident_type": "changed", "steps": steps}
+        assert (await admin.post("/api/playbooks", json=playbook)).status_code == 201
+        created = (
+            await admin.post("/api/incidents", json={"title": "changed", "service": "web", "incident_type": "changed"})
+        ).json()
+        base = f"/api/workflows/{created['workflow_id']}"
+        edited = await responder.patch(f"{base}/steps/remediate", json={"params": {"summary": "edited"}})
+        assert edited.status_code == 200, edited.text
+        extra = {"id": "extra", "agent": "noop", "depends_on": ["hold"], "risk": "high"}
+        assert (await responder.post(f"{base}/steps", json={"step": extra})).status_code == 200
+        decided: set[int] = set()
+        while len(decided) < 2:
+            page = (
+                await admin.get("/api/approvals", params={"incident_id": created["id"], "status": "pending"})
+            ).json()
+            for approval in page["items"]:
+                if approval["id"] not in decided:
+                    answer = await approver.post(
+                        f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
+                    )
+                    assert answer.status_code == 200, answer.text
+                    decided.add(approval["id"])
+            await asyncio.sleep(0.1)
+        handle = env.client.get_workflow_handle(created["workflow_id"])
+        await handle.result()
+        (HERE / "changed-at-run-time.json").write_text((await handle.fetch_history()).to_json())
 
 
 if __name__ == "__main__":
