@@ -65,6 +65,7 @@ class ApprovalActivities:
                 risk=request.risk,
                 impact=request.impact,
                 approvers=approvers_of(policy),
+                changed_by=request.changed_by and request.changed_by[:100],
                 requested_at=now,
                 expires_at=datetime.fromisoformat(request.expires_at),
             )

@@ -192,5 +192,5 @@ async def _started_before(temporal: Client, incident: Incident) -> bool:
     A workflow started after the row by a concurrent duplicate request of the same incident is ours.
     """
     assert incident.workflow_id is not None
-    description = await temporal.get_workflow_handle(incident.workflow_id).describe()
+    description = await temporal.get_workflow_handle(incident.workflow_id).describe(rpc_timeout=START_WORKFLOW_TIMEOUT)
     return description.start_time < incident.created_at - CLOCK_SKEW

@@ -112,6 +112,12 @@ async def decide(
         raise DecisionRefused(409, f"approval {approval_id} is already {approval.status}{by}")
     if not may_decide(approval.approvers, actor=actor.name, role=role, teams=teams):
         raise DecisionRefused(403, f"{actor.name} may not decide approval {approval_id}")
+    if approval.changed_by == actor.name and role != "admin":
+        raise DecisionRefused(
+            403,
+            f"{actor.name} may not decide this approval: they added or changed step {approval.step_id} at run time, "
+            "so someone else must",
+        )
     arg = DecideApprovalInput(
         decision=decision,
         approval_id=approval_id,

@@ -125,7 +125,7 @@ async def act_on_playbook(
     if moved.reopen_action == "resume" and moved.previous_workflow_id:
         handle = temporal.get_workflow_handle(moved.previous_workflow_id)
         try:
-            await handle.execute_update("retry_step", RetryStepInput(actor=actor.name))
+            await handle.execute_update("retry_step", RetryStepInput(actor=actor.name, origin=actor.origin()))
             return
         except WorkflowUpdateFailedError:
             # It stopped waiting for a retry in the meantime: someone else's retry runs it, or it ended.
@@ -154,5 +154,6 @@ async def _end_if_open(temporal: Client, workflow_id: str, actor: Actor) -> None
         raise
     if description.status == WorkflowExecutionStatus.RUNNING:
         await handle.signal(
-            "abort_signal", AbortInput(reason="incident reopened: playbook restarted", actor=actor.name)
+            "abort_signal",
+            AbortInput(reason="incident reopened: playbook restarted", actor=actor.name, origin=actor.origin()),
         )

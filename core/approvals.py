@@ -62,6 +62,8 @@ class Approval(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_column=Column(Text))
     modified_params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     policy_id: int | None = Field(default=None, sa_column=Column(BigInteger))  # the policy that auto-approved
+    # Who added or changed the step at run time: no policy pre-approves it, and this person may not decide it.
+    changed_by: str | None = Field(default=None, max_length=100)
 
 
 class ApprovalEvent(SQLModel, table=True):

@@ -106,6 +106,11 @@ async def test_a_step_changed_at_run_time_waits_for_someone_else_never_a_policy(
     found = approvals()
     assert found["planned"].status == "approved" and found["planned"].decided_by.startswith("policy:trust noop")
     assert (found["edited"].status, found["added"].status) == ("pending", "pending")  # no policy for changed steps
+    assert (found["planned"].changed_by, found["edited"].changed_by, found["added"].changed_by) == (
+        None, ann_name, ann_name
+    )  # fmt: skip
+    page = await bob.get(f"/approvals/{found['edited'].id}")
+    assert page.status_code == 200 and f"added or changed at run time by {ann_name}, who may not decide it" in page.text
     for step_id in ("edited", "added"):
         own = await ann.post(f"/api/approvals/{found[step_id].id}/decision", json={"decision": "approve"})
         assert own.status_code == 403, own.text
