@@ -94,10 +94,9 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """One real Temporal dev server (the venv's `temporal` binary) for the session."""
-    env = await WorkflowEnvironment.start_local(
+async def start_dev_server() -> WorkflowEnvironment:
+    """A real Temporal dev server (the venv's `temporal` binary) with our search attributes, in memory."""
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         ip="127.0.0.1",
         ui=False,
@@ -105,6 +104,12 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=dynamic_config_args(),
         data_converter=DATA_CONVERTER,
     )
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server for the session."""
+    env = await start_dev_server()
     yield env
     await env.shutdown()
 

@@ -20,24 +20,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.incidents import START_WORKFLOW_TIMEOUT
 from api.main import create_app
-from core.converter import DATA_CONVERTER
 from core.tables import Incident
-from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
-from tests.conftest import app_client
+from tests.conftest import app_client, start_dev_server
 from tests.factories import make_user
 
 
 @pytest.fixture
 async def private_temporal() -> AsyncIterator[tuple[WorkflowEnvironment, psutil.Process]]:
     """A dev server of this test's own, and its process (to suspend it)."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        ip="127.0.0.1",
-        ui=False,
-        search_attributes=search_attribute_keys(),
-        dev_server_extra_args=dynamic_config_args(),
-        data_converter=DATA_CONVERTER,
-    )
+    env = await start_dev_server()
     port = env.client.service_client.config.target_host.rsplit(":", 1)[1]
     process = next(
         child
