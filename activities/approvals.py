@@ -9,15 +9,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from core.approvals import (
-    DECISION_LIMITS,
-    ORIGIN_LIMITS,
-    Approval,
-    ApprovalEvent,
-    ApprovalPolicy,
-    approvers_of,
-    first_match,
-)
+from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS
+from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
 from core.audit import Actor, record_audit
 from core.events import publish
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket

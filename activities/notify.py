@@ -19,7 +19,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.approval_messages import approval_blocks, outcome_text
-from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash, may_decide
+from core.approval_rules import may_decide
+from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash
 from core.identity import User, team_names
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.payloads import NotifyApproval

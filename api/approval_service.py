@@ -13,7 +13,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateR
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import NotFound
-from core.approvals import Approval, ApprovalEvent, decision_input_problem, may_decide
+from core.approval_rules import decision_input_problem, may_decide
+from core.approvals import Approval, ApprovalEvent
 from core.audit import Actor
 from core.db import autocommit_session
 from core.identity import Team, TeamMember

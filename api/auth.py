@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.identity_service import session_user, token_user
 from core.audit import Actor
-from core.identity import ROLE_RANK
+from core.roles import ROLE_RANK
 from core.secrets import same
 
 SESSION_COOKIE = "am_session"

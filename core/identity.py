@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.tables import utcnow
 
-Role = Literal["viewer", "responder", "approver", "admin"]
-ROLES: tuple[Role, ...] = ("viewer", "responder", "approver", "admin")
-# Each role can do everything the ones before it can: approvers also respond, admins also approve.
-ROLE_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
 
 

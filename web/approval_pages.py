@@ -13,7 +13,8 @@ from sqlmodel import Session, col, select
 from api.approval_service import DecisionRefused, audit_log, decide, describe, get_approval, record_viewed
 from api.auth import Viewer, actor_of, require
 from api.deps import Int64Id, SessionDep, TemporalDep
-from core.approvals import Approval, may_decide
+from core.approval_rules import may_decide
+from core.approvals import Approval
 from core.identity import team_names
 from core.tables import Incident, utcnow
 from web.templating import problem_page, templates

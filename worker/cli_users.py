@@ -27,7 +27,8 @@ from api.identity_service import (
 )
 from core.audit import Actor
 from core.db import make_engine, resolve_database_url
-from core.identity import ROLES, ApiToken, User
+from core.identity import ApiToken, User
+from core.roles import ROLES
 from core.secrets import random_password
 from core.settings import Settings
 

@@ -23,7 +23,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from core import dag
-    from core.approvals import (
+    from core.approval_rules import (
         decision_input_problem,
         decision_nul_problem,
         masked_problem,

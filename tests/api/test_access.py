@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from core.audit import AuditEvent
-from core.identity import ROLES
+from core.roles import ROLES
 from tests.conftest import app_client
 from tests.factories import PASSWORD, incident_payload, make_user
 
