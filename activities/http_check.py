@@ -145,7 +145,7 @@ async def check_http(
     return outcome
 
 
-async def _get(
+async def _get(  # noqa: C901 (one request's outcomes (status, redirect, TLS, timeout, refusal) in one place)
     client: httpx.AsyncClient, url: str, timeout: float, below: int, keyword: str | None, tls_days: int
 ) -> CheckOutcome:
     parts = urlsplit(url)

@@ -84,7 +84,7 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-def resolve_paths(paths: list[str], roots: list[Path]) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
+def resolve_paths(paths: list[str], roots: list[Path]) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:  # noqa: C901 (each refusal of a path is its own message)
     """The files to read as (as named, resolved), and what was refused or not found, each {"path", "reason"}."""
     files: dict[Path, str] = {}
     problems: list[dict[str, str]] = []

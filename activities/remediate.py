@@ -321,7 +321,7 @@ class RemediateWebhookAgent:
         self._http = deps.http
         self._settings = deps.settings
 
-    async def run(self, input: AgentInput) -> AgentResult:
+    async def run(self, input: AgentInput) -> AgentResult:  # noqa: C901 (a webhook call's outcomes (timeout, refusal, status classes) in one place)
         secret = self._settings.remediation_webhook_secret.get_secret_value()
         if not secret:  # configuration: no retry can sign the request
             raise ApplicationError(

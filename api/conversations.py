@@ -36,7 +36,7 @@ class MessageCreate(BaseModel):
 
 @router.get("/api/conversations")
 async def conversations(
-    request: Request,
+    _request: Request,
     engine: EngineDep,
     settings: SettingsDep,
     incident: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,

@@ -48,7 +48,7 @@ def _field(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -113,7 +113,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
-async def data_error(request: Request, exc: Exception) -> JSONResponse:
+async def data_error(_request: Request, exc: Exception) -> JSONResponse:
     """Values the database refuses (a NUL character in text, a number out of range) are the caller's 422."""
     assert isinstance(exc, StatementError)
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
@@ -123,7 +123,7 @@ async def data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def not_found(request: Request, exc: Exception) -> JSONResponse:
+async def not_found(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 

@@ -129,7 +129,7 @@ def create_app(
     app.openapi = openapi_schema  # type: ignore[method-assign]
 
     @app.get("/api/openapi.json", include_in_schema=False, dependencies=[require("viewer")])
-    def openapi(request: Request) -> JSONResponse:
+    def openapi(_request: Request) -> JSONResponse:
         return JSONResponse(app.openapi())
 
     return app

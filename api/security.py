@@ -47,7 +47,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def login_required(request: Request, exc: Exception) -> Response:
+async def login_required(request: Request, _exc: Exception) -> Response:
     if request.url.path.startswith("/api/") or request.method not in ("GET", "HEAD"):
         return JSONResponse(
             {"detail": "not authenticated: log in, or send an API token as 'Authorization: Bearer <token>'"},

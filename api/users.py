@@ -143,7 +143,7 @@ def revoke(request: Request, token_id: Int32Id, principal: Viewer, session: Sess
 
 
 @router.get("/users", response_model=list[UserPublic])
-def list_users(principal: Admin, session: SessionDep) -> list[User]:
+def list_users(_principal: Admin, session: SessionDep) -> list[User]:
     """All users."""
     return list(session.exec(select(User).order_by(col(User.id))))
 
@@ -217,7 +217,7 @@ def unlock(request: Request, user_id: Int32Id, principal: Admin, session: Sessio
 
 
 @router.get("/teams", response_model=list[TeamPublic])
-def list_teams(principal: Viewer, session: SessionDep) -> list[TeamPublic]:
+def list_teams(_principal: Viewer, session: SessionDep) -> list[TeamPublic]:
     """Teams and their members."""
     return [_team_public(session, team) for team in session.exec(select(Team).order_by(col(Team.id)))]
 

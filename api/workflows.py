@@ -134,7 +134,7 @@ async def _params_problem(
 
 @router.get("/{workflow_id}")
 async def live_state(
-    workflow_id: WorkflowId, principal: Viewer, session: SessionDep, temporal: TemporalDep
+    workflow_id: WorkflowId, _principal: Viewer, session: SessionDep, temporal: TemporalDep
 ) -> dict[str, Any]:
     """The workflow's live state from its `status` query (`live: true`), or else its projection in Postgres."""
     run = session.get(WorkflowRun, workflow_id)

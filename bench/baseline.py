@@ -34,7 +34,7 @@ class BareUpdateWorkflow:
         return "decided"
 
     @workflow.update(name="decide")
-    def decide(self, decision: str) -> str:
+    def decide(self, _decision: str) -> str:
         """Returns when the workflow resumed with the decision: the start of this workflow task."""
         self._decided = True
         return workflow.now().isoformat()

@@ -507,7 +507,7 @@ def main(options: argparse.Namespace) -> None:
     print(f"database part: {db_total:.0f} s")
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

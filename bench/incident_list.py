@@ -172,7 +172,7 @@ def explain(engine, where: IncidentFilter, sort: str) -> None:
     """EXPLAIN ANALYZE of each statement search_incidents runs for this case (first page)."""
     statements: list[tuple[str, Any]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):
+    def capture(_conn, _cursor, statement, parameters, _context, _executemany):
         statements.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", capture)
@@ -247,7 +247,7 @@ async def main(incidents: int, runs: int, explain_all: bool) -> None:
             explain(engine, where, sort)
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -473,7 +473,7 @@ async def main(
     print(f"target lag p99 < {TARGET_LAG_P99_S:g} s: {ours.lag_p99:.3f} s {verdict(ours.lag_p99 < TARGET_LAG_P99_S)}")
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

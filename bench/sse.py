@@ -373,7 +373,7 @@ def main(events: int, rate: float, latency_clients: list[int], idle: int) -> Non
         print(f"target p99 <= {TARGET_P99_MS:g} ms at {latency_clients[-1]} clients: {verdict}")
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

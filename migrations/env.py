@@ -24,7 +24,7 @@ target_metadata = SQLModel.metadata
 HAND_WRITTEN = {"ix_incidents_text_trgm"}
 
 
-def _include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def _include(_obj: object, name: str | None, _kind: str, _reflected: bool, _compare_to: object) -> bool:
     return name not in HAND_WRITTEN
 
 

@@ -92,7 +92,7 @@ def check_remove(playbook: Playbook, facts: dict[str, StepFacts], step_id: str) 
         raise ChangeRejected(f"step {step_id}: steps {', '.join(dependents)} depend on it; remove or change them first")
 
 
-def check_params(playbook: Playbook, facts: dict[str, StepFacts], step_id: str, params: Any) -> None:
+def check_params(_playbook: Playbook, facts: dict[str, StepFacts], step_id: str, params: Any) -> None:
     if step_id not in facts:
         raise ChangeRejected(f"step {step_id}: no such step")
     if facts[step_id].status != "pending":

@@ -347,7 +347,7 @@ class IncidentWorkflow:
     # ---- the run ----------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: IncidentWorkflowInput) -> WorkflowState:
+    async def run(self, _input: IncidentWorkflowInput) -> WorkflowState:
         self._set_status("in_progress")
         self._state.started_at = self._now()
         await self._open()
@@ -522,7 +522,7 @@ class IncidentWorkflow:
             summary = step.output["summary"] if step.output else "negative"
             await self._settle(spec.id, "failed", error=summary, recorded=True)
 
-    async def _approval_gate(self, spec: StepSpec, step: StepState) -> bool:
+    async def _approval_gate(self, spec: StepSpec, step: StepState) -> bool:  # noqa: C901 (the gate's states; issue 18 moves it to its own module)
         """Wait for a human decision (or a policy's) before the step runs. True: approved (with any edited
         params applied). Otherwise the step is skipped, and so are its dependents: rejected, or no decision
         by expires_at (expired, treated as a rejection)."""
@@ -799,7 +799,7 @@ class IncidentWorkflow:
         return RecordWorkflowInput(state=state, seq=self._next_seq(), origins=list(self._change_origins))
 
     async def _record_workflow(self, wait: bool = False) -> None:
-        await self._project("record_workflow", self._snapshot(), wait)
+        await self._project(self._snapshot(), wait)
 
     async def _record_step(self, step: StepState, input: dict | None = None) -> None:
         snapshot = RecordStepInput(
@@ -809,9 +809,9 @@ class IncidentWorkflow:
             input=input,
             incident_id=self._state.incident_id,
         )
-        await self._project("record_step", snapshot, False)
+        await self._project(snapshot, False)
 
-    async def _project(self, name: str, arg: Any, wait: bool) -> None:
+    async def _project(self, arg: RecordWorkflowInput | RecordStepInput, wait: bool) -> None:
         """Queue a write to the Postgres projection. Writes overlap with the agents' work and are batched
         (one local activity, one transaction, at most one in flight); each carries a sequence number, so
         the newest state wins."""
