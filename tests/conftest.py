@@ -217,3 +217,22 @@ async def server(app) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     instance.should_exit = True
     await task
+
+
+# Markers from the fixtures a test uses, so `pytest -m "not slow"` is a quick loop (unit tests, Postgres, the
+# fast tier on the time-skipping server) and `make test` still runs everything.
+_MARKED_BY = {
+    "db": {"engine", "database_url", "postgres_admin_url"},
+    "temporal": {"temporal_env", "temporal_client", "time_skipping_env"},
+    "browser": {"browser"},
+    # Real time: the engine end to end with a real worker, a real browser, a served app, the dev server.
+    "slow": {"worker", "browser", "server", "temporal_env"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in _MARKED_BY.items():
+            if used & fixtures:
+                item.add_marker(marker)

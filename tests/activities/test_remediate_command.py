@@ -139,6 +139,7 @@ async def test_a_timeout_kills_the_whole_process_group(http, tmp_path):
     assert await gone(child, parent)
 
 
+@pytest.mark.slow  # waits out the 5 s SIGTERM grace
 async def test_what_ignores_sigterm_gets_sigkill_after_the_grace(http, tmp_path):
     stubborn = script(tmp_path, "stubborn.sh", 'trap \'\' TERM\nsleep 60 &\necho "$!"\necho "$$"\nwait\n')
     started = time.monotonic()

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from core.temporal_dev import temporal_binary
 from tests.peers import free_port, http_service
+
+pytestmark = pytest.mark.slow  # starts the whole stack, as `make run` does
 
 CLI = [sys.executable, "-m", "worker.cli"]
 

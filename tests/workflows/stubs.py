@@ -1,0 +1,106 @@
+"""Stub activities for the fast tier: IncidentWorkflow's own logic (the DAG, joins, approvals, retries, run-time
+changes) on the time-skipping server, with no Postgres and no real agents. Each stub is registered under the real
+activity's name and does the least that lets the workflow go on; the real ones are tested on real parts elsewhere.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from core.payloads import (
+    AgentInput,
+    AgentResult,
+    ApprovalDecided,
+    ApprovalRequest,
+    ApprovalTicket,
+    IncidentContext,
+    IncidentWorkflowInput,
+    NotifyApproval,
+    RecordBatchInput,
+    RecordResult,
+)
+from workflows.incident import IncidentWorkflow
+
+AGENT_RISKS = {"noop": "low", "fail": "low", "fix": "high"}
+
+
+@dataclass
+class Stubs:
+    """What the stubs were asked to do, for the tests to read."""
+
+    ran: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    requests: list[ApprovalRequest] = field(default_factory=list)
+    decisions: list[ApprovalDecided] = field(default_factory=list)
+    batches: int = 0
+    ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="noop")
+        async def noop(input: AgentInput) -> AgentResult:
+            self.ran.append((input.step_id, input.params))
+            return AgentResult(ok=bool(input.params.get("ok", True)), summary=input.params.get("summary", "done"))
+
+        @activity.defn(name="fix")
+        async def fix(input: AgentInput) -> AgentResult:  # a risky agent (risk high in AGENT_RISKS)
+            self.ran.append((input.step_id, input.params))
+            return AgentResult(ok=True, summary="fixed")
+
+        @activity.defn(name="fail")
+        async def fail(input: AgentInput) -> AgentResult:
+            self.ran.append((input.step_id, input.params))
+            raise ApplicationError("it broke", non_retryable=True)
+
+        @activity.defn(name="record_batch")
+        async def record_batch(_batch: RecordBatchInput) -> RecordResult:
+            self.batches += 1
+            return RecordResult(written=True)
+
+        @activity.defn(name="request_approval")
+        async def request_approval(request: ApprovalRequest) -> ApprovalTicket:
+            self.requests.append(request)
+            return ApprovalTicket(approval_id=next(self.ids), status="pending", approvers={"role": "approver"})
+
+        @activity.defn(name="record_approval_decision")
+        async def record_approval_decision(decided: ApprovalDecided) -> None:
+            self.decisions.append(decided)
+
+        @activity.defn(name="notify_approval")
+        async def notify_approval(_notify: NotifyApproval) -> None:
+            return None
+
+        return [noop, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval]
+
+
+@asynccontextmanager
+async def fast_worker(client: Client) -> AsyncIterator[tuple[str, Stubs]]:
+    stubs = Stubs()
+    queue = f"fast-{uuid.uuid4().hex}"
+    async with Worker(client, task_queue=queue, workflows=[IncidentWorkflow], activities=stubs.activities()):
+        yield queue, stubs
+
+
+async def start(client: Client, queue: str, steps: list[dict[str, Any]], **input: Any) -> WorkflowHandle[Any, Any]:
+    """An IncidentWorkflow over these steps, with the flags every new incident gets."""
+    workflow_input = IncidentWorkflowInput(
+        incident=IncidentContext(incident_id=1, title="t", service="web", severity="P2"),
+        playbook={"id": "fast", "name": "fast", "steps": steps},
+        known_agents=sorted(AGENT_RISKS),
+        agents_open_projection=True,
+        approvals_outlive_abort=True,
+        agent_risks=AGENT_RISKS,
+        guard_changes=True,
+        **{"retry_window_seconds": 0, **input},
+    )
+    return await client.start_workflow(
+        IncidentWorkflow.run, workflow_input, id=f"fast-{uuid.uuid4().hex[:12]}", task_queue=queue
+    )

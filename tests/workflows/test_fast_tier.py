@@ -1,0 +1,126 @@
+"""The fast tier: IncidentWorkflow's own logic on the time-skipping server with stub activities (tests/workflows/
+stubs.py): no Postgres, no real agents, seconds for the whole file. `pytest -m "not slow"` runs it in the quick
+loop; the same behaviours run end to end on real parts in the slow tier."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+
+from core.payloads import AddStepInput, DecideApprovalInput, RetryStepInput, UpdateStepParamsInput, WorkflowState
+from tests.workflows.stubs import fast_worker, start
+
+
+def step(step_id: str, agent: str = "noop", *deps: str, **extra):
+    return {"id": step_id, "agent": agent, "depends_on": list(deps), **extra}
+
+
+async def finish(handle) -> tuple[str, WorkflowState]:
+    try:
+        await handle.result()
+        outcome = "completed"
+    except WorkflowFailureError:
+        outcome = "failed"
+    return outcome, await handle.query("status", result_type=WorkflowState)
+
+
+async def refused(handle, update: str, arg) -> str:
+    """Why the workflow's validator refused the update."""
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await handle.execute_update(update, arg)
+    return str(err.value.cause)
+
+
+def statuses(state: WorkflowState) -> dict[str, str]:
+    return {s.step_id: s.status for s in state.steps}
+
+
+async def test_branches_fan_out_and_join(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+        handle = await start(time_skipping_env.client, queue, [
+            step("monitor"), step("logs", "noop", "monitor"), step("metrics", "noop", "monitor"),
+            step("join", "noop", "logs", "metrics"),
+        ])  # fmt: skip
+        outcome, state = await finish(handle)
+    assert outcome == "completed" and set(statuses(state).values()) == {"completed"}
+    order = [step_id for step_id, _ in stubs.ran]
+    assert order[0] == "monitor" and order[-1] == "join" and set(order[1:3]) == {"logs", "metrics"}
+
+
+async def test_a_failed_step_skips_its_dependents_and_fails_the_run(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, _):
+        handle = await start(time_skipping_env.client, queue, [step("a", "fail"), step("b", "noop", "a")])
+        outcome, state = await finish(handle)
+    assert outcome == "failed" and statuses(state) == {"a": "failed", "b": "skipped"}
+
+
+async def test_a_retry_with_new_params_after_a_day_of_waiting(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+        handle = await start(
+            time_skipping_env.client, queue, [step("check", "noop", params={"ok": False}, fail_on_negative=True)],
+            retry_window_seconds=2 * 86_400,
+        )  # fmt: skip
+        while (await handle.query("status", result_type=WorkflowState)).status != "failed":
+            await time_skipping_env.sleep(timedelta(hours=1))
+        await time_skipping_env.sleep(timedelta(days=1))  # the retry window is durable: still waiting
+        await handle.execute_update("retry_step", RetryStepInput(step_id="check", params={"ok": True}, actor="ann"))
+        outcome, state = await finish(handle)
+    assert outcome == "completed" and [params for _, params in stubs.ran] == [{"ok": False}, {"ok": True}]
+    assert state.changes[-1]["kind"] == "retry_step"
+
+
+async def test_an_unanswered_approval_expires_and_skips_the_step_and_its_dependents(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+        handle = await start(time_skipping_env.client, queue, [
+            step("fix", "fix", risk="high", approval_timeout_seconds=3600), step("verify", "noop", "fix"),
+        ])  # fmt: skip
+        outcome, state = await finish(handle)  # the hour passes in skipped time
+    assert outcome == "completed" and statuses(state) == {"fix": "skipped", "verify": "skipped"}
+    assert state.steps[0].approval.status == "expired" and stubs.ran == []
+    assert [d.status for d in stubs.decisions] == ["expired"]
+
+
+async def test_an_approved_step_runs_with_the_approvers_edits(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+        handle = await start(time_skipping_env.client, queue, [step("fix", "fix", risk="high", params={"n": 1})])
+        while not stubs.requests:
+            await time_skipping_env.sleep(timedelta(seconds=1))
+        decision = DecideApprovalInput(decision="approve", step_id="fix", params={"n": 2}, actor="ann",
+                                       actor_role="approver")  # fmt: skip
+        await handle.execute_update("decide_approval", decision)
+        outcome, state = await finish(handle)
+    assert outcome == "completed" and stubs.ran == [("fix", {"n": 2})]
+    assert state.steps[0].approval.decided_by == "ann"
+
+
+async def test_run_time_changes_cannot_lower_risk_nor_approve_themselves(time_skipping_env):
+    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+        handle = await start(time_skipping_env.client, queue, [
+            step("hold", "noop", params={"summary": "hold"}, requires_approval=True),
+            step("planned", "fix", "hold", risk="high", params={"n": 1}),
+        ])  # fmt: skip
+        lower = AddStepInput(step=step("extra", "fix", "hold", risk="low"))
+        assert "risk low is below agent fix's risk high" in await refused(handle, "add_step", lower)
+        await handle.execute_update("add_step", AddStepInput(step=step("extra", "fix", "hold"), actor="bob"))
+        await handle.execute_update(
+            "update_step_params", UpdateStepParamsInput(step_id="planned", params={"n": 5}, actor="bob")
+        )
+        await handle.execute_update(
+            "decide_approval",
+            DecideApprovalInput(decision="approve", step_id="hold", actor="ann", actor_role="approver"),
+        )
+        while len(stubs.requests) < 3:
+            await time_skipping_env.sleep(timedelta(seconds=1))
+        changed = {r.step_id: r.changed_by for r in stubs.requests}
+        assert changed == {"hold": None, "planned": "bob", "extra": "bob"}
+        for step_id in ("planned", "extra"):
+            own = DecideApprovalInput(decision="approve", step_id=step_id, actor="bob", actor_role="approver")
+            assert "someone else must" in await refused(handle, "decide_approval", own)
+            other = DecideApprovalInput(decision="approve", step_id=step_id, actor="ann", actor_role="approver")
+            await handle.execute_update("decide_approval", other)
+        outcome, state = await finish(handle)
+    assert outcome == "completed"
+    assert sorted(stubs.ran) == [("extra", {}), ("hold", {"summary": "hold"}), ("planned", {"n": 5})]
+    assert next(s for s in state.steps if s.step_id == "extra").approval.changed_by == "bob"
