@@ -12,10 +12,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
+from activities.base import AgentDeps, agent_result
 from activities.checks import dial_checked
 from activities.heartbeat import beat
 from activities.http_check import check_http
-from activities.registry import AgentDeps, agent_result
 from core.agents import AgentSpec, object_schema
 from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.payloads import AgentInput, AgentResult

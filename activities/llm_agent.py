@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps, agent_result
 from activities.heartbeat import heartbeating
-from activities.registry import AgentDeps, agent_result
 from core.agents import AgentSpec, object_schema
 from core.compress import Message
 from core.llm import ChatClient, LLMError, llm_client, transcript

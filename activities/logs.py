@@ -20,9 +20,9 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps, agent_result
 from activities.heartbeat import beat, heartbeating
 from activities.logscan import DEFAULT_PATTERNS, LINE_MAX, Matcher, Record, Scan, pattern_problem, records
-from activities.registry import AgentDeps, agent_result
 from core.agents import AgentSpec, object_schema
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult

@@ -7,86 +7,49 @@ its context and its conversation messages) and has its params checked against th
 
 from __future__ import annotations
 
-import functools
-import importlib
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps
+from activities.dependencies import InvestigateDependenciesAgent
+from activities.llm_agent import LLMAgent
+from activities.logs import InvestigateLogsAgent
+from activities.metrics import InvestigateMetricsAgent
+from activities.remediate import RemediateCommandAgent, RemediateWebhookAgent
 from activities.runs import AgentRunLog
 from core.agents import BUILTIN_SPECS, AgentSpec, plugin_classes
 from core.payloads import AgentInput, AgentResult
-from core.redact import redact, redact_text
-from core.settings import Settings
 
-# Built-in agents written to the protocol, as "module:Class" (the default chain's are in activities/chain.py).
-BUILTIN_PATHS: tuple[str, ...] = (
-    "activities.logs:InvestigateLogsAgent",
-    "activities.dependencies:InvestigateDependenciesAgent",
-    "activities.metrics:InvestigateMetricsAgent",
-    "activities.llm_agent:LLMAgent",
-    "activities.remediate:RemediateCommandAgent",
-    "activities.remediate:RemediateWebhookAgent",
+# Built-in agents written to the protocol (the default chain's are in activities/chain.py).
+BUILTIN_CLASSES: tuple[Any, ...] = (
+    InvestigateLogsAgent,
+    InvestigateDependenciesAgent,
+    InvestigateMetricsAgent,
+    LLMAgent,
+    RemediateCommandAgent,
+    RemediateWebhookAgent,
 )
-
-
-@functools.cache
-def builtin_classes() -> tuple[Any, ...]:
-    found = []
-    for path in BUILTIN_PATHS:
-        module, _, name = path.partition(":")
-        found.append(getattr(importlib.import_module(module), name))
-    return tuple(found)
-
-
-@dataclass
-class AgentDeps:
-    """What the worker hands every agent: its guarded HTTP client and the settings."""
-
-    http: httpx.AsyncClient
-    settings: Settings
 
 
 def agent_classes() -> list[Any]:
     """Built-in agent classes, then plugins (a plugin never replaces a built-in of the same name)."""
-    builtin = {cls.spec.name for cls in builtin_classes()} | set(BUILTIN_SPECS)
-    return [*builtin_classes(), *(cls for cls in plugin_classes() if cls.spec.name not in builtin)]
+    builtin = {cls.spec.name for cls in BUILTIN_CLASSES} | set(BUILTIN_SPECS)
+    return [*BUILTIN_CLASSES, *(cls for cls in plugin_classes() if cls.spec.name not in builtin)]
 
 
 def agent_specs() -> dict[str, AgentSpec]:
     """Every agent this installation provides, by name."""
     specs = dict(BUILTIN_SPECS)
     for cls in agent_classes():
-        source = "builtin" if cls in builtin_classes() else "plugin"
+        source = "builtin" if cls in BUILTIN_CLASSES else "plugin"
         specs.setdefault(cls.spec.name, cls.spec.model_copy(update={"source": source}))
     return specs
 
 
 def known_agents() -> set[str]:
     return set(agent_specs())
-
-
-def agent_result(
-    ok: bool,
-    summary: str,
-    *,
-    data: dict[str, Any] | None = None,
-    findings: list[dict[str, Any]] | None = None,
-    resolved: bool | None = None,
-    messages: list[dict[str, Any]] | None = None,
-) -> AgentResult:
-    """An agent's result with secrets redacted, before it enters workflow history or storage."""
-    return AgentResult(
-        ok=ok,
-        summary=redact_text(summary),
-        data=redact(data or {}),
-        findings=redact(findings or []),
-        resolved=resolved,
-        messages=redact(messages or []),
-    )
 
 
 def as_activity(agent: Any, runs: AgentRunLog) -> Any:

@@ -23,8 +23,8 @@ import httpx
 from standardwebhooks import Webhook
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps, agent_result
 from activities.heartbeat import attempt, beat, heartbeating
-from activities.registry import AgentDeps, agent_result
 from core.agents import AgentSpec, object_schema
 from core.commands import NEVER_ENV, CommandNotAllowed, allowed_rule
 from core.outbound import blocked_reason

@@ -16,8 +16,8 @@ from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.base import agent_result
 from activities.heartbeat import heartbeating
-from activities.registry import agent_result
 from activities.runs import AgentRunLog
 from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult
 from core.webhook_agents import WebhookAgent

@@ -17,12 +17,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
+from activities.base import AgentDeps
 from activities.chain import ChainAgents
 from activities.conversation import ConversationStore, conversation_summarizer
 from activities.monitoring import MonitorActivities
 from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
-from activities.registry import AgentDeps, agent_activities
+from activities.registry import agent_activities
 from activities.runs import AgentRunLog
 from activities.webhook_agent import WebhookAgentActivities
 from core.commands import legacy_warnings

@@ -20,7 +20,7 @@ from worker.runner import incident_worker
 PLUGIN = """
 from typing import ClassVar
 
-from activities.registry import agent_result
+from activities.base import agent_result
 from core.agents import AgentSpec, object_schema
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 from sqlmodel import Session, select
 
+from activities.base import AgentDeps
 from activities.dependencies import InvestigateDependenciesAgent
-from activities.registry import AgentDeps
 from core.payloads import AgentInput, AgentResult, IncidentContext
 from core.settings import Settings
 from core.tables import AgentRun, WorkflowStep

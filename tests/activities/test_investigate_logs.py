@@ -16,8 +16,8 @@ import pytest
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps
 from activities.logs import InvestigateLogsAgent
-from activities.registry import AgentDeps
 from core.conversations import ConversationMessage
 from core.payloads import AgentInput, AgentResult, IncidentContext
 from core.settings import Settings

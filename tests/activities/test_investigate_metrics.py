@@ -11,8 +11,8 @@ import pytest
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
+from activities.base import AgentDeps
 from activities.metrics import InvestigateMetricsAgent
-from activities.registry import AgentDeps
 from core.conversations import ConversationMessage
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.payloads import AgentInput, AgentResult, IncidentContext

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.base import AgentDeps
 from activities.llm_agent import PREVIOUS_TOKENS, LLMAgent
-from activities.registry import AgentDeps
 from core.compress import Compressed, Message
 from core.context import build_context
 from core.conversations import ConversationMessage

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import AgentDeps
+from activities.base import AgentDeps
 from activities.remediate import RemediateCommandAgent, minimal_environment
 from core.commands import CommandRule
 from core.payloads import AgentInput, IncidentContext, WorkflowState

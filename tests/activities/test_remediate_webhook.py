@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import AgentDeps
+from activities.base import AgentDeps
 from activities.remediate import RemediateWebhookAgent
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.payloads import AgentInput, IncidentContext, WorkflowState
