@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.base import AgentDeps
+from activities.base import AgentDeps, agent_result
 from activities.dependencies import InvestigateDependenciesAgent
 from activities.llm_agent import LLMAgent
 from activities.logs import InvestigateLogsAgent
@@ -21,6 +21,9 @@ from activities.remediate import RemediateCommandAgent, RemediateWebhookAgent
 from activities.runs import AgentRunLog
 from core.agents import BUILTIN_SPECS, AgentSpec, plugin_classes
 from core.payloads import AgentInput, AgentResult
+
+# Plugins written before activities/base.py import these from here.
+__all__ = ["AgentDeps", "agent_activities", "agent_classes", "agent_result", "agent_specs", "known_agents"]
 
 # Built-in agents written to the protocol (the default chain's are in activities/chain.py).
 BUILTIN_CLASSES: tuple[Any, ...] = (
