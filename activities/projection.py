@@ -203,6 +203,7 @@ def record_workflow(db: Connection | Engine, input: RecordWorkflowInput) -> bool
 
 def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
     state = input.state
+    changes = redact(state.changes) if state.changes else []
     incident_status, incident_from = _INCIDENT_FOLLOWS.get(state.status, (None, []))
     return {
         "workflow_id": state.workflow_id,
@@ -211,7 +212,7 @@ def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
         "playbook_version": state.playbook_version,
         "status": state.status,
         "current_steps": _json(state.current_steps),
-        "changes": _json(redact(state.changes)),
+        "changes": _json(changes),
         "error": _text(state.error),
         "seq": input.seq,
         "started_at": _ts(state.started_at),
@@ -223,20 +224,19 @@ def workflow_params(input: RecordWorkflowInput) -> dict[str, Any]:
             {"actor": "workflow", "status": incident_status, "reason": f"workflow {state.status}"}
         ),
         "data": _json({"status": state.status, "current_steps": state.current_steps, "error": state.error}),
-        "audits": _audits(input),
+        "audits": _audits(input, changes),
         "channel": EVENTS_CHANNEL,
     }
 
 
-def _audits(input: RecordWorkflowInput) -> str:
-    """The audit rows of the workflow's run-time changes (the statement keeps those not recorded yet: past the
-    stored row's changes), each with who made it and from where."""
-    state = input.state
-    if not (state.audits_changes and state.changes):
+def _audits(input: RecordWorkflowInput, changes: list[dict[str, Any]]) -> str:
+    """The audit rows of the workflow's run-time changes, redacted (the statement keeps those not recorded yet:
+    past the stored row's changes), each with who made it and from where."""
+    if not (input.state.audits_changes and changes):
         return "[]"
     rows = []
-    for index, change in enumerate(redact(state.changes)):
-        action = CHANGE_ACTIONS.get(change.get("kind"))
+    for index, change in enumerate(changes):
+        action = CHANGE_ACTIONS.get(str(change.get("kind")))
         if action is None:
             continue
         origin = input.origins[index] if index < len(input.origins) else None

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -253,13 +254,16 @@ async def test_every_role_and_every_change_on_risky_and_safe_steps(api, client_a
     found = approvals_of(engine, workflow_id)
     assert {s: a.status for s, a in found.items()} == {"planned": "approved", "risky": "pending", "added_r": "pending"}
 
-    def ran(step_id: str) -> bool:
-        return any(s.step_id == step_id and s.status == "completed" for s in state.steps)
-
-    await wait_until(lambda: workflow_status(engine, workflow_id) == "waiting_approval", what="the changed steps")
-    state = await query(temporal_client, workflow_id)
-    assert ran("safe") and ran("added_s") and ran("planned") and not ran("risky") and not ran("added_r")
-    assert {s.step_id for s in state.steps} == {"hold", "planned", "risky", "safe", "added_r", "added_s"}
+    for _ in range(300):  # the unchanged and the safe steps run; the changed risky ones wait for a person
+        state = await query(temporal_client, workflow_id)
+        done = {s.step_id for s in state.steps if s.status == "completed"}
+        if done >= {"hold", "planned", "safe", "added_s"}:
+            break
+        await asyncio.sleep(0.1)
+    assert done == {"hold", "planned", "safe", "added_s"}
+    assert {s.step_id: s.status for s in state.steps if s.step_id not in done} == dict.fromkeys(
+        ("risky", "added_r"), "waiting_approval"
+    )
     own = await caller.post(f"/api/approvals/{found['risky'].id}/decision", json={"decision": "approve"})
     assert own.status_code == (200 if role == "admin" else 403), own.text
     assert (await api.post(f"{base}/abort", json={"reason": "done"})).status_code == 200
