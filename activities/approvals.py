@@ -4,6 +4,7 @@ append-only audit log, each with a live event. Idempotent: a retried activity fi
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -124,7 +125,7 @@ class ApprovalActivities:
             session.commit()
             return True
 
-    def all(self) -> list:
+    def all(self) -> list[Any]:
         return [self.request_approval, self.record_approval_decision]
 
 
@@ -145,12 +146,14 @@ def _fit(text: str, limit: int) -> str:
     return text.replace("\x00", "\ufffd")[:limit]
 
 
-def _audit(session: Session, approval: Approval, kind: str, actor: str, channel: str | None, data: dict) -> None:
+def _audit(
+    session: Session, approval: Approval, kind: str, actor: str, channel: str | None, data: dict[str, Any]
+) -> None:
     assert approval.id is not None
     session.add(ApprovalEvent(approval_id=approval.id, kind=kind, actor=actor, channel=channel, data=data))
 
 
-def _event(session: Session, approval: Approval, kind: str, data: dict) -> None:
+def _event(session: Session, approval: Approval, kind: str, data: dict[str, Any]) -> None:
     publish(
         session,
         Event(

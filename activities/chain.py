@@ -240,5 +240,5 @@ class ChainAgents:
             waited += step
         return clean(True, f"waited {seconds:g}s", {"seconds": seconds, "attempt": attempt()})
 
-    def all(self) -> list:
+    def all(self) -> list[Any]:
         return [self.monitor, self.investigate, self.remediate, self.verify, self.noop, self.sleep]

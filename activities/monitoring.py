@@ -434,7 +434,7 @@ class MonitorActivities:
         with session_scope(self.engine) as session:
             ids = sorted({r.due.service_id for r in batch})
             alive = set(session.execute(LOCK_SERVICES, {"ids": ids}).scalars())
-            incidents: dict[int, int | None] = dict(session.execute(LOCK_STATES, {"ids": sorted(alive)}).all())  # type: ignore[arg-type]
+            incidents: dict[int, int | None] = dict(session.execute(LOCK_STATES, {"ids": sorted(alive)}).all())
             batch = [r for r in batch if r.due.service_id in incidents]
             if not batch:
                 return []

@@ -182,7 +182,7 @@ class NotifyActivities:
                     smtp.send_message(message)
         return {"recipients": [m["To"] for m in messages]}
 
-    def all(self) -> list:
+    def all(self) -> list[Any]:
         return [self.notify_approval]
 
 

@@ -24,7 +24,8 @@ from core.tables import EVENTS_CHANNEL, utcnow
 
 
 def table_of(model: type) -> Table:
-    return model.__table__  # type: ignore[attr-defined]
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -297,5 +298,5 @@ class ProjectionActivities:
                 written |= record_workflow(db, input.workflow)
         return written
 
-    def all(self) -> list:
+    def all(self) -> list[Any]:
         return [self.record_batch]

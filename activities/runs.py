@@ -218,7 +218,7 @@ def _opening(input: Any) -> RecordWorkflowInput | None:
 def _shown(input: AgentInput) -> dict[str, Any]:
     """The step's input as stored for the step page (without the workflow's bookkeeping)."""
     # Copied without the context (kept whole in context_snapshots) rather than copied whole and trimmed.
-    shown = msgspec.to_builtins(dataclasses.replace(input, record=None, context=None))
+    shown: dict[str, Any] = msgspec.to_builtins(dataclasses.replace(input, record=None, context=None))
     shown.pop("record")
     shown.pop("context")
     return shown
@@ -262,7 +262,8 @@ def recorded(name: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[...,
     def decorate(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         @functools.wraps(method)
         async def wrapper(self: Any, input: Any) -> R:
-            return await self.runs.around(name, input, lambda: method(self, input))
+            result: R = await self.runs.around(name, input, lambda: method(self, input))
+            return result
 
         return wrapper
 

@@ -66,7 +66,7 @@ def detect_type(head: bytes, declared: str | None) -> str:
             raise AttachmentRejected(415, f"file content is {sniffed}, which is not accepted; allowed: {allowed}")
         if declared not in UNKNOWN_TYPES and declared != sniffed:
             raise AttachmentRejected(415, f"file says it is {declared} but its content is {sniffed}")
-        return sniffed
+        return str(sniffed)
     if declared in BINARY_TYPES:
         raise AttachmentRejected(415, f"file says it is {declared} but its content is not")
     if b"\x00" in head:

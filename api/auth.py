@@ -78,7 +78,8 @@ async def current_principal(request: Request) -> Principal | None:
     """The caller, resolved once per request."""
     if not hasattr(request.state, "principal"):
         request.state.principal = await run_in_threadpool(_resolve, request)
-    return request.state.principal
+    principal: Principal | None = request.state.principal
+    return principal
 
 
 async def _check_csrf(request: Request, principal: Principal) -> None:

@@ -19,7 +19,8 @@ from core.settings import Settings
 
 
 async def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def _db_gate(request: Request) -> asyncio.Semaphore:
@@ -49,11 +50,13 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
 
 
 async def get_temporal(request: Request) -> Client:
-    return request.app.state.temporal
+    client: Client = request.app.state.temporal
+    return client
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

@@ -43,7 +43,7 @@ def document_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _field(loc: tuple) -> str:
+def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 

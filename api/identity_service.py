@@ -47,7 +47,7 @@ class RateLimited(IdentityError):
         self.retry_after = retry_after
 
 
-def user_public(user: User) -> dict:
+def user_public(user: User) -> dict[str, Any]:
     """What the audit log and the API show of a user (never the hash)."""
     return {
         "id": user.id,
@@ -166,9 +166,7 @@ def authenticate(*, session: Session, username: str, password: str, ip: str, use
         raise IdentityError("wrong username or password")
     # This address's failures at this account (the attempt just claimed among them); other addresses' stay.
     session.exec(
-        delete(LoginFailure).where(  # type: ignore[call-overload]
-            col(LoginFailure.username) == user.username, col(LoginFailure.ip) == ip[:64]
-        )
+        delete(LoginFailure).where(col(LoginFailure.username) == user.username, col(LoginFailure.ip) == ip[:64])
     )
     user.last_login_at = utcnow()
     return user
@@ -177,9 +175,7 @@ def authenticate(*, session: Session, username: str, password: str, ip: str, use
 def unlock_user(*, session: Session, actor: Actor, user: User) -> int:
     """Forget the user's failed logins from every address, so the limit lets them try at once (audited);
     return how many were forgotten."""
-    cleared = session.exec(
-        delete(LoginFailure).where(col(LoginFailure.username) == user.username)  # type: ignore[call-overload]
-    ).rowcount
+    cleared = session.exec(delete(LoginFailure).where(col(LoginFailure.username) == user.username)).rowcount
     record_audit(
         session,
         actor=actor,
@@ -282,7 +278,7 @@ def session_user(*, db: Connection, cookie_value: str) -> Row[Any] | None:
 
 
 def end_session(*, session: Session, session_id: str) -> None:
-    session.exec(delete(UserSession).where(col(UserSession.id) == session_id))  # type: ignore[call-overload]
+    session.exec(delete(UserSession).where(col(UserSession.id) == session_id))
 
 
 def change_password(*, session: Session, actor: Actor, user: User, new_password: str, keep_session: str | None) -> None:
@@ -295,7 +291,7 @@ def change_password(*, session: Session, actor: Actor, user: User, new_password:
     query = delete(UserSession).where(col(UserSession.user_id) == user.id)
     if keep_session:
         query = query.where(col(UserSession.id) != keep_session)
-    session.exec(query)  # type: ignore[call-overload]
+    session.exec(query)
     record_audit(session, actor=actor, action="user.password_change", target_type="user", target_id=user.id)
 
 

@@ -32,7 +32,7 @@ from api.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEn
 from core.audit import Actor
 from core.db import session_scope
 from core.settings import Settings
-from core.tables import IncidentCreate, IncidentStatus
+from core.tables import Incident, IncidentCreate, IncidentStatus
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
 
@@ -73,7 +73,7 @@ async def create_incident(
     except UnsafeServiceUrl as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
 
-    def _insert():
+    def _insert() -> tuple[Incident, bool]:
         with session_scope(engine) as session:
             incident, created = insert_incident(
                 session=session,
@@ -103,8 +103,8 @@ async def create_incident(
             f"incident {incident.id} was recorded but its workflow could not start ({start_failure(err)}); "
             "repeat the request with the same Idempotency-Key to retry",
         ) from err
-
-    return await _detail(engine, settings, incident.id)  # type: ignore[arg-type]
+    assert incident.id is not None  # stored
+    return await _detail(engine, settings, incident.id)
 
 
 @router.get("", response_model=IncidentPage)

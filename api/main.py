@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -120,7 +121,7 @@ def create_app(
 
     generate = app.openapi
 
-    def openapi_schema() -> dict:
+    def openapi_schema() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = errors.document_validation_errors(generate())
             app.openapi_schema["paths"]["/api/events/stream"] = live.STREAM_OPENAPI

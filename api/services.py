@@ -3,7 +3,7 @@ dependencies, team and playbook named must exist)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -41,7 +41,10 @@ def state_public(state: ServiceState | None) -> dict[str, Any]:
     incident, the last and next check."""
     if state is None:  # not checked yet
         state = ServiceState(status="unknown", next_check_at=None)  # type: ignore[arg-type,call-arg]
-    iso = lambda at: at.isoformat() if at else None  # noqa: E731
+
+    def iso(at: datetime | None) -> str | None:
+        return at.isoformat() if at else None
+
     return {
         "status": state.status,
         "consecutive_failures": state.consecutive_failures,

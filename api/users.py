@@ -187,7 +187,7 @@ def edit_user(request: Request, user_id: Int32Id, body: UserUpdate, principal: A
         setattr(user, field, value)
     session.add(user)
     if body.is_active is False:
-        session.exec(delete(UserSession).where(col(UserSession.user_id) == user.id))  # type: ignore[call-overload]
+        session.exec(delete(UserSession).where(col(UserSession.user_id) == user.id))
     record_audit(
         session,
         actor=actor_of(request, principal),
@@ -253,7 +253,7 @@ def _membership(
     elif not add and exists:
         session.exec(
             delete(TeamMember).where(
-                col(TeamMember.team_id) == team_id,  # type: ignore[call-overload]
+                col(TeamMember.team_id) == team_id,
                 col(TeamMember.user_id) == user_id,
             )
         )

@@ -47,7 +47,7 @@ class MsgspecJSONPayloadConverter(EncodingPayloadConverter):
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
         self._plain = msgspec.json.Decoder()
-        self._decoders: dict[Any, msgspec.json.Decoder | None] = {}  # None: msgspec cannot type it
+        self._decoders: dict[Any, msgspec.json.Decoder[Any] | None] = {}  # None: msgspec cannot type it
         self._lock = threading.Lock()  # workers decode on several threads
         self._sdk = JSONPlainPayloadConverter()
 
@@ -75,17 +75,17 @@ class MsgspecJSONPayloadConverter(EncodingPayloadConverter):
         return self._decode(decoder, payload)
 
     @staticmethod
-    def _decode(decoder: msgspec.json.Decoder, payload: Payload) -> Any:
+    def _decode(decoder: msgspec.json.Decoder[Any], payload: Payload) -> Any:
         try:
             return decoder.decode(payload.data)
         except msgspec.DecodeError as err:  # includes ValidationError: says what and where
             raise TypeError(f"payload does not fit: {err}") from err
 
-    def _compile(self, type_hint: Any) -> msgspec.json.Decoder | None:
+    def _compile(self, type_hint: Any) -> msgspec.json.Decoder[Any] | None:
         with self._lock:
             if type_hint in self._decoders:
                 return self._decoders[type_hint]
-            decoder: msgspec.json.Decoder | None = None
+            decoder: msgspec.json.Decoder[Any] | None = None
             if _msgspec_decodes(type_hint):
                 try:
                     # Not strict: 3.0 and "3" are 3 for an int, as a `temporal` CLI user would expect.

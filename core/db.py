@@ -134,7 +134,7 @@ def autocommit_rows(engine: Engine, statement: TextClause, params: dict[str, Any
             if not conn.broken:
                 conn.autocommit = False
     except psycopg.OperationalError:
-        if pooled.driver_connection is None or pooled.driver_connection.broken:  # type: ignore[union-attr]
+        if pooled.driver_connection is None or pooled.driver_connection.broken:
             pooled.invalidate()  # a database restart: the pool opens a new connection next time
         raise
     finally:

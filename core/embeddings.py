@@ -38,7 +38,8 @@ def _normalised(vectors: np.ndarray) -> list[list[float]]:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if not np.all(np.isfinite(norms)) or np.any(norms == 0):
         raise EmbeddingError("embedding contains a zero or non-finite vector; it cannot be normalised")
-    return (vectors / norms).astype(np.float32).tolist()
+    normalised: list[list[float]] = (vectors / norms).astype(np.float32).tolist()
+    return normalised
 
 
 class MiniLMProvider:
@@ -119,7 +120,8 @@ class MiniLMProvider:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         hidden = session.run(None, {name: feed[name] for name in self._inputs})[0]
         weights = mask[..., None].astype(np.float32)
-        return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        pooled: np.ndarray = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled
 
 
 class OpenAIEmbeddingProvider:

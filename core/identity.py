@@ -12,7 +12,7 @@ from core.tables import utcnow
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
 
 
-def _ts(nullable: bool = True) -> Column:
+def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 

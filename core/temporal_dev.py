@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -87,9 +88,9 @@ def start_dev_argv(*, data_dir: Path, port: int, ui_port: int, ip: str = "127.0.
     ]
 
 
-def search_attribute_keys() -> list[SearchAttributeKey]:
+def search_attribute_keys() -> list[SearchAttributeKey[Any]]:
     """Keys for WorkflowEnvironment.start_local (tests) — the same attributes as the dev server."""
-    keys: list[SearchAttributeKey] = []
+    keys: list[SearchAttributeKey[Any]] = []
     for name, kind in load_config().search_attributes.items():
         if kind != "Keyword":
             raise ValueError(f"search attribute {name}: only Keyword is used so far, got {kind}")

@@ -80,7 +80,7 @@ async def decide_by_link(
     if isinstance(found, str):
         return _refusal(request, found)
     link, approval, user = found
-    claimed = session.exec(  # type: ignore[call-overload]
+    claimed = session.exec(
         update(ApprovalLink)
         .where(col(ApprovalLink.id) == link.id, col(ApprovalLink.used_at).is_(None))
         .values(used_at=utcnow())
@@ -102,7 +102,7 @@ async def decide_by_link(
         return _page(request, err.status, "Not done", str(err))
     # Every other link of the request (the other decision, other recipients') is dead from now on, even before
     # the workflow's write of the decision reaches the approvals row.
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(ApprovalLink)
         .where(col(ApprovalLink.approval_id) == approval.id, col(ApprovalLink.used_at).is_(None))
         .values(used_at=utcnow())

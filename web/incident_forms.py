@@ -247,8 +247,8 @@ def assignee_form(
         assign(
             session=session,
             incident=get_incident(session=session, incident_id=incident_id),
-            user_id=user,  # type: ignore[arg-type]
-            team_id=team,  # type: ignore[arg-type]
+            user_id=user,
+            team_id=team,
             actor=actor_of(request, principal),
         )
     except AssigneeNotFound as err:

@@ -34,7 +34,7 @@ Part = Literal["workflows", "metrics", "feed", "approvals"]
 def _database_figures(engine: Engine) -> dict[str, Any]:
     with Session(engine) as session:
         by_severity = dict(
-            session.exec(  # type: ignore[call-overload]
+            session.exec(
                 select(Incident.severity, func.count())
                 .where(col(Incident.status).in_(ACTIVE_INCIDENT))
                 .group_by(Incident.severity)
@@ -66,7 +66,7 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
         pending_approvals = queue(session, "pending")
         feed = session.exec(select(Event).order_by(col(Event.id).desc()).limit(FEED_SIZE)).all()
         titles = dict(
-            session.exec(  # type: ignore[call-overload]
+            session.exec(
                 select(Incident.id, Incident.title).where(
                     col(Incident.id).in_({e.incident_id for e in feed if e.incident_id})
                 )

@@ -206,7 +206,7 @@ def _workflow_id(base: str, incident_id: int, token: str | None) -> str:
     incident = _request("GET", f"{base}/api/incidents/{incident_id}", token)
     if not incident.get("workflow_id"):
         raise fail(f"incident {incident_id} has no workflow")
-    return incident["workflow_id"]
+    return str(incident["workflow_id"])
 
 
 @workflow_app.command("retry")

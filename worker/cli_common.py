@@ -59,7 +59,7 @@ def _request(method: str, url: str, token: str | None = None, **kwargs: Any) -> 
     except httpx.HTTPError as err:
         raise fail(f"cannot reach Agent Monitor at {url} ({err}); is `agent-monitor up` running?") from None
     try:
-        body = response.json()
+        body: dict[str, Any] = response.json()
     except ValueError:
         body = {"detail": response.text[:300]}
     if response.status_code >= 400:

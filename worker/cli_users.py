@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +48,7 @@ def cli_actor() -> Actor:
 
 
 @contextmanager
-def db_session(settings: Settings):
+def db_session(settings: Settings) -> Iterator[Session]:
     engine = make_engine(resolve_database_url(settings))
     try:
         with Session(engine) as session:

@@ -39,7 +39,9 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, child: subprocess.Popen | None) -> None:
+def _wait_until(
+    predicate: Callable[[], bool], *, timeout: float, what: str, child: subprocess.Popen[bytes] | None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child is not None and child.poll() is not None:
@@ -54,10 +56,12 @@ def _wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, chi
 class Stack:
     settings: Settings
     echo: Callable[[str], None]
-    children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     postgres: EmbeddedPostgres | None = None
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str], log_to: Path | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], log_to: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(log_to, "ab") if log_to else None  # noqa: SIM115 (the child owns it)
         child = subprocess.Popen(  # noqa: S603
             argv, env=env, start_new_session=True, preexec_fn=_die_with_parent, stdout=out, stderr=out

@@ -801,7 +801,7 @@ class IncidentWorkflow:
     async def _record_workflow(self, wait: bool = False) -> None:
         await self._project(self._snapshot(), wait)
 
-    async def _record_step(self, step: StepState, input: dict | None = None) -> None:
+    async def _record_step(self, step: StepState, input: dict[str, Any] | None = None) -> None:
         snapshot = RecordStepInput(
             workflow_id=self._state.workflow_id,
             step=copy.deepcopy(step),
