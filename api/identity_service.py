@@ -6,8 +6,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, or_, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    String,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    null,
+    or_,
+    union_all,
+    update,
+)
 from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -332,3 +347,31 @@ def revoke_token(*, session: Session, actor: Actor, token: ApiToken) -> None:
             target_id=token.id,
             before={"name": token.name, "prefix": token.prefix},
         )
+
+
+def _live(credential: Any, user_id: Any, *conditions: Any) -> Any:
+    return core_select(*credential).join(User, col(User.id) == user_id).where(col(User.is_active), *conditions)
+
+
+# Which of these tokens and sessions are still live (their user active): one statement for all of a hub's streams.
+LIVE_CREDENTIALS = union_all(
+    _live(
+        (col(ApiToken.id).label("token_id"), cast(null(), String).label("session_id")),
+        col(ApiToken.user_id),
+        col(ApiToken.id) == any_(bindparam("tokens", type_=ARRAY(Integer))),
+        col(ApiToken.revoked_at).is_(None),
+        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > bindparam("now")),
+    ),
+    _live(
+        (cast(null(), Integer), col(UserSession.id)),
+        col(UserSession.user_id),
+        col(UserSession.id) == any_(bindparam("sessions", type_=ARRAY(String))),
+        col(UserSession.expires_at) > bindparam("now"),
+    ),
+)
+
+
+def live_credentials(*, db: Connection, token_ids: list[int], session_ids: list[str]) -> set[int | str]:
+    """Which of these API tokens (by id) and sessions still hold: unrevoked and unexpired, their user active."""
+    rows = db.execute(LIVE_CREDENTIALS, {"tokens": token_ids, "sessions": session_ids, "now": utcnow()}).all()
+    return {row.token_id if row.token_id is not None else row.session_id for row in rows}

@@ -23,9 +23,7 @@ from typing import Any
 
 import psycopg
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, Integer, String, any_, bindparam, cast, null, or_, union_all
-from sqlalchemy import select as core_select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -34,10 +32,10 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Principal, current_principal
 from api.deps import INT64_MAX
+from api.identity_service import live_credentials
 from core.db import libpq_url
-from core.identity import ApiToken, User, UserSession
 from core.settings import Settings
-from core.tables import EVENTS_CHANNEL, Event, utcnow
+from core.tables import EVENTS_CHANNEL, Event
 
 log = logging.getLogger(__name__)
 PING_SECONDS = 15
@@ -131,28 +129,6 @@ class Client:
 
 
 PING = Frame(0, None, b": ping\r\n\r\n")
-
-
-def _live(credential: Any, user_id: Any, *conditions: Any) -> Any:
-    return core_select(*credential).join(User, col(User.id) == user_id).where(col(User.is_active), *conditions)
-
-
-# Which of these tokens and sessions are still live (their user active): one statement for all of a hub's streams.
-LIVE_CREDENTIALS = union_all(
-    _live(
-        (col(ApiToken.id).label("token_id"), cast(null(), String).label("session_id")),
-        col(ApiToken.user_id),
-        col(ApiToken.id) == any_(bindparam("tokens", type_=ARRAY(Integer))),
-        col(ApiToken.revoked_at).is_(None),
-        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > bindparam("now")),
-    ),
-    _live(
-        (cast(null(), Integer), col(UserSession.id)),
-        col(UserSession.user_id),
-        col(UserSession.id) == any_(bindparam("sessions", type_=ARRAY(String))),
-        col(UserSession.expires_at) > bindparam("now"),
-    ),
-)
 
 
 def _credential(principal: Principal) -> int | str | None:
@@ -274,8 +250,7 @@ class EventHub:
         tokens = [key for key in held if isinstance(key, int)]
         sessions = [key for key in held if isinstance(key, str)]
         with self._engine.connect() as db:
-            rows = db.execute(LIVE_CREDENTIALS, {"tokens": tokens, "sessions": sessions, "now": utcnow()}).all()
-        return {row.token_id if row.token_id is not None else row.session_id for row in rows}
+            return live_credentials(db=db, token_ids=tokens, session_ids=sessions)
 
     async def _recheck(self) -> None:
         """Every SSE_RECHECK_SECONDS, end the streams whose token or session no longer holds: one query for all."""
