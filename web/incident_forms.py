@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from temporalio.service import RPCError
 
-from activities.incidents import insert_incident, start_incident_workflow
+from activities.incidents import WorkflowConflict, insert_incident, start_incident_workflow
 from api.attachment_service import AttachmentRejected, store_attachment
 from api.auth import Responder, actor_of, require
 from api.collaboration_service import LinkConflict, add_comment, add_link
@@ -97,6 +97,8 @@ async def create_incident_form(
         await start_incident_workflow(
             temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=True
         )
+    except WorkflowConflict as err:  # as the API answers it: this database and Temporal do not belong together
+        return problem_page(request, 409, str(err), f"/incidents/{incident.id}")
     except RPCError as err:
         message = f"Incident #{incident.id} was recorded, but its playbook could not start: {start_failure(err)}"
         return problem_page(request, 503, message, f"/incidents/{incident.id}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -127,8 +128,10 @@ async def test_detail_page_shows_steps_and_escapes_untrusted_text(api, temporal_
     assert (await api.get("/incidents/999999999999")).status_code == 404
 
 
-async def test_new_incident_whose_workflow_id_has_old_history_is_409(api, engine, temporal_client, settings):
-    """A database reset under a kept Temporal history must not silently attach to an old workflow."""
+@pytest.mark.parametrize("through", ["api", "form"])
+async def test_new_incident_whose_workflow_id_has_old_history_is_409(api, engine, temporal_client, settings, through):
+    """A database reset under a kept Temporal history must not silently attach to an old workflow: the API and the
+    new-incident form answer it alike (the form answered 500)."""
     from sqlalchemy import text
 
     from core.payloads import IncidentContext, IncidentWorkflowInput
@@ -145,9 +148,15 @@ async def test_new_incident_whose_workflow_id_has_old_history_is_409(api, engine
         task_queue=f"{settings.task_queue}-nobody",
     )
     await asyncio.sleep(2.5)
-    response = await api.post("/api/incidents", json=incident_payload())
-    assert response.status_code == 409
-    assert f"workflow incident-{next_id} already exists" in response.json()["detail"]
+    if through == "api":
+        response = await api.post("/api/incidents", json=incident_payload())
+        detail = response.json()["detail"]
+    else:
+        form = {"title": "checkout down", "service": "checkout", "severity": "P2"}
+        response = await api.post("/incidents/new", data=form)
+        detail = response.text
+    assert response.status_code == 409, response.text[:300]
+    assert f"workflow incident-{next_id} already exists" in detail
     await old.terminate("test over")
 
 
