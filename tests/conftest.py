@@ -223,7 +223,7 @@ async def server(app) -> AsyncIterator[str]:
 # fast tier on the time-skipping server) and `make test` still runs everything.
 _MARKED_BY = {
     "db": {"engine", "database_url", "postgres_admin_url"},
-    "temporal": {"temporal_env", "temporal_client", "time_skipping_env"},
+    "temporal": {"temporal_env", "temporal_client", "time_skipping_env", "clock"},
     "browser": {"browser"},
     # Real time: the engine end to end with a real worker, a real browser, a served app, the dev server.
     "slow": {"worker", "browser", "server", "temporal_env"},

@@ -4,13 +4,28 @@ loop; the same behaviours run end to end on real parts in the slow tier."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
 
+from core.converter import DATA_CONVERTER
 from core.payloads import AddStepInput, DecideApprovalInput, RetryStepInput, UpdateStepParamsInput, WorkflowState
+from tests.conftest import BIN
 from tests.workflows.stubs import fast_worker, start
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own: the days these tests skip must not move the session's clock,
+    which other tests compare with the wall clock."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+    )
+    yield env
+    await env.shutdown()
 
 
 def step(step_id: str, agent: str = "noop", *deps: str, **extra):
@@ -37,9 +52,9 @@ def statuses(state: WorkflowState) -> dict[str, str]:
     return {s.step_id: s.status for s in state.steps}
 
 
-async def test_branches_fan_out_and_join(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, stubs):
-        handle = await start(time_skipping_env.client, queue, [
+async def test_branches_fan_out_and_join(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [
             step("monitor"), step("logs", "noop", "monitor"), step("metrics", "noop", "monitor"),
             step("join", "noop", "logs", "metrics"),
         ])  # fmt: skip
@@ -49,31 +64,31 @@ async def test_branches_fan_out_and_join(time_skipping_env):
     assert order[0] == "monitor" and order[-1] == "join" and set(order[1:3]) == {"logs", "metrics"}
 
 
-async def test_a_failed_step_skips_its_dependents_and_fails_the_run(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, _):
-        handle = await start(time_skipping_env.client, queue, [step("a", "fail"), step("b", "noop", "a")])
+async def test_a_failed_step_skips_its_dependents_and_fails_the_run(clock):
+    async with fast_worker(clock.client) as (queue, _):
+        handle = await start(clock.client, queue, [step("a", "fail"), step("b", "noop", "a")])
         outcome, state = await finish(handle)
     assert outcome == "failed" and statuses(state) == {"a": "failed", "b": "skipped"}
 
 
-async def test_a_retry_with_new_params_after_a_day_of_waiting(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, stubs):
+async def test_a_retry_with_new_params_after_a_day_of_waiting(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
         handle = await start(
-            time_skipping_env.client, queue, [step("check", "noop", params={"ok": False}, fail_on_negative=True)],
+            clock.client, queue, [step("check", "noop", params={"ok": False}, fail_on_negative=True)],
             retry_window_seconds=2 * 86_400,
         )  # fmt: skip
         while (await handle.query("status", result_type=WorkflowState)).status != "failed":
-            await time_skipping_env.sleep(timedelta(hours=1))
-        await time_skipping_env.sleep(timedelta(days=1))  # the retry window is durable: still waiting
+            await clock.sleep(timedelta(hours=1))
+        await clock.sleep(timedelta(days=1))  # the retry window is durable: still waiting
         await handle.execute_update("retry_step", RetryStepInput(step_id="check", params={"ok": True}, actor="ann"))
         outcome, state = await finish(handle)
     assert outcome == "completed" and [params for _, params in stubs.ran] == [{"ok": False}, {"ok": True}]
     assert state.changes[-1]["kind"] == "retry_step"
 
 
-async def test_an_unanswered_approval_expires_and_skips_the_step_and_its_dependents(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, stubs):
-        handle = await start(time_skipping_env.client, queue, [
+async def test_an_unanswered_approval_expires_and_skips_the_step_and_its_dependents(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [
             step("fix", "fix", risk="high", approval_timeout_seconds=3600), step("verify", "noop", "fix"),
         ])  # fmt: skip
         outcome, state = await finish(handle)  # the hour passes in skipped time
@@ -82,11 +97,11 @@ async def test_an_unanswered_approval_expires_and_skips_the_step_and_its_depende
     assert [d.status for d in stubs.decisions] == ["expired"]
 
 
-async def test_an_approved_step_runs_with_the_approvers_edits(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, stubs):
-        handle = await start(time_skipping_env.client, queue, [step("fix", "fix", risk="high", params={"n": 1})])
+async def test_an_approved_step_runs_with_the_approvers_edits(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [step("fix", "fix", risk="high", params={"n": 1})])
         while not stubs.requests:
-            await time_skipping_env.sleep(timedelta(seconds=1))
+            await clock.sleep(timedelta(seconds=1))
         decision = DecideApprovalInput(decision="approve", step_id="fix", params={"n": 2}, actor="ann",
                                        actor_role="approver")  # fmt: skip
         await handle.execute_update("decide_approval", decision)
@@ -95,9 +110,9 @@ async def test_an_approved_step_runs_with_the_approvers_edits(time_skipping_env)
     assert state.steps[0].approval.decided_by == "ann"
 
 
-async def test_run_time_changes_cannot_lower_risk_nor_approve_themselves(time_skipping_env):
-    async with fast_worker(time_skipping_env.client) as (queue, stubs):
-        handle = await start(time_skipping_env.client, queue, [
+async def test_run_time_changes_cannot_lower_risk_nor_approve_themselves(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [
             step("hold", "noop", params={"summary": "hold"}, requires_approval=True),
             step("planned", "fix", "hold", risk="high", params={"n": 1}),
         ])  # fmt: skip
@@ -112,7 +127,7 @@ async def test_run_time_changes_cannot_lower_risk_nor_approve_themselves(time_sk
             DecideApprovalInput(decision="approve", step_id="hold", actor="ann", actor_role="approver"),
         )
         while len(stubs.requests) < 3:
-            await time_skipping_env.sleep(timedelta(seconds=1))
+            await clock.sleep(timedelta(seconds=1))
         changed = {r.step_id: r.changed_by for r in stubs.requests}
         assert changed == {"hold": None, "planned": "bob", "extra": "bob"}
         for step_id in ("planned", "extra"):
