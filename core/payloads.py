@@ -8,7 +8,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-INCIDENT_WORKFLOW = "IncidentWorkflow"  # workflows/incident.py, started by name from activities and the API
+INCIDENT_WORKFLOW = "IncidentWorkflow"  # workflows/incident/, started by name from activities and the API
 
 
 def incident_workflow_id(incident_id: int, prefix: str = "incident-") -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 from collections.abc import Awaitable
 from dataclasses import asdict
 from datetime import timedelta
@@ -34,8 +33,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.conditions import ConditionError, evaluate
     from core.payloads import (
-        POISON_WRITE,
-        SEQ_BLOCK,
         WEBHOOK_AGENT_ACTIVITY,
         AbortInput,
         AddStepInput,
@@ -49,9 +46,6 @@ with workflow.unsafe.imports_passed_through():
         DecisionOrigin,
         IncidentWorkflowInput,
         NotifyApproval,
-        RecordBatchInput,
-        RecordStepInput,
-        RecordWorkflowInput,
         RemoveStepInput,
         RetryStepInput,
         StepRecord,
@@ -61,9 +55,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.playbook import Playbook, StepSpec, substitute
     from workflows.changes import check_add, check_params, check_remove, check_retry, refuse_nul
+    from workflows.incident.projection_writer import PROJECTION_RETRY, PROJECTION_TIMEOUT, ProjectionWriter
 
-PROJECTION_TIMEOUT = timedelta(seconds=30)
-PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=2), maximum_attempts=8
 )
@@ -89,16 +82,11 @@ class IncidentWorkflow:
     def __init__(self, input: IncidentWorkflowInput) -> None:
         self._input = input
         self._playbook = Playbook.model_validate(input.playbook)
-        self._seq = 0
         self._facts = {s.id: dag.StepFacts() for s in self._playbook.steps}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = False
         self._halted = False
         self._retry: RetryStepInput | None = None
-        self._pending_workflow: RecordWorkflowInput | None = None
-        self._opening: RecordWorkflowInput | None = None  # the first row, until someone is known to have written it
-        self._pending_steps: dict[str, RecordStepInput] = {}
-        self._flusher: asyncio.Task[None] | None = None
         self._abort: AbortInput | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._requesting: set[str] = set()  # steps whose approval request is being recorded
@@ -118,6 +106,7 @@ class IncidentWorkflow:
             steps=[self._new_step(s, i) for i, s in enumerate(self._playbook.steps)],
             audits_changes=input.guard_changes,
         )
+        self._projection = ProjectionWriter(self._state, self._change_origins, self._set_wake)
 
     @staticmethod
     def _new_step(spec: StepSpec, position: int) -> StepState:
@@ -353,7 +342,7 @@ class IncidentWorkflow:
         await self._open()
         while self._abort is None:
             await self._advance()
-            self._kick()
+            self._projection.kick()
             if not self._tasks:
                 outcome = dag.outcome(self._playbook, self._facts)
                 if outcome == "completed":
@@ -373,9 +362,9 @@ class IncidentWorkflow:
         it before its own step, and so does the workflow's first write of its own, whichever comes first: a
         local activity here would cost the first task a round of its own."""
         if self._input.agents_open_projection:  # a flag in the input, not a patch: no marker, no extra event
-            self._opening = self._snapshot()
+            self._projection.opening = self._projection.snapshot()
         else:
-            await self._record_workflow(wait=True)
+            await self._projection.record_workflow(wait=True)
 
     async def _advance(self) -> None:
         """Apply the scheduler's moves until it has none."""
@@ -422,8 +411,8 @@ class IncidentWorkflow:
         self._set_status("failed")
         failed = [s.step_id for s in self._state.steps if s.status == "failed"]
         self._state.error = f"step {', '.join(failed)} failed; waiting for retry_step or abort"
-        await self._record_workflow(wait=True)
-        await self._drain_records()
+        await self._projection.record_workflow(wait=True)
+        await self._projection.drain()
         if self._input.retry_window_seconds <= 0:
             return False
         try:
@@ -447,10 +436,10 @@ class IncidentWorkflow:
                 self._changed(step_id, retry.actor)
             step.status, step.error, step.note = "pending", None, None
             self._facts[step_id] = dag.StepFacts()
-            await self._record_step(step)
+            await self._projection.record_step(step)
         self._state.error = None
         self._set_status("in_progress")
-        await self._record_workflow()
+        await self._projection.record_workflow()
         return True
 
     async def _run_step(self, spec: StepSpec) -> None:
@@ -477,11 +466,11 @@ class IncidentWorkflow:
                     position=step.position,
                     runs=step.runs,
                     started_at=step.started_at,
-                    seq_base=self._reserve_seq(),
+                    seq_base=self._projection.reserve_seq(),
                     fail_on_negative=spec.fail_on_negative,
                     check=check,
                     checks=checks,
-                    opening=self._opening,
+                    opening=self._projection.opening,
                 )
                 result = await workflow.execute_activity(
                     WEBHOOK_AGENT_ACTIVITY if spec.agent in self._input.webhook_agents else spec.agent,
@@ -493,7 +482,7 @@ class IncidentWorkflow:
                     summary=f"{spec.id}: {spec.agent}",
                 )
                 if agent_input.record.opening is not None:  # that attempt wrote it, with its step
-                    self._opening = None
+                    self._projection.opening = None
                 if spec.repeat:
                     result.data["checks"] = {"done": check, "allowed": checks}
                 step.attempt = int(result.data.get("attempt", 1))
@@ -531,7 +520,7 @@ class IncidentWorkflow:
         step.status = "waiting_approval"
         self._facts[spec.id].status = "waiting_approval"
         await self._refresh_status()
-        await self._record_step(step)
+        await self._projection.record_step(step)
         self._requesting.add(spec.id)
         try:
             ticket, aborted = await self._to_the_end(
@@ -688,7 +677,7 @@ class IncidentWorkflow:
         if status != self._state.status:
             self._set_status(status)
             self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
-            await self._record_workflow()
+            await self._projection.record_workflow()
 
     def _agent_input(self, spec: StepSpec, step: StepState) -> AgentInput:
         outputs = {dep: msgspec.to_builtins(self._step(dep).output) for dep in spec.depends_on}  # copies
@@ -732,7 +721,7 @@ class IncidentWorkflow:
         self._state.current_steps = [s.step_id for s in self._state.steps if s.status == "running"]
         self._wake = True
         if not recorded:
-            await self._record_step(step)
+            await self._projection.record_step(step)
 
     async def _finish(self) -> WorkflowState:
         if self._abort is not None:
@@ -752,11 +741,11 @@ class IncidentWorkflow:
                 step.status, step.note = (
                     ("cancelled", "workflow aborted") if self._abort else ("skipped", "not reached")
                 )
-                await self._record_step(step)
+                await self._projection.record_step(step)
         self._state.current_steps = []
         self._state.finished_at = self._now()
-        await self._record_workflow(wait=True)
-        await self._drain_records()
+        await self._projection.record_workflow(wait=True)
+        await self._projection.drain()
         if self._outcomes:  # the workflow would otherwise close before they run (each gives up on its own)
             await asyncio.gather(*self._outcomes)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -781,80 +770,8 @@ class IncidentWorkflow:
     def _now(self) -> str:
         return workflow.now().isoformat()
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _reserve_seq(self) -> int:
-        """A block of sequence numbers for an agent activity's own writes (see StepRecord)."""
-        base = self._seq + 1
-        self._seq += SEQ_BLOCK
-        return base
-
-    def _snapshot(self) -> RecordWorkflowInput:
-        # Steps travel with record_step; keep this payload small.
-        state = dataclasses.replace(
-            self._state, steps=[], changes=list(self._state.changes), current_steps=list(self._state.current_steps)
-        )
-        return RecordWorkflowInput(state=state, seq=self._next_seq(), origins=list(self._change_origins))
-
-    async def _record_workflow(self, wait: bool = False) -> None:
-        await self._project(self._snapshot(), wait)
-
-    async def _record_step(self, step: StepState, input: dict[str, Any] | None = None) -> None:
-        snapshot = RecordStepInput(
-            workflow_id=self._state.workflow_id,
-            step=copy.deepcopy(step),
-            seq=self._next_seq(),
-            input=input,
-            incident_id=self._state.incident_id,
-        )
-        await self._project(snapshot, False)
-
-    async def _project(self, arg: RecordWorkflowInput | RecordStepInput, wait: bool) -> None:
-        """Queue a write to the Postgres projection. Writes overlap with the agents' work and are batched
-        (one local activity, one transaction, at most one in flight); each carries a sequence number, so
-        the newest state wins."""
-        if isinstance(arg, RecordWorkflowInput):
-            self._pending_workflow = arg
-        else:
-            earlier = self._pending_steps.get(arg.step.step_id)
-            if earlier is not None and arg.input is None:
-                arg.input = earlier.input
-            self._pending_steps[arg.step.step_id] = arg
-        if wait:
-            self._kick()
-            await self._drain_records()
-        else:
-            self._wake = True  # the run loop kicks the writer on its next round
-
-    def _kick(self) -> None:
-        """Start writing what is queued. The run loop kicks once per round, so the end of one step and
-        the start of the next travel in the same batch."""
-        if (self._flusher is None or self._flusher.done()) and (self._pending_workflow or self._pending_steps):
-            self._flusher = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._pending_workflow is not None or self._pending_steps:
-            batch = RecordBatchInput(
-                workflow=self._pending_workflow, steps=list(self._pending_steps.values()), opening=self._opening
-            )
-            self._pending_workflow, self._pending_steps = None, {}
-            try:
-                await workflow.execute_local_activity(
-                    "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
-                )
-            except ActivityError as err:  # content Postgres refuses (a poison write): report it, go on
-                if not (isinstance(err.cause, ApplicationError) and err.cause.type == POISON_WRITE):
-                    raise
-                self._state.projection_error = f"{workflow.now().isoformat()}: {err.cause.message}"[:2000]
-                workflow.logger.error("projection write refused, not retried: %s", err.cause.message)
-            if batch.opening is not None:
-                self._opening = None
-
-    async def _drain_records(self) -> None:
-        while self._flusher is not None and not self._flusher.done():
-            await self._flusher
+    def _set_wake(self) -> None:
+        self._wake = True
 
 
 def _approvers_text(approvers: dict[str, Any]) -> str:
