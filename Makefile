@@ -4,19 +4,30 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint fmt bench install install-test clean-data
+.PHONY: run test lint fmt bench install install-test lock clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Installs come from the lock files (exact versions, sha256 of every file: pip refuses anything else); pyproject.toml
+# keeps the ranges. `make lock` recompiles them from pyproject.toml against PyPI.
+$(VENV)/.installed-run: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,dev]'
+$(VENV)/.installed-test: pyproject.toml requirements-test.lock | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements-test.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@ $(VENV)/.installed-run
+
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple --no-header --quiet
+## Recompile requirements.lock (to run) and requirements-test.lock (to test and lint) from pyproject.toml.
+lock: install-test
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra test --extra dev -o requirements-test.lock
 
 # Browser tests drive Debian's Chromium through Playwright (never `playwright install`: it downloads).
 CHROMIUM ?= /usr/bin/chromium

@@ -8,7 +8,7 @@ the tick does not wait for them: it loads the next window and goes on beside the
 end with nothing in flight (or after TICK_MAX_SECONDS). Every half second the results so far are written in one
 transaction: the `uptime_metrics` rows, each service's `service_states` row (core/monitoring.py: advance), and the
 recoveries recorded on their incidents. An outage (failure_threshold failures in a row) then opens an incident
-through the same path as the API (activities/incidents.py) under the key `service:<id>:<episode>` — or joins the
+through the same path as the API (services/incidents/open.py) under the key `service:<id>:<episode>` — or joins the
 open incident of the same service and type — and starts its playbook.
 
 Retries are safe: results are unique per (service, scheduled time), a state moves on only with its result, an
@@ -35,7 +35,6 @@ from temporalio import activity
 
 from activities.checks import CheckOutcome, run_check
 from activities.heartbeat import beat
-from activities.incidents import insert_incident, start_incident_workflow
 from core.audit import Actor
 from core.conversations import append_tool_message
 from core.db import session_scope
@@ -51,8 +50,8 @@ from core.monitoring import (
     next_due,
     spread,
 )
+from core.opening import OpenIncident
 from core.payloads import CHECK_DUE_SERVICES, PRUNE_UPTIME, MonitorTick, MonitorTickResult
-from core.playbook_store import PlaybookNotFound
 from core.services import HttpCheck, ServiceBase
 from core.settings import Settings
 from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
@@ -213,12 +212,16 @@ def _short(text_: str | None) -> str | None:
 
 
 class MonitorActivities:
-    """The tick activity with what it needs: the database, the guarded HTTP client checks go through, settings."""
+    """The tick activity with what it needs: the database, the guarded HTTP client checks go through, settings, and
+    the incident opener (core/opening.py)."""
 
-    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, http: httpx.AsyncClient, settings: Settings, *, open_incident: OpenIncident
+    ) -> None:
         self.engine = engine
         self.http = http
         self.settings = settings
+        self.open_incident = open_incident  # services/incidents/open.py, handed in by the worker
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.check_due_services, self.prune_uptime_metrics]
@@ -534,93 +537,87 @@ class MonitorActivities:
         error: str | None,
         windows: list[Window],
     ) -> int | None:
-        """Open (or join) the outage's incident and start its playbook; None while a maintenance window holds."""
+        """Open (or join) the outage's incident and start its playbook; None while a maintenance window holds.
+
+        Opened through the one incident opener (services/incidents/open.py), keyed by the outage: a retried attempt
+        finds its incident again and starts its playbook if it did not run yet. A joined incident's playbook is its
+        opener's business."""
         now = utcnow()
         if any(w.covers(name, now) for w in windows):
             return None
-        incident, created = await self._db(self._incident_for, service_id, name, config, episode, since, error)
-        # Ours (opened now or by an earlier attempt): start its playbook, a no-op if it runs. A joined incident's
-        # playbook is its opener's business.
-        if incident.workflow_id is not None and incident.idempotency_key == episode_key(service_id, episode):
-            await start_incident_workflow(
-                temporal=activity.client(), engine=self.engine, incident=incident, settings=self.settings,
-                fresh=created,
-            )  # fmt: skip
-        assert incident.id is not None
-        await self._db(self._link, service_id, episode, incident.id)
-        return incident.id
+        detail = _down_detail(name, config, since, error)
+        opened = await self.open_incident(
+            engine=self.engine,
+            temporal=activity.client(),
+            settings=self.settings,
+            data=IncidentCreate(
+                title=f"{name} is down",
+                description=detail,
+                service=name,
+                service_url=config.check.url if isinstance(config.check, HttpCheck) else None,
+                severity=config.severity,
+                incident_type=config.incident_type,
+                playbook_id=config.default_playbook,
+            ),
+            actor=MONITOR,
+            idempotency_key=episode_key(service_id, episode),
+            playbook_fallback=True,  # a playbook removed since the service named it: the type's playbook runs
+            join=lambda session: self.join_open_incident(session, service_id, name, config, episode, detail),
+            on_created=lambda session, incident: _down_message(session, incident, detail, name, episode),
+        )
+        assert opened.incident.id is not None
+        await self._db(self._link, service_id, episode, opened.incident.id)
+        return opened.incident.id
 
-    def _incident_for(
-        self, service_id: int, name: str, config: ServiceBase, episode: int, since: datetime | None, error: str | None
-    ) -> tuple[Incident, bool]:
+    def join_open_incident(
+        self, session: Session, service_id: int, name: str, config: ServiceBase, episode: int, detail: str
+    ) -> Incident | None:
+        """The service's incident someone already opened (an alert, a person), which this outage joins (announced
+        once, also when a retried attempt joins again); None when this outage's own incident exists or none is open."""
         key = episode_key(service_id, episode)
-        detail = (
-            f"monitor: {name} failed {config.failure_threshold} check(s) in a row"
-            + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
-            + f" ({_target(config)})"
-            + (f": {error}" if error else "")
-        )
-        with Session(self.engine, expire_on_commit=False) as session:
-            existing = session.exec(select(Incident).where(Incident.idempotency_key == key)).first()
-            if existing is None:
-                existing = session.exec(
-                    select(Incident)
-                    .where(
-                        Incident.service == name,
-                        Incident.incident_type == config.incident_type,
-                        col(Incident.status).not_in(ENDED_STATUSES),
-                    )
-                    .order_by(col(Incident.id).desc())
-                ).first()
-                if existing is not None:  # already open (an alert, a person): this outage joins it
-                    assert existing.id is not None
-                    joined = session.exec(  # by an earlier attempt of this tick, whose link did not land
-                        select(Event.id).where(
-                            Event.incident_id == existing.id,
-                            Event.kind == "incident.service_down",
-                            col(Event.data)["service_id"].as_integer() == service_id,
-                            col(Event.data)["episode"].as_integer() == episode,
-                        )
-                    ).first()
-                    if joined is None:
-                        incident_event(
-                            session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
-                            service=name, service_id=service_id, episode=episode,
-                        )  # fmt: skip
-                        _down_message(session, existing, detail, name, episode)
-                        session.commit()
-                    return existing, False
-            else:
-                return existing, False
-        data = IncidentCreate(
-            title=f"{name} is down",
-            description=detail,
-            service=name,
-            service_url=config.check.url if isinstance(config.check, HttpCheck) else None,
-            severity=config.severity,
-            incident_type=config.incident_type,
-            playbook_id=config.default_playbook,
-        )
-        with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                incident, created = insert_incident(
-                    session=session, data=data, idempotency_key=key, actor=MONITOR, settings=self.settings
-                )
-            except PlaybookNotFound:  # removed since the service named it: the type's playbook runs instead
-                session.rollback()
-                log.warning("service %s names playbook %s, which does not exist", name, config.default_playbook)
-                incident, created = insert_incident(
-                    session=session, data=data.model_copy(update={"playbook_id": None}), idempotency_key=key,
-                    actor=MONITOR, settings=self.settings,
-                )  # fmt: skip
-            if created:
-                _down_message(session, incident, detail, name, episode)
-                session.commit()
-            return incident, created
+        if session.exec(select(Incident.id).where(Incident.idempotency_key == key)).first() is not None:
+            return None  # ours, from an earlier attempt: the opener finds it by its key
+        existing = session.exec(
+            select(Incident)
+            .where(
+                Incident.service == name,
+                Incident.incident_type == config.incident_type,
+                col(Incident.status).not_in(ENDED_STATUSES),
+            )
+            .order_by(col(Incident.id).desc())
+        ).first()
+        if existing is None:
+            return None
+        assert existing.id is not None
+        joined = session.exec(  # by an earlier attempt of this tick, whose link did not land
+            select(Event.id).where(
+                Event.incident_id == existing.id,
+                Event.kind == "incident.service_down",
+                col(Event.data)["service_id"].as_integer() == service_id,
+                col(Event.data)["episode"].as_integer() == episode,
+            )
+        ).first()
+        if joined is None:
+            incident_event(
+                session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
+                service=name, service_id=service_id, episode=episode,
+            )  # fmt: skip
+            _down_message(session, existing, detail, name, episode)
+            session.commit()
+        return existing
 
     def _link(self, service_id: int, episode: int, incident_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(SET_INCIDENT, {"service_id": service_id, "episode": episode, "incident_id": incident_id})
+
+
+def _down_detail(name: str, config: ServiceBase, since: datetime | None, error: str | None) -> str:
+    return (
+        f"monitor: {name} failed {config.failure_threshold} check(s) in a row"
+        + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
+        + f" ({_target(config)})"
+        + (f": {error}" if error else "")
+    )
 
 
 def _down_message(session: Session, incident: Incident, detail: str, service: str, episode: int) -> None:

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from api.identity_service import session_user, token_user
 from core.audit import Actor
 from core.roles import ROLE_RANK
 from core.secrets import same
+from services.identity import session_user, token_user
 
 SESSION_COOKIE = "am_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -15,7 +15,10 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 
+from core.errors import INT64_MAX
 from core.settings import Settings
+
+__all__ = ["INT32_MAX", "INT64_MAX", "EngineDep", "Int32Id", "Int64Id", "SessionDep", "SettingsDep", "TemporalDep"]
 
 
 async def get_engine(request: Request) -> Engine:
@@ -66,6 +69,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 # Path ids bounded by their columns, so an out-of-range id is a 422, not a database error.
 INT32_MAX = 2_147_483_647
-INT64_MAX = 9_223_372_036_854_775_807
 Int32Id = Annotated[int, Path(ge=1, le=INT32_MAX)]
 Int64Id = Annotated[int, Path(ge=1, le=INT64_MAX)]

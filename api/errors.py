@@ -1,8 +1,12 @@
-"""Clear 4xx answers: one readable message per problem, never the (possibly huge) input echoed back."""
+"""Clear 4xx answers: one readable message per problem, never the (possibly huge) input echoed back.
+
+Domain errors (core/errors.py) are mapped here once: to JSON for the API, and to the page the composition root
+passes in (the problem page) for everything a browser navigates to."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,11 +18,12 @@ from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.errors import DomainError, NotFound
+
+__all__ = ["NotFound", "install"]
+
 MAX_BODY_BYTES = 1_000_000
-
-
-class NotFound(LookupError):
-    """Something named in the request does not exist: answered 404 with this message, wherever it is raised."""
+PageHandler = Callable[[Request, DomainError], Awaitable[Response]]
 
 
 class FieldError(BaseModel):
@@ -98,19 +103,33 @@ def _limited(receive: Receive, limit: int, detail: str) -> Receive:
     return limited
 
 
+def unprocessable(detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A 422 in the shape schema validation answers: "field: why" becomes the field and its message."""
+    field, _, message = detail.partition(": ")
+    if not message:
+        field, message = "body", detail
+    return JSONResponse(
+        {"detail": detail, "errors": [{"field": field, "message": message}]}, status_code=422, headers=headers
+    )
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Our own 422s (checks beyond the schema) get the same body shape as schema validation errors."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 422 and isinstance(exc.detail, str):
-        field, _, message = exc.detail.partition(": ")
-        if not message:
-            field, message = "body", exc.detail
-        return JSONResponse(
-            {"detail": exc.detail, "errors": [{"field": field, "message": message}]},
-            status_code=422,
-            headers=exc.headers,
-        )
+        return unprocessable(exc.detail, exc.headers)
     return await http_exception_handler(request, exc)
+
+
+def domain_error_json(exc: DomainError) -> JSONResponse:
+    if exc.status == 422:
+        return unprocessable(str(exc), exc.headers or None)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers or None)
+
+
+def is_api(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/api/") or path in ("/healthz", "/readyz")
 
 
 async def data_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -123,13 +142,17 @@ async def data_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def not_found(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+def install(app: FastAPI, *, upload_limit: int, page: PageHandler | None = None) -> None:
+    """The handlers, once for the whole app: a domain error is JSON under /api/, else `page` (when given)."""
 
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        if page is None or is_api(request):
+            return domain_error_json(exc)
+        return await page(request, exc)
 
-def install(app: FastAPI, *, upload_limit: int) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DataError, data_error)
-    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(DomainError, domain_error)
     app.add_middleware(BodySizeLimit, upload_limit=upload_limit)

@@ -32,10 +32,10 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Principal, current_principal
 from api.deps import INT64_MAX
-from api.identity_service import live_credentials
 from core.db import libpq_url
 from core.settings import Settings
 from core.tables import EVENTS_CHANNEL, Event
+from services.identity import live_credentials
 
 log = logging.getLogger(__name__)
 PING_SECONDS = 15

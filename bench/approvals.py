@@ -29,9 +29,7 @@ from datetime import datetime
 import httpx
 from sqlmodel import Session, select
 
-from activities.incidents import insert_incident
-from api.identity_service import create_token, create_user
-from api.main import create_app
+from app.main import create_app
 from bench.bare_worker import bare_worker
 from bench.baseline import BareUpdateWorkflow
 from bench.local_stack import local_stack, stop_process
@@ -39,6 +37,8 @@ from core.approvals import Approval
 from core.audit import SYSTEM
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import IncidentCreate
+from services.identity import create_token, create_user
+from services.incidents.open import insert_incident
 
 TARGET_P99_MS = 15.0
 GATED = {
@@ -105,7 +105,7 @@ async def decisions(env, engine, settings, count: int) -> dict[str, Samples]:
                     playbook=GATED,
                     known_agents=["noop"],
                     retry_window_seconds=0,
-                    agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
+                    agents_open_projection=settings.agents_open_projection,  # as services/incidents/open.py starts them
                     approvals_outlive_abort=True,
                 ),
                 id=workflow_id,
@@ -153,7 +153,7 @@ def worker_process(settings):
         "TASK_QUEUE": settings.task_queue,
         "LOG_LEVEL": "WARNING",
     }
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env)
     try:
         yield worker
     finally:

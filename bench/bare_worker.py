@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from bench.baseline import BareChainWorkflow, BareUpdateWorkflow, bare_noop
 from bench.local_stack import stop_process
-from worker.cli_common import leave
+from cli.common import leave
 from worker.runner import tune_gc
 
 

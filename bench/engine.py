@@ -18,7 +18,6 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.incidents import insert_incident
 from activities.registry import known_agents
 from bench.baseline import BareChainWorkflow, bare_noop
 from bench.local_stack import local_stack
@@ -27,6 +26,7 @@ from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import Playbook, StepSpec
 from core.settings import Settings
 from core.tables import IncidentCreate
+from services.incidents.open import insert_incident
 from worker.runner import incident_worker, tune_gc
 from workflows.incident import IncidentWorkflow
 
@@ -87,7 +87,7 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
                     playbook=playbook,
                     known_agents=sorted(known_agents()),
                     retry_window_seconds=0,
-                    agents_open_projection=settings.agents_open_projection,  # as activities/incidents.py starts them
+                    agents_open_projection=settings.agents_open_projection,  # as services/incidents/open.py starts them
                     approvals_outlive_abort=True,
                 ),
                 id=workflow_id,

@@ -24,12 +24,12 @@ from pydantic import SecretStr
 from sqlalchemy import event, text
 from sqlmodel import Session
 
-from api.identity_service import create_token, create_user
-from api.incident_query import IncidentFilter, search_incidents
-from api.main import create_app
+from app.main import create_app
 from core.audit import SYSTEM
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
 from core.settings import Settings
+from services.identity import create_token, create_user
+from services.incidents.query import IncidentFilter, search_incidents
 
 TARGET_P95_MS = 50.0
 PAGE = 50

@@ -35,7 +35,7 @@ async def local_stack(prefix: str, **settings: object) -> AsyncIterator[LocalSta
         postgres = EmbeddedPostgres(Path(tmp))
         database_url = postgres.start()
         run_migrations(database_url)
-        engine = make_engine(database_url, pool_size=20, pre_ping=False)  # as the worker's (worker/cli.py)
+        engine = make_engine(database_url, pool_size=20, pre_ping=False)  # as the worker's (cli/main.py)
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_binary()),
             search_attributes=search_attribute_keys(),

@@ -144,7 +144,7 @@ async def bare_monitor(urls: list[str], interval: float, timeout: float, seconds
 
 
 def _die_with_parent() -> None:
-    # Our children get SIGTERM even if this script is killed outright (as bench/sse.py and worker/stack.py do).
+    # Our children get SIGTERM even if this script is killed outright (as bench/sse.py and cli/stack.py do).
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 

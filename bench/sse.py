@@ -28,12 +28,12 @@ from pathlib import Path
 import httpx
 from sqlmodel import Session
 
-from api.identity_service import create_token, create_user
 from bench.local_stack import stop_process
 from core.audit import SYSTEM
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
 from core.events import publish
 from core.tables import Event
+from services.identity import create_token, create_user
 
 TARGET_P99_MS = 100.0
 TARGET_MEMORY_MIB = 50.0
@@ -176,7 +176,7 @@ def machine_busy() -> tuple[int, int]:
 
 
 def _die_with_parent() -> None:
-    # The web gets SIGTERM even if this script is killed outright (as worker/stack.py does for `up`).
+    # The web gets SIGTERM even if this script is killed outright (as cli/stack.py does for `up`).
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 

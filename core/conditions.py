@@ -10,8 +10,10 @@ from typing import Any
 
 import celpy
 
+from core.errors import Invalid
 
-class ConditionError(ValueError):
+
+class ConditionError(Invalid):
     """The condition does not parse, or cannot be evaluated on this data."""
 
 

@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.agents import RISK_RANK, AgentSpec, Risk
 from core.conditions import ConditionError, check
+from core.errors import Invalid
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
 OnFailure = Literal["fail", "continue", "skip_dependents"]
 
 
-class PlaybookError(ValueError):
+class PlaybookError(Invalid):
     """An invalid playbook; the message names the step."""
 
 

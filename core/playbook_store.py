@@ -1,11 +1,12 @@
 """Reading stored playbook versions: the one an incident runs (explicit, else its type's latest, else the built-in
-default) and a pinned version. Storing them (validated against the installed agents) is api/playbook_service.py.
+default) and a pinned version. Storing them (validated against the installed agents) is services/playbooks.py.
 """
 
 from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from core.errors import NotFound
 from core.playbook import Playbook, default_playbook
 from core.settings import Settings
 from core.tables import PlaybookVersion
@@ -13,7 +14,7 @@ from core.tables import PlaybookVersion
 BUILTIN_VERSION = 0  # the built-in default playbook, used until someone stores one for the type
 
 
-class PlaybookNotFound(LookupError):
+class PlaybookNotFound(NotFound):
     pass
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from app.main import create_app
 from core.converter import DATA_CONVERTER
 from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sqlalchemy_url
 from core.settings import Settings

@@ -9,10 +9,10 @@ import httpx
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowFailureError
 
-from api.identity_service import create_token, create_user
 from core.audit import Actor
 from core.identity import User
 from core.payloads import WorkflowState
+from services.identity import create_token, create_user
 
 TEST_ACTOR = Actor(user_id=None, name="tests", kind="cli")
 PASSWORD = "correct horse battery staple"  # noqa: S105

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from core.errors import DomainError
 from core.tables import utcnow
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -33,3 +35,19 @@ def problem_page(request: Request, status_code: int, message: str, back: str) ->
     return templates.TemplateResponse(
         request, "problem.html", {"message": message, "back": back}, status_code=status_code
     )
+
+
+def back_link(request: Request) -> str:
+    """Where the problem page sends the user back to: the page they came from on this site, else the parent."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    parent = request.url.path.rstrip("/").rsplit("/", 1)[0]
+    return parent or "/"
+
+
+async def domain_error_page(request: Request, exc: DomainError) -> HTMLResponse:
+    """Every domain error a page or form raises (core/errors.py), as the problem page with its status."""
+    response = problem_page(request, exc.status, str(exc), back_link(request))
+    response.headers.update(exc.headers)
+    return response

@@ -29,6 +29,7 @@ from activities.webhook_agent import WebhookAgentActivities
 from core.commands import legacy_warnings
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
+from services.incidents.open import open_incident
 from worker.monitors import ensure_monitors
 from workflows.incident import IncidentWorkflow
 from workflows.monitor import ServiceMonitorWorkflow
@@ -77,7 +78,7 @@ async def incident_worker(
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),
-                *MonitorActivities(engine, http, settings).all(),
+                *MonitorActivities(engine, http, settings, open_incident=open_incident).all(),
             ],
             activity_executor=executor,
             **options,

@@ -13,10 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.dag import StepFacts
+from core.errors import Invalid
 from core.playbook import Playbook, StepSpec, risk_floor_problem, structure_problems
 
 
-class ChangeRejected(ValueError):
+class ChangeRejected(Invalid):
     pass
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from api.playbook_service import BUILTIN_VERSION
 from core.tables import Incident
+from services.playbooks import BUILTIN_VERSION
 
 DEFAULTS: dict[str, Any] = {
     "title": "disk full",

@@ -17,9 +17,9 @@ from pydantic import SecretStr
 from sqlalchemy import event
 from temporalio.client import WorkflowExecutionStatus
 
-from api.alert_service import record_firing
 from core.alerts import ReceivedAlert, fingerprint_of, route_alert
 from core.audit import SYSTEM
+from services.alerts import record_firing
 from tests.api.alert_rows import alert_rows, am_alert, am_payload, event_kinds, incident_ids, tool_messages
 from tests.factories import wait_for_workflow
 

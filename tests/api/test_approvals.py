@@ -202,7 +202,7 @@ async def test_the_agent_monitor_cli_lists_and_decides(server, api, temporal_cli
     env = {**os.environ, "AGENT_MONITOR_URL": server, "AGENT_MONITOR_TOKEN": token}
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "worker.cli", "approvals", *args]
+        command = [sys.executable, "-m", "cli.main", "approvals", *args]
         return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=60)
 
     listed = await cli("list", "--incident", str(incident["id"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
-from api.main import create_app
+from app.main import create_app
 from core.db import EmbeddedPostgres, make_engine
 from tests.peers import free_port
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from api.main import create_app
+from app.main import create_app
 from core.collaboration import IncidentAttachment
 from tests.api.incident_rows import insert_incident
 from tests.conftest import app_client

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import event, text
 
-from api.main import create_app
+from app.main import create_app
 from core.secrets import sha256_hex
 from tests.api.test_live import collect_until
 from tests.conftest import app_client

@@ -23,7 +23,7 @@ from tests.api.test_access import csrf_of, login
 from tests.factories import make_user
 from tests.peers import free_port
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 OWNER_IP = "192.0.2.10"
 
 

@@ -185,7 +185,7 @@ async def test_a_slack_account_links_to_one_user(api, engine):
     ],
 )
 def test_a_response_url_must_be_https_to_a_listed_slack_host(url, refusal):
-    from api.slack import response_url_refusal
+    from api.routes.slack import response_url_refusal
 
     found = response_url_refusal(httpx.URL(url), ["hooks.slack.com", "127.0.0.1:8025"])
     if refusal is None:
@@ -203,7 +203,7 @@ async def unlinked_click(server: str, base: str, response_url: str) -> None:
 
 
 def slack_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "api.slack" and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "api.routes.slack" and r.levelname == "WARNING"]
 
 
 async def test_a_response_url_off_the_list_is_never_called(slack, server, caplog):

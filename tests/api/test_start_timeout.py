@@ -18,9 +18,9 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from activities.incidents import START_WORKFLOW_TIMEOUT
-from api.main import create_app
+from app.main import create_app
 from core.tables import Incident
+from services.incidents.open import START_WORKFLOW_TIMEOUT
 from tests.conftest import app_client, start_dev_server
 from tests.factories import make_user
 

@@ -20,7 +20,7 @@ from tests.factories import wait_for_workflow
 from tests.workflows.test_engine import run_playbook, step, wait_until
 from worker.indexer import EmbeddingIndexer
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 class CountingProvider:

@@ -12,7 +12,7 @@ from tests.peers import http_service
 from tests.workflows.test_engine import wait_until
 from tests.workflows.test_monitoring import monitor_settings, monitoring, register, state_of
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 async def test_services_maintenance_and_monitor_status_from_the_command_line(

@@ -20,7 +20,7 @@ from tests.peers import free_port, http_service
 
 pytestmark = pytest.mark.slow  # starts the whole stack, as `make run` does
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 class Up:

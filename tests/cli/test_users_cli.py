@@ -10,7 +10,7 @@ from tests.api.test_access import login
 from tests.api.test_login_limit import audit_rows, browser_at
 from tests.factories import make_user
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 def agent_monitor(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

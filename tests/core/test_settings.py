@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import Settings, SettingsError, load_settings
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 def test_defaults_are_the_embedded_stack(monkeypatch):

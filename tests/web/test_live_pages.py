@@ -11,7 +11,7 @@ import uvicorn
 from playwright.async_api import Page, expect
 from sqlmodel import Session, col, select
 
-from api.main import create_app
+from app.main import create_app
 from core.tables import Event
 from tests.factories import create_incident, make_user, wait_for_workflow
 from tests.peers import free_port

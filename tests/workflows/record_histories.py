@@ -15,7 +15,7 @@ import httpx
 from sqlmodel import Session
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
-from api.main import create_app
+from app.main import create_app
 from bench.local_stack import LocalStack, local_stack
 from core.payloads import MonitorInput
 from core.services import Service, ServiceBase

@@ -12,12 +12,12 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent
 from core.converter import DATA_CONVERTER
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import IncidentCreate, utcnow
 from core.temporal_dev import start_dev_argv
+from services.incidents.open import insert_incident
 from tests.factories import TEST_ACTOR
 from tests.peers import free_port
 from tests.workflows.test_approvals import playbook

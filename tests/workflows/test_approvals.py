@@ -15,11 +15,11 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from activities.incidents import insert_incident
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy
 from core.audit import AuditEvent
 from core.payloads import AbortInput, DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.tables import AgentRun, IncidentCreate, WorkflowStep
+from services.incidents.open import insert_incident
 from tests.factories import TEST_ACTOR
 from worker.runner import incident_worker
 
@@ -72,7 +72,7 @@ async def start_gated(env, engine, settings, queue: str, **remediate: Any) -> Wo
             playbook=playbook(**remediate),
             known_agents=["noop"],
             agents_open_projection=True,
-            approvals_outlive_abort=True,  # as activities/incidents.py starts them
+            approvals_outlive_abort=True,  # as services/incidents/open.py starts them
         ),
         id=incident.workflow_id,
         task_queue=queue,

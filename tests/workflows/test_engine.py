@@ -377,7 +377,7 @@ async def test_retry_through_the_agent_monitor_cli(server, api, temporal_client,
     env = {**os.environ, "AGENT_MONITOR_URL": server, "AGENT_MONITOR_TOKEN": token}
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "worker.cli", "workflow", *args]
+        command = [sys.executable, "-m", "cli.main", "workflow", *args]
         return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=60)
 
     bad_json = await cli("retry", str(incident["id"]), "--step", "stuck", "--params", "{nope")

@@ -162,9 +162,9 @@ async def test_the_first_projection_row_is_written_either_way(temporal_client, e
     writes its first row itself, in a local activity of its first task; by default the first agent does."""
     from temporalio.api.enums.v1 import EventType
 
-    from activities.incidents import insert_incident, start_incident_workflow
     from core.audit import SYSTEM
     from core.tables import IncidentCreate
+    from services.incidents.open import insert_incident, start_incident_workflow
 
     url, _ = service
     settings = settings.model_copy(update={"agents_open_projection": agents_open})

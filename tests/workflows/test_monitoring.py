@@ -22,6 +22,7 @@ from core.monitoring import ServiceState, UptimeMetric
 from core.payloads import MonitorStatus
 from core.settings import Settings
 from core.tables import Event, Incident, utcnow
+from services.incidents.open import open_incident
 from tests.factories import create_incident
 from tests.peers import http_service
 from tests.workflows.test_engine import wait_until
@@ -189,10 +190,10 @@ async def test_an_open_incident_of_the_service_is_joined_not_duplicated(
         with Session(engine) as session:
             service = session.exec(select(Service).where(Service.name == "payments")).one()
         async with httpx.AsyncClient() as http:
-            again, created = MonitorActivities(engine, http, settings)._incident_for(
-                service.id, "payments", service.settings(), 1, utcnow(), "HTTP 500"
-            )
-        assert (again.id, created) == (opened["id"], False)
+            monitor = MonitorActivities(engine, http, settings, open_incident=open_incident)
+            with Session(engine) as session:
+                again = monitor.join_open_incident(session, service.id, "payments", service.settings(), 1, "HTTP 500")
+        assert again is not None and again.id == opened["id"]
         with Session(engine) as session:
             joined = session.exec(
                 select(Event).where(Event.incident_id == opened["id"], Event.kind == "incident.service_down")
@@ -281,7 +282,7 @@ async def test_results_older_than_the_retention_are_pruned(
             session.add(UptimeMetric(service_id=sid, scheduled_at=at, checked_at=at, status="up"))
         session.commit()
     async with httpx.AsyncClient() as http:
-        deleted = await MonitorActivities(engine, http, settings).prune_uptime_metrics()
+        deleted = await MonitorActivities(engine, http, settings, open_incident=open_incident).prune_uptime_metrics()
     assert deleted == 2
     kept = sorted(round((now - r.checked_at).total_seconds() / 86400) for r in results(engine, "old"))
     assert kept == [0, 29]

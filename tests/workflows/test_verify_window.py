@@ -9,10 +9,10 @@ import pytest
 from sqlmodel import Session
 from temporalio.client import WorkflowFailureError
 
-from activities.incidents import insert_incident
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
 from core.playbook import default_playbook
 from core.tables import IncidentCreate, WorkflowRun
+from services.incidents.open import insert_incident
 from tests.factories import TEST_ACTOR
 from worker.runner import incident_worker
 

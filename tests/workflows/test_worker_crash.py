@@ -19,7 +19,7 @@ def start_worker(settings) -> subprocess.Popen:
         "TASK_QUEUE": settings.task_queue,
         "LOG_LEVEL": "WARNING",
     }
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env)
 
 
 async def test_killed_worker_mid_dag_then_a_new_one_completes(api, temporal_client, engine, settings):

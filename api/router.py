@@ -1,0 +1,51 @@
+"""The JSON API as one router: every resource's routes (api/routes/), and the live event stream."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.routing import Route
+
+from api import live
+from api.routes import (
+    agents,
+    alerts,
+    approvals,
+    audit,
+    conversations,
+    health,
+    incident_collab,
+    incident_templates,
+    incidents,
+    maintenance,
+    playbooks,
+    services,
+    slack,
+    users,
+    webhook_agents,
+    workflows,
+)
+
+router = APIRouter()
+for part in (
+    health.router,
+    maintenance.router,
+    incidents.router,
+    incident_collab.router,
+    incident_templates.router,
+    users.router,
+    playbooks.router,
+    workflows.router,
+    conversations.router,
+    webhook_agents.router,  # before agents: /api/agents/webhooks is not an agent name
+    agents.router,
+    services.router,
+    alerts.router,
+    alerts.routes,
+    approvals.router,
+    approvals.policies,
+    slack.router,
+    audit.router,
+):
+    router.include_router(part)
+# A plain ASGI endpoint: no FastAPI dependency stack kept for hours per connection (api/live.py).
+router.routes.append(Route("/api/events/stream", live.LiveStream(), methods=["GET"]))

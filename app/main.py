@@ -1,0 +1,83 @@
+"""The composition root of the web process: the JSON API (api/router.py) and the pages (web/router.py) in one
+FastAPI app, with its engine and Temporal client (one of each per process)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from api import errors, live, security
+from api.auth import require
+from api.router import router as api_router
+from core.db import make_engine, resolve_database_url
+from core.settings import Settings, load_settings
+from core.temporal import connect
+from web.router import router as web_router
+from web.templating import STATIC_DIR, domain_error_page
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, temporal: Client | None = None
+) -> FastAPI:
+    """Build the app. Without engine/temporal, the lifespan opens them from settings (one per process)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_engine = None
+        if getattr(app.state, "engine", None) is None:
+            owned_engine = make_engine(resolve_database_url(settings, stop_at_exit=False))
+            app.state.engine = owned_engine
+        if getattr(app.state, "temporal", None) is None:
+            # Lazy: the web starts even while Temporal is down; /readyz says so.
+            app.state.temporal = await connect(settings, lazy=True)
+        yield
+        hub = getattr(app.state, "event_hub", None)
+        if hub is not None:
+            await hub.close()
+        if owned_engine is not None:
+            owned_engine.dispose()
+
+    # No Swagger UI (it loads from a CDN); the schema itself is served to logged-in users below.
+    app = FastAPI(
+        title="Agent Monitor",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.temporal = temporal
+    errors.install(app, upload_limit=settings.attachment_max_bytes, page=domain_error_page)
+    security.install(app)
+    app.include_router(api_router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    generate = app.openapi
+
+    def openapi_schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document_validation_errors(generate())
+            app.openapi_schema["paths"]["/api/events/stream"] = live.STREAM_OPENAPI
+        return app.openapi_schema
+
+    app.openapi = openapi_schema  # type: ignore[method-assign]
+
+    @app.get("/api/openapi.json", include_in_schema=False, dependencies=[require("viewer")])
+    def openapi(_request: Request) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app

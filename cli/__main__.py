@@ -1,0 +1,5 @@
+"""`python -m cli …` is `agent-monitor …`."""
+
+from cli.main import app
+
+app()

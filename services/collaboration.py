@@ -1,0 +1,183 @@
+"""Comments, links between incidents, incident templates and the timeline: service functions."""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, and_, col, or_, select
+
+from core.audit import Actor, record_audit
+from core.collaboration import LINK_INVERSE, IncidentComment, IncidentLink, IncidentTemplate
+from core.errors import Conflict
+from core.events import incident_event
+from core.tables import Event, Incident, utcnow
+
+
+class LinkConflict(Conflict):
+    pass
+
+
+def add_comment(*, session: Session, incident: Incident, body: str, actor: Actor) -> IncidentComment:
+    """Append a comment, with its timeline event and audit row, in one transaction."""
+    assert incident.id is not None
+    comment = IncidentComment(incident_id=incident.id, author_user_id=actor.user_id, author=actor.name, body=body)
+    session.add(comment)
+    session.flush()
+    incident_event(
+        session,
+        kind="comment.added",
+        incident_id=incident.id,
+        actor=actor.name,
+        comment_id=comment.id,
+        excerpt=body[:200],
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.comment",
+        target_type="incident",
+        target_id=incident.id,
+        after={"comment_id": comment.id},
+    )
+    session.commit()
+    session.refresh(comment)
+    return comment
+
+
+def list_comments(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[IncidentComment]:
+    """Oldest first, after a comment id (keyset)."""
+    query = (
+        select(IncidentComment)
+        .where(IncidentComment.incident_id == incident_id, col(IncidentComment.id) > after_id)
+        .order_by(col(IncidentComment.id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def add_link(*, session: Session, incident: Incident, related: Incident, kind: str, actor: Actor) -> IncidentLink:
+    """Link two incidents (`incident` <kind> `related`); the same link, or the same kind the other way round (a
+    repeat for `related`, a contradiction for the others), is a LinkConflict."""
+    assert incident.id is not None and related.id is not None
+    if incident.id == related.id:
+        raise ValueError("related_incident_id: an incident cannot be linked to itself")
+    # Both incidents locked in id order: links between one pair, in either direction, are made one at a time.
+    session.exec(select(Incident.id).where(col(Incident.id).in_(sorted((incident.id, related.id)))).with_for_update())
+    existing = session.exec(
+        select(IncidentLink).where(
+            IncidentLink.kind == kind,
+            or_(
+                and_(IncidentLink.incident_id == incident.id, IncidentLink.related_incident_id == related.id),
+                and_(IncidentLink.incident_id == related.id, IncidentLink.related_incident_id == incident.id),
+            ),
+        )
+    ).first()
+    if existing is not None:
+        session.rollback()
+        raise LinkConflict(f"incident {existing.incident_id} is already {kind} incident {existing.related_incident_id}")
+    link = IncidentLink(incident_id=incident.id, related_incident_id=related.id, kind=kind, created_by=actor.name)
+    session.add(link)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise LinkConflict(f"incident {incident.id} is already {kind} incident {related.id}") from None
+    for side, other, shown in ((incident.id, related.id, kind), (related.id, incident.id, LINK_INVERSE[kind])):
+        incident_event(
+            session, kind="link.added", incident_id=side, actor=actor.name, link=shown, other_incident_id=other
+        )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.link",
+        target_type="incident",
+        target_id=incident.id,
+        after={"kind": kind, "related_incident_id": related.id},
+    )
+    session.commit()
+    session.refresh(link)
+    return link
+
+
+def remove_link(*, session: Session, link: IncidentLink, actor: Actor) -> None:
+    for side, other in ((link.incident_id, link.related_incident_id), (link.related_incident_id, link.incident_id)):
+        incident_event(
+            session, kind="link.removed", incident_id=side, actor=actor.name, link=link.kind, other_incident_id=other
+        )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.unlink",
+        target_type="incident",
+        target_id=link.incident_id,
+        before={"kind": link.kind, "related_incident_id": link.related_incident_id},
+    )
+    session.delete(link)
+    session.commit()
+
+
+def links_of(*, session: Session, incident_id: int) -> list[tuple[IncidentLink, str, Incident]]:
+    """Every link touching the incident, as (link, how it reads from this side, the other incident)."""
+    query = select(IncidentLink).where(
+        or_(IncidentLink.incident_id == incident_id, IncidentLink.related_incident_id == incident_id)
+    )
+    found = []
+    for link in session.exec(query.order_by(col(IncidentLink.id))):
+        outgoing = link.incident_id == incident_id
+        other = session.get(Incident, link.related_incident_id if outgoing else link.incident_id)
+        if other is not None:
+            found.append((link, link.kind if outgoing else LINK_INVERSE[link.kind], other))
+    return found
+
+
+def timeline(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[Event]:
+    """Everything that happened to the incident, oldest first: lifecycle, assignment, workflow and step
+    transitions, comments, attachments, links (and, later, approvals and agent messages)."""
+    query = (
+        select(Event)
+        .where(Event.incident_id == incident_id, col(Event.id) > after_id)
+        .order_by(col(Event.id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def template_for(*, session: Session, incident_type: str) -> IncidentTemplate | None:
+    return session.get(IncidentTemplate, incident_type)
+
+
+def save_template(*, session: Session, template: IncidentTemplate, actor: Actor) -> IncidentTemplate:
+    """Create or replace the template of an incident type (concurrent saves of a new type: the last one wins)."""
+    fields = ("default_severity", "description", "playbook_id", "on_reopen")
+    table = IncidentTemplate.__table__  # type: ignore[attr-defined]
+    values = {field: getattr(template, field) for field in fields}
+    # Insert-if-missing, then lock: two first saves of one type cannot both insert (a 500 otherwise).
+    created = (
+        session.execute(
+            insert(table)
+            .values(incident_type=template.incident_type, updated_by=actor.name, updated_at=utcnow(), **values)
+            .on_conflict_do_nothing(index_elements=[table.c.incident_type])
+            .returning(table.c.incident_type)
+        ).first()
+        is not None
+    )
+    row = session.exec(
+        select(IncidentTemplate).where(IncidentTemplate.incident_type == template.incident_type).with_for_update()
+    ).one()
+    before = None if created else row.model_dump(mode="json", exclude={"updated_at"})
+    for field, value in values.items():
+        setattr(row, field, value)
+    row.updated_by, row.updated_at = actor.name, utcnow()
+    session.add(row)
+    record_audit(
+        session,
+        actor=actor,
+        action="incident_template.save",
+        target_type="incident_template",
+        target_id=template.incident_type,
+        before=before,
+        after=row.model_dump(mode="json", exclude={"updated_at"}),
+    )
+    session.commit()
+    session.refresh(row)
+    return row

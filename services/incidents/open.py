@@ -1,0 +1,336 @@
+"""Opening an incident: its row (idempotent by key, its type's template and playbook applied, on the timeline and in
+the audit log) and its IncidentWorkflow.
+
+`open_incident()` is the one way in: the API, the new-incident form and scheduled monitoring call it, so an
+incident looks the same, and fails the same way, whoever opened it. Its two halves are `insert_incident()` (the
+only INSERT of an incident) and `start_incident_workflow()` (the only start of an IncidentWorkflow): alert
+ingestion stores each alert's incident inside its own deduplication transaction and starts the batch's
+workflows afterwards, and a reopen starts a fresh run of an existing incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.registry import agent_specs, known_agents
+from core.agents import AgentSpec
+from core.audit import Actor, record_audit
+from core.collaboration import IncidentTemplate
+from core.errors import Conflict, Invalid, Unavailable
+from core.events import incident_event
+from core.opening import Join, OnCreated, Opened
+from core.outbound import BlockedTarget, OutboundPolicy, check_url
+from core.payloads import (
+    INCIDENT_WORKFLOW,
+    IncidentContext,
+    IncidentWorkflowInput,
+    incident_search_attributes,
+    incident_workflow_id,
+)
+from core.playbook import Playbook, with_agent_defaults
+from core.playbook_store import PlaybookNotFound, choose_playbook, load_playbook
+from core.settings import Settings
+from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
+from core.webhook_agents import WebhookAgent
+
+log = logging.getLogger(__name__)
+
+
+def webhook_agent_names(session: Session) -> list[str]:
+    """Enabled webhook agents a step runs as `webhook_agent` (never one named like a built-in or a plugin)."""
+    installed = agent_specs()
+    names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
+    return sorted(name for name in names if name not in installed)
+
+
+def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
+    """Every agent a playbook may name: built-in, plugins and enabled webhook agents (which never shadow those)."""
+    specs = agent_specs()
+    for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
+        specs.setdefault(row.name, row.spec())
+    return specs
+
+
+CLOCK_SKEW = timedelta(seconds=2)
+# How long a workflow's start may wait for Temporal's answer: a paused or unreachable Temporal is an RPCError the
+# caller reports instead of a request held for ever. The row is stored first, and a start that went through unseen
+# is found again ("already started") when the caller retries.
+START_WORKFLOW_TIMEOUT = timedelta(seconds=10)
+
+
+class WorkflowConflict(Conflict):
+    """A new incident's workflow id already exists in Temporal (history from another database)."""
+
+
+class UnsafeServiceUrl(Invalid):
+    """A service_url the SSRF guard refuses; str() is "service_url: <why>"."""
+
+
+class IncidentNotStarted(Unavailable):
+    """The incident is stored but Temporal did not start its workflow; the same request (same key) retries."""
+
+    def __init__(self, incident_id: int, reason: str) -> None:
+        super().__init__(
+            f"incident {incident_id} was recorded but its workflow could not start ({reason}); "
+            "repeat the request with the same Idempotency-Key to retry"
+        )
+        self.incident_id = incident_id
+        self.reason = reason
+
+
+def check_service_url(*, service_url: str | None, settings: Settings) -> None:
+    """Refuse, before anything is stored, a service_url agents could never be allowed to reach (the SSRF guard's
+    write-time rules, as for a service's check URL); host names are checked again when agents connect."""
+    if not service_url:
+        return
+    try:
+        check_url(service_url, OutboundPolicy.from_settings(settings))
+    except BlockedTarget as err:
+        raise UnsafeServiceUrl(f"service_url: {err}") from None
+
+
+def start_failure(err: RPCError) -> str:
+    """Why an incident's workflow did not start, for people: Temporal's message, or the timeout it ran into."""
+    # The SDK reports its own rpc_timeout as CANCELLED "Timeout expired"; the server, one it passed on, as
+    # DEADLINE_EXCEEDED.
+    timed_out = err.status == RPCStatusCode.CANCELLED and "timeout" in err.message.lower()
+    if timed_out or err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return f"Temporal did not answer within {START_WORKFLOW_TIMEOUT.total_seconds():g}s"
+    return err.message
+
+
+async def open_incident(
+    *,
+    engine: Engine,
+    temporal: Client,
+    settings: Settings,
+    data: IncidentCreate,
+    actor: Actor,
+    idempotency_key: str | None = None,
+    playbook_fallback: bool = False,
+    join: Join | None = None,
+    on_created: OnCreated | None = None,
+) -> Opened:
+    """Store the incident and start its workflow, in one session and with the playbook loaded once.
+
+    A repeat of the same `idempotency_key` answers the stored incident (created False) and starts its workflow if an
+    earlier attempt did not get that far; an incident `join` finds is answered as it is (its opener runs it).
+    Raises UnsafeServiceUrl or Invalid (`playbook_id: …`, unless `playbook_fallback` runs the type's playbook
+    instead), WorkflowConflict (409) and IncidentNotStarted (503: stored, not started).
+    """
+    check_service_url(service_url=data.service_url, settings=settings)
+
+    def store() -> tuple[Incident, bool, _Pinned | None]:
+        with Session(engine, expire_on_commit=False) as session:
+            joined = join(session) if join is not None else None
+            if joined is not None:
+                return joined, False, None
+            incident, created, playbook = _insert_or_fallback(session, data, idempotency_key, actor, settings,
+                                                              fallback=playbook_fallback)  # fmt: skip
+            if created and on_created is not None:
+                on_created(session, incident)
+                session.commit()
+            ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
+            return incident, created, _pin(session, settings, incident, playbook) if ours else None
+
+    incident, created, pinned = await asyncio.to_thread(store)
+    if pinned is not None:
+        assert incident.id is not None
+        try:
+            await start_incident_workflow(
+                temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=created, pinned=pinned
+            )
+        except RPCError as err:
+            raise IncidentNotStarted(incident.id, start_failure(err)) from err
+    return Opened(incident, created)
+
+
+def _insert_or_fallback(
+    session: Session, data: IncidentCreate, key: str | None, actor: Actor, settings: Settings, *, fallback: bool
+) -> tuple[Incident, bool, Playbook | None]:
+    try:
+        return _insert(session=session, data=data, idempotency_key=key, actor=actor, settings=settings)
+    except PlaybookNotFound as err:
+        if not fallback:
+            raise Invalid(f"playbook_id: {err}") from None
+        # Removed since the service or route named it: the type's playbook runs instead.
+        session.rollback()
+        log.warning("playbook %s does not exist; incident %r runs its type's playbook", data.playbook_id, data.title)
+        return _insert(
+            session=session, data=data.model_copy(update={"playbook_id": None}), idempotency_key=key, actor=actor,
+            settings=settings,
+        )  # fmt: skip
+
+
+def insert_incident(
+    *,
+    session: Session,
+    data: IncidentCreate,
+    idempotency_key: str | None,
+    actor: Actor,
+    settings: Settings,
+) -> tuple[Incident, bool]:
+    """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
+    incident, created, _ = _insert(
+        session=session, data=data, idempotency_key=idempotency_key, actor=actor, settings=settings
+    )
+    return incident, created
+
+
+def _insert(
+    *,
+    session: Session,
+    data: IncidentCreate,
+    idempotency_key: str | None,
+    actor: Actor,
+    settings: Settings,
+) -> tuple[Incident, bool, Playbook | None]:
+    """insert_incident, and the playbook it chose when it stored a new incident."""
+    if idempotency_key:
+        existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            return existing, False, None
+    # The type's template fills in what the caller left out: severity, description, playbook.
+    template = session.get(IncidentTemplate, data.incident_type)
+    playbook = choose_playbook(
+        session=session,
+        settings=settings,
+        incident_type=data.incident_type,
+        playbook_id=data.playbook_id or (template.playbook_id if template else None),
+    )
+    incident = Incident.model_validate(
+        data.model_dump(exclude={"playbook_id"}),
+        update={
+            "severity": data.severity or (template.default_severity if template else DEFAULT_SEVERITY),
+            "description": data.description or (template.description if template else ""),
+            "idempotency_key": idempotency_key,
+            "playbook_id": playbook.id,
+            "playbook_version": playbook.version,
+        },
+    )
+    session.add(incident)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer with its incident.
+        session.rollback()
+        existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).one()
+        return existing, False, None
+    assert incident.id is not None
+    incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
+    incident_event(
+        session,
+        kind="incident.created",
+        incident_id=incident.id,
+        actor=actor.name,
+        status=incident.status,
+        severity=incident.severity,
+        title=incident.title,
+        service=incident.service,
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="incident.create",
+        target_type="incident",
+        target_id=incident.id,
+        after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
+    )
+    session.commit()
+    session.refresh(incident)
+    return incident, True, playbook
+
+
+async def start_incident_workflow(
+    *,
+    temporal: Client,
+    engine: Engine,
+    incident: Incident,
+    settings: Settings,
+    fresh: bool,
+    pinned: _Pinned | None = None,
+) -> None:
+    """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success. Raises RPCError
+    when Temporal does not answer, WorkflowConflict when the id belongs to another database's history."""
+    assert incident.id is not None and incident.workflow_id is not None
+    context = IncidentContext(
+        incident_id=incident.id,
+        title=incident.title,
+        service=incident.service,
+        severity=incident.severity,
+        incident_type=incident.incident_type,
+        service_url=incident.service_url,
+    )
+    if pinned is None:
+        pinned = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
+    playbook, webhooks, risks = pinned
+    try:
+        await temporal.start_workflow(
+            INCIDENT_WORKFLOW,
+            IncidentWorkflowInput(
+                incident=context,
+                playbook=playbook.model_dump(mode="json"),
+                known_agents=sorted(known_agents() | set(webhooks)),
+                webhook_agents=webhooks,
+                retry_window_seconds=settings.retry_window_seconds,
+                approval_timeout_seconds=settings.approval_timeout_seconds,
+                agents_open_projection=settings.agents_open_projection,
+                approvals_outlive_abort=True,
+                agent_risks=risks,
+                guard_changes=True,
+            ),
+            id=incident.workflow_id,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=incident_search_attributes(context, incident.playbook_id),
+            static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],
+            rpc_timeout=START_WORKFLOW_TIMEOUT,
+        )
+    except WorkflowAlreadyStartedError:
+        if fresh and await _started_before(temporal, incident):
+            raise WorkflowConflict(
+                f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in "
+                "Temporal: this database and the Temporal history do not belong together "
+                "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
+            ) from None
+
+
+# What a run is started with: the playbook (each step at least as risky as its agent: versions stored before that
+# rule may say less), the webhook agents, and each agent's risk.
+_Pinned = tuple[Playbook, list[str], dict[str, str]]
+
+
+def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> _Pinned:
+    with Session(engine) as session:
+        return _pin(session, settings, incident, None)
+
+
+def _pin(session: Session, settings: Settings, incident: Incident, playbook: Playbook | None) -> _Pinned:
+    """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with."""
+    if playbook is None or (playbook.id, playbook.version) != (incident.playbook_id, incident.playbook_version):
+        playbook = load_playbook(
+            session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
+        )
+    specs = installed_agent_specs(session)
+    risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
+    return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks
+
+
+async def _started_before(temporal: Client, incident: Incident) -> bool:
+    """Whether the existing workflow predates this incident row (so it belongs to another database).
+
+    A workflow started after the row by a concurrent duplicate request of the same incident is ours.
+    """
+    assert incident.workflow_id is not None
+    description = await temporal.get_workflow_handle(incident.workflow_id).describe(rpc_timeout=START_WORKFLOW_TIMEOUT)
+    return description.start_time < incident.created_at - CLOCK_SKEW

@@ -1,0 +1,137 @@
+"""Finding incidents: filters, sort orders and keyset pagination that stay fast at 100k+ rows."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import and_, func, or_, tuple_
+from sqlmodel import Session, col, select
+
+from core.errors import INT64_MAX, CursorError
+from core.tables import Incident, IncidentStatus, Severity
+
+IncidentSort = Literal["newest", "oldest", "severity", "updated"]
+TEXT_MAX = 200
+
+
+class IncidentFilter(BaseModel):
+    """What the list shows; every field is optional and they combine with AND."""
+
+    status: list[IncidentStatus] = Field(default_factory=list)
+    severity: list[Severity] = Field(default_factory=list)
+    service: str | None = Field(default=None, max_length=100)
+    incident_type: str | None = Field(default=None, max_length=100)
+    assignee_user_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    assignee_team_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    unassigned: bool = False
+    q: str | None = Field(default=None, max_length=TEXT_MAX, description="text in the title or description")
+
+    @field_validator("service", "incident_type", "assignee_user_id", "assignee_team_id", "q", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An HTML filter form sends every field; an empty one means "any".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def active(self) -> bool:
+        return any(v not in (None, [], False, "") for v in self.model_dump().values())
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filtered(query: Any, where: IncidentFilter) -> Any:
+    if where.status:
+        query = query.where(col(Incident.status).in_(where.status))
+    if where.severity:
+        query = query.where(col(Incident.severity).in_(where.severity))
+    if where.service:
+        query = query.where(Incident.service == where.service)
+    if where.incident_type:
+        query = query.where(Incident.incident_type == where.incident_type)
+    if where.assignee_user_id:
+        query = query.where(Incident.assignee_user_id == where.assignee_user_id)
+    if where.assignee_team_id:
+        query = query.where(Incident.assignee_team_id == where.assignee_team_id)
+    if where.unassigned:
+        query = query.where(col(Incident.assignee_user_id).is_(None), col(Incident.assignee_team_id).is_(None))
+    if where.q and where.q.strip():
+        # The same expression as the trigram index ix_incidents_text_trgm.
+        text = col(Incident.title) + " " + col(Incident.description)
+        query = query.where(text.ilike(f"%{_escape_like(where.q.strip())}%", escape="\\"))
+    return query
+
+
+def encode_cursor(values: list[Any]) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _is_id(value: Any) -> bool:
+    # JSON true/false decode to bool, a subclass of int; an id also has to fit the bigint column.
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= INT64_MAX
+
+
+def _decode_cursor(cursor: str, sort: IncidentSort) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, list) or len(values) != (1 if sort in ("newest", "oldest") else 2):
+            raise ValueError
+        if not _is_id(values[-1]):
+            raise ValueError
+        if sort == "updated":
+            values[0] = datetime.fromisoformat(values[0])
+            if values[0].tzinfo is None:  # ours always carry their offset
+                raise ValueError
+        elif sort == "severity" and values[0] not in ("P1", "P2", "P3", "P4"):
+            raise ValueError
+        return values
+    except (ValueError, TypeError):
+        raise CursorError("cursor: not a cursor from this list (use next_cursor as given)") from None
+
+
+def _sorted(query: Any, sort: IncidentSort, after: list[Any] | None) -> Any:
+    incident_id = col(Incident.id)
+    if sort == "newest":
+        if after:
+            query = query.where(incident_id < after[0])
+        return query.order_by(incident_id.desc())
+    if sort == "oldest":
+        if after:
+            query = query.where(incident_id > after[0])
+        return query.order_by(incident_id)
+    if sort == "severity":  # P1 first, newest first within a severity
+        severity = col(Incident.severity)
+        if after:
+            query = query.where(or_(severity > after[0], and_(severity == after[0], incident_id < after[1])))
+        return query.order_by(severity, incident_id.desc())
+    updated = col(Incident.updated_at)
+    if after:
+        query = query.where(tuple_(updated, incident_id) < tuple_(after[0], after[1]))
+    return query.order_by(updated.desc(), incident_id.desc())
+
+
+def _key(incident: Incident, sort: IncidentSort) -> list[Any]:
+    if sort == "severity":
+        return [incident.severity, incident.id]
+    if sort == "updated":
+        return [incident.updated_at, incident.id]
+    return [incident.id]
+
+
+def search_incidents(
+    *, session: Session, where: IncidentFilter, sort: IncidentSort, limit: int, cursor: str | None
+) -> tuple[list[Incident], int, str | None]:
+    """One page: (incidents, total matching, cursor of the next page or None)."""
+    after = _decode_cursor(cursor, sort) if cursor else None
+    base = _filtered(select(Incident), where)
+    total = session.exec(_filtered(select(func.count()).select_from(Incident), where)).one()
+    rows = list(session.exec(_sorted(base, sort, after).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, total, encode_cursor(_key(rows[-1], sort)) if more and rows else None

@@ -1,0 +1,20 @@
+"""The pages as one router (web/pages/): server-rendered HTML, forms that work without JavaScript."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from web.pages import account, admin, approval_email, approvals, auth, incident_forms, incidents, overview
+
+router = APIRouter()
+for part in (
+    auth.router,
+    incident_forms.router,  # before incidents: /incidents/new is not an incident id
+    incidents.router,
+    overview.router,
+    approval_email.router,  # before approvals: /approvals/email/… is not an id
+    approvals.router,
+    admin.router,
+    account.router,
+):
+    router.include_router(part)
