@@ -19,7 +19,7 @@ from core.db import autocommit_session
 from core.errors import DomainError, NotFound
 from core.identity import Team, TeamMember
 from core.payloads import DecideApprovalInput, WorkflowState
-from core.tables import utcnow
+from core.tables import Incident, utcnow
 
 
 class ApprovalNotFound(NotFound):
@@ -165,3 +165,23 @@ def _live(approval: Any) -> dict[str, Any]:
         "modified_params": approval.modified_params,
         "seconds_left": 0,
     }
+
+
+QUEUE_SHOWN = 200
+
+
+def approval_queue(
+    *, session: Session, status_filter: str = "pending", incident_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Approvals with their incident's title, pending ones soonest to expire first, others newest first."""
+    query = select(Approval, Incident.title).join(Incident, col(Incident.id) == Approval.incident_id)
+    if status_filter != "all":
+        query = query.where(Approval.status == status_filter)
+    if incident_id is not None:
+        query = query.where(Approval.incident_id == incident_id)
+    order = col(Approval.expires_at) if status_filter == "pending" else col(Approval.id).desc()
+    now = utcnow()
+    return [
+        {**describe(a, now), "incident_title": title}
+        for a, title in session.exec(query.order_by(order).limit(QUEUE_SHOWN))
+    ]

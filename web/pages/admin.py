@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import require
 from api.deps import INT64_MAX, SessionDep
-from api.routes.audit import AuditFilter, list_audit
+from services.audit import AuditFilter, list_audit
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("admin")])

@@ -8,41 +8,33 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.auth import Viewer, actor_of, require
 from api.deps import Int64Id, SessionDep, TemporalDep
 from core.approval_rules import may_decide
-from core.approvals import Approval
 from core.identity import team_names
-from core.tables import Incident, utcnow
-from services.approvals import DecisionRefused, audit_log, decide, describe, get_approval, record_viewed
+from core.tables import Incident
+from services.approvals import (
+    DecisionRefused,
+    approval_queue,
+    audit_log,
+    decide,
+    describe,
+    get_approval,
+    record_viewed,
+)
 from web.templating import problem_page, templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
-SHOWN = 200
 StatusFilter = Literal["pending", "approved", "rejected", "expired", "all"]
-
-
-def queue(session: Session, status_filter: str = "pending", incident_id: int | None = None) -> list[dict[str, Any]]:
-    """Approvals with their incident's title, pending ones soonest to expire first, others newest first."""
-    query = select(Approval, Incident.title).join(Incident, col(Incident.id) == Approval.incident_id)
-    if status_filter != "all":
-        query = query.where(Approval.status == status_filter)
-    if incident_id is not None:
-        query = query.where(Approval.incident_id == incident_id)
-    order = col(Approval.expires_at) if status_filter == "pending" else col(Approval.id).desc()
-    now = utcnow()
-    return [
-        {**describe(a, now), "incident_title": title} for a, title in session.exec(query.order_by(order).limit(SHOWN))
-    ]
 
 
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals_page(
     request: Request, session: SessionDep, status_: Annotated[StatusFilter, Query(alias="status")] = "pending"
 ) -> HTMLResponse:
-    context = {"approvals": queue(session, status_), "status": status_}
+    context = {"approvals": approval_queue(session=session, status_filter=status_), "status": status_}
     return templates.TemplateResponse(request, "approvals/list.html", context)
 
 
@@ -50,7 +42,9 @@ def approvals_page(
 def approvals_rows(
     request: Request, session: SessionDep, status_: Annotated[StatusFilter, Query(alias="status")] = "pending"
 ) -> HTMLResponse:
-    return templates.TemplateResponse(request, "approvals/_rows.html", {"approvals": queue(session, status_)})
+    return templates.TemplateResponse(
+        request, "approvals/_rows.html", {"approvals": approval_queue(session=session, status_filter=status_)}
+    )
 
 
 def _context(session: Session, principal: Any, approval_id: int) -> dict[str, Any]:

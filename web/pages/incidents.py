@@ -16,12 +16,12 @@ from core.identity import Team, User
 from core.markdown import render_markdown
 from core.settings import Settings
 from core.tables import INCIDENT_TRANSITIONS
+from services.approvals import approval_queue
 from services.attachments import list_attachments
 from services.collaboration import list_comments, timeline
 from services.conversations import recent_messages
 from services.incidents.detail import detail_for, get_incident
 from services.incidents.query import IncidentFilter, IncidentSort, search_incidents
-from web.pages.approvals import queue
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
@@ -107,7 +107,7 @@ def detail_context(session: Session, settings: Settings, incident_id: int, part:
     if part in (None, "attachments"):
         context["attachments"] = list_attachments(session=session, incident_id=incident_id)
     if part in (None, "approvals"):
-        context["approvals"] = queue(session, "all", incident_id)
+        context["approvals"] = approval_queue(session=session, status_filter="all", incident_id=incident_id)
     if part in (None, "timeline"):
         context["timeline"] = timeline(session=session, incident_id=incident_id, after_id=0, limit=TIMELINE_SHOWN)
     return context

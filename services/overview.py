@@ -1,0 +1,111 @@
+"""The overview's figures: what is open and running now (Postgres) and whether Temporal and workers answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from core.settings import Settings
+from core.tables import AgentRun, Event, Incident, WorkflowRun, WorkflowStep
+from services.approvals import approval_queue
+
+ACTIVE_INCIDENT = ("open", "in_progress", "reopened")
+ACTIVE_WORKFLOW = ("pending", "in_progress", "waiting_approval", "failed")
+FEED_SIZE = 40
+SHOWN_WORKFLOWS = 50
+HEALTH_TIMEOUT = 2.0
+
+
+def _database_figures(engine: Engine) -> dict[str, Any]:
+    with Session(engine) as session:
+        by_severity = dict(
+            session.exec(
+                select(Incident.severity, func.count())
+                .where(col(Incident.status).in_(ACTIVE_INCIDENT))
+                .group_by(Incident.severity)
+            ).all()
+        )
+        running_agents = session.exec(
+            select(func.count()).select_from(AgentRun).where(AgentRun.status == "running")
+        ).one()
+        active = session.exec(
+            select(WorkflowRun, Incident)
+            .join(Incident, col(Incident.id) == WorkflowRun.incident_id)
+            .where(col(WorkflowRun.status).in_(ACTIVE_WORKFLOW), col(WorkflowRun.finished_at).is_(None))
+            .order_by(col(WorkflowRun.updated_at).desc())
+            .limit(SHOWN_WORKFLOWS)
+        ).all()
+        latest: dict[str, WorkflowStep] = {}
+        running: dict[str, list[str]] = {}
+        if active:
+            steps = session.exec(
+                select(WorkflowStep)
+                .where(col(WorkflowStep.workflow_id).in_([run.workflow_id for run, _ in active]))
+                .order_by(col(WorkflowStep.updated_at))
+            ).all()
+            for step in steps:
+                if step.output is not None:
+                    latest[step.workflow_id] = step  # the last agent to report, per workflow
+                if step.status == "running":
+                    running.setdefault(step.workflow_id, []).append(step.step_id)
+        pending_approvals = approval_queue(session=session, status_filter="pending")
+        feed = session.exec(select(Event).order_by(col(Event.id).desc()).limit(FEED_SIZE)).all()
+        titles = dict(
+            session.exec(
+                select(Incident.id, Incident.title).where(
+                    col(Incident.id).in_({e.incident_id for e in feed if e.incident_id})
+                )
+            ).all()
+        )
+    return {
+        "open_by_severity": {s: by_severity.get(s, 0) for s in ("P1", "P2", "P3", "P4")},
+        "open_total": sum(by_severity.values()),
+        "running_agents": running_agents,
+        "active": [
+            (run, incident, running.get(run.workflow_id, []), latest.get(run.workflow_id)) for run, incident in active
+        ],
+        "feed": feed,
+        "titles": titles,
+        "pending_approvals": pending_approvals,
+    }
+
+
+async def _temporal_figures(temporal: Client, settings: Settings) -> dict[str, Any]:
+    """Temporal's health and how many workers poll our task queue (a worker polls both task types)."""
+
+    async def pollers() -> int:
+        request = DescribeTaskQueueRequest(
+            namespace=settings.temporal_namespace,
+            task_queue=TaskQueue(name=settings.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        response = await temporal.workflow_service.describe_task_queue(request)
+        return len({poller.identity for poller in response.pollers})
+
+    try:
+        healthy = await asyncio.wait_for(temporal.service_client.check_health(), HEALTH_TIMEOUT)
+        workers = await asyncio.wait_for(pollers(), HEALTH_TIMEOUT)
+    except Exception as err:  # any failure is shown as "unreachable", never a broken page
+        return {
+            "temporal_ok": False,
+            "temporal_error": str(err).splitlines()[0][:200] if str(err) else "",
+            "workers": None,
+        }
+    return {"temporal_ok": bool(healthy), "temporal_error": "", "workers": workers}
+
+
+async def overview(*, engine: Engine, temporal: Client, settings: Settings) -> dict[str, Any]:
+    """What the overview shows: open incidents by severity, running agents and workflows, pending approvals, the
+    latest events, and Temporal's health with how many workers poll the task queue."""
+    figures, health = await asyncio.gather(
+        run_in_threadpool(_database_figures, engine), _temporal_figures(temporal, settings)
+    )
+    return {**figures, **health, "task_queue": settings.task_queue}
