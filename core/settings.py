@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
 
     # Built-in agents (docs/agents.md).
     # investigate_logs reads only files under these directories (JSON list or comma-separated paths).
-    log_roots: list[Path] = Field(default_factory=lambda: [Path("/var/log")])
+    log_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("/var/log")])
     # investigate_metrics: the Prometheus (or compatible: Thanos, VictoriaMetrics, Mimir) HTTP API a step uses
     # unless its params name another; empty = steps must say.
     prometheus_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
@@ -202,6 +203,13 @@ class Settings(BaseSettings):
     def _no_wildcard(cls, value: list[str]) -> list[str]:
         if "*" in value:
             raise ValueError("'*' is not a CIDR network such as 10.0.0.0/8")
+        return value
+
+    @field_validator("log_roots", mode="before")
+    @classmethod
+    def _log_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return _listed(value, "must be a JSON list or comma-separated directories, e.g. /var/log,/srv/app/logs")
         return value
 
     @field_validator("slack_response_hosts", mode="before")
@@ -275,6 +283,10 @@ def load_settings(**overrides: object) -> Settings:
     """Read settings; invalid values raise SettingsError with one line naming the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except pydantic_settings.SettingsError as exc:  # a complex value (a JSON list or object) that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "settings"
+        raise SettingsError(f"invalid configuration: {name}: not valid JSON") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

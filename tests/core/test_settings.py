@@ -41,6 +41,24 @@ def test_secret_bearing_values_are_not_echoed(monkeypatch):
     assert "hunter2" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("raw", "roots"),
+    [("/a/dir", ["/a/dir"]), ("/a, /b/logs", ["/a", "/b/logs"]), ('["/a", "/b"]', ["/a", "/b"])],
+)
+def test_log_roots_take_the_documented_comma_separated_form(monkeypatch, raw, roots):
+    monkeypatch.setenv("LOG_ROOTS", raw)
+    assert load_settings().log_roots == [Path(root) for root in roots]
+
+
+@pytest.mark.parametrize("name", ["LOG_ROOTS", "COMMAND_ALLOWLIST"])
+def test_unparsable_list_setting_is_one_line(monkeypatch, name):
+    monkeypatch.setenv(name, '["/a",')
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"invalid configuration: {name}:")
+    assert "\n" not in str(err.value)
+
+
 def test_configured_secrets_are_not_shown():
     settings = Settings(_env_file=None, database_url="postgresql://app:hunter2@db/x")
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
