@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
+from core.activity_defs import RECORD_APPROVAL_DECISION, REQUEST_APPROVAL, ApprovalActivityDefs
 from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
 from core.audit import Actor, record_audit
@@ -19,12 +20,12 @@ from core.redact import redact
 from core.tables import Event, utcnow
 
 
-class ApprovalActivities:
+class ApprovalActivities(ApprovalActivityDefs):
     def __init__(self, engine: Engine, channels: list[str] | None = None) -> None:
         self._engine = engine
         self._channels = channels or []
 
-    @activity.defn(name="request_approval")
+    @activity.defn(name=REQUEST_APPROVAL)
     def request_approval(self, request: ApprovalRequest) -> ApprovalTicket:
         """Record the request, or find it when this is a retry; a matching auto-approve policy approves it at
         once (recorded as such)."""
@@ -77,7 +78,7 @@ class ApprovalActivities:
             session.commit()
             return _ticket(session, approval, self._channels)
 
-    @activity.defn(name="record_approval_decision")
+    @activity.defn(name=RECORD_APPROVAL_DECISION)
     def record_approval_decision(self, decided: ApprovalDecided) -> bool:
         """Move the row from pending to the workflow's decision; False when it was already recorded."""
         with Session(self._engine) as session:

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.activity_defs import NOTIFY_APPROVAL, NotifyActivityDefs
 from core.approval_messages import approval_blocks, outcome_text
 from core.approval_rules import may_decide
 from core.approvals import Approval, ApprovalEvent, ApprovalLink, link_hash
@@ -28,7 +29,7 @@ from core.settings import Settings
 from core.tables import Incident
 
 
-class NotifyActivities:
+class NotifyActivities(NotifyActivityDefs):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
@@ -48,7 +49,7 @@ class NotifyActivities:
                                       data=data))  # fmt: skip
             session.commit()
 
-    @activity.defn(name="notify_approval")
+    @activity.defn(name=NOTIFY_APPROVAL)
     async def notify_approval(self, notify: NotifyApproval) -> bool:
         """Send one pending approval to one channel; False when it was decided before we got to it."""
         approval, title = await asyncio.to_thread(self._load, notify.approval_id)

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.activity_defs import RECORD_BATCH, ProjectionActivityDefs
 from core.db import autocommit_rows
 from core.payloads import POISON_WRITE, RecordBatchInput, RecordResult, RecordStepInput, RecordWorkflowInput
 from core.redact import redact
@@ -262,11 +263,11 @@ def open_workflow(engine: Engine, opening: RecordWorkflowInput) -> bool:
     return record_workflow(engine, opening)
 
 
-class ProjectionActivities:
+class ProjectionActivities(ProjectionActivityDefs):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @activity.defn(name="record_batch")
+    @activity.defn(name=RECORD_BATCH)
     def record_batch(self, input: RecordBatchInput) -> RecordResult:
         """Apply a batch of snapshots in one transaction: steps, then the workflow, so events read in order
         (a step finishes, then the workflow). The workflow's first row (`opening`), when the batch carries

@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from core.activity_defs import NOTIFY_APPROVAL, RECORD_APPROVAL_DECISION, RECORD_BATCH, REQUEST_APPROVAL
 from core.payloads import (
     AgentInput,
     AgentResult,
@@ -60,23 +61,24 @@ class Stubs:
             self.ran.append((input.step_id, input.params))
             raise ApplicationError("it broke", non_retryable=True)
 
-        @activity.defn(name="record_batch")
+        @activity.defn(name=RECORD_BATCH)
         async def record_batch(_batch: RecordBatchInput) -> RecordResult:
             self.batches += 1
             return RecordResult(written=True)
 
-        @activity.defn(name="request_approval")
+        @activity.defn(name=REQUEST_APPROVAL)
         async def request_approval(request: ApprovalRequest) -> ApprovalTicket:
             self.requests.append(request)
             return ApprovalTicket(approval_id=next(self.ids), status="pending", approvers={"role": "approver"})
 
-        @activity.defn(name="record_approval_decision")
-        async def record_approval_decision(decided: ApprovalDecided) -> None:
+        @activity.defn(name=RECORD_APPROVAL_DECISION)
+        async def record_approval_decision(decided: ApprovalDecided) -> bool:
             self.decisions.append(decided)
+            return True
 
-        @activity.defn(name="notify_approval")
-        async def notify_approval(_notify: NotifyApproval) -> None:
-            return None
+        @activity.defn(name=NOTIFY_APPROVAL)
+        async def notify_approval(_notify: NotifyApproval) -> bool:
+            return True
 
         return [noop, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval]
 
