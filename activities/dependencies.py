@@ -87,10 +87,12 @@ class InvestigateDependenciesAgent:
             declared, unchecked = declared_by_service((input.context or {}).get("service") or {})
         if not declared:
             why = f" ({', '.join(unchecked)} cannot be checked: DNS check or not registered)" if unchecked else ""
+            # Nothing declared is not a broken dependency: a neutral answer, not a negative finding.
             return agent_result(
-                False,
+                True,
                 "no dependencies to check: give params.dependencies or register the service's dependencies" + why,
                 data={"configured": False, "dependencies": [], "broken": [], "unchecked": unchecked},
+                resolved=None,
             )
         timeout = float(input.params.get("timeout_seconds", 5))
         policy = OutboundPolicy.from_settings(self._deps.settings)

@@ -129,6 +129,13 @@ async def test_names_the_broken_dependencies_checking_all_at_once():
     )
 
 
+async def test_a_service_without_dependencies_is_not_a_negative_finding():
+    result = await investigate()  # none given, and the registered service declares none
+    assert result.ok is True and result.resolved is None and result.findings == []
+    assert result.summary.startswith("no dependencies to check")
+    assert result.data["configured"] is False
+
+
 async def test_all_healthy():
     with http_service() as (healthy, _), listening() as tcp:
         result = await investigate({"name": "api", "url": healthy}, {"name": "db", "tcp": tcp})
