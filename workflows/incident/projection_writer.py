@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from core.activity_defs import ProjectionActivityDefs
     from core.payloads import (
         POISON_WRITE,
         SEQ_BLOCK,
@@ -106,8 +107,11 @@ class ProjectionWriter:
             )
             self._pending_workflow, self._pending_steps = None, {}
             try:
-                await workflow.execute_local_activity(
-                    "record_batch", batch, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
+                await workflow.execute_local_activity_method(
+                    ProjectionActivityDefs.record_batch,
+                    batch,
+                    start_to_close_timeout=PROJECTION_TIMEOUT,
+                    retry_policy=PROJECTION_RETRY,
                 )
             except ActivityError as err:  # content Postgres refuses (a poison write): report it, go on
                 if not (isinstance(err.cause, ApplicationError) and err.cause.type == POISON_WRITE):
