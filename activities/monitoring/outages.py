@@ -1,0 +1,171 @@
+"""The incident side of an outage: opening its incident, or joining the service's incident someone opened already,
+and what the monitor tells an incident's agents (`tool` messages) when its service goes down and recovers.
+
+Incidents open through the one incident opener (services/incidents/open.py), which the worker hands in as an
+`OpenIncident` (core/opening.py): activities sit below services/ and do not import it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from activities.monitoring.rows import Outage, Result, Window, in_maintenance
+from core.audit import Actor
+from core.conversations import append_tool_message
+from core.events import incident_event
+from core.monitoring import episode_key
+from core.opening import OpenIncident
+from core.services import HttpCheck, ServiceBase
+from core.settings import Settings
+from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
+
+MONITOR = Actor(user_id=None, name="monitor", kind="system")
+
+
+class OutageOpener:
+    """Opens (or joins) outages' incidents through the injected opener."""
+
+    def __init__(self, engine: Engine, settings: Settings, open_incident: OpenIncident) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.open_incident = open_incident
+
+    async def open(self, outage: Outage, windows: list[Window]) -> int | None:
+        """Open (or join) the outage's incident and start its playbook; None while a maintenance window holds.
+
+        Keyed by the outage: a retried attempt finds its incident again and starts its playbook if it did not run
+        yet. A joined incident's playbook is its opener's business."""
+        if in_maintenance(windows, outage.name, utcnow()):
+            return None
+        service_id, name, config, episode = outage.service_id, outage.name, outage.config, outage.episode
+        detail = _down_detail(outage)
+        opened = await self.open_incident(
+            engine=self.engine,
+            temporal=activity.client(),
+            settings=self.settings,
+            data=IncidentCreate(
+                title=f"{name} is down",
+                description=detail,
+                service=name,
+                service_url=config.check.url if isinstance(config.check, HttpCheck) else None,
+                severity=config.severity,
+                incident_type=config.incident_type,
+                playbook_id=config.default_playbook,
+            ),
+            actor=MONITOR,
+            idempotency_key=episode_key(service_id, episode),
+            playbook_fallback=True,  # a playbook removed since the service named it: the type's playbook runs
+            join=lambda session: join_open_incident(session, service_id, name, config, episode, detail),
+            on_created=lambda session, incident: _down_message(session, incident, detail, name, episode),
+        )
+        assert opened.incident.id is not None
+        return opened.incident.id
+
+
+def join_open_incident(
+    session: Session, service_id: int, name: str, config: ServiceBase, episode: int, detail: str
+) -> Incident | None:
+    """The service's incident someone already opened (an alert, a person), which this outage joins (announced
+    once, also when a retried attempt joins again); None when this outage's own incident exists or none is open."""
+    key = episode_key(service_id, episode)
+    if session.exec(select(Incident.id).where(Incident.idempotency_key == key)).first() is not None:
+        return None  # ours, from an earlier attempt: the opener finds it by its key
+    existing = session.exec(
+        select(Incident)
+        .where(
+            Incident.service == name,
+            Incident.incident_type == config.incident_type,
+            col(Incident.status).not_in(ENDED_STATUSES),
+        )
+        .order_by(col(Incident.id).desc())
+    ).first()
+    if existing is None:
+        return None
+    assert existing.id is not None
+    joined = session.exec(  # by an earlier attempt of this tick, whose link did not land
+        select(Event.id).where(
+            Event.incident_id == existing.id,
+            Event.kind == "incident.service_down",
+            col(Event.data)["service_id"].as_integer() == service_id,
+            col(Event.data)["episode"].as_integer() == episode,
+        )
+    ).first()
+    if joined is None:
+        incident_event(
+            session, kind="incident.service_down", incident_id=existing.id, actor=MONITOR.name,
+            service=name, service_id=service_id, episode=episode,
+        )  # fmt: skip
+        _down_message(session, existing, detail, name, episode)
+        session.commit()
+    return existing
+
+
+def record_recovery(session: Session, r: Result, incident_id: int) -> None:
+    """The recovery on the outage's incident: an event, and a `tool` message for the agents that run after it."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return
+    since = r.before.failing_since
+    lasted = f" after {_duration(r.checked_at - since)}" if since else ""
+    incident_event(
+        session,
+        kind="incident.service_recovered",
+        incident_id=incident_id,
+        actor=MONITOR.name,
+        service=r.due.name,
+        status=r.status,
+        checks_passed=r.after.consecutive_passes,
+        down_since=since.isoformat() if since else None,
+    )
+    append_tool_message(
+        session,
+        incident_id=incident_id,
+        workflow_id=incident.workflow_id,
+        content=(
+            f"monitor: {r.due.name} recovered at {r.checked_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC{lasted}: "
+            f"{r.after.consecutive_passes} check(s) in a row passed ({r.status}"
+            + (f", {r.outcome.latency_ms:g} ms" if r.outcome and r.outcome.latency_ms is not None else "")
+            + ")."
+        ),
+        actor=MONITOR.name,
+        meta={"service": r.due.name, "monitor": "recovered"},
+    )
+
+
+def _down_detail(outage: Outage) -> str:
+    since, error = outage.since, outage.error
+    return (
+        f"monitor: {outage.name} failed {outage.config.failure_threshold} check(s) in a row"
+        + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
+        + f" ({_target(outage.config)})"
+        + (f": {error}" if error else "")
+    )
+
+
+def _down_message(session: Session, incident: Incident, detail: str, service: str, episode: int) -> None:
+    """What the monitor saw, for the incident's agents (a `tool` message of its conversation)."""
+    assert incident.id is not None
+    append_tool_message(
+        session, incident_id=incident.id, workflow_id=incident.workflow_id, content=detail, actor=MONITOR.name,
+        meta={"service": service, "monitor": "down", "episode": episode},
+    )  # fmt: skip
+
+
+def _target(config: ServiceBase) -> str:
+    check = config.check
+    if isinstance(check, HttpCheck):
+        return check.url
+    return f"tcp {check.host}:{check.port}" if check.type == "tcp" else f"dns {check.name}"
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
