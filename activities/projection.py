@@ -89,8 +89,6 @@ WITH prior AS (
     UPDATE incidents AS i SET
         status = CAST(:incident_status AS varchar),
         updated_at = CAST(:now AS timestamptz),
-        acknowledged_at = CASE WHEN CAST(:incident_status AS varchar) = 'in_progress'
-                               THEN COALESCE(i.acknowledged_at, CAST(:now AS timestamptz)) ELSE i.acknowledged_at END,
         resolved_at = CASE WHEN CAST(:incident_status AS varchar) = 'resolved'
                            THEN CAST(:now AS timestamptz) ELSE i.resolved_at END
     WHERE i.id = CAST(:incident_id AS bigint) AND i.workflow_id = CAST(:workflow_id AS varchar)

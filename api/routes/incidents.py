@@ -23,7 +23,7 @@ from services.incidents.detail import (
     get_incident,
     in_session,
 )
-from services.incidents.lifecycle import act_on_playbook, transition
+from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
 from services.incidents.open import open_incident
 from services.incidents.query import IncidentFilter, IncidentSort, search_incidents
 from services.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
@@ -131,6 +131,16 @@ def _assign(
     incident = get_incident(session=session, incident_id=incident_id)
     assign(session=session, incident=incident, user_id=body.user_id, team_id=body.team_id, actor=actor)
     return detail_for(session=session, settings=settings, incident=incident)
+
+
+@router.post("/{incident_id}/acknowledge", response_model=IncidentDetail)
+async def acknowledge_incident(
+    request: Request, incident_id: Int64Id, principal: Responder, engine: EngineDep, settings: SettingsDep
+) -> IncidentDetail:
+    """Say you have it: sets `acknowledged_at` (once; a repeat answers the incident as it is). Only people
+    acknowledge; a resolved or closed incident is a 409."""
+    await run_in_threadpool(acknowledge, engine=engine, incident_id=incident_id, actor=actor_of(request, principal))
+    return await _detail(engine, settings, incident_id)
 
 
 class StatusChange(BaseModel):

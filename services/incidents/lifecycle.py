@@ -90,6 +90,35 @@ def transition(
         return Transition(incident, reopen_action, previous)
 
 
+def acknowledge(*, engine: Engine, incident_id: int, actor: Actor) -> tuple[Incident, bool]:
+    """A person says they have it: `acknowledged_at` is set once (the first acknowledgement is kept; a repeat is
+    answered as it is, not an error). Only people acknowledge: a workflow starting work does not. Returns
+    (incident, whether this call acknowledged it)."""
+    with session_scope(engine) as session:
+        incident = session.exec(select(Incident).where(Incident.id == incident_id).with_for_update()).first()
+        if incident is None:
+            raise IncidentNotFound(f"incident {incident_id} does not exist")
+        if incident.status in ("resolved", "closed"):
+            raise TransitionRefused(f"incident {incident_id} is {incident.status}: there is nothing to acknowledge")
+        first = incident.acknowledged_at is None
+        if first:
+            incident.acknowledged_at = incident.updated_at = utcnow()
+            session.add(incident)
+            incident_event(session, kind="incident.acknowledged", incident_id=incident_id, actor=actor.name)
+            record_audit(
+                session,
+                actor=actor,
+                action="incident.acknowledge",
+                target_type="incident",
+                target_id=incident_id,
+                after={"acknowledged_at": incident.acknowledged_at.isoformat()},
+            )
+        session.commit()
+        session.refresh(incident)
+        session.expunge(incident)
+        return incident, first
+
+
 def _next_run(incident: Incident, settings: Settings) -> None:
     """Point the incident at a new run of its playbook: `incident-<id>-run<n>`."""
     assert incident.id is not None

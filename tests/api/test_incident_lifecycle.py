@@ -144,9 +144,30 @@ async def test_workflow_moves_the_incident_to_in_progress_then_resolved(api, tem
     outcome, _ = await wait_for_workflow(temporal_client, incident["workflow_id"])
     assert outcome == "completed"
     detail = await wait_until(api, incident["id"], lambda d: d["status"] == "resolved")
-    assert detail["acknowledged_at"] and detail["resolved_at"]
-    assert detail["acknowledged_at"] <= detail["resolved_at"]
+    assert detail["resolved_at"]
+    assert detail["acknowledged_at"] is None  # only a person acknowledges: the workflow starting work does not
     assert await status_events(api, incident["id"]) == [("workflow", "in_progress"), ("workflow", "resolved")]
+
+
+async def test_acknowledging_is_a_persons_act_kept_once(api, engine, client_as):
+    incident_id = insert_incident(engine, incident_type=await manual_type(api))
+    viewer = await client_as("viewer")
+    assert (await viewer.post(f"/api/incidents/{incident_id}/acknowledge")).status_code == 403
+    responder = await client_as("responder", "alice")
+    first = await responder.post(f"/api/incidents/{incident_id}/acknowledge")
+    assert first.status_code == 200 and first.json()["acknowledged_at"]
+    again = await api.post(f"/api/incidents/{incident_id}/acknowledge")  # a repeat keeps the first time
+    assert again.status_code == 200 and again.json()["acknowledged_at"] == first.json()["acknowledged_at"]
+    assert again.json()["status"] == "open"  # acknowledging is not starting work
+    events = (await api.get(f"/api/incidents/{incident_id}/timeline")).json()["items"]
+    assert [(e["data"]["actor"], e["kind"]) for e in events if e["kind"] == "incident.acknowledged"] == [
+        ("alice", "incident.acknowledged")
+    ]
+    assert (await move(api, incident_id, "resolved")).status_code == 200
+    late = await api.post(f"/api/incidents/{incident_id}/acknowledge")
+    assert late.status_code == 409 and "nothing to acknowledge" in late.json()["detail"]
+    page = await api.post(f"/incidents/{incident_id}/acknowledge", headers={"referer": "http://testserver/x"})
+    assert page.status_code == 409 and "nothing to acknowledge" in page.text
 
 
 async def test_a_human_decision_is_not_undone_by_the_running_workflow(api, engine, temporal_client, settings, service):

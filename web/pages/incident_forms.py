@@ -23,7 +23,7 @@ from services.incidents.detail import (
     assign,
     get_incident,
 )
-from services.incidents.lifecycle import act_on_playbook, transition
+from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
 from services.incidents.open import IncidentNotStarted, open_incident
 from web.templating import problem_page, templates
 
@@ -112,6 +112,14 @@ async def change_status_form(
     except RPCError as err:
         message = f"The incident is {status_}, but its playbook could not be restarted: {err.message}"
         return problem_page(request, 503, message, f"/incidents/{incident_id}")
+    return _back(incident_id)
+
+
+@router.post("/incidents/{incident_id}/acknowledge", response_class=HTMLResponse)
+async def acknowledge_form(
+    request: Request, incident_id: Int64Id, principal: Responder, engine: EngineDep
+) -> Response:
+    await run_in_threadpool(acknowledge, engine=engine, incident_id=incident_id, actor=actor_of(request, principal))
     return _back(incident_id)
 
 
