@@ -64,7 +64,8 @@ _STEP_WRITE = text(f"WITH {STEP_WRITE_CTES} {STEP_WRITE_NOTIFY}")
 
 
 # The workflow write in one round trip: the upsert (skipped when a newer snapshot is stored); the incident
-# following the workflow (started → in_progress, completed → resolved) when the upsert wrote; then their
+# following the workflow (started → in_progress, completed → resolved unless an alert of it still fires) when the
+# upsert wrote; then their
 # events, the incident's first so it reads before the workflow's, each NOTIFYed. A human's choice wins: only
 # the statuses the workflow could have left the incident in move, and only the incident's current run moves
 # it (a run superseded by a reopen → restart does not).
@@ -93,6 +94,10 @@ WITH prior AS (
                            THEN CAST(:now AS timestamptz) ELSE i.resolved_at END
     WHERE i.id = CAST(:incident_id AS bigint) AND i.workflow_id = CAST(:workflow_id AS varchar)
       AND i.status = ANY(CAST(:incident_from AS varchar[])) AND EXISTS (SELECT 1 FROM written)
+      -- An alert's incident stays open while the alert fires: its source resolves it (services/alerts.py). The
+      -- lock waits for a resolved notification being recorded, and sees its row as committed.
+      AND (CAST(:incident_status AS varchar) <> 'resolved' OR NOT EXISTS (
+          SELECT 1 FROM incident_alerts AS a WHERE a.incident_id = i.id AND a.status = 'firing' FOR SHARE))
     RETURNING i.id
 ), audited AS (
     INSERT INTO audit_events (at, actor_user_id, actor, actor_kind, action, target_type, target_id, ip, user_agent,

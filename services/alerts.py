@@ -226,8 +226,10 @@ def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, setti
 
 
 def record_resolved(*, engine: Engine, alert: ReceivedAlert, actor: Actor) -> AlertOutcome:
-    """Record a resolved notification on the alert's latest incident (which stays as it is: the workflow and people
-    resolve incidents); one for an alert never seen is ignored."""
+    """Record a resolved notification on the alert's latest incident; one for an alert never seen is ignored.
+
+    An alert's incident stays open while any of its alerts fires (the projection does not resolve it when its run
+    completes): when the last one resolves and the incident's run has completed, the source resolves it."""
     with session_scope(engine) as session:
         row = session.exec(
             select(IncidentAlert)
@@ -256,7 +258,54 @@ def record_resolved(*, engine: Engine, alert: ReceivedAlert, actor: Actor) -> Al
                 ends_at=at.isoformat(),
             )
             _tool_message(session, incident, alert, resolved_message(alert, at), actor)
-        return AlertOutcome(incident_id=incident.id, fingerprint=alert.fingerprint, action="resolved")
+        incident_id = incident.id
+    if changed:
+        _resolve_if_done(engine, incident_id, alert, actor)
+    return AlertOutcome(incident_id=incident_id, fingerprint=alert.fingerprint, action="resolved")
+
+
+def _resolve_if_done(engine: Engine, incident_id: int, alert: ReceivedAlert, actor: Actor) -> None:
+    """After the resolved alert is committed: resolve the incident if its run has completed and none of its alerts
+    fires. Reading the run's row FOR SHARE waits for a projection write in flight, and that write's own check of
+    the alerts locks them too and so sees this commit: whichever of the two comes second resolves the incident."""
+    with session_scope(engine) as session:
+        workflow_id = session.exec(select(Incident.workflow_id).where(Incident.id == incident_id)).one()
+        run = session.exec(
+            select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id).with_for_update(read=True)
+        ).first()
+        if run is None or run.status != "completed" or _firing(session, incident_id):
+            return
+        incident = session.exec(select(Incident).where(Incident.id == incident_id).with_for_update()).one()
+        if incident.workflow_id == workflow_id:
+            _resolve_by_source(session, incident, alert, actor)
+
+
+def _firing(session: Session, incident_id: int) -> bool:
+    return (
+        session.exec(
+            select(IncidentAlert.id).where(IncidentAlert.incident_id == incident_id, IncidentAlert.status == "firing")
+        ).first()
+        is not None
+    )
+
+
+def _resolve_by_source(session: Session, incident: Incident, alert: ReceivedAlert, actor: Actor) -> None:
+    """Its playbook has run and its last firing alert has resolved: the incident is resolved, by its source."""
+    if incident.status not in ("open", "in_progress", "reopened"):
+        return  # a person's choice (resolved, closed) stands
+    assert incident.id is not None
+    before, now = incident.status, utcnow()
+    incident.status, incident.resolved_at, incident.updated_at = "resolved", now, now
+    session.add(incident)
+    incident_event(
+        session,
+        kind="incident.status",
+        incident_id=incident.id,
+        actor=actor.name,
+        status="resolved",
+        previous=before,
+        comment=f"{alert.source} says {alert.name or 'the alert'} has resolved",
+    )
 
 
 async def ingest_alerts(

@@ -442,3 +442,63 @@ async def test_the_incident_page_shows_alert_events_escaped(api):
     assert "<script>alert(1)</script>" not in page.text
     assert "Alert <strong>&lt;script&gt;alert(1)&lt;/script&gt;</strong> firing (alertmanager, 0000dead)" in page.text
     assert "Alert <strong>&lt;script&gt;alert(1)&lt;/script&gt;</strong> resolved at" in page.text
+
+
+async def register_healthy(api, url: str) -> None:
+    """checkout registered with a check that passes from here (the alert says what we cannot see)."""
+    body = {"name": "checkout", "check": {"type": "http", "url": url}, "interval_seconds": 3600, "enabled": False}
+    created = await api.post("/api/services", json=body)
+    assert created.status_code == 201, created.text
+
+
+async def test_an_alerts_incident_stays_open_while_it_fires_and_its_source_resolves_it(api, engine, temporal_client,
+                                                                                       worker, service):  # fmt: skip
+    """Finding 3 of issue 19: the default chain resolved the incident in a second while the alert still fired (the
+    service looks healthy from here), so each repeat of the alert opened the next incident."""
+    await register_healthy(api, service[0])
+    [opened] = await post_ok(api, AM, am_payload())
+    incident_id = opened["incident_id"]
+    workflow_id = (await api.get(f"/api/incidents/{incident_id}")).json()["workflow_id"]
+    outcome, _ = await wait_for_workflow(temporal_client, workflow_id)
+    assert outcome == "completed"
+    detail = await wait_until(api, incident_id, lambda d: (d["workflow"] or {}).get("status") == "completed")
+    assert detail["status"] == "in_progress" and detail["resolved_at"] is None  # the alert still fires
+
+    for _ in range(5):  # Alertmanager repeats a firing alert
+        [again] = await post_ok(api, AM, am_payload())
+        assert again == {**opened, "action": "attached"}
+    assert incident_ids(engine) == [incident_id]
+
+    [outcome] = await post_ok(api, AM, am_payload(am_alert(status="resolved", ends_at="2026-12-01T10:30:00Z")))
+    assert outcome["action"] == "resolved"
+    detail = await wait_until(api, incident_id, lambda d: d["status"] == "resolved")
+    timeline = (await api.get(f"/api/incidents/{incident_id}/timeline")).json()["items"]
+    moves = [(e["data"]["actor"], e["data"]["status"]) for e in timeline if e["kind"] == "incident.status"]
+    assert moves == [("workflow", "in_progress"), ("root", "resolved")]
+    resolved = next(e for e in timeline if e["kind"] == "incident.status" and e["data"]["status"] == "resolved")
+    assert resolved["data"]["comment"] == "alertmanager says HighLatency has resolved"
+
+
+async def test_an_alert_resolved_before_its_run_ends_lets_the_run_resolve_the_incident(api, engine, temporal_client,
+                                                                                       settings, service):  # fmt: skip
+    from worker.runner import incident_worker
+
+    await register_healthy(api, service[0])
+    [opened] = await post_ok(api, AM, am_payload())  # no worker yet: the run cannot move
+    await post_ok(api, AM, am_payload(am_alert(status="resolved", ends_at="2026-12-01T10:30:00Z")))
+    incident_id = opened["incident_id"]
+    assert (await api.get(f"/api/incidents/{incident_id}")).json()["status"] == "open"  # its run has not run
+    async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+        detail = await wait_until(api, incident_id, lambda d: d["status"] == "resolved")
+    assert detail["workflow"]["status"] == "completed"
+
+
+async def wait_until(api, incident_id: int, check, timeout: float = 30) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        detail = (await api.get(f"/api/incidents/{incident_id}")).json()
+        if check(detail):
+            return detail
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"incident {incident_id} never got there: {detail}")
+        await asyncio.sleep(0.05)
