@@ -3,7 +3,7 @@
 windows; and the pure function that moves a state on by one result (flap protection: an outage starts after
 `failure_threshold` failures in a row and ends after `recovery_threshold` passes in a row).
 
-The activities that run the checks (activities/monitoring.py) and the API (api/routes/maintenance.py) use these; nothing
+The activities that run the checks (activities/monitoring/) and the API (api/routes/maintenance.py) use these; nothing
 here touches a database or the network.
 """
 

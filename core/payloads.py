@@ -360,8 +360,8 @@ def incident_search_attributes(incident: IncidentContext, playbook_id: str) -> T
 
 
 SERVICE_MONITOR_WORKFLOW = "ServiceMonitorWorkflow"  # workflows/monitor.py
-CHECK_DUE_SERVICES = "check_due_services"  # activities/monitoring.py
-PRUNE_UPTIME = "prune_uptime_metrics"  # activities/monitoring.py
+CHECK_DUE_SERVICES = "check_due_services"  # activities/monitoring/activities.py
+PRUNE_UPTIME = "prune_uptime_metrics"  # activities/monitoring/activities.py
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 It is a loop of ticks — `check_due_services` activities, each running the checks due in the next
 MONITOR_WINDOW_SECONDS at their times, and rolling on into further windows while a slow check is still in flight
-(activities/monitoring.py) — and continues as new every `ticks_per_run` ticks (or when Temporal suggests it),
+(activities/monitoring/) — and continues as new every `ticks_per_run` ticks (or when Temporal suggests it),
 carrying its totals. Shard 0 also prunes old results once a run, beside its ticks. A worker dying mid-tick costs one
 heartbeat timeout: Temporal retries the tick on another worker, and the tick's writes are idempotent.
 
