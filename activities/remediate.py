@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -24,17 +23,14 @@ from standardwebhooks import Webhook
 from temporalio.exceptions import ApplicationError
 
 from activities.base import AgentDeps, agent_result
-from activities.heartbeat import attempt, beat, heartbeating
+from activities.heartbeat import attempt, heartbeating
+from activities.process_group import OUTPUT_TAIL, OutputTail, run_to_exit, signal_name
 from core.agents import AgentSpec, object_schema
 from core.commands import NEVER_ENV, CommandNotAllowed, allowed_rule
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
 
 T = TypeVar("T")
-HEARTBEAT_SECONDS = 1.0
-OUTPUT_TAIL = 16 * 1024  # bytes of stdout and of stderr kept (the end: errors come last)
-KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of the command's process group
-PIPE_GRACE_SECONDS = 1.0  # output still collected after the command exits, from what it left running
 BODY_MAX = 4 * 1024
 # Syntax here; which names a step may set is its COMMAND_ALLOWLIST entry's say (core/commands.py), and some never.
 ENV_NAME = rf"^(?!(?:{NEVER_ENV.pattern})$)[A-Z_][A-Z0-9_]{{0,99}}$"
@@ -62,59 +58,6 @@ def minimal_environment() -> dict[str, str]:
         "LANG": os.environ.get("LANG") or "C.UTF-8",
         "HOME": os.environ.get("HOME") or "/",
     }
-
-
-class _Tail:
-    """The last OUTPUT_TAIL bytes of a stream, and how many it produced in all."""
-
-    def __init__(self) -> None:
-        self.kept = bytearray()
-        self.total = 0
-
-    async def drain(self, stream: asyncio.StreamReader | None) -> None:
-        while stream is not None and (chunk := await stream.read(65536)):
-            self.total += len(chunk)
-            self.kept += chunk
-            if len(self.kept) > 2 * OUTPUT_TAIL:
-                del self.kept[:-OUTPUT_TAIL]
-
-    @property
-    def text(self) -> str:
-        return bytes(self.kept[-OUTPUT_TAIL:]).decode("utf-8", errors="replace")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed its user: still there
-        return True
-    return True
-
-
-async def kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the command's whole process group (its own session), SIGKILL what is left after the grace."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while time.monotonic() < deadline and _group_alive(process.pid):
-        await asyncio.sleep(0.1)
-    if _group_alive(process.pid):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    await process.wait()
 
 
 class RemediateCommandAgent:
@@ -197,31 +140,8 @@ class RemediateCommandAgent:
             # The executable or cwd is wrong: a configuration error. Other OSErrors (no memory, too many
             # processes) are transient and raise as they are, for Temporal to retry.
             raise ApplicationError(f"cannot start {executable}: {err}", type="NotFound", non_retryable=True) from err
-        out, err_ = _Tail(), _Tail()
-        readers = {asyncio.create_task(out.drain(process.stdout)), asyncio.create_task(err_.drain(process.stderr))}
-        timed_out = False
-        try:
-            exited = asyncio.ensure_future(process.wait())
-            while not exited.done():
-                left = started + timeout - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    await kill_group(process)
-                    break
-                await asyncio.wait({exited}, timeout=min(HEARTBEAT_SECONDS, left))
-                beat({"pid": process.pid, "elapsed_s": round(time.monotonic() - started, 1)})
-            await process.wait()
-            _, still_open = await asyncio.wait(readers, timeout=PIPE_GRACE_SECONDS)
-            if still_open:
-                # Something it left running holds its output: stop reading and close our ends of the pipes
-                # (asyncio offers no public way; the transport only closes pipes of a process that has exited).
-                process._transport.close()  # type: ignore[attr-defined]
-        except asyncio.CancelledError:
-            await kill_group(process)  # the activity was cancelled (or timed out at Temporal): stop the command
-            raise
-        finally:
-            for reader in readers:
-                reader.cancel()
+        out, err_ = OutputTail(), OutputTail()
+        timed_out = await run_to_exit(process, out, err_, started, timeout)
         duration = time.monotonic() - started
         return self._result(argv, executable, process.returncode, out, err_, duration, timed_out, timeout, input)
 
@@ -230,8 +150,8 @@ class RemediateCommandAgent:
         argv: list[str],
         executable: str,
         code: int | None,
-        out: _Tail,
-        err: _Tail,
+        out: OutputTail,
+        err: OutputTail,
         duration: float,
         timed_out: bool,
         timeout: float,
@@ -244,7 +164,7 @@ class RemediateCommandAgent:
         if timed_out:
             outcome = f"timed out after {timeout:g} s (process group killed)"
         elif exit_code < 0:
-            outcome = f"killed by {_signal_name(-exit_code)}"
+            outcome = f"killed by {signal_name(-exit_code)}"
         else:
             outcome = f"exit {exit_code}" + ("" if ok or expect == 0 else f", expected {expect}")
         stdout, stderr = out.text, err.text
