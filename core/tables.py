@@ -7,7 +7,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, field_validator
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -204,6 +204,34 @@ class AgentRun(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class RemediationRun(SQLModel, table=True):
+    """A remediation's side effect, once per step attempt: the intent, written before the command runs or the
+    request is sent, then its outcome. Temporal's retries of the activity share the attempt key and find this
+    row instead of acting again (activities/remediation_ledger.py)."""
+
+    __tablename__ = "remediation_runs"
+    __table_args__ = (UniqueConstraint("workflow_id", "step_id", "attempt_key", name="uq_remediation_runs_attempt"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    workflow_id: str = Field(max_length=200)
+    step_id: str = Field(max_length=100)
+    attempt_key: str = Field(max_length=50)  # the step's run (and check): a person's retry_step makes a new one
+    agent: str = Field(max_length=100)
+    action: str = Field(sa_column=Column(Text, nullable=False))  # what it does, redacted: the argv, the URL
+    worker: str = Field(max_length=200)  # pid@host of the attempt that wrote the intent
+    activity_attempt: int  # Temporal's attempt number that wrote it
+    sends: int = 1  # a webhook re-sent with the same webhook-id after an answer that did not end it; a command: 1
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    # The outcome; all empty while it runs, or for good when its worker died before writing it.
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    ok: bool | None = None
+    exit_code: int | None = None
+    http_status: int | None = None
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))  # the failure that ended it, or the last one
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))  # the AgentResult, redacted
 
 
 class IncidentPublic(BaseModel):
