@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
 from core.payloads import AgentResult
 from core.redact import redact, redact_text
@@ -15,10 +16,12 @@ from core.settings import Settings
 
 @dataclass
 class AgentDeps:
-    """What the worker hands every agent: its guarded HTTP client and the settings."""
+    """What the worker hands every agent: its guarded HTTP client, the settings and its database (None: an agent
+    run outside a worker)."""
 
     http: httpx.AsyncClient
     settings: Settings
+    engine: Engine | None = None
 
 
 def agent_result(

@@ -1,10 +1,11 @@
 """Remediation agents: run an allowlisted command (remediate_command), call a signed webhook (remediate_webhook).
 
 Both are risk high, which no playbook or run-time change can lower, so a step using them waits for a person's
-approval unless an admin's policy pre-approves it (core/approvals.py; never a step changed at run time). Either
-may act twice for one approved step: Temporal runs an activity at least once, so when a worker dies mid-command
-another worker runs the command again. Prefer idempotent actions (a restart, a deploy of a named version); the
-webhook carries a per-step-run id the receiver can deduplicate on.
+approval unless an admin's policy pre-approves it (core/approvals.py; never a step changed at run time). Temporal
+runs an activity at least once; each records its intent before it acts and its outcome after
+(activities/remediation_ledger.py), so a retry of the same step attempt reports what the first did instead of
+acting again: a command runs at most once per step attempt; a webhook is re-sent only under the same webhook-id,
+and never after an answer that ended the step.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.base import AgentDeps, agent_result
 from activities.heartbeat import attempt, heartbeating
 from activities.process_group import OUTPUT_TAIL, OutputTail, run_to_exit, signal_name
+from activities.remediation_ledger import RemediationLedger, attempt_key
 from core.agents import AgentSpec, object_schema
 from core.commands import NEVER_ENV, CommandNotAllowed, allowed_rule
 from core.outbound import blocked_reason
@@ -92,6 +94,7 @@ class RemediateCommandAgent:
 
     def __init__(self, deps: AgentDeps) -> None:
         self._settings = deps.settings
+        self._ledger = RemediationLedger(deps.engine, self.spec.name)
 
     def _checked(self, params: dict[str, Any]) -> tuple[list[str], float]:
         # Configuration errors: retrying cannot help, the playbook or COMMAND_ALLOWLIST must change.
@@ -124,6 +127,8 @@ class RemediateCommandAgent:
                 f"{argv[0]} is not an executable on PATH {env['PATH']}", type="NotFound", non_retryable=True
             )
         executable = os.path.abspath(found)  # which() answers relative to the worker's directory
+        if (earlier := await self._ledger.claim(input, shlex.join(argv))) is not None:
+            return earlier.repeat("command")  # a retry of this step attempt: never a second run
         started = time.monotonic()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -136,14 +141,26 @@ class RemediateCommandAgent:
                 env=env,
                 start_new_session=True,  # its own process group: a timeout kills what it started too
             )
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
-            # The executable or cwd is wrong: a configuration error. Other OSErrors (no memory, too many
-            # processes) are transient and raise as they are, for Temporal to retry.
-            raise ApplicationError(f"cannot start {executable}: {err}", type="NotFound", non_retryable=True) from err
+        except OSError as err:
+            await self._ledger.release(input)  # nothing started: a retry may run it
+            if isinstance(err, (FileNotFoundError, NotADirectoryError, PermissionError)):
+                # The executable or cwd is wrong: a configuration error. Other OSErrors (no memory, too many
+                # processes) are transient and raise as they are, for Temporal to retry.
+                raise ApplicationError(
+                    f"cannot start {executable}: {err}", type="NotFound", non_retryable=True
+                ) from err
+            raise
         out, err_ = OutputTail(), OutputTail()
-        timed_out = await run_to_exit(process, out, err_, started, timeout)
+        try:
+            timed_out = await run_to_exit(process, out, err_, started, timeout)
+        except asyncio.CancelledError:
+            stopped = f"cancelled after {time.monotonic() - started:.1f} s (process group killed)"
+            await self._ledger.finish(input, error=stopped, exit_code=process.returncode)
+            raise
         duration = time.monotonic() - started
-        return self._result(argv, executable, process.returncode, out, err_, duration, timed_out, timeout, input)
+        result = self._result(argv, executable, process.returncode, out, err_, duration, timed_out, timeout, input)
+        await self._ledger.finish(input, result, exit_code=process.returncode)
+        return result
 
     def _result(
         self,
@@ -203,7 +220,7 @@ class RemediateCommandAgent:
 
 def webhook_id(input: AgentInput) -> str:
     """The same for every attempt of one run of the step (not for a retry_step, which is a new decision)."""
-    return f"{input.workflow_id}:{input.step_id}:{input.run}"
+    return f"{input.workflow_id}:{input.step_id}:{attempt_key(input)}"
 
 
 def _shown_url(url: httpx.URL) -> str:
@@ -240,8 +257,9 @@ class RemediateWebhookAgent:
     def __init__(self, deps: AgentDeps) -> None:
         self._http = deps.http
         self._settings = deps.settings
+        self._ledger = RemediationLedger(deps.engine, self.spec.name)
 
-    async def run(self, input: AgentInput) -> AgentResult:  # noqa: C901 (a webhook call's outcomes (timeout, refusal, status classes) in one place)
+    async def run(self, input: AgentInput) -> AgentResult:
         secret = self._settings.remediation_webhook_secret.get_secret_value()
         if not secret:  # configuration: no retry can sign the request
             raise ApplicationError(
@@ -249,11 +267,30 @@ class RemediateWebhookAgent:
                 type="NotConfigured",
                 non_retryable=True,
             )
+        message_id = webhook_id(input)
+        action = f"{input.params.get('method', 'POST')} {_shown_url(httpx.URL(input.params['url']))}"
+        if (earlier := await self._ledger.claim(input, f"{action} (webhook-id {message_id})")) is not None:
+            if earlier.finished_at is not None:  # answered in a way that ended it: never sent again
+                return earlier.repeat("request", ran="was sent", run="sent")
+            # A timeout, a 5xx or a lost worker left it open: the same webhook-id again, which the receiver
+            # deduplicates on.
+            await self._ledger.count_send(input)
+        try:
+            result = await self._deliver(input, secret, message_id)
+        except ApplicationError as err:
+            if err.non_retryable:
+                await self._ledger.finish(input, error=err.message)
+            else:
+                await self._ledger.note_failure(input, err.message)
+            raise
+        await self._ledger.finish(input, result, http_status=result.data["status"])
+        return result
+
+    async def _deliver(self, input: AgentInput, secret: str, message_id: str) -> AgentResult:
         params = input.params
         method = params.get("method", "POST")
         timeout = float(params.get("timeout_seconds", 10))
         given: dict[str, str] = params.get("headers", {})
-        message_id = webhook_id(input)
         sent_at = datetime.now(UTC)  # per attempt: receivers refuse stale timestamps
         body = json.dumps(params.get("payload", {}))
         headers = httpx.Headers({"content-type": "application/json"})

@@ -73,7 +73,7 @@ async def incident_worker(
             workflows=[IncidentWorkflow, ServiceMonitorWorkflow],
             activities=[
                 *agents.all(),
-                *agent_activities(AgentDeps(http=http, settings=settings), runs),
+                *agent_activities(AgentDeps(http=http, settings=settings, engine=engine), runs),
                 *WebhookAgentActivities(engine, http, runs).all(),
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
