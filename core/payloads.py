@@ -55,6 +55,10 @@ class IncidentWorkflowInput:
     # pre-approved by a policy, and whoever changed one may not approve it (admins may). False: runs started
     # before this existed.
     guard_changes: bool = False
+    # A step whose approval is rejected or expires fails ("not run: approval rejected by …"): the run halts for
+    # retry_step or abort and the incident stays open, instead of the step and its dependents being skipped and
+    # the run completing (which resolved an incident whose fix never ran). False: runs started before this.
+    unapproved_fails: bool = False
 
 
 @dataclass

@@ -288,6 +288,7 @@ async def start_incident_workflow(
                 approvals_outlive_abort=True,
                 agent_risks=risks,
                 guard_changes=True,
+                unapproved_fails=True,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,

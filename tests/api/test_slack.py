@@ -148,7 +148,7 @@ async def test_slack_down_does_not_delay_the_approval(slack, worker, api, tempor
     decided = await api.post(f"/api/approvals/{approval['id']}/decision", json={"decision": "reject"})
     assert decided.status_code == 200
     outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
-    assert state.steps[1].status == "skipped"
+    assert state.steps[1].status == "failed" and state.steps[1].error == "not run: approval rejected by root"
 
 
 async def test_interactions_without_slack_configured_are_404(server):

@@ -101,7 +101,7 @@ async def start(client: Client, queue: str, steps: list[dict[str, Any]], **input
         approvals_outlive_abort=True,
         agent_risks=AGENT_RISKS,
         guard_changes=True,
-        **{"retry_window_seconds": 0, **input},
+        **{"retry_window_seconds": 0, "unapproved_fails": True, **input},
     )
     return await client.start_workflow(
         IncidentWorkflow.run, workflow_input, id=f"fast-{uuid.uuid4().hex[:12]}", task_queue=queue

@@ -45,5 +45,7 @@ async def test_an_added_remediation_step_waits_for_approval(api, temporal_client
     rejected = await api.post(f"/api/approvals/{approval.id}/decision", json={"decision": "reject", "comment": "no"})
     assert rejected.status_code == 200, rejected.text
     outcome, state = await wait_for_workflow(temporal_client, workflow_id)
-    assert outcome == "completed"
-    assert {s.step_id: s.status for s in state.steps} == {"hold": "completed", "fix": "skipped"}
+    # The fix did not run: the run halts (failed once the retry window passes), it does not complete.
+    assert outcome == "failed"
+    assert {s.step_id: s.status for s in state.steps} == {"hold": "completed", "fix": "failed"}
+    assert state.steps[1].error == "not run: approval rejected by root: no"

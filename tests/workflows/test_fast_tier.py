@@ -86,15 +86,40 @@ async def test_a_retry_with_new_params_after_a_day_of_waiting(clock):
     assert state.changes[-1]["kind"] == "retry_step"
 
 
-async def test_an_unanswered_approval_expires_and_skips_the_step_and_its_dependents(clock):
+async def test_an_unanswered_approval_expires_and_the_run_waits_for_a_person(clock):
+    """Issue 19, finding 1: an expired (or rejected) approval skipped the fix and its verification, and the run
+    completed, which resolved an incident whose fix never ran. Now the step fails and the run waits."""
     async with fast_worker(clock.client) as (queue, stubs):
         handle = await start(clock.client, queue, [
             step("fix", "fix", risk="high", approval_timeout_seconds=3600), step("verify", "noop", "fix"),
-        ])  # fmt: skip
-        outcome, state = await finish(handle)  # the hour passes in skipped time
+        ], retry_window_seconds=86_400)  # fmt: skip
+        state = await handle.query("status", result_type=WorkflowState)
+        while state.status != "failed":  # the hour passes in skipped time
+            await clock.sleep(timedelta(minutes=10))
+            state = await handle.query("status", result_type=WorkflowState)
+        assert statuses(state) == {"fix": "failed", "verify": "pending"} and stubs.ran == []
+        assert state.steps[0].error == f"not run: approval expired at {state.steps[0].approval.expires_at}"
+        assert state.error == "step fix failed; waiting for retry_step or abort"
+
+        await handle.execute_update("retry_step", RetryStepInput(step_id="fix", actor="ann"))  # asks again
+        while len(stubs.requests) < 2:
+            await clock.sleep(timedelta(seconds=1))
+        decision = DecideApprovalInput(decision="approve", step_id="fix", actor="bob", actor_role="approver")
+        await handle.execute_update("decide_approval", decision)
+        outcome, state = await finish(handle)
+    assert outcome == "completed" and statuses(state) == {"fix": "completed", "verify": "completed"}
+    assert [d.status for d in stubs.decisions] == ["expired", "approved"]
+
+
+async def test_a_run_started_before_the_rule_still_skips_an_unapproved_step(clock):
+    """Replay safety: runs without `unapproved_fails` keep the old outcome."""
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [
+            step("fix", "fix", risk="high", approval_timeout_seconds=3600), step("verify", "noop", "fix"),
+        ], unapproved_fails=False)  # fmt: skip
+        outcome, state = await finish(handle)
     assert outcome == "completed" and statuses(state) == {"fix": "skipped", "verify": "skipped"}
-    assert state.steps[0].approval.status == "expired" and stubs.ran == []
-    assert [d.status for d in stubs.decisions] == ["expired"]
+    assert stubs.ran == []
 
 
 async def test_an_approved_step_runs_with_the_approvers_edits(clock):

@@ -116,9 +116,7 @@ async def change_status_form(
 
 
 @router.post("/incidents/{incident_id}/acknowledge", response_class=HTMLResponse)
-async def acknowledge_form(
-    request: Request, incident_id: Int64Id, principal: Responder, engine: EngineDep
-) -> Response:
+async def acknowledge_form(request: Request, incident_id: Int64Id, principal: Responder, engine: EngineDep) -> Response:
     await run_in_threadpool(acknowledge, engine=engine, incident_id=incident_id, actor=actor_of(request, principal))
     return _back(incident_id)
 

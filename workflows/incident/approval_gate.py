@@ -55,8 +55,9 @@ class ApprovalGate:
 
     async def passes(self, spec: StepSpec, step: StepState) -> bool:
         """Wait for a human decision (or a policy's) before the step runs. True: approved (with any edited
-        params applied). Otherwise the step is skipped, and so are its dependents: rejected, or no decision
-        by expires_at (expired, treated as a rejection)."""
+        params applied). Otherwise — rejected, or no decision by expires_at (expired, treated as a rejection) —
+        the step fails, so the run waits for retry_step or abort and the incident stays open (runs started before
+        `unapproved_fails`: the step and its dependents are skipped)."""
         run = self._run
         timeout = timedelta(seconds=spec.approval_timeout_seconds or run.input.approval_timeout_seconds)
         expires_at = workflow.now() + timeout
@@ -74,7 +75,10 @@ class ApprovalGate:
                 self._outcomes.append(asyncio.create_task(self._notify(spec, approval.approval_id, "slack", "outcome")))
         run.facts[spec.id].status = "running"
         if approval.status != "approved":
-            await run.settle(spec.id, "skipped", note=_skip_reason(approval), spreads=True)
+            if run.input.unapproved_fails:  # the fix did not run: the incident is not over (retry_step asks again)
+                await run.settle(spec.id, "failed", error=f"not run: {_skip_reason(approval)}")
+            else:
+                await run.settle(spec.id, "skipped", note=_skip_reason(approval), spreads=True)
             await run.refresh_status()
             return False
         if approval.modified_params is not None:
