@@ -1,5 +1,5 @@
 """Record workflow histories for the replay test:
-`python -m tests.workflows.record_histories [incidents|approvals|monitor|changes]`.
+`python -m tests.workflows.record_histories [incidents|approvals|monitor|changes|rejected]`.
 
 Re-record only on purpose: the point of the replay test is that a code change which would break running
 incidents fails CI (use `workflow.patched()` for such changes instead).
@@ -39,6 +39,8 @@ async def main(which: str) -> None:
                 await record_approvals(stack)
             if which in ("all", "changes"):
                 await record_changes(stack)
+            if which in ("all", "rejected"):
+                await record_rejected(stack)
 
 
 async def record_monitor(stack: LocalStack, url: str, peer) -> None:
@@ -131,6 +133,37 @@ async def record_approvals(stack: LocalStack) -> None:
                 assert aborted.status_code == 200, aborted.text
             await handle.result()
             (HERE / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+async def record_rejected(stack: LocalStack) -> None:
+    """A gated step rejected under unapproved_fails: the step fails, the run fails (no retry window here)."""
+    env, engine = stack.env, stack.engine
+    app = create_app(stack.settings, engine=engine, temporal=env.client)
+    admin = {"Authorization": f"Bearer {make_user(engine, 'admin')[1]}"}
+    steps = [
+        {"id": "remediate", "agent": "noop", "risk": "high", "params": {"summary": "restart web-1"}},
+        {"id": "verify", "agent": "noop", "depends_on": ["remediate"]},
+    ]
+    async with (
+        incident_worker(env.client, engine, stack.settings),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r", headers=admin) as api,
+    ):
+        playbook = {"id": "refused", "name": "refused", "incident_type": "refused", "steps": steps}
+        assert (await api.post("/api/playbooks", json=playbook)).status_code == 201
+        body = {"title": "rejected", "service": "web", "incident_type": "refused"}
+        created = (await api.post("/api/incidents", json=body)).json()
+        while not (page := (await api.get("/api/approvals", params={"incident_id": created["id"]})).json())["items"]:
+            await asyncio.sleep(0.1)
+        decision = {"decision": "reject", "comment": "not now"}
+        assert (await api.post(f"/api/approvals/{page['items'][0]['id']}/decision", json=decision)).status_code == 200
+        handle = env.client.get_workflow_handle(created["workflow_id"])
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
+        else:
+            raise AssertionError("a rejected fix must not complete the run")
+        (HERE / "rejected.json").write_text((await handle.fetch_history()).to_json())
 
 
 async def record_changes(stack: LocalStack) -> None:
