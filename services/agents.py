@@ -3,6 +3,6 @@ agent never shadows a built-in or a plugin)."""
 
 from __future__ import annotations
 
-from services.incidents.open import installed_agent_specs as all_agent_specs
+from services.incidents.start import installed_agent_specs as all_agent_specs
 
 __all__ = ["all_agent_specs"]

@@ -43,7 +43,8 @@ from core.settings import Settings
 from core.tables import ENDED_STATUSES, Incident, IncidentCreate, WorkflowRun, utcnow
 from services.alert_payloads import AlertOutcome, AlertsAccepted
 from services.incidents.detail import in_session
-from services.incidents.open import insert_incident, start_incident_workflow
+from services.incidents.open import insert_incident
+from services.incidents.start import start_incident_workflow
 from services.playbooks import PlaybookNotFound
 
 log = logging.getLogger(__name__)

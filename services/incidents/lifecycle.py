@@ -19,7 +19,7 @@ from core.settings import Settings
 from core.tables import INCIDENT_TRANSITIONS, Incident, WorkflowRun, utcnow
 from services.collaboration import template_for
 from services.incidents.detail import IncidentNotFound
-from services.incidents.open import start_incident_workflow
+from services.incidents.start import start_incident_workflow
 
 
 class TransitionRefused(Conflict):

@@ -12,64 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from activities.registry import agent_specs, known_agents
-from core.agents import AgentSpec
 from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
-from core.errors import Conflict, Invalid, Unavailable
+from core.errors import Invalid, Unavailable
 from core.events import incident_event
 from core.opening import Join, OnCreated, Opened
 from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.payloads import (
-    INCIDENT_WORKFLOW,
-    IncidentContext,
-    IncidentWorkflowInput,
-    incident_search_attributes,
     incident_workflow_id,
 )
-from core.playbook import Playbook, with_agent_defaults
-from core.playbook_store import PlaybookNotFound, choose_playbook, load_playbook
+from core.playbook import Playbook
+from core.playbook_store import PlaybookNotFound, choose_playbook
 from core.settings import Settings
 from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
-from core.webhook_agents import WebhookAgent
+from services.incidents.start import (
+    Pinned,
+    pin,
+    start_failure,
+    start_incident_workflow,
+)
 
 log = logging.getLogger(__name__)
-
-
-def webhook_agent_names(session: Session) -> list[str]:
-    """Enabled webhook agents a step runs as `webhook_agent` (never one named like a built-in or a plugin)."""
-    installed = agent_specs()
-    names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
-    return sorted(name for name in names if name not in installed)
-
-
-def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
-    """Every agent a playbook may name: built-in, plugins and enabled webhook agents (which never shadow those)."""
-    specs = agent_specs()
-    for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
-        specs.setdefault(row.name, row.spec())
-    return specs
-
-
-CLOCK_SKEW = timedelta(seconds=2)
-# How long a workflow's start may wait for Temporal's answer: a paused or unreachable Temporal is an RPCError the
-# caller reports instead of a request held for ever. The row is stored first, and a start that went through unseen
-# is found again ("already started") when the caller retries.
-START_WORKFLOW_TIMEOUT = timedelta(seconds=10)
-
-
-class WorkflowConflict(Conflict):
-    """A new incident's workflow id already exists in Temporal (history from another database)."""
 
 
 class UnsafeServiceUrl(Invalid):
@@ -99,16 +69,6 @@ def check_service_url(*, service_url: str | None, settings: Settings) -> None:
         raise UnsafeServiceUrl(f"service_url: {err}") from None
 
 
-def start_failure(err: RPCError) -> str:
-    """Why an incident's workflow did not start, for people: Temporal's message, or the timeout it ran into."""
-    # The SDK reports its own rpc_timeout as CANCELLED "Timeout expired"; the server, one it passed on, as
-    # DEADLINE_EXCEEDED.
-    timed_out = err.status == RPCStatusCode.CANCELLED and "timeout" in err.message.lower()
-    if timed_out or err.status == RPCStatusCode.DEADLINE_EXCEEDED:
-        return f"Temporal did not answer within {START_WORKFLOW_TIMEOUT.total_seconds():g}s"
-    return err.message
-
-
 async def open_incident(
     *,
     engine: Engine,
@@ -130,7 +90,7 @@ async def open_incident(
     """
     check_service_url(service_url=data.service_url, settings=settings)
 
-    def store() -> tuple[Incident, bool, _Pinned | None]:
+    def store() -> tuple[Incident, bool, Pinned | None]:
         with Session(engine, expire_on_commit=False) as session:
             joined = join(session) if join is not None else None
             if joined is not None:
@@ -141,7 +101,7 @@ async def open_incident(
                 on_created(session, incident)
                 session.commit()
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
-            return incident, created, _pin(session, settings, incident, playbook) if ours else None
+            return incident, created, pin(session, settings, incident, playbook) if ours else None
 
     incident, created, pinned = await asyncio.to_thread(store)
     if pinned is not None:
@@ -249,89 +209,3 @@ def _insert(
     session.commit()
     session.refresh(incident)
     return incident, True, playbook
-
-
-async def start_incident_workflow(
-    *,
-    temporal: Client,
-    engine: Engine,
-    incident: Incident,
-    settings: Settings,
-    fresh: bool,
-    pinned: _Pinned | None = None,
-) -> None:
-    """Start IncidentWorkflow `incident-<id>`; for a repeated request, already started is success. Raises RPCError
-    when Temporal does not answer, WorkflowConflict when the id belongs to another database's history."""
-    assert incident.id is not None and incident.workflow_id is not None
-    context = IncidentContext(
-        incident_id=incident.id,
-        title=incident.title,
-        service=incident.service,
-        severity=incident.severity,
-        incident_type=incident.incident_type,
-        service_url=incident.service_url,
-    )
-    if pinned is None:
-        pinned = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
-    playbook, webhooks, risks = pinned
-    try:
-        await temporal.start_workflow(
-            INCIDENT_WORKFLOW,
-            IncidentWorkflowInput(
-                incident=context,
-                playbook=playbook.model_dump(mode="json"),
-                known_agents=sorted(known_agents() | set(webhooks)),
-                webhook_agents=webhooks,
-                retry_window_seconds=settings.retry_window_seconds,
-                approval_timeout_seconds=settings.approval_timeout_seconds,
-                agents_open_projection=settings.agents_open_projection,
-                approvals_outlive_abort=True,
-                agent_risks=risks,
-                guard_changes=True,
-                unapproved_fails=True,
-            ),
-            id=incident.workflow_id,
-            task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=incident_search_attributes(context, incident.playbook_id),
-            static_summary=f"{incident.severity} {incident.service}: {incident.title}"[:200],
-            rpc_timeout=START_WORKFLOW_TIMEOUT,
-        )
-    except WorkflowAlreadyStartedError:
-        if fresh and await _started_before(temporal, incident):
-            raise WorkflowConflict(
-                f"incident {incident.id} is new but workflow {incident.workflow_id} already exists in "
-                "Temporal: this database and the Temporal history do not belong together "
-                "(set WORKFLOW_ID_PREFIX to share a namespace between deployments)"
-            ) from None
-
-
-# What a run is started with: the playbook (each step at least as risky as its agent: versions stored before that
-# rule may say less), the webhook agents, and each agent's risk.
-_Pinned = tuple[Playbook, list[str], dict[str, str]]
-
-
-def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> _Pinned:
-    with Session(engine) as session:
-        return _pin(session, settings, incident, None)
-
-
-def _pin(session: Session, settings: Settings, incident: Incident, playbook: Playbook | None) -> _Pinned:
-    """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with."""
-    if playbook is None or (playbook.id, playbook.version) != (incident.playbook_id, incident.playbook_version):
-        playbook = load_playbook(
-            session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
-        )
-    specs = installed_agent_specs(session)
-    risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
-    return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks
-
-
-async def _started_before(temporal: Client, incident: Incident) -> bool:
-    """Whether the existing workflow predates this incident row (so it belongs to another database).
-
-    A workflow started after the row by a concurrent duplicate request of the same incident is ours.
-    """
-    assert incident.workflow_id is not None
-    description = await temporal.get_workflow_handle(incident.workflow_id).describe(rpc_timeout=START_WORKFLOW_TIMEOUT)
-    return description.start_time < incident.created_at - CLOCK_SKEW

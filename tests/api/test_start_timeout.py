@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from app.main import create_app
 from core.tables import Incident
-from services.incidents.open import START_WORKFLOW_TIMEOUT
+from services.incidents.start import START_WORKFLOW_TIMEOUT
 from tests.conftest import app_client, start_dev_server
 from tests.factories import make_user
 

@@ -164,7 +164,8 @@ async def test_the_first_projection_row_is_written_either_way(temporal_client, e
 
     from core.audit import SYSTEM
     from core.tables import IncidentCreate
-    from services.incidents.open import insert_incident, start_incident_workflow
+    from services.incidents.open import insert_incident
+    from services.incidents.start import start_incident_workflow
 
     url, _ = service
     settings = settings.model_copy(update={"agents_open_projection": agents_open})
