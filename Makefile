@@ -70,6 +70,7 @@ bench: install-test
 	$(BIN)/python -m bench.approvals
 	$(BIN)/python -m bench.conversations
 	$(BIN)/python -m bench.monitoring
+	$(BIN)/python -m bench.scenarios
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:
