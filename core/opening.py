@@ -24,10 +24,14 @@ from core.tables import Incident, IncidentCreate
 class Opened:
     incident: Incident  # detached, loaded
     created: bool  # False: the one stored under the same idempotency key, or an open incident this one joined
+    reopened: bool = False  # an ended incident this one reopened
 
 
-# In the opener's transaction: an open incident to join instead of storing a new one (monitoring: the service's
-# incident someone already opened), and what to add to a new incident before it commits (its first message).
+# In the opener's transaction: an ended incident to reopen instead of storing a new one (monitoring: the outage's
+# incident resolved while it went on, or the service's last one resolved moments ago: a flap) with why; an open
+# incident to join (the service's incident someone already opened); and what to add to a new incident before it
+# commits (its first message).
+Reopen = Callable[[Session], tuple[Incident, str] | None]
 Join = Callable[[Session], Incident | None]
 OnCreated = Callable[[Session, Incident], None]
 
@@ -43,6 +47,7 @@ class OpenIncident(Protocol):
         actor: Actor,
         idempotency_key: str | None = None,
         playbook_fallback: bool = False,
+        reopen: Reopen | None = None,
         join: Join | None = None,
         on_created: OnCreated | None = None,
     ) -> Opened: ...

@@ -85,6 +85,9 @@ class ServiceBase(BaseModel):
     # Consecutive failed checks before an incident opens (flap protection), and passes before it counts as up.
     failure_threshold: int = Field(default=3, ge=1, le=100)
     recovery_threshold: int = Field(default=1, ge=1, le=100)
+    # An outage that starts this soon after the service's last incident was resolved reopens that incident (a flap
+    # is one incident, not one per flap); 0: every outage opens its own.
+    reopen_within_seconds: float = Field(default=900, ge=0, le=7 * 86_400)
     dependencies: list[str] = Field(default_factory=list, max_length=50)
     log_paths: list[str] = Field(default_factory=list, max_length=20)
     metrics_queries: list[MetricsQuery] = Field(default_factory=list, max_length=20)

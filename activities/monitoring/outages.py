@@ -59,11 +59,45 @@ class OutageOpener:
             actor=MONITOR,
             idempotency_key=episode_key(service_id, episode),
             playbook_fallback=True,  # a playbook removed since the service named it: the type's playbook runs
+            reopen=lambda session: incident_to_reopen(session, outage, detail),
             join=lambda session: join_open_incident(session, service_id, name, config, episode, detail),
             on_created=lambda session, incident: _down_message(session, incident, detail, name, episode),
         )
         assert opened.incident.id is not None
         return opened.incident.id
+
+
+def incident_to_reopen(session: Session, outage: Outage, detail: str) -> tuple[Incident, str] | None:
+    """The ended incident this outage reopens, and why: the outage's own (resolved or closed while the service
+    stayed down), or the service's last one when it was resolved less than `reopen_within_seconds` ago (a flap).
+    The monitor's message for the agents is written with it."""
+    name, config, episode = outage.name, outage.config, outage.episode
+    incident, why = None, ""
+    if outage.ended_incident is not None:
+        incident = session.get(Incident, outage.ended_incident)
+        why = f"monitor: {name} is still down (outage {episode}): the incident ended while the outage went on"
+    elif config.reopen_within_seconds > 0:
+        since = utcnow() - timedelta(seconds=config.reopen_within_seconds)
+        incident = session.exec(  # this service's own outages (a service registered again starts afresh)
+            select(Incident)
+            .where(
+                Incident.service == name,
+                Incident.incident_type == config.incident_type,
+                col(Incident.idempotency_key).startswith(f"service:{outage.service_id}:"),
+            )
+            .order_by(col(Incident.id).desc())
+            .limit(1)
+        ).first()
+        if incident is not None and incident.resolved_at is not None and incident.resolved_at >= since:
+            ago = _duration(utcnow() - incident.resolved_at)
+            why = f"monitor: {name} failed again {ago} after this incident was resolved (outage {episode}): reopened"
+        else:
+            incident = None
+    if incident is None or incident.status not in ENDED_STATUSES:
+        return None  # reopened already (an earlier attempt, a person): the join finds it open
+    _down_message(session, incident, detail, name, episode)
+    session.commit()
+    return incident, why
 
 
 def join_open_incident(

@@ -63,7 +63,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Outage:
-    """A service's outage (failure_threshold failures in a row), whose incident is to be opened or joined."""
+    """A service's outage (failure_threshold failures in a row), whose incident is to be opened, joined or
+    reopened."""
 
     service_id: int
     name: str
@@ -71,6 +72,7 @@ class Outage:
     episode: int
     since: datetime | None
     error: str | None
+    ended_incident: int | None = None  # its incident, resolved or closed while the outage went on
 
 
 @dataclass(frozen=True)

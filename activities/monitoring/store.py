@@ -48,10 +48,16 @@ WHERE s.enabled AND s.id % :shards = :shard AND st.next_check_at < :until
 ORDER BY st.next_check_at
 """)
 
+# Outages with no incident yet, and those whose incident was resolved or closed while they go on — a check failed
+# after it ended (reopened: no outage is ever without an open incident). A service that passes again but not yet
+# `recovery_threshold` times is recovering: its ended incident stays ended.
 PENDING_OUTAGES = text("""
-SELECT s.id, s.name, s.config, st.episode, st.failing_since, st.last_error
+SELECT s.id, s.name, s.config, st.episode, st.failing_since, st.last_error, st.incident_id
 FROM services s JOIN service_states st ON st.service_id = s.id
-WHERE s.enabled AND s.id % :shards = :shard AND st.status = 'down' AND st.incident_id IS NULL
+LEFT JOIN incidents i ON i.id = st.incident_id
+WHERE s.enabled AND s.id % :shards = :shard AND st.status = 'down'
+  AND (st.incident_id IS NULL OR (i.status IN ('resolved', 'closed') AND st.consecutive_passes = 0
+                                  AND st.last_checked_at > coalesce(i.resolved_at, i.closed_at, i.updated_at)))
 """)
 
 # A service's row first (what a DELETE of it locks, before its cascade reaches the state), then its state: the
@@ -149,16 +155,16 @@ class MonitorStore:
         return due, windows
 
     def pending_outages(self, tick: MonitorTick) -> tuple[list[Outage], list[Window]]:
-        """Outages without an incident yet (those gone stale forgotten first), and the maintenance windows holding
-        now."""
+        """Outages without an incident yet (those gone stale forgotten first) or whose incident ended while they go
+        on, and the maintenance windows holding now."""
         with self.engine.begin() as conn:
             conn.execute(FORGET_STALE_OUTAGES, {"shard": tick.shard, "shards": tick.shards})
             rows = conn.execute(PENDING_OUTAGES, {"shard": tick.shard, "shards": tick.shards}).all()
             windows = _windows(conn, utcnow())
         pending = []
-        for sid, name, config, episode, since, error in rows:
+        for sid, name, config, episode, since, error, ended in rows:
             try:
-                pending.append(Outage(sid, name, ServiceBase.model_validate(config), episode, since, error))
+                pending.append(Outage(sid, name, ServiceBase.model_validate(config), episode, since, error, ended))
             except ValidationError:
                 continue
         return pending, windows

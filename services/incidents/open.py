@@ -23,7 +23,7 @@ from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
 from core.errors import Invalid, Unavailable
 from core.events import incident_event
-from core.opening import Join, OnCreated, Opened
+from core.opening import Join, OnCreated, Opened, Reopen
 from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.payloads import (
     incident_workflow_id,
@@ -32,6 +32,7 @@ from core.playbook import Playbook
 from core.playbook_store import PlaybookNotFound, choose_playbook
 from core.settings import Settings
 from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
+from services.incidents.lifecycle import TransitionRefused, act_on_playbook, transition
 from services.incidents.start import (
     Pinned,
     pin,
@@ -78,32 +79,41 @@ async def open_incident(
     actor: Actor,
     idempotency_key: str | None = None,
     playbook_fallback: bool = False,
+    reopen: Reopen | None = None,
     join: Join | None = None,
     on_created: OnCreated | None = None,
 ) -> Opened:
     """Store the incident and start its workflow, in one session and with the playbook loaded once.
 
     A repeat of the same `idempotency_key` answers the stored incident (created False) and starts its workflow if an
-    earlier attempt did not get that far; an incident `join` finds is answered as it is (its opener runs it).
+    earlier attempt did not get that far; an ended incident `reopen` finds is reopened (the state machine's move,
+    and its playbook restarted or resumed as its type says); an incident `join` finds is answered as it is (its
+    opener runs it).
     Raises UnsafeServiceUrl or Invalid (`playbook_id: …`, unless `playbook_fallback` runs the type's playbook
     instead), WorkflowConflict (409) and IncidentNotStarted (503: stored, not started).
     """
     check_service_url(service_url=data.service_url, settings=settings)
 
-    def store() -> tuple[Incident, bool, Pinned | None]:
+    def store() -> tuple[Incident, bool, Pinned | None, str | None]:
         with Session(engine, expire_on_commit=False) as session:
+            ended = reopen(session) if reopen is not None else None
+            if ended is not None:
+                return ended[0], False, None, ended[1]
             joined = join(session) if join is not None else None
             if joined is not None:
-                return joined, False, None
+                return joined, False, None, None
             incident, created, playbook = _insert_or_fallback(session, data, idempotency_key, actor, settings,
                                                               fallback=playbook_fallback)  # fmt: skip
             if created and on_created is not None:
                 on_created(session, incident)
                 session.commit()
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
-            return incident, created, pin(session, settings, incident, playbook) if ours else None
+            return incident, created, pin(session, settings, incident, playbook) if ours else None, None
 
-    incident, created, pinned = await asyncio.to_thread(store)
+    incident, created, pinned, why = await asyncio.to_thread(store)
+    if why is not None:
+        return await _reopen(engine=engine, temporal=temporal, settings=settings, incident=incident, why=why,
+                             actor=actor)  # fmt: skip
     if pinned is not None:
         assert incident.id is not None
         try:
@@ -113,6 +123,26 @@ async def open_incident(
         except RPCError as err:
             raise IncidentNotStarted(incident.id, start_failure(err)) from err
     return Opened(incident, created)
+
+
+async def _reopen(
+    *, engine: Engine, temporal: Client, settings: Settings, incident: Incident, why: str, actor: Actor
+) -> Opened:
+    """Reopen an ended incident as a person would (the state machine's move, its type's on_reopen for the
+    playbook). Someone reopened it meanwhile: it is answered as it is."""
+    assert incident.id is not None
+    try:
+        moved = await asyncio.to_thread(
+            transition, engine=engine, incident_id=incident.id, target="reopened", comment=why, actor=actor,
+            settings=settings,
+        )  # fmt: skip
+    except TransitionRefused:
+        return Opened(incident, False)
+    try:
+        await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
+    except RPCError as err:
+        raise IncidentNotStarted(incident.id, start_failure(err)) from err
+    return Opened(moved.incident, False, reopened=True)
 
 
 def _insert_or_fallback(

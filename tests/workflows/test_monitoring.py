@@ -351,3 +351,84 @@ async def test_a_service_registered_again_opens_a_new_incident_not_its_predecess
             await wait_until(lambda: len(incidents_of(engine, "search")) == 2, 20, "the new incident")
     new = incidents_of(engine, "search")[1]
     assert (old.idempotency_key, new.idempotency_key) == (f"service:{first['id']}:1", f"service:{again['id']}:1")
+
+
+def linked(engine: Engine, service: str) -> bool:
+    """The service is down and its outage linked to an incident."""
+    state = state_of(engine, service)
+    return state is not None and state.status == "down" and state.incident_id is not None
+
+
+def up(engine: Engine, service: str) -> bool:
+    state = state_of(engine, service)
+    return state is not None and state.status == "up"
+
+
+async def test_an_incident_resolved_while_its_service_stays_down_is_reopened(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Issue 19, finding 1: an incident resolved while the service was still down left a silent outage (65 failures
+    in a row, incident `resolved`, and the monitor never opened another). No outage is without an open incident."""
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        peer.status = 503
+        await register(api, "orders", url, failure_threshold=2)
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: linked(engine, "orders"), 20, "the outage's incident")
+            (incident,) = incidents_of(engine, "orders")
+            resolved = await api.post(f"/api/incidents/{incident.id}/status", json={"status": "resolved"})
+            assert resolved.status_code == 200, resolved.text
+            await wait_until(
+                lambda: incidents_of(engine, "orders")[0].status not in ("resolved", "closed"), 30, "reopened"
+            )
+            assert [i.id for i in incidents_of(engine, "orders")] == [incident.id]
+            timeline = (await api.get(f"/api/incidents/{incident.id}/timeline")).json()["items"]
+            reopened = [
+                e["data"] for e in timeline if e["kind"] == "incident.status" and e["data"]["status"] == "reopened"
+            ]
+            assert len(reopened) == 1 and reopened[0]["actor"] == "monitor"
+            assert reopened[0]["comment"].startswith("monitor: orders is still down (outage 1)")
+
+
+async def test_a_flap_reopens_the_incident_instead_of_opening_another(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Issue 19, finding 2: a service failing and recovering every few seconds opened an incident per flap."""
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        await register(api, "cart", url, failure_threshold=2, recovery_threshold=2)
+        async with monitoring(temporal_client, engine, settings):
+            for flap in range(3):
+                peer.status = 503
+                await wait_until(lambda: linked(engine, "cart"), 30, f"outage {flap + 1}")
+                (incident,) = incidents_of(engine, "cart")
+                if incident.status not in ("resolved", "closed"):
+                    moved = await api.post(f"/api/incidents/{incident.id}/status", json={"status": "resolved"})
+                    assert moved.status_code == 200, moved.text
+                peer.status = 200
+                await wait_until(lambda: up(engine, "cart"), 30, f"recovery {flap + 1}")
+            assert len(incidents_of(engine, "cart")) == 1
+            timeline = (await api.get(f"/api/incidents/{incident.id}/timeline")).json()["items"]
+            reopens = [e["data"]["comment"] for e in timeline if e["kind"] == "incident.status"
+                       and e["data"]["status"] == "reopened"]  # fmt: skip
+            assert len(reopens) == 2 and all("failed again" in c and "after this incident was resolved" in c
+                                             for c in reopens)  # fmt: skip
+
+
+async def test_with_reopening_off_each_outage_opens_its_own_incident(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        await register(api, "mail", url, failure_threshold=1, recovery_threshold=1, reopen_within_seconds=0)
+        async with monitoring(temporal_client, engine, settings):
+            for outage in (1, 2):
+                peer.status = 503
+                await wait_until(lambda n=outage: len(incidents_of(engine, "mail")) == n, 30, f"incident {outage}")
+                latest = incidents_of(engine, "mail")[-1]
+                assert (
+                    await api.post(f"/api/incidents/{latest.id}/status", json={"status": "resolved"})
+                ).status_code == 200
+                peer.status = 200
+                await wait_until(lambda: up(engine, "mail"), 30, f"recovery {outage}")
+        assert len(incidents_of(engine, "mail")) == 2
