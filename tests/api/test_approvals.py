@@ -246,3 +246,33 @@ async def test_the_temporal_cli_decides_with_the_named_update(api, temporal_clie
     assert (approval["status"], approval["decided_by"], approval["channel"]) == ("approved", "oncall", "temporal")
     # Audited like every decision, as sent through Temporal (the actor is the CLI caller's word).
     assert await decision_audit(api, approval["id"]) == [("approval.approved", "oncall", "temporal", "temporal")]
+
+
+async def test_approvers_see_what_will_run_with_placeholders_filled_in(api, temporal_client):
+    """Issue 19, finding 8: `${incident.service}` in instructions, impact and argv was shown literally on the
+    approval page, API and Slack, while the step ran with the real value."""
+    incident_type = f"t-{uuid.uuid4().hex[:10]}"
+    steps = [
+        {"id": "fix", "agent": "noop", "risk": "high", "instructions": "restart ${incident.service} in ${region}",
+         "impact": "${incident.service} (${vars.region}) is unavailable for 5 s",
+         "params": {"argv": ["systemctl", "restart", "${incident.service}"], "api_token": "${token}"}},
+    ]  # fmt: skip
+    body = {"id": incident_type, "name": "templated", "incident_type": incident_type, "steps": steps,
+            "variables": {"region": "eu-1", "token": "tok-3f9a0c2e77"}}  # fmt: skip
+    assert (await api.post("/api/playbooks", json=body)).status_code == 201
+    incident = await create_incident(api, incident_type=incident_type, service="payments")
+    approval = await pending_approval(api, incident["id"])
+    assert approval["action"] == "restart payments in eu-1"
+    assert approval["impact"] == "payments (eu-1) is unavailable for 5 s"
+    assert approval["params"]["argv"] == ["systemctl", "restart", "payments"]
+    assert approval["params"]["api_token"] == "[REDACTED]"  # filled in, and still masked
+    page = (await api.get(f"/approvals/{approval['id']}")).text
+    assert "restart payments in eu-1" in page and "${" not in page and "tok-3f9a0c2e77" not in page
+
+    # Approved as shown (the masked token sent back as shown): the step runs with the real values.
+    decision = {"decision": "approve", "params": approval["params"]}
+    decided = await api.post(f"/api/approvals/{approval['id']}/decision", json=decision)
+    assert decided.status_code == 200, decided.text
+    outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    assert state.steps[0].params == {"argv": ["systemctl", "restart", "payments"], "api_token": "tok-3f9a0c2e77"}

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyApproval,
         StepState,
     )
-    from core.playbook import StepSpec
+    from core.playbook import StepSpec, substitute
     from workflows.incident.projection_writer import PROJECTION_RETRY, PROJECTION_TIMEOUT
     from workflows.incident.state import IncidentRun
 
@@ -125,17 +125,18 @@ class ApprovalGate:
 
     def _request_input(self, spec: StepSpec, step: StepState, expires_at: datetime) -> ApprovalRequest:
         run = self._run
+        variables = run.variables()  # approvers see what will run: placeholders filled in as the agent gets them
         return ApprovalRequest(
             workflow_id=run.state.workflow_id,
             incident_id=run.state.incident_id,
             step_id=spec.id,
             run=step.runs,
             agent=spec.agent,
-            action=spec.instructions or f"run {spec.agent}",
-            params=step.params,
+            action=substitute(spec.instructions, variables) or f"run {spec.agent}",
+            params=substitute(step.params, variables),
             context_summary=self._context_summary(spec),
             risk=spec.risk,
-            impact=spec.impact,
+            impact=substitute(spec.impact, variables),
             expires_at=expires_at.isoformat(),
             incident_type=run.input.incident.incident_type,
             service=run.input.incident.service,
@@ -244,11 +245,16 @@ class ApprovalGate:
     async def await_requests(self, input: DecideApprovalInput) -> None:
         await workflow.wait_condition(lambda: not self.may_be_requesting(input))
 
+    def _shown(self, step: StepState) -> dict[str, Any]:
+        """The step's params as the approver saw them: placeholders filled in (edits are checked against these)."""
+        shown: dict[str, Any] = substitute(step.params, self._run.variables())
+        return shown
+
     def masked_problem(self, input: DecideApprovalInput) -> str | None:
         step, _ = self._pending_approval(input)
         if step is None or input.params is None or not isinstance(input.params, dict):
             return None
-        return masked_problem(step.params, input.params)
+        return masked_problem(self._shown(step), input.params)
 
     def decision_problem(self, input: DecideApprovalInput) -> str | None:
         """Why this decision may not be taken (now, by this person), if it may not."""
@@ -267,7 +273,7 @@ class ApprovalGate:
         if input.params is not None:
             if input.decision != "approve":
                 return "params can only come with approve (approve with modifications)"
-            return modification_problem(step.params, input.params)
+            return modification_problem(self._shown(step), input.params)
         return None
 
     def decide(self, input: DecideApprovalInput) -> None:
@@ -280,7 +286,7 @@ class ApprovalGate:
         approval.comment = input.comment or None
         edited = copy.deepcopy(input.params) if input.decision == "approve" else None
         # Values the approver sent back as the page showed them, redacted, are the step's real ones again.
-        approval.modified_params = None if edited is None else unmask_params(step.params, edited)
+        approval.modified_params = None if edited is None else unmask_params(self._shown(step), edited)
         self._origins[approval.approval_id] = input.origin or DecisionOrigin()  # none: the `temporal` CLI
         detail: dict[str, Any] = {"decision": approval.status, "channel": input.channel, "comment": input.comment}
         if edited is not None:

@@ -50,6 +50,15 @@ class IncidentRun:
                 return step
         raise KeyError(step_id)
 
+    def variables(self) -> dict[str, str]:
+        """What `${…}` placeholders in a step's params, instructions and impact stand for: the playbook's variables
+        (`${region}`, `${vars.region}`) and the incident's fields (`${incident.service}`)."""
+        return {
+            **self.playbook.variables,
+            **{f"vars.{k}": v for k, v in self.playbook.variables.items()},
+            **{f"incident.{k}": str(v) for k, v in msgspec.to_builtins(self.input.incident).items()},
+        }
+
     def now(self) -> str:
         return workflow.now().isoformat()
 

@@ -123,11 +123,7 @@ class StepRunner:
     def _agent_input(self, spec: StepSpec, step: StepState) -> AgentInput:
         run = self._run
         outputs = {dep: msgspec.to_builtins(run.step(dep).output) for dep in spec.depends_on}  # copies
-        variables = {
-            **run.playbook.variables,
-            **{f"vars.{k}": v for k, v in run.playbook.variables.items()},
-            **{f"incident.{k}": str(v) for k, v in msgspec.to_builtins(run.input.incident).items()},
-        }
+        variables = run.variables()
         previous = outputs[spec.depends_on[0]] if len(spec.depends_on) == 1 else (outputs or None)
         return AgentInput(
             incident=run.input.incident,
