@@ -82,6 +82,8 @@ class ServiceBase(BaseModel):
     check: Check
     interval_seconds: float = Field(default=60, ge=1, le=86_400)
     timeout_seconds: float = Field(default=5, gt=0, le=120)
+    # A check that passes but answers slower than this is `degraded` (it works, slowly); empty: half the timeout.
+    degraded_latency_ms: float | None = Field(default=None, gt=0, le=120_000)
     # Consecutive failed checks before an incident opens (flap protection), and passes before it counts as up.
     failure_threshold: int = Field(default=3, ge=1, le=100)
     recovery_threshold: int = Field(default=1, ge=1, le=100)
@@ -97,6 +99,11 @@ class ServiceBase(BaseModel):
     default_playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
     severity: Literal["P1", "P2", "P3", "P4"] = "P2"
     enabled: bool = True
+
+    @property
+    def degraded_above_ms(self) -> float:
+        """The latency above which a passing check is `degraded`."""
+        return self.degraded_latency_ms or self.timeout_seconds * 500
 
     @field_validator("dependencies")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ class ServiceState:
         self.status = 200
         self.body = b"ok"
         self.hits = 0
+        self.delay = 0.0  # seconds before answering: a slow service
         # Statuses to answer first, one per request, before falling back to `status`.
         self.script: list[int] = []
 
@@ -32,6 +34,8 @@ def http_service() -> Iterator[tuple[str, ServiceState]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             state.hits += 1
+            if state.delay:
+                time.sleep(state.delay)
             self.send_response(state.script.pop(0) if state.script else state.status)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(state.body)))

@@ -46,9 +46,10 @@ class Result:
 
     @property
     def error_kind(self) -> str | None:
-        """The check's own (refused, tls…), or `timeout` / `invalid_check` when it gave no outcome."""
+        """The check's own (refused, tls…), `slow` for a pass degraded by its latency, or `timeout` /
+        `invalid_check` when it gave no outcome."""
         if self.outcome:
-            return self.outcome.error_kind
+            return "slow" if (self.error or "").startswith("slow: ") else self.outcome.error_kind
         if self.error:
             return "timeout" if self.timed_out else "invalid_check"
         return None

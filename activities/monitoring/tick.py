@@ -151,6 +151,9 @@ class TickRun:
         status = outcome.status if outcome is not None and outcome.status else "down"
         if outcome is not None and not outcome.healthy:
             status = "down"
+        slow = slowness(item.config, outcome) if status == "up" else None
+        if slow is not None:
+            status, error = "degraded", slow
         limits = Thresholds(item.config.failure_threshold, item.config.recovery_threshold)
         after, transition = advance(item.state, status, checked_at, limits)  # type: ignore[arg-type]
         item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)
@@ -207,6 +210,13 @@ async def check_service(http: httpx.AsyncClient, config: ServiceBase) -> tuple[C
         return None, f"no answer within {config.timeout_seconds:g}s"
     except ValueError as err:
         return None, str(err)
+
+
+def slowness(config: ServiceBase, outcome: CheckOutcome | None) -> str | None:
+    """Why a passing check is `degraded` for being slow (None: fast enough)."""
+    if outcome is None or outcome.latency_ms is None or outcome.latency_ms <= config.degraded_above_ms:
+        return None
+    return f"slow: answered in {outcome.latency_ms:g} ms (degraded above {config.degraded_above_ms:g} ms)"
 
 
 def _seconds_until(at: datetime) -> float:

@@ -432,3 +432,23 @@ async def test_with_reopening_off_each_outage_opens_its_own_incident(
                 peer.status = 200
                 await wait_until(lambda: up(engine, "mail"), 30, f"recovery {outage}")
         assert len(incidents_of(engine, "mail")) == 2
+
+
+async def test_a_slow_answer_is_degraded_not_invisible(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Issue 19, finding 6: 3 s answers were invisible under the default timeout (and down under a short one)."""
+    settings = monitor_settings(settings)
+    with http_service() as (url, peer):
+        await register(api, "search", url, timeout_seconds=5, degraded_latency_ms=300)
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: up(engine, "search"), 20, "up while fast")
+            peer.delay = 0.6
+            await wait_until(lambda: (state_of(engine, "search") or ServiceState()).status == "degraded", 20,
+                             "degraded while slow")  # fmt: skip
+            slow = [r for r in results(engine, "search") if r.status == "degraded"]
+            assert slow[0].error.startswith("slow: answered in ") and "(degraded above 300 ms)" in slow[0].error
+            assert slow[0].error_kind == "slow" and slow[0].response_time_ms > 300
+            assert incidents_of(engine, "search") == []  # slow is not down: no outage
+            peer.delay = 0
+            await wait_until(lambda: up(engine, "search"), 20, "up again")
