@@ -234,6 +234,20 @@ class ScenarioStack:
         detail: dict[str, Any] = answer.json()
         return detail
 
+    async def incident_events(self, incident_id: int) -> list[str]:
+        """The incident's own timeline entries (not its steps'), oldest first, one line each."""
+        answer = await self.admin.get(f"/api/incidents/{incident_id}/timeline", params={"limit": 500})
+        assert answer.status_code == 200, answer.text
+        lines = []
+        for entry in answer.json()["items"]:
+            if entry["kind"].startswith("incident."):
+                data = entry["data"]
+                moved = f" → {data['status']}" if data.get("status") else ""
+                if data.get("previous"):
+                    moved = f" {data['previous']}{moved}"
+                lines.append(f"{entry['at'][11:23]} {entry['kind']}{moved} by {data.get('actor', '?')}")
+        return lines
+
     async def pending_approval(self, incident_id: int) -> dict[str, Any] | None:
         answer = await self.approver.get("/api/approvals", params={"status": "pending", "incident_id": incident_id})
         assert answer.status_code == 200, answer.text

@@ -31,6 +31,7 @@ class Outcome:
     workflow: str = ""  # completed | failed
     exit_code: int | None = None  # of the broken process, when the harness started it
     healthy_before_approval: bool | None = None
+    timeline: list[str] = field(default_factory=list)  # the incident's own events (status moves, down, recovered)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step id → status, output, approval
 
     def record(self) -> dict[str, Any]:
@@ -89,6 +90,7 @@ async def respond(
     outcome.restarts = service.starts - starts
     outcome.incidents = len(await stack.incidents(service.name))
     outcome.status = (await stack.incident(incident["id"]))["status"]
+    outcome.timeline = await stack.incident_events(incident["id"])
     return outcome
 
 

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def assert_restarted_once_and_resolved(outcome: Outcome) -> None:
     steps = outcome.steps
     assert outcome.workflow == "completed", steps
-    assert (outcome.status, outcome.incidents) == ("resolved", 1)
+    assert (outcome.status, outcome.incidents) == ("resolved", 1), outcome.timeline
     assert outcome.healthy_before_approval is False  # nothing restarted it before the approval
     assert steps["restart"]["approval"]["status"] == "approved"
     assert steps["restart"]["approval"]["decided_by"] == "ann"
