@@ -16,6 +16,7 @@ from core.payloads import (
     ApprovalDecided,
     ApprovalRequest,
     ApprovalTicket,
+    EscalateInput,
     NotifyApproval,
     RecordBatchInput,
     RecordResult,
@@ -26,6 +27,7 @@ REQUEST_APPROVAL = "request_approval"
 RECORD_APPROVAL_DECISION = "record_approval_decision"
 NOTIFY_APPROVAL = "notify_approval"
 RECORD_BATCH = "record_batch"
+ESCALATE_INCIDENT = "escalate_incident"
 
 
 class ApprovalActivityDefs(ABC):
@@ -58,3 +60,13 @@ class ProjectionActivityDefs(ABC):
     @abstractmethod
     def record_batch(self, input: RecordBatchInput) -> RecordResult:
         """Write a batch of workflow and step snapshots in one transaction (a local activity)."""
+
+
+class EscalationActivityDefs(ABC):
+    """Escalating an incident nobody has taken: implemented by `activities.escalation.EscalationActivities`."""
+
+    @activity.defn(name=ESCALATE_INCIDENT)
+    @abstractmethod
+    async def escalate_incident(self, input: EscalateInput) -> bool:
+        """Act on one level (notify, raise the severity, assign a team); False when a person acknowledged the
+        incident or it ended, so the levels after this one are not needed."""

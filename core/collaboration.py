@@ -4,11 +4,14 @@ and the per-type templates new incidents start from."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from pydantic import field_validator
 from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from core.escalation import EscalationLevel, check_levels
 from core.tables import Severity, utcnow
 
 COMMENT_MAX = 20_000
@@ -78,11 +81,26 @@ class IncidentTemplateBase(SQLModel):
     on_reopen: ReopenAction = "restart"
 
 
+class IncidentTemplateBody(IncidentTemplateBase):
+    """What the API takes and answers: the stored fields and the escalation policy."""
+
+    # What happens while an incident's run waits for a person (core/escalation.py): levels, in the order they fire.
+    escalation: list[EscalationLevel] = Field(default_factory=list)
+
+    @field_validator("escalation")
+    @classmethod
+    def _levels(cls, value: list[EscalationLevel]) -> list[EscalationLevel]:
+        return check_levels(value)
+
+
 class IncidentTemplate(IncidentTemplateBase, table=True):
     __tablename__ = "incident_templates"
 
     incident_type: str = Field(primary_key=True, max_length=100)
     default_severity: str = Field(max_length=2)  # type: ignore[assignment]
     on_reopen: str = Field(default="restart", max_length=10)  # type: ignore[assignment]
+    escalation: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]")
+    )
     updated_by: str = Field(default="", max_length=200)
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -59,6 +59,21 @@ class IncidentWorkflowInput:
     # retry_step or abort and the incident stays open, instead of the step and its dependents being skipped and
     # the run completing (which resolved an incident whose fix never ran). False: runs started before this.
     unapproved_fails: bool = False
+    # The incident type's escalation policy (core/escalation.py levels as JSON), pinned at the start: durable timers
+    # fire each level while the run waits for a person. Empty: no escalation (and runs started before this).
+    escalation: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EscalateInput:
+    """One escalation level, fired by the run's timer: the escalate_incident activity acts on it unless a person
+    acknowledged the incident or it ended."""
+
+    incident_id: int
+    workflow_id: str
+    level: int  # 1-based
+    policy: dict[str, Any]  # the level (core.escalation.EscalationLevel as JSON)
+    reason: str  # why the run waits ("step fix failed; waiting for retry_step or abort")
 
 
 @dataclass

@@ -148,7 +148,7 @@ def template_for(*, session: Session, incident_type: str) -> IncidentTemplate | 
 
 def save_template(*, session: Session, template: IncidentTemplate, actor: Actor) -> IncidentTemplate:
     """Create or replace the template of an incident type (concurrent saves of a new type: the last one wins)."""
-    fields = ("default_severity", "description", "playbook_id", "on_reopen")
+    fields = ("default_severity", "description", "playbook_id", "on_reopen", "escalation")
     table = IncidentTemplate.__table__  # type: ignore[attr-defined]
     values = {field: getattr(template, field) for field in fields}
     # Insert-if-missing, then lock: two first saves of one type cannot both insert (a 500 otherwise).

@@ -20,6 +20,7 @@ from activities.approvals import ApprovalActivities
 from activities.base import AgentDeps
 from activities.chain import ChainAgents
 from activities.conversation import ConversationStore, conversation_summarizer
+from activities.escalation import EscalationActivities
 from activities.monitoring import MonitorActivities
 from activities.notify import NotifyActivities
 from activities.projection import ProjectionActivities
@@ -78,6 +79,7 @@ async def incident_worker(
                 *projection.all(),
                 *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),
+                *EscalationActivities(engine, settings).all(),
                 *MonitorActivities(engine, http, settings, open_incident=open_incident).all(),
             ],
             activity_executor=executor,

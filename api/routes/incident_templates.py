@@ -1,4 +1,5 @@
-"""Incident templates: per incident type, the default severity, description, playbook and reopen action."""
+"""Incident templates: per incident type, the default severity, description, playbook, reopen action and
+escalation policy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlmodel import col, select
 from api.auth import Admin, actor_of, require
 from api.deps import SessionDep, SettingsDep
 from core.audit import record_audit
-from core.collaboration import IncidentTemplate, IncidentTemplateBase
+from core.collaboration import IncidentTemplate, IncidentTemplateBody
 from services.collaboration import save_template
 from services.playbooks import PlaybookNotFound, load_playbook
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/api/incident-templates", tags=["incident templates"]
 IncidentType = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
 
-class TemplatePublic(IncidentTemplateBase):
+class TemplatePublic(IncidentTemplateBody):
     incident_type: str
     updated_by: str
 
@@ -40,7 +41,7 @@ def get_template(incident_type: IncidentType, session: SessionDep) -> IncidentTe
 def put_template(
     request: Request,
     incident_type: IncidentType,
-    body: IncidentTemplateBase,
+    body: IncidentTemplateBody,
     principal: Admin,
     session: SessionDep,
     settings: SettingsDep,
@@ -51,7 +52,7 @@ def put_template(
             load_playbook(session=session, settings=settings, playbook_id=body.playbook_id, version=None)
         except PlaybookNotFound as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"playbook_id: {err}") from err
-    template = IncidentTemplate.model_validate(body.model_dump(), update={"incident_type": incident_type})
+    template = IncidentTemplate.model_validate(body.model_dump(mode="json"), update={"incident_type": incident_type})
     return save_template(session=session, template=template, actor=actor_of(request, principal))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -18,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.registry import agent_specs, known_agents
 from core.agents import AgentSpec
+from core.collaboration import IncidentTemplate
 from core.errors import Conflict
 from core.payloads import (
     INCIDENT_WORKFLOW,
@@ -90,7 +92,7 @@ async def start_incident_workflow(
     )
     if pinned is None:
         pinned = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
-    playbook, webhooks, risks = pinned
+    playbook, webhooks, risks, escalation = pinned
     try:
         await temporal.start_workflow(
             INCIDENT_WORKFLOW,
@@ -106,6 +108,7 @@ async def start_incident_workflow(
                 agent_risks=risks,
                 guard_changes=True,
                 unapproved_fails=True,
+                escalation=escalation,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,
@@ -124,8 +127,8 @@ async def start_incident_workflow(
 
 
 # What a run is started with: the playbook (each step at least as risky as its agent: versions stored before that
-# rule may say less), the webhook agents, and each agent's risk.
-Pinned = tuple[Playbook, list[str], dict[str, str]]
+# rule may say less), the webhook agents, each agent's risk, and the incident type's escalation policy.
+Pinned = tuple[Playbook, list[str], dict[str, str], list[dict[str, Any]]]
 
 
 def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> Pinned:
@@ -141,7 +144,9 @@ def pin(session: Session, settings: Settings, incident: Incident, playbook: Play
         )
     specs = installed_agent_specs(session)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
-    return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks
+    template = session.get(IncidentTemplate, incident.incident_type)
+    escalation = list(template.escalation) if template is not None else []
+    return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks, escalation
 
 
 async def _started_before(temporal: Client, incident: Incident) -> bool:

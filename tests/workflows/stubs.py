@@ -17,13 +17,20 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from core.activity_defs import NOTIFY_APPROVAL, RECORD_APPROVAL_DECISION, RECORD_BATCH, REQUEST_APPROVAL
+from core.activity_defs import (
+    ESCALATE_INCIDENT,
+    NOTIFY_APPROVAL,
+    RECORD_APPROVAL_DECISION,
+    RECORD_BATCH,
+    REQUEST_APPROVAL,
+)
 from core.payloads import (
     AgentInput,
     AgentResult,
     ApprovalDecided,
     ApprovalRequest,
     ApprovalTicket,
+    EscalateInput,
     IncidentContext,
     IncidentWorkflowInput,
     NotifyApproval,
@@ -43,6 +50,8 @@ class Stubs:
     requests: list[ApprovalRequest] = field(default_factory=list)
     decisions: list[ApprovalDecided] = field(default_factory=list)
     batches: int = 0
+    escalations: list[EscalateInput] = field(default_factory=list)
+    acknowledged: bool = False  # what escalate_incident finds: a person has the incident
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def activities(self) -> list[Any]:
@@ -80,7 +89,15 @@ class Stubs:
         async def notify_approval(_notify: NotifyApproval) -> bool:
             return True
 
-        return [noop, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval]
+        @activity.defn(name=ESCALATE_INCIDENT)
+        async def escalate_incident(input: EscalateInput) -> bool:
+            if self.acknowledged:
+                return False
+            self.escalations.append(input)
+            return True
+
+        return [noop, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval,
+                escalate_incident]  # fmt: skip
 
 
 @asynccontextmanager

@@ -164,3 +164,39 @@ async def test_run_time_changes_cannot_lower_risk_nor_approve_themselves(clock):
     assert outcome == "completed"
     assert sorted(stubs.ran) == [("extra", {}), ("hold", {"summary": "hold"}), ("planned", {"n": 5})]
     assert next(s for s in state.steps if s.step_id == "extra").approval.changed_by == "bob"
+
+
+LEVELS = [
+    {"after_seconds": 600, "severity": "P1"},
+    {"after_seconds": 1800, "notify": ["slack"], "team": "sre"},
+    {"after_seconds": 3600, "notify": ["email"]},
+]
+
+
+async def test_a_run_waiting_for_a_person_escalates_level_by_level_until_acknowledged(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [step("fix", "fail")], retry_window_seconds=86_400,
+                             escalation=LEVELS)  # fmt: skip
+        while len(stubs.escalations) < 2:
+            await clock.sleep(timedelta(minutes=5))
+        first, second = stubs.escalations
+        assert (first.level, first.policy, second.level) == (1, LEVELS[0], 2)
+        assert first.reason == "step fix failed; waiting for retry_step or abort"
+        stubs.acknowledged = True  # a person has it: level 3 finds that and stops
+        await clock.sleep(timedelta(hours=2))
+        assert len(stubs.escalations) == 2
+        state = await handle.query("status", result_type=WorkflowState)
+        assert state.status == "failed"  # still waiting for the person's retry or abort
+        await handle.terminate("test over")
+
+
+async def test_a_retry_stops_the_escalation(clock):
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [step("check", "noop", params={"ok": False}, fail_on_negative=True)],
+                             retry_window_seconds=86_400, escalation=LEVELS)  # fmt: skip
+        while not stubs.escalations:
+            await clock.sleep(timedelta(minutes=5))
+        await handle.execute_update("retry_step", RetryStepInput(step_id="check", params={"ok": True}, actor="ann"))
+        outcome, _ = await finish(handle)
+        await clock.sleep(timedelta(hours=2))
+    assert outcome == "completed" and [e.level for e in stubs.escalations] == [1]

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from core.playbook import StepSpec
     from workflows.changes import check_add, check_params, check_remove, check_retry, refuse_nul
     from workflows.incident.approval_gate import ApprovalGate
+    from workflows.incident.escalation import escalate
     from workflows.incident.state import IncidentRun, new_step
     from workflows.incident.steps import StepRunner
 
@@ -271,6 +272,7 @@ class IncidentWorkflow:
         await run.projection.drain()
         if run.input.retry_window_seconds <= 0:
             return False
+        escalating = asyncio.create_task(escalate(run, self._state.error)) if run.input.escalation else None
         try:
             await workflow.wait_condition(
                 lambda: self._retry is not None or self._abort is not None,
@@ -280,6 +282,9 @@ class IncidentWorkflow:
         except TimeoutError:
             self._state.error = f"step {', '.join(failed)} failed; no retry within the retry window"
             return False
+        finally:
+            if escalating is not None:
+                escalating.cancel()
         self._halted = False
         if self._abort is not None or self._retry is None:
             return False
