@@ -94,7 +94,7 @@ class RemediateCommandAgent:
 
     def __init__(self, deps: AgentDeps) -> None:
         self._settings = deps.settings
-        self._ledger = RemediationLedger(deps.engine, self.spec.name)
+        self._ledger = RemediationLedger(deps.engine, self.spec.name, deps.settings)
 
     def _checked(self, params: dict[str, Any]) -> tuple[list[str], float]:
         # Configuration errors: retrying cannot help, the playbook or COMMAND_ALLOWLIST must change.
@@ -257,7 +257,7 @@ class RemediateWebhookAgent:
     def __init__(self, deps: AgentDeps) -> None:
         self._http = deps.http
         self._settings = deps.settings
-        self._ledger = RemediationLedger(deps.engine, self.spec.name)
+        self._ledger = RemediationLedger(deps.engine, self.spec.name, deps.settings)
 
     async def run(self, input: AgentInput) -> AgentResult:
         secret = self._settings.remediation_webhook_secret.get_secret_value()

@@ -15,24 +15,26 @@ import dataclasses
 import os
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, func, or_, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import agent_result
 from activities.heartbeat import attempt
 from core.db import session_scope
-from core.payloads import AgentInput, AgentResult
+from core.payloads import AgentInput, AgentResult, incident_workflow_id
 from core.redact import redact_text
+from core.settings import Settings
 from core.tables import RemediationRun, utcnow
 
 OUTCOME_UNKNOWN = "OutcomeUnknown"  # the error type of a retry that refuses to act again
+BUDGET_LOCK = 0x7265_6D00_0000_0000  # advisory lock keys of the per-incident budget: this + the incident id
 
 
 def attempt_key(input: AgentInput) -> str:
@@ -95,13 +97,55 @@ class Recorded:
         )
 
 
+@dataclass(frozen=True)
+class Budget:
+    """At most `limit` automatic remediations of one incident (all its runs: `incident-5`, `incident-5-run2`…) in
+    the window: a flapping service is not restarted for ever; a person decides after that."""
+
+    incident_id: int
+    workflow_id: str
+    limit: int
+    window_seconds: float
+
+    def check(self, session: Session, intent: dict[str, Any]) -> None:
+        """Raise when the budget is spent; counted under a lock per incident, so concurrent steps cannot both pass."""
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK + self.incident_id})
+        already = session.exec(
+            select(RemediationRun.attempt_key).where(  # this very attempt (a retry) is not counted again
+                RemediationRun.workflow_id == intent["workflow_id"],
+                RemediationRun.step_id == intent["step_id"],
+                RemediationRun.attempt_key == intent["attempt_key"],
+            )
+        ).first()
+        if already is not None:
+            return
+        since = utcnow() - timedelta(seconds=self.window_seconds)
+        used = session.exec(
+            select(func.count()).select_from(RemediationRun).where(
+                or_(col(RemediationRun.workflow_id) == self.workflow_id,
+                    col(RemediationRun.workflow_id).startswith(f"{self.workflow_id}-run")),
+                col(RemediationRun.attempt_key).in_(["1"]) | col(RemediationRun.attempt_key).startswith("1."),
+                col(RemediationRun.started_at) > since,
+            )
+        ).one()  # fmt: skip
+        if used >= self.limit:
+            raise ApplicationError(
+                f"remediation budget spent: {used} automatic remediations of incident {self.incident_id} in the last "
+                f"{self.window_seconds:g}s (REMEDIATION_BUDGET={self.limit}); not run. A person decides: retry the "
+                "step to run it anyway, or abort",
+                type="RemediationBudget",
+                non_retryable=True,
+            )
+
+
 class RemediationLedger:
     """Reads and writes `remediation_runs` for one agent. Without an engine (an agent run outside a worker, as
     unit tests do) nothing is recorded; inside an activity it refuses to act without one."""
 
-    def __init__(self, engine: Engine | None, agent: str) -> None:
+    def __init__(self, engine: Engine | None, agent: str, settings: Settings | None = None) -> None:
         self._engine = engine
         self._agent = agent
+        self._settings = settings
 
     async def claim(self, input: AgentInput, action: str) -> Recorded | None:
         """Write the intent; None when this attempt wrote it (it may act), else what the earlier one wrote."""
@@ -122,11 +166,27 @@ class RemediationLedger:
             "sends": 1,
             "started_at": utcnow(),
         }
-        return await asyncio.to_thread(self._claim, self._engine, intent)
+        budget = self._budget(input)
+        return await asyncio.to_thread(self._claim, self._engine, intent, budget)
+
+    def _budget(self, input: AgentInput) -> Budget | None:
+        """The incident's budget this attempt counts against: only a step's first run is automatic (a person's
+        retry_step is a new run, and a decision of its own)."""
+        settings = self._settings
+        if settings is None or settings.remediation_budget == 0 or input.run > 1:
+            return None
+        return Budget(
+            incident_id=input.incident.incident_id,
+            workflow_id=incident_workflow_id(input.incident.incident_id, settings.workflow_id_prefix),
+            limit=settings.remediation_budget,
+            window_seconds=settings.remediation_budget_window_seconds,
+        )
 
     @staticmethod
-    def _claim(engine: Engine, intent: dict[str, Any]) -> Recorded | None:
+    def _claim(engine: Engine, intent: dict[str, Any], budget: Budget | None) -> Recorded | None:
         with session_scope(engine) as session:
+            if budget is not None:
+                budget.check(session, intent)
             # Two attempts at once (a zombie and its retry): the unique key lets one insert; the other waits for
             # it to commit, inserts nothing and reads the winner's row.
             written = session.execute(

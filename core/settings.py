@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # list of {"argv": ["systemctl", "restart", "{service}"], "env": [...], "cwd": ...}; empty = it runs nothing.
     command_allowlist: list[CommandRule] = Field(default_factory=list)
     command_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # At most this many automatic remediations (remediate_command / remediate_webhook, first runs of their step)
+    # per incident in the window, across its reopened runs; then the step fails and a person decides (escalation).
+    # A person's retry_step is not counted against it. 0: no limit.
+    remediation_budget: int = Field(default=3, ge=0, le=1000)
+    remediation_budget_window_seconds: float = Field(default=3600, gt=0, le=7 * 86_400)
     # remediate_webhook signs its requests with this Standard Webhooks secret (whsec_…).
     remediation_webhook_secret: SecretStr = SecretStr("")
     # POST /api/alerts/grafana: when set, the X-Grafana-Alerting-Signature header (hex HMAC-SHA256 of the body

@@ -47,13 +47,15 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def command_agent(http: httpx.AsyncClient, engine, fix: str, folder: Path) -> RemediateCommandAgent:
-    settings = Settings(_env_file=None, command_allowlist=[{"argv": [fix, f"{{path:{folder}}}"]}])  # type: ignore[call-arg]
+def command_agent(http: httpx.AsyncClient, engine, fix: str, folder: Path, budget: int = 0) -> RemediateCommandAgent:
+    """budget 0: these tests share incident 7, and the remediation budget has a test of its own."""
+    settings = Settings(_env_file=None, command_allowlist=[{"argv": [fix, f"{{path:{folder}}}"]}],  # type: ignore[call-arg]
+                        remediation_budget=budget)  # fmt: skip
     return RemediateCommandAgent(AgentDeps(http=http, settings=settings, engine=engine))
 
 
 def webhook_agent(http: httpx.AsyncClient, engine) -> RemediateWebhookAgent:
-    settings = Settings(_env_file=None, remediation_webhook_secret=SECRET)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, remediation_webhook_secret=SECRET, remediation_budget=0)  # type: ignore[call-arg]
     return RemediateWebhookAgent(AgentDeps(http=http, settings=settings, engine=engine))
 
 
@@ -212,3 +214,30 @@ async def test_a_worker_killed_mid_command_leaves_it_run_once_and_the_step_faile
     assert stepped.error is not None and "outcome unknown: the command may have run (started at " in stepped.error
     (row,) = recorded(engine, "restart")
     assert row.finished_at is None and row.activity_attempt == 1
+
+
+async def test_a_flapping_incident_is_remediated_at_most_budget_times_then_a_person_decides(http, engine, tmp_path):
+    """Issue 19, finding 2: a service flapping for two minutes was restarted six times. Each reopen is a new run
+    (`incident-N-run2`…) whose first run of the step is automatic; a person's retry is not counted."""
+    fix = script(tmp_path, "fix.sh", APPENDS)
+    log = tmp_path / "runs.log"
+    agent = command_agent(http, engine, str(fix), tmp_path, budget=2)
+    incident_id = 70_000 + os.getpid() % 10_000
+    incident = IncidentContext(incident_id=incident_id, title="flapping", service="cart", severity="P2")
+
+    def run_of(workflow_id: str, run: int = 1) -> AgentInput:
+        return AgentInput(incident=incident, workflow_id=workflow_id, step_id="restart", run=run,
+                          params={"argv": [str(fix), str(log)]})  # fmt: skip
+
+    base = f"incident-{incident_id}"
+    assert (await agent.run(run_of(base))).ok
+    assert (await agent.run(run_of(f"{base}-run2"))).ok
+    with pytest.raises(ApplicationError) as refused:
+        await agent.run(run_of(f"{base}-run3"))
+    assert refused.value.type == "RemediationBudget" and refused.value.non_retryable
+    assert refused.value.message.startswith(
+        f"remediation budget spent: 2 automatic remediations of incident {incident_id}"
+    )
+    assert len(lines(log)) == 2
+    assert (await agent.run(run_of(f"{base}-run3", run=2))).ok  # a person's retry_step: their decision
+    assert len(lines(log)) == 3
