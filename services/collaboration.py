@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, and_, col, or_, select
+from sqlmodel import Session, col, or_, select
 
 from core.audit import Actor, record_audit
-from core.collaboration import LINK_INVERSE, IncidentComment, IncidentLink, IncidentTemplate
-from core.errors import Conflict
+from core.collaboration import (
+    LINK_INVERSE,
+    IncidentComment,
+    IncidentLink,
+    IncidentTemplate,
+    link_incidents,
+)
 from core.events import incident_event
 from core.tables import Event, Incident, utcnow
 
-
-class LinkConflict(Conflict):
-    pass
+# Linking lives in core/collaboration.py (scheduled monitoring links an outage's incident to its dependency's).
+add_link = link_incidents
 
 
 def add_comment(*, session: Session, incident: Incident, body: str, actor: Actor) -> IncidentComment:
@@ -53,50 +56,6 @@ def list_comments(*, session: Session, incident_id: int, after_id: int, limit: i
         .limit(limit)
     )
     return list(session.exec(query))
-
-
-def add_link(*, session: Session, incident: Incident, related: Incident, kind: str, actor: Actor) -> IncidentLink:
-    """Link two incidents (`incident` <kind> `related`); the same link, or the same kind the other way round (a
-    repeat for `related`, a contradiction for the others), is a LinkConflict."""
-    assert incident.id is not None and related.id is not None
-    if incident.id == related.id:
-        raise ValueError("related_incident_id: an incident cannot be linked to itself")
-    # Both incidents locked in id order: links between one pair, in either direction, are made one at a time.
-    session.exec(select(Incident.id).where(col(Incident.id).in_(sorted((incident.id, related.id)))).with_for_update())
-    existing = session.exec(
-        select(IncidentLink).where(
-            IncidentLink.kind == kind,
-            or_(
-                and_(IncidentLink.incident_id == incident.id, IncidentLink.related_incident_id == related.id),
-                and_(IncidentLink.incident_id == related.id, IncidentLink.related_incident_id == incident.id),
-            ),
-        )
-    ).first()
-    if existing is not None:
-        session.rollback()
-        raise LinkConflict(f"incident {existing.incident_id} is already {kind} incident {existing.related_incident_id}")
-    link = IncidentLink(incident_id=incident.id, related_incident_id=related.id, kind=kind, created_by=actor.name)
-    session.add(link)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise LinkConflict(f"incident {incident.id} is already {kind} incident {related.id}") from None
-    for side, other, shown in ((incident.id, related.id, kind), (related.id, incident.id, LINK_INVERSE[kind])):
-        incident_event(
-            session, kind="link.added", incident_id=side, actor=actor.name, link=shown, other_incident_id=other
-        )
-    record_audit(
-        session,
-        actor=actor,
-        action="incident.link",
-        target_type="incident",
-        target_id=incident.id,
-        after={"kind": kind, "related_incident_id": related.id},
-    )
-    session.commit()
-    session.refresh(link)
-    return link
 
 
 def remove_link(*, session: Session, link: IncidentLink, actor: Actor) -> None:

@@ -15,11 +15,12 @@ from temporalio import activity
 
 from activities.monitoring.rows import Outage, Result, Window, in_maintenance
 from core.audit import Actor
+from core.collaboration import LinkConflict, link_incidents
 from core.conversations import append_tool_message
 from core.events import incident_event
-from core.monitoring import episode_key
+from core.monitoring import ServiceState, episode_key
 from core.opening import OpenIncident
-from core.services import HttpCheck, ServiceBase
+from core.services import HttpCheck, Service, ServiceBase
 from core.settings import Settings
 from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
 
@@ -61,10 +62,35 @@ class OutageOpener:
             playbook_fallback=True,  # a playbook removed since the service named it: the type's playbook runs
             reopen=lambda session: incident_to_reopen(session, outage, detail),
             join=lambda session: join_open_incident(session, service_id, name, config, episode, detail),
-            on_created=lambda session, incident: _down_message(session, incident, detail, name, episode),
+            on_created=lambda session, incident: self._created(session, incident, outage, detail),
         )
         assert opened.incident.id is not None
         return opened.incident.id
+
+    @staticmethod
+    def _created(session: Session, incident: Incident, outage: Outage, detail: str) -> None:
+        _down_message(session, incident, detail, outage.name, outage.episode)
+        session.commit()
+        link_dependencies(session, incident, outage)
+
+
+def link_dependencies(session: Session, incident: Incident, outage: Outage) -> None:
+    """A new outage's incident `caused_by` the open outage incidents of the services it depends on, and those of
+    the services depending on it `caused_by` it: the victim's incident points at the cause's."""
+    open_outages = (
+        select(Incident)
+        .join(ServiceState, col(ServiceState.incident_id) == Incident.id)
+        .join(Service, col(Service.id) == ServiceState.service_id)
+        .where(ServiceState.status == "down", col(Incident.status).not_in(ENDED_STATUSES), Incident.id != incident.id)
+    )
+    causes = session.exec(open_outages.where(col(Service.name).in_(outage.config.dependencies))).all()
+    victims = session.exec(open_outages.where(col(Service.config)["dependencies"].contains([outage.name]))).all()
+    pairs = [(incident, cause) for cause in causes] + [(victim, incident) for victim in victims]
+    for victim, cause in pairs:
+        try:
+            link_incidents(session=session, incident=victim, related=cause, kind="caused_by", actor=MONITOR)
+        except LinkConflict:
+            continue  # linked already (a retried tick, or a person)
 
 
 def incident_to_reopen(session: Session, outage: Outage, detail: str) -> tuple[Incident, str] | None:

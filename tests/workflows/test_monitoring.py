@@ -452,3 +452,24 @@ async def test_a_slow_answer_is_degraded_not_invisible(
             assert incidents_of(engine, "search") == []  # slow is not down: no outage
             peer.delay = 0
             await wait_until(lambda: up(engine, "search"), 20, "up again")
+
+
+async def test_an_outage_caused_by_a_dependency_is_linked_to_the_dependencys_incident(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Issue 19, finding 9: the incidents of a service and of the dependency that caused it were not linked."""
+    settings = monitor_settings(settings)
+    with http_service() as (db_url, db), http_service() as (web_url, web):
+        await register(api, "ledger-db", db_url, failure_threshold=2)
+        await register(api, "ledger-web", web_url, failure_threshold=2, dependencies=["ledger-db"])
+        async with monitoring(temporal_client, engine, settings):
+            db.status = 503
+            await wait_until(lambda: linked(engine, "ledger-db"), 30, "the dependency's incident")
+            web.status = 503  # the victim fails after its dependency
+            await wait_until(lambda: linked(engine, "ledger-web"), 30, "the victim's incident")
+        (cause,) = incidents_of(engine, "ledger-db")
+        (victim,) = incidents_of(engine, "ledger-web")
+        detail = (await api.get(f"/api/incidents/{victim.id}")).json()
+        assert [(link["kind"], link["incident_id"]) for link in detail["links"]] == [("caused_by", cause.id)]
+        shown = (await api.get(f"/api/incidents/{cause.id}")).json()["links"]
+        assert [(link["kind"], link["incident_id"]) for link in shown] == [("causes", victim.id)]
