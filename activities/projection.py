@@ -136,6 +136,8 @@ CHANGE_ACTIONS = {
 _INCIDENT_FOLLOWS = {
     "in_progress": ("in_progress", ["open", "reopened"]),
     "completed": ("resolved", ["open", "in_progress", "reopened"]),
+    # Aborted: nothing works on it any more, nothing fixed it: back to open, for a person (not resolved).
+    "cancelled": ("open", ["in_progress"]),
 }
 
 

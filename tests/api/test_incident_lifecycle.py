@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 
 import httpx
@@ -318,3 +319,18 @@ async def test_reopen_of_an_incident_that_never_ran_its_playbook_starts_one(
     outcome, _ = await wait_for_workflow(temporal_client, workflow_id)
     assert outcome == "completed"
     await wait_until(api, incident_id, lambda d: d["status"] == "resolved")
+
+
+async def test_an_aborted_run_puts_its_incident_back_to_open(api, temporal_client, worker):
+    """Issue 19, finding 9: aborting left the incident `in_progress`, as if something still worked on it."""
+    incident_type = f"t-{uuid.uuid4().hex[:10]}"
+    steps = [{"id": "hold", "agent": "sleep", "params": {"seconds": 60}}]
+    playbook = {"id": incident_type, "name": "slow", "incident_type": incident_type, "steps": steps}
+    assert (await api.post("/api/playbooks", json=playbook)).status_code == 201
+    incident = await create_incident(api, incident_type=incident_type)
+    await wait_until(api, incident["id"], lambda d: d["status"] == "in_progress")
+    aborted = await api.post(f"/api/workflows/{incident['workflow_id']}/abort", json={"reason": "wrong playbook"})
+    assert aborted.status_code == 200, aborted.text
+    detail = await wait_until(api, incident["id"], lambda d: d["status"] == "open")
+    assert detail["workflow"]["status"] == "cancelled" and detail["resolved_at"] is None
+    assert await status_events(api, incident["id"]) == [("workflow", "in_progress"), ("workflow", "open")]
