@@ -22,10 +22,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.base import AgentDeps, agent_result
 from activities.heartbeat import beat, heartbeating
-from activities.logscan import DEFAULT_PATTERNS, LINE_MAX, Matcher, Record, Scan, pattern_problem, records
+from activities.logscan import DEFAULT_PATTERNS, Matcher, Scan, loki_record, pattern_problem, records
 from core.agents import AgentSpec, object_schema
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
+from core.redact import redact_text
 
 T = TypeVar("T")
 MAX_FILES = 50
@@ -170,6 +171,14 @@ def scan_file(shown: str, path: Path, tail_bytes: int, since: datetime, now: dat
     return entry
 
 
+def _loki_unavailable(url: str, what: str) -> ApplicationError:
+    """Loki down, slow or overloaded: Temporal retries. Not httpx's message, which quotes the URL (it may hold
+    credentials) and the query: the error is kept in the workflow's history and shown with the step."""
+    return ApplicationError(
+        f"investigate_logs: Loki at {httpx.URL(url).host} is unavailable ({what})", type="LokiUnavailable"
+    )
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
@@ -237,15 +246,17 @@ class InvestigateLogsAgent:
                 raise ApplicationError(
                     f"investigate_logs: Loki {reason}", type="BlockedTarget", non_retryable=True
                 ) from err
-            raise  # Loki down or slow: transient, Temporal retries
+            raise _loki_unavailable(url, type(err).__name__) from None
         if response.status_code >= 500 or response.status_code in (408, 429):
-            response.raise_for_status()  # transient
+            raise _loki_unavailable(url, f"HTTP {response.status_code}: {redact_text(response.text, 300)}")
         body: Any = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         body = body if isinstance(body, dict) else {}
         result = body.get("data") if isinstance(body.get("data"), dict) else {}
         if response.status_code >= 400 or body.get("status") != "success" or result.get("resultType") != "streams":
             # A bad query or a metric query (not a log query): the step's params must change.
-            detail = response.text[:300] if response.status_code >= 400 else "the answer is not a log streams result"
+            detail = "the answer is not a log streams result"
+            if response.status_code >= 400:
+                detail = redact_text(response.text, 300)
             raise ApplicationError(
                 f"investigate_logs: Loki refused the query (HTTP {response.status_code}): {detail}",
                 type="InvalidParams",
@@ -255,12 +266,12 @@ class InvestigateLogsAgent:
             (int(ns), str(line)) for stream in result.get("result", []) for ns, line in stream.get("values", [])
         )
         entry: dict[str, Any] = {
-            "path": f"loki: {params['loki_query']}"[:300],
+            "path": redact_text(f"loki: {params['loki_query']}", 300),
             "streams": len(result.get("result", [])),
         }
         entry |= {"lines_in_window": len(values), "errors": 0, "truncated": len(values) >= limit}
         for ns, line in values:
-            entry["errors"] += scan.add(Record(datetime.fromtimestamp(ns / 1e9, UTC), [line[:LINE_MAX]]), "loki")
+            entry["errors"] += scan.add(loki_record(datetime.fromtimestamp(ns / 1e9, UTC), line), "loki")
         return entry
 
     def _result(

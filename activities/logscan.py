@@ -1,6 +1,8 @@
 """Log lines into error groups: timestamps, multi-line entries, the error patterns, normalisation. No I/O.
 
-Used by investigate_logs (activities/logs.py) on file tails and Loki lines alike.
+Used by investigate_logs (activities/logs.py) on file tails and Loki lines alike. Every line is redacted as it is
+read (`records`, `loki_record`), before anything else: normalising numbers first turned `ghp_1234…` into
+`ghp_<n>…`, which no secret shape matches (core/redact.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from core.redact import redact_lines, redact_text
 
 DEFAULT_PATTERNS = (
     r"\b(?:ERROR|FATAL|CRITICAL|SEVERE|EMERG|ALERT)\b",
@@ -114,9 +118,9 @@ class Record:
 
 
 def records(lines: Iterable[str], now: datetime) -> Iterator[Record]:
+    """The entries of raw lines, each line redacted and cut to LINE_MAX (in that order)."""
     current: Record | None = None
-    for raw in lines:
-        line = raw.rstrip("\r")[:LINE_MAX]
+    for line in redact_lines((raw.rstrip("\r") for raw in lines), LINE_MAX):
         if not line.strip():
             continue
         when, _ = parse_time(line, now)
@@ -130,6 +134,11 @@ def records(lines: Iterable[str], now: datetime) -> Iterator[Record]:
         current = Record(when, [line])
     if current is not None:
         yield current
+
+
+def loki_record(when: datetime, line: str) -> Record:
+    """One Loki entry (its lines are one string), redacted and cut to LINE_MAX."""
+    return Record(when, [redact_text(line, LINE_MAX)])
 
 
 class Matcher:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -12,7 +14,11 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
@@ -24,6 +30,7 @@ from core.settings import Settings
 from core.tables import AgentRun, WorkflowStep
 from tests.factories import wait_for_workflow
 from tests.peers import serving
+from tests.secret_shapes import LogLine, log_lines, shown
 from tests.workflows.test_engine import run_playbook, step
 from worker.runner import incident_worker
 
@@ -242,11 +249,12 @@ class Loki(BaseHTTPRequestHandler):
     requests: ClassVar[list[dict[str, Any]]] = []
     status: ClassVar[int] = 200
     answer: ClassVar[dict[str, Any]] = {}
+    error: ClassVar[str] = "parse error at line 1"
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         Loki.requests.append({"path": url.path, "query": parse_qs(url.query), "tenant": self.headers["X-Scope-OrgID"]})
-        body = json.dumps(Loki.answer if Loki.status == 200 else {"message": "parse error at line 1"}).encode()
+        body = json.dumps(Loki.answer if Loki.status == 200 else {"message": Loki.error}).encode()
         self.send_response(Loki.status)
         self.send_header("Content-Type", "application/json" if Loki.status == 200 else "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -299,8 +307,11 @@ async def test_loki_lines_are_scanned_like_file_lines(tmp_path):
             await investigate([tmp_path], loki_url=base, loki_query="{app=")
         assert raised.value.non_retryable and "HTTP 400" in str(raised.value)
         Loki.status = 503  # Loki itself is unwell: transient, Temporal retries
-        with pytest.raises(httpx.HTTPStatusError):
+        with pytest.raises(ApplicationError) as unavailable:
             await investigate([tmp_path], loki_url=base, loki_query='{app="checkout"}')
+        assert not unavailable.value.non_retryable and "Loki at 127.0.0.1 is unavailable (HTTP 503" in str(
+            unavailable.value
+        )
 
 
 def checkout_service(log: Path) -> type[BaseHTTPRequestHandler]:
@@ -376,3 +387,136 @@ async def test_without_paths_it_reads_the_registered_services_log_paths(tmp_path
     assert not result.ok and "payment gateway timed out" in result.summary
     nothing = await investigate([tmp_path], context={"service": {"name": "checkout", "log_paths": []}})
     assert not nothing.ok and nothing.summary.startswith("no logs to read: give params.paths")
+
+
+# Issue 19, finding 7: numbers were masked before secrets were, so `ghp_1234…` was shown as `ghp_<n>abcd…` (35 of
+# its 36 characters) and every Slack `xoxb-<digits>-<digits>-secret` kept its secret part.
+GITHUB_TOKENS = ("ghp_1234abcdEFGHijklMNOPqrstUVWXyz5678AB", "ghp_9876zyxwVUTSrqpoNMLKjihgFEDCba4321ZY")
+SLACK_TOKEN = "xoxb-123-456-secret"
+PRIVATE_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----",
+    "MIIEowIBAAKCAQEAxr8pQ2ZmZ3JrZXlib2R5",
+    "-----END RSA PRIVATE KEY-----",
+)
+SECRETS = (*(token[4:] for token in GITHUB_TOKENS), SLACK_TOKEN[5:], PRIVATE_KEY[1], "hunter2hunter2")
+
+
+def secret_log(path: Path) -> Path:
+    return write(
+        path,
+        f"{iso(4)} ERROR auth failed for {GITHUB_TOKENS[0]}",
+        f"{iso(3)} ERROR auth failed for {GITHUB_TOKENS[1]}",
+        f"{iso(2)} ERROR slack post failed: token {SLACK_TOKEN} rejected",
+        f"{iso(1)} ERROR tls setup failed, key follows:",
+        *PRIVATE_KEY,  # untimed: lines of the entry above
+        f"{iso(1)} ERROR cannot connect to postgres://app:hunter2hunter2@db:5432/main",
+    )
+
+
+def assert_no_secret(where: str, text: str, tmp_path: Path) -> None:
+    """No 5 characters in a row of a secret (the test's directory names the test: "…_secret…")."""
+    for secret in SECRETS:
+        found = shown(secret, text, around=str(tmp_path))
+        assert not found, f"{where} shows {found} of {secret}"
+
+
+async def test_secrets_are_redacted_before_lines_are_normalised_and_grouped(tmp_path):
+    secret_log(tmp_path / "app.log")
+    result = await investigate([tmp_path], paths=["app.log"])
+    top = {group["line"]: group["count"] for group in result.data["top"]}
+    assert top == {
+        "ERROR auth failed for [REDACTED]": 2,  # one error, whichever token: grouped after redaction
+        "ERROR slack post failed: token [REDACTED] rejected": 1,
+        "ERROR tls setup failed, key follows:": 1,
+        "ERROR cannot connect to postgres://app:[REDACTED]@db:<n>/main": 1,
+    }
+    key = next(g for g in result.data["top"] if g["line"].startswith("ERROR tls"))
+    assert key["example"].endswith("key follows:\n-----[REDACTED] PRIVATE KEY-----\n[REDACTED]\n[REDACTED]")
+    assert result.summary.endswith("top: ERROR auth failed for [REDACTED] (2×)")
+    assert_no_secret(
+        "the result", json.dumps([result.summary, result.data, result.findings, result.messages]), tmp_path
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(log_lines(), min_size=1, max_size=5), st.integers(1, 100))
+def test_no_secret_of_any_shape_reaches_the_result(lines: list[LogLine], max_lines: int):
+    """Random secrets in random lines of a real file, through the whole agent: groups, summary, findings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stamped = [f"{iso(1)} {line.text}" for line in lines]  # in the window, whatever stamp the line has
+        write(Path(tmp) / "app.log", *stamped)
+        result = asyncio.run(investigate([Path(tmp)], paths=["app.log"], max_lines=max_lines))
+    shown_text = json.dumps([result.summary, result.data, result.findings, result.messages], ensure_ascii=False)
+    around = " ".join([*(line.around for line in lines), iso(1), tmp])
+    assert result.data["error_count"] >= 1
+    for line in lines:
+        assert not shown(line.secret, shown_text, around), (line.text, shown_text)
+
+
+def everything_stored(engine) -> str:
+    """Every row of every table of the test's database, as text."""
+    with engine.connect() as db:
+        tables = db.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+        return "\n".join(
+            str(row) for table in tables for row in db.execute(text(f'SELECT row_to_json(t)::text FROM "{table}" t'))
+        )
+
+
+async def test_a_secret_in_a_services_log_is_never_stored_shown_or_in_history_in_clear(
+    api, temporal_client, engine, settings, tmp_path
+):
+    logs = tmp_path / "logs"
+    secret_log(logs / "checkout.log")
+    settings.log_roots = [logs]
+    incident = await run_playbook(api, [step("logs", "investigate_logs", params={"paths": ["checkout.log"]})])
+    async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+        outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    (logs_step,) = state.steps
+    assert logs_step.output["summary"].endswith("top: ERROR auth failed for [REDACTED] (2×)")
+    assert_no_secret("the workflow's state", json.dumps(msgspec.to_builtins(state)), tmp_path)
+    with Session(engine) as session:
+        said = session.exec(select(ConversationMessage).where(ConversationMessage.incident_id == incident["id"])).all()
+    assert any("ERROR auth failed for [REDACTED]" in m.content for m in said)  # the tool's message was stored
+    assert_no_secret("Postgres", everything_stored(engine), tmp_path)
+    history = await temporal_client.get_workflow_handle(incident["workflow_id"]).fetch_history()
+    assert_no_secret(
+        "the history", b"".join(e.SerializeToString() for e in history.events).decode(errors="replace"), tmp_path
+    )
+    for path in (
+        f"/api/incidents/{incident['id']}",
+        f"/api/incidents/{incident['id']}/timeline",
+        f"/api/conversations?incident={incident['id']}",
+        f"/api/workflows/{incident['workflow_id']}",
+        f"/incidents/{incident['id']}",  # the incident page
+    ):
+        response = await api.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert_no_secret(path, response.text, tmp_path)
+
+
+async def test_a_failure_quoting_a_secret_is_redacted_wherever_it_is_kept(
+    api, temporal_client, engine, settings, tmp_path
+):
+    """Loki echoing the query in its error, Loki's URL with credentials: the failed step's error, its run, the
+    conversation and the history show neither."""
+    Loki.requests, Loki.status = [], 400
+    Loki.error = f'parse error at line 1, col 20: syntax error: unexpected "{GITHUB_TOKENS[0]}"'
+    with serving(Loki) as base:
+        loki_url = base.replace("://", "://admin:hunter2hunter2@")
+        params = {"loki_url": loki_url, "loki_query": f'{{app="checkout"}} |= "{GITHUB_TOKENS[0]}"'}
+        incident = await run_playbook(api, [step("logs", "investigate_logs", params=params)])
+        async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+            outcome, state = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "failed" and state.steps[0].status == "failed"
+    assert 'Loki refused the query (HTTP 400): {"message": "parse error' in str(state.steps[0].error)
+    assert 'unexpected \\"[REDACTED]\\"' in str(state.steps[0].error)
+    with Session(engine) as session:
+        (run,) = session.exec(select(AgentRun).where(AgentRun.workflow_id == incident["workflow_id"])).all()
+    assert run.status == "failed" and "unexpected" in str(run.error)
+    assert_no_secret("Postgres", everything_stored(engine), tmp_path)
+    history = await temporal_client.get_workflow_handle(incident["workflow_id"]).fetch_history()
+    failed = "activity_task_failed_event_attributes"
+    failures = [str(getattr(e, failed).failure) for e in history.events if e.HasField(failed)]
+    assert failures and "[REDACTED]" in failures[0]
+    assert_no_secret("the failure in the history", "\n".join(failures), tmp_path)
