@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.outbound import BlockedTarget, GuardedAsyncClient, OutboundPolicy, blocked_reason, check_url
+from core.redact import redact_text
 
 BODY_EXCERPT = 300
 BODY_SCANNED = 1024 * 1024  # a keyword is looked for in the first MiB of the body, and no more is read
@@ -187,7 +188,8 @@ async def _get(  # noqa: C901 (one request's outcomes (status, redirect, TLS, ti
     if failure is not None:
         outcome.healthy, outcome.status, (outcome.error, outcome.error_kind) = False, "down", failure
         if failure[1] in ("http_status", "keyword"):
-            outcome.body_excerpt = text[:BODY_EXCERPT]
+            # Redacted before it is cut: the monitor stores it, and the chain quotes part of it in a summary.
+            outcome.body_excerpt = redact_text(text, BODY_EXCERPT)
     elif seconds_left is not None and seconds_left < tls_days * DAY:
         outcome.status = "degraded"  # still healthy: error stays None, tls_days_left says why
     return outcome

@@ -16,6 +16,7 @@ from core.agents import AgentSpec, object_schema
 from core.compress import Message
 from core.llm import ChatClient, LLMError, llm_client, transcript
 from core.payloads import AgentInput, AgentResult
+from core.redact import redact_text
 from core.tokens import count_tokens, truncate_tokens
 
 # Token caps of the context's parts besides the conversation, which arrives compressed to the step's budget.
@@ -140,7 +141,8 @@ def _first_line(text: str) -> str:
 
 
 def parse_answer(reply: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The JSON answer ({"summary", "findings", "resolved", "ok"}, normalised), or None and why not."""
+    """The JSON answer ({"summary", "findings", "resolved", "ok"}, normalised), or None and why not. Its texts are
+    redacted before they are cut (the reply is parsed as the model wrote it: a mask would not be JSON)."""
     text = reply.strip()
     fenced = _FENCE.match(text)
     try:
@@ -152,15 +154,16 @@ def parse_answer(reply: str) -> tuple[dict[str, Any] | None, str | None]:
     findings = []
     for item in answer.get("findings") or []:
         if isinstance(item, dict) and str(item.get("title") or "").strip():
-            finding = {"title": str(item["title"])[:300], "detail": str(item.get("detail") or "")[:2000]}
+            title, detail = redact_text(str(item["title"]), 300), redact_text(str(item.get("detail") or ""), 2000)
+            finding = {"title": title, "detail": detail}
             if item.get("severity"):
-                finding["severity"] = str(item["severity"])[:20]
+                finding["severity"] = redact_text(str(item["severity"]), 20)
             findings.append({**finding, "source": "llm"})
         elif isinstance(item, str) and item.strip():
-            findings.append({"title": item[:300], "detail": "", "source": "llm"})
+            findings.append({"title": redact_text(item, 300), "detail": "", "source": "llm"})
     resolved = answer.get("resolved")
     return {
-        "summary": str(answer.get("summary") or "").strip(),
+        "summary": redact_text(str(answer.get("summary") or "")).strip(),
         "findings": findings[:FINDINGS_MAX],
         "resolved": resolved if isinstance(resolved, bool) else None,
         "ok": answer.get("ok") if isinstance(answer.get("ok"), bool) else True,
@@ -223,6 +226,9 @@ class LLMAgent:
         reply = _THINKING.sub("", reply).strip()
         if not reply:
             raise ApplicationError(f"llm: {client.model} returned an empty reply", type="LLMError")
+        answer, problem = parse_answer(reply) if json_mode else (None, None)
+        # Redacted before it is cut or its first line taken: a model may repeat a secret it was shown.
+        reply = redact_text(reply)
         data: dict[str, Any] = {
             "model": client.model,
             "request_tokens": sum(count_tokens(m["content"]) for m in messages),
@@ -230,7 +236,6 @@ class LLMAgent:
         }
         ok, summary, findings, resolved = True, _first_line(reply), [], None
         if json_mode:
-            answer, problem = parse_answer(reply)
             if answer is None:
                 data["json_error"] = f"{problem}: the reply is taken as plain text"
             else:

@@ -21,6 +21,7 @@ from activities.heartbeat import beat, interval
 from core.agents import AgentSpec, object_schema
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
+from core.redact import redact_text
 
 T = TypeVar("T")
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -105,7 +106,9 @@ def _number(sample: Any, where: str) -> float:
     try:
         return float(sample[1])  # [<unix time>, "<value>"]: the value is a string ("NaN", "+Inf" included)
     except (TypeError, ValueError, IndexError):
-        raise _refuse(f"{where}: the answer holds a sample that is not [time, value]: {str(sample)[:100]}") from None
+        raise _refuse(
+            f"{where}: the answer holds a sample that is not [time, value]: {redact_text(str(sample), 100)}"
+        ) from None
 
 
 def parse_result(data: Any, where: str) -> list[Series]:
@@ -124,7 +127,8 @@ def parse_result(data: Any, where: str) -> list[Series]:
         samples = [item["value"]] if "value" in item else item.get("values") or []
         if not samples:
             continue  # a histogram-only series: no float value to judge
-        labels = {str(k)[:100]: str(v)[:LABEL_VALUE_MAX] for k, v in list((item.get("metric") or {}).items())[:30]}
+        metric = list((item.get("metric") or {}).items())[:30]
+        labels = {str(k)[:100]: redact_text(str(v), LABEL_VALUE_MAX) for k, v in metric}
         found.append(Series(labels, [_number(sample, where) for sample in samples]))
     return found
 
@@ -305,7 +309,7 @@ class InvestigateMetricsAgent:
             if q["breached"]
         ]
         no_data = [q["name"] for q in queries if not q["series_total"]]
-        evidence = "\n".join(f"{j.spec['name']}: {j.spec['query'][:300]} → {j.line()}" for j in judged)
+        evidence = "\n".join(f"{j.spec['name']}: {redact_text(j.spec['query'], 300)} → {j.line()}" for j in judged)
         return agent_result(
             not breached,
             summary,
@@ -335,7 +339,7 @@ class InvestigateMetricsAgent:
             path = "/api/v1/query"
         payload = await self._get(base + path, params, timeout, spec)
         where = f"query {spec['name']}"
-        warnings = [str(w)[:300] for w in payload.get("warnings") or []]
+        warnings = [redact_text(str(w), 300) for w in payload.get("warnings") or []]
         return Judgement(spec, parse_result(payload.get("data"), where), warnings)
 
     async def _get(self, url: str, params: dict[str, str], timeout: float, spec: dict[str, Any]) -> dict[str, Any]:
@@ -367,7 +371,7 @@ class InvestigateMetricsAgent:
         except ValueError:
             payload = None
         if not isinstance(payload, dict) or payload.get("status") not in ("success", "error"):
-            excerpt = " ".join(bytes(body[:200]).decode(errors="replace").split())
+            excerpt = " ".join(redact_text(bytes(body).decode(errors="replace"), 200).split())
             if code >= 500 or code in (408, 429):
                 raise _transient(f"Prometheus at {host} answered HTTP {code} to query {name}: {excerpt}")
             raise _refuse(
@@ -375,9 +379,10 @@ class InvestigateMetricsAgent:
                 f"{': ' + excerpt if excerpt else ''}); check the URL"
             )
         if payload["status"] == "error" or code >= 400:
-            kind, error = payload.get("errorType") or f"HTTP {code}", str(payload.get("error") or "")[:500]
+            kind, error = payload.get("errorType") or f"HTTP {code}", redact_text(str(payload.get("error") or ""), 500)
             if kind in QUERY_FAULTS or (400 <= code < 500 and code not in (408, 429)):
-                raise _refuse(f"query {name} ({spec['query'][:200]!r}) refused by Prometheus: {kind}: {error}")
+                query = redact_text(spec["query"], 200)
+                raise _refuse(f"query {name} ({query!r}) refused by Prometheus: {kind}: {error}")
             raise _transient(f"Prometheus at {host} could not answer query {name}: {kind}: {error}")
         return payload
 

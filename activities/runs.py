@@ -42,6 +42,7 @@ from core.payloads import (
     StepRecord,
     StepState,
 )
+from core.redact import redact_text
 from core.tables import EVENTS_CHANNEL, utcnow
 
 WORKER = f"{socket.gethostname()}"[:200]
@@ -143,7 +144,9 @@ class AgentRunLog:
             shown = _shown(input) if started is not None else None
             step = _snapshot(input, input.record, run["run_attempt"], "", result, shown)
         now = utcnow()
-        params = {**run, "run_status": status, "run_error": (error or "")[:2000] or None, "run_now": now}
+        # The incident page shows a failed attempt's error: an HTTP error or a command's message may quote a secret.
+        run_error = redact_text(error or "", 2000) or None
+        params = {**run, "run_status": status, "run_error": run_error, "run_now": now}
         if prepared is not None and isinstance(input, AgentInput):
             if started is not None:  # the snapshot was not written with the start
                 params.update(prepared.snapshot)

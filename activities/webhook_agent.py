@@ -20,6 +20,7 @@ from activities.base import agent_result
 from activities.heartbeat import heartbeating
 from activities.runs import AgentRunLog
 from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult
+from core.redact import redact_text
 from core.webhook_agents import WebhookAgent
 
 
@@ -114,7 +115,7 @@ class WebhookAgentActivities:
             raise RuntimeError(f"{agent.name} did not answer within {agent.timeout_seconds:g} s") from None
         except httpx.HTTPError as err:  # down, refused, blocked by the SSRF guard: Temporal retries
             raise RuntimeError(f"cannot reach {agent.name}: {err}") from None
-        excerpt = bytes(raw[:300]).decode(errors="replace")
+        excerpt = redact_text(bytes(raw).decode(errors="replace"), 300)  # the error is kept in history and shown
         if response.status_code >= 500:
             raise RuntimeError(f"{agent.name} answered HTTP {response.status_code}: {excerpt}")
         if not response.is_success:

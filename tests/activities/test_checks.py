@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from activities.checks import check_dns, check_http, check_tcp, run_check
+from activities.http_check import BODY_EXCERPT
 from core.outbound import OutboundPolicy, guarded_async_client
 from tests.peers import free_port, http_service
 from tests.peers_tls import Certificates, https_service, listening, make_certificates, trusting
+from tests.secret_shapes import shown
 
 LOOPBACK = OutboundPolicy(allow_loopback=True)
 
@@ -48,6 +50,21 @@ async def test_http_keyword_present_is_up_and_absent_is_down_with_the_body_shown
     assert missing.status_code == 200 and "'checkout-ready'" in missing.error
     assert missing.body_excerpt == "status: all systems go"
     assert plain.keyword_found is None and plain.status == "up"
+
+
+async def test_the_body_excerpt_is_redacted_before_it_is_cut():
+    """An error page may quote a secret: the excerpt (stored by the monitor, quoted in the chain's diagnosis) shows
+    none of it, whole in the excerpt or cut in two by its end."""
+    token = "ghp_0123456789abcdefABCDEFGHIJklmnopqrst"
+    with http_service() as (url, state):
+        state.status = 500
+        async with guarded_async_client(LOOPBACK) as http:
+            for start in (10, BODY_EXCERPT - 20):
+                state.body = f"{'x' * start} {token} and more".encode()
+                outcome = await check_http(http, url, timeout=5)
+                assert outcome.body_excerpt is not None and len(outcome.body_excerpt) <= BODY_EXCERPT
+                assert not shown(token[4:], outcome.body_excerpt), outcome.body_excerpt
+    assert outcome.body_excerpt == "x" * (BODY_EXCERPT - 20) + " "  # the word the cut splits is left out
 
 
 async def test_http_expect_status_below_sets_the_bar():

@@ -19,8 +19,9 @@ from core.payloads import AgentInput, AgentResult, IncidentContext
 from core.settings import Settings
 from core.tables import WorkflowStep
 from tests.factories import wait_for_workflow
-from tests.peers import closed_port_url
+from tests.peers import closed_port_url, http_service
 from tests.peers_prometheus import prometheus_api
+from tests.secret_shapes import shown
 from tests.workflows.test_engine import run_playbook, runs, step
 from worker.runner import incident_worker
 
@@ -236,6 +237,22 @@ async def test_server_down_overloaded_or_slow_raises_for_a_retry():
     assert unavailable.value.non_retryable is False and "TSDB not ready" in str(unavailable.value)
     assert slow.value.non_retryable is False and "did not answer query p99_latency within 0.3s" in str(slow.value)
     assert time.monotonic() - started < 1.5
+
+
+async def test_secrets_in_prometheus_answers_are_redacted_before_they_are_cut():
+    """A label value (cut to 200 characters) and the excerpt of an answer that is not the API's (in the error the
+    step fails with, kept in Temporal's history) show none of a secret they quote."""
+    token = "ghp_0123456789abcdefABCDEFGHIJklmnopqrst"
+    with prometheus_api() as (base, prom):
+        prom.series = {P99: [({"service": "checkout", "url": f"{'x' * 180} {token}"}, 900)]}
+        result = await investigate({"prometheus_url": base, "queries": [p99()]})
+    assert result.ok is False and result.data["queries"][0]["labels"]["url"] == "x" * 180 + " "
+    assert not shown(token[4:], json.dumps([result.summary, result.data, result.findings, result.messages]))
+    with http_service() as (url, state):
+        state.status, state.body = 502, f"<html>upstream failed: {token}</html>".encode()
+        with pytest.raises(ApplicationError) as raised:
+            await investigate({"prometheus_url": url, "queries": [p99()]})
+    assert "answered HTTP 502 to query p99_latency: <html>upstream failed: [REDACTED]" in str(raised.value)
 
 
 async def test_a_url_that_is_not_prometheus_or_is_refused_is_non_retryable():

@@ -24,6 +24,7 @@ from core.tables import WorkflowStep
 from core.tokens import count_tokens
 from tests.factories import wait_for_workflow
 from tests.peers_openai import OpenAICalls, openai_api
+from tests.secret_shapes import shown
 from tests.workflows.test_engine import run_playbook, runs, step
 from worker.runner import incident_worker
 
@@ -159,6 +160,21 @@ async def test_a_long_reply_has_a_bounded_summary_and_data():
     assert len(result.summary) <= 300 and result.summary.endswith("…")
     assert count_tokens(result.data["reply"]) <= 4000 < count_tokens(calls.reply)
     assert result.messages[0]["content"] == calls.reply.strip()  # whole: the conversation store bounds it
+
+
+async def test_a_secret_the_model_repeats_is_redacted_before_its_reply_is_cut():
+    """The summary (the reply's first line, cut to 300 characters), the data (cut to tokens) and a JSON answer's
+    findings (cut to 300 and 2000) show none of a secret the reply holds, wherever the cut falls."""
+    token = "ghp_0123456789abcdefABCDEFGHIJklmnopqrst"
+    answer = {"summary": f"{'x' * 290} {token}", "findings": [{"title": f"{'y' * 280} {token}", "detail": token}]}
+    with openai_api() as (base, calls):
+        calls.reply = f"{'x' * 280} {token} is the token the job used.\nMore."
+        plain = await ask(settings_for(base), agent_input())
+        calls.reply = json.dumps(answer)
+        parsed = await ask(settings_for(base), agent_input({"json": True}))
+    assert plain.summary.startswith("x" * 280 + " [REDACTED]") and parsed.findings[0]["detail"] == "[REDACTED]"
+    for result in (plain, parsed):
+        assert not shown(token[4:], json.dumps([result.summary, result.data, result.findings, result.messages]))
 
 
 async def test_the_request_stays_bounded_with_huge_previous_outputs():

@@ -14,8 +14,10 @@ from sqlmodel import Session, col, select
 from standardwebhooks import Webhook
 
 from core.conversations import ConversationMessage
+from core.tables import AgentRun
 from tests.factories import wait_for_workflow
 from tests.peers import serving
+from tests.secret_shapes import shown
 from tests.workflows.test_engine import run_playbook, step
 from worker.runner import incident_worker
 
@@ -27,6 +29,7 @@ class Receiver:
     ids: list[str] = field(default_factory=list)  # webhook-id of every delivery
     fail_first: int = 0
     answer: bytes = b""
+    status: int = 200
 
 
 @contextmanager
@@ -61,7 +64,7 @@ def receiver() -> Iterator[tuple[str, Receiver]]:
                     }
                 ).encode()
             )
-            self._send(200, answer)
+            self._send(state.status, answer)
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)
@@ -152,6 +155,30 @@ async def test_a_webhook_agent_answering_nonsense_fails_its_step_with_the_reason
     assert probe.status == "failed" and probe.error is not None
     assert "broken_probe answered a result that does not fit: ok: Field required" in probe.error
     assert len(state.received) == 1  # not retried: the same answer would come back
+
+
+async def test_a_webhook_agents_error_answer_is_redacted_before_it_is_quoted(
+    api, temporal_client, engine, settings, tmp_path
+):
+    """The step's error quotes the first 300 characters of a refusal: a secret in it, whole or cut there, is not
+    shown in the step, its run or Temporal's history."""
+    token = "ghp_0123456789abcdefABCDEFGHIJklmnopqrst"
+    with receiver() as (url, state):
+        created = await api.post("/api/agents/webhooks", json=registration(url, name="leaky_probe"))
+        state.secret = created.json()["secret"]
+        state.status, state.answer = 403, f'{{"error": "token {token} lacks scope", "pad": "{"x" * 300}"}}'.encode()
+        incident = await run_playbook(api, [step("probe", "leaky_probe", params={"mount": "/"})])
+        async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+            outcome, final = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "failed"
+    (probe,) = final.steps
+    assert probe.error is not None and 'leaky_probe answered HTTP 403: {"error": "token [REDACTED] lacks' in probe.error
+    history = await temporal_client.get_workflow_handle(incident["workflow_id"]).fetch_history()
+    kept = b"".join(e.SerializeToString() for e in history.events).decode(errors="replace")
+    with Session(engine) as session:
+        (run,) = session.exec(select(AgentRun).where(AgentRun.workflow_id == incident["workflow_id"])).all()
+    for text in (probe.error, kept, run.error or ""):
+        assert not shown(token[4:], text, str(tmp_path))
 
 
 async def test_registration_is_checked(api, client_as):
