@@ -73,6 +73,27 @@ class MetricsQuery(BaseModel):
     unit: str = Field(default="", max_length=20)
 
 
+class Remediation(BaseModel):
+    """How the service is fixed when it is down: the built-in default playbook's `remediate` step runs it (with
+    approval: both agents are high risk), unless the diagnosis says the service is healthy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A command, word for word as COMMAND_ALLOWLIST must allow it (remediate_command), e.g.
+    # ["systemctl", "restart", "checkout"].
+    command: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    # Or a URL remediate_webhook POSTs to (signed with REMEDIATION_WEBHOOK_SECRET).
+    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _one(self) -> Remediation:
+        if (self.command is None) == (self.webhook is None):
+            raise ValueError("give either command or webhook")
+        if self.command is not None and any("\x00" in word or len(word) > 4096 for word in self.command):
+            raise ValueError("command: a word holds a NUL character or is longer than 4096")
+        return self
+
+
 class ServiceBase(BaseModel):
     """What the API accepts (and answers, with the stored fields)."""
 
@@ -99,6 +120,7 @@ class ServiceBase(BaseModel):
     default_playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
     severity: Literal["P1", "P2", "P3", "P4"] = "P2"
     enabled: bool = True
+    remediation: Remediation | None = None
 
     @property
     def degraded_above_ms(self) -> float:

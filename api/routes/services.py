@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from api.auth import Responder, actor_of, require
 from api.deps import SessionDep, SettingsDep
 from core.audit import record_audit
+from core.commands import CommandNotAllowed, allowed_rule
 from core.identity import Team
 from core.monitoring import ServiceState, spread
 from core.outbound import BlockedTarget, OutboundPolicy, check_host, check_url
@@ -89,12 +90,33 @@ def _checked(session: Session, settings: Settings, name: str, body: ServiceBase)
             load_playbook(session=session, settings=settings, playbook_id=body.default_playbook, version=None)
         except PlaybookNotFound as err:
             raise _unprocessable(f"default_playbook: {err}") from None
+    _check_remediation(settings, body)
     if body.team is None:
         return None
     team = session.exec(select(Team).where(Team.name == body.team)).first()
     if team is None:
         raise _unprocessable(f"team: no team named {body.team!r}")
     return team.id
+
+
+def _check_remediation(settings: Settings, body: ServiceBase) -> None:
+    """A declared remediation must be able to run: its command allowed by COMMAND_ALLOWLIST as it stands, its
+    webhook past the SSRF guard's write-time rules."""
+    remediation = body.remediation
+    if remediation is None:
+        return
+    if remediation.command is not None:
+        if not settings.command_allowlist:
+            raise _unprocessable("remediation.command: COMMAND_ALLOWLIST is empty, so remediate_command runs nothing")
+        try:
+            allowed_rule(settings.command_allowlist, remediation.command, None, None)
+        except CommandNotAllowed as err:
+            raise _unprocessable(f"remediation.command: {err}") from None
+    if remediation.webhook is not None:
+        try:
+            check_url(remediation.webhook, OutboundPolicy.from_settings(settings))
+        except (BlockedTarget, ValueError) as err:
+            raise _unprocessable(f"remediation.webhook: {err}") from None
 
 
 @router.get("")

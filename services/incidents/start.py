@@ -28,7 +28,8 @@ from core.payloads import (
     incident_search_attributes,
 )
 from core.playbook import Playbook, with_agent_defaults
-from core.playbook_store import load_playbook
+from core.playbook_store import BUILTIN_VERSION, load_playbook
+from core.services import Service
 from core.settings import Settings
 from core.tables import Incident
 from core.webhook_agents import WebhookAgent
@@ -142,11 +143,37 @@ def pin(session: Session, settings: Settings, incident: Incident, playbook: Play
         playbook = load_playbook(
             session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
         )
+    if playbook.id == "default" and playbook.version == BUILTIN_VERSION:
+        playbook = with_declared_remediation(session, playbook, incident.service)
     specs = installed_agent_specs(session)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
     template = session.get(IncidentTemplate, incident.incident_type)
     escalation = list(template.escalation) if template is not None else []
     return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks, escalation
+
+
+def with_declared_remediation(session: Session, playbook: Playbook, service_name: str) -> Playbook:
+    """The built-in default playbook for a registered service that declares its remediation: its `remediate` step
+    runs that (remediate_command or remediate_webhook: high risk, so approved first), unless the diagnosis says the
+    service is healthy. Without a declaration it records "no action", as before."""
+    service = session.exec(select(Service).where(Service.name == service_name)).first()
+    remediation = service.settings().remediation if service is not None else None
+    if remediation is None:
+        return playbook
+    params: dict[str, Any]
+    if remediation.command is not None:
+        agent, params = "remediate_command", {"argv": list(remediation.command)}
+    else:
+        agent, params = "remediate_webhook", {"url": remediation.webhook}
+    steps = [
+        step.model_copy(update={
+            "agent": agent, "params": params, "risk": "high",
+            "instructions": f"run {service_name}'s declared remediation ({agent})",
+            "when": "!(steps.investigate.output.data.healthy == true)",
+        }) if step.id == "remediate" else step
+        for step in playbook.steps
+    ]  # fmt: skip
+    return playbook.model_copy(update={"steps": steps})
 
 
 async def _started_before(temporal: Client, incident: Incident) -> bool:
