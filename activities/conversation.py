@@ -31,6 +31,8 @@ WITH recent AS (
     SELECT id, role, kind, agent, step_id, content, metadata, created_at
     FROM conversation_messages
     WHERE incident_id = :incident_id AND kind = 'message'
+      AND (CAST(:visible AS varchar[]) IS NULL OR step_id IS NULL OR workflow_id IS DISTINCT FROM :workflow_id
+           OR step_id = ANY(CAST(:visible AS varchar[])))
     ORDER BY id DESC LIMIT :limit
 )
 SELECT
@@ -140,7 +142,7 @@ class ConversationStore:
         """Load, assemble and compress the context of one attempt; a new summary is stored as a message."""
         incident_id = input.incident.incident_id
         load = {"incident_id": incident_id, "workflow_id": input.workflow_id, "service": input.incident.service}
-        [row] = autocommit_rows(self._engine, _LOAD, {**load, "limit": HISTORY_MAX})
+        [row] = autocommit_rows(self._engine, _LOAD, {**load, "limit": HISTORY_MAX, "visible": input.visible_steps})
         history = [_message(m) for m in row.messages]
         # Counted only when the window is full: the common case costs no second scan.
         total = (

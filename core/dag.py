@@ -93,3 +93,18 @@ def outcome(playbook: Playbook, facts: dict[str, StepFacts]) -> str | None:
     if all(f.status in TERMINAL for f in facts.values()):
         return "completed"
     return None
+
+
+def lineage(playbook: Playbook, step_id: str) -> list[str]:
+    """The step and every step it depends on, directly or through others, in playbook order: whose messages its
+    agent sees. A parallel branch's sibling is not in it; a join has both branches."""
+    specs = {step.id: step for step in playbook.steps}
+    seen: set[str] = set()
+    todo = [step_id]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in specs:
+            continue
+        seen.add(current)
+        todo.extend(specs[current].depends_on)
+    return [step.id for step in playbook.steps if step.id in seen]

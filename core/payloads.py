@@ -123,6 +123,10 @@ class AgentInput:
     # incident, previous outputs, system state, user inputs and the conversation, as stored in context_snapshots.
     context: dict[str, Any] | None = None
     agent: str = ""  # the step's agent (a webhook agent's name: they all run as the one webhook_agent activity)
+    # The steps of this run whose messages the agent sees: the step and those it depends on (core.dag.lineage), so
+    # parallel branches keep to themselves until a join merges them; messages of no step (people, the monitor)
+    # and of earlier runs are always seen. None: every message.
+    visible_steps: list[str] | None = None
 
 
 @dataclass

@@ -143,3 +143,18 @@ def test_substitution_is_text_only():
         "note": "{{ 7*7 }} ${nope}",
         "n": 3,
     }
+
+
+def test_a_steps_lineage_is_itself_and_what_it_depends_on():
+    from core.dag import lineage
+
+    playbook = Playbook.model_validate({"id": "p", "name": "p", "steps": [
+        {"id": "root", "agent": "noop"},
+        {"id": "a", "agent": "noop", "depends_on": ["root"]},
+        {"id": "b", "agent": "noop", "depends_on": ["root"]},
+        {"id": "a2", "agent": "noop", "depends_on": ["a"]},
+        {"id": "join", "agent": "noop", "depends_on": ["a2", "b"]},
+    ]})  # fmt: skip
+    assert lineage(playbook, "a2") == ["root", "a", "a2"]
+    assert lineage(playbook, "b") == ["root", "b"]
+    assert lineage(playbook, "join") == ["root", "a", "b", "a2", "join"]

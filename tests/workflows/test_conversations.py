@@ -183,3 +183,26 @@ async def test_agents_receive_the_registered_service_definition(api, temporal_cl
     assert look.context["service"]["name"] == "checkout"
     assert look.context["service"]["log_paths"] == ["/var/log/checkout.log"]
     assert look.context["service"]["check"]["url"] == "http://10.1.2.3/health"
+
+
+async def test_parallel_branches_see_only_their_own_line_until_the_join(api, temporal_client, engine):
+    """Issue 19, finding 9: parallel branches shared one conversation; each branch sees the history up to the fork
+    plus its own messages, and the join sees both."""
+    dag = [
+        step("root", "noop", params={"summary": "root: checkout answers 502"}),
+        step("quick", "noop", "root", params={"summary": "quick: the database is fine"}),
+        sleep("slow", 1.5, "root"),
+        step("after_slow", "noop", "slow", params={"summary": "after_slow: the cache is full"}),
+        step("join", "noop", "after_slow", "quick", params={"summary": "join: both seen"}),
+    ]
+    incident = await run_playbook(api, dag)
+    outcome, _ = await wait_for_workflow(temporal_client, incident["workflow_id"])
+    assert outcome == "completed"
+    contexts = {step_id: rows[0].context for step_id, rows in snapshots(engine, incident["workflow_id"]).items()}
+
+    def seen(step_id: str) -> list[str]:
+        return [m["content"].split(":")[0] for m in contexts[step_id]["conversation"]["messages"]]
+
+    assert "quick" not in seen("after_slow")  # the other branch's message was there already, and is not seen
+    assert seen("after_slow")[0] == "root" and "quick" not in seen("slow")
+    assert {"root", "quick", "after_slow"} <= set(seen("join"))

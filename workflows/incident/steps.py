@@ -13,6 +13,7 @@ from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
+    from core import dag
     from core.approval_rules import needs_approval
     from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult, StepRecord, StepState
     from core.playbook import StepSpec, substitute
@@ -136,4 +137,5 @@ class StepRunner:
             run=step.runs,
             context_budget_tokens=spec.context_budget_tokens,
             agent=spec.agent,
+            visible_steps=dag.lineage(run.playbook, spec.id),
         )
