@@ -424,7 +424,8 @@ async def test_templates_are_admin_managed_and_readable_by_all(api, client_as):
     assert (await responder.put(path, json=body)).status_code == 403
     saved = await api.put(path, json=body)
     assert saved.status_code == 200, saved.text
-    assert saved.json() == {**body, "playbook_id": None, "incident_type": "database", "updated_by": "root"}
+    assert saved.json() == {**body, "playbook_id": None, "incident_type": "database", "updated_by": "root",
+                            "escalation": []}  # fmt: skip
     assert (await responder.get(path)).json() == saved.json()
     assert [t["incident_type"] for t in (await responder.get("/api/incident-templates")).json()] == ["database"]
 
