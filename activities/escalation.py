@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from temporalio import activity
 
 from core.activity_defs import ESCALATE_INCIDENT, EscalationActivityDefs
+from core.approval_messages import ACKNOWLEDGE_ACTION
 from core.audit import Actor, record_audit
 from core.escalation import EscalationLevel, raised
 from core.events import publish
@@ -119,7 +120,11 @@ class EscalationActivities(EscalationActivityDefs):
         if channel == "slack":
             client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
                                timeout=15)  # fmt: skip
-            await asyncio.to_thread(client.chat_postMessage, channel=settings.slack_channel, text=text)
+            button = {"type": "button", "action_id": ACKNOWLEDGE_ACTION, "value": str(incident.id), "style": "primary",
+                      "text": {"type": "plain_text", "text": "Acknowledge"}}  # fmt: skip
+            blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "plain_text", "text": text}},
+                      {"type": "actions", "elements": [button]}]  # fmt: skip
+            await asyncio.to_thread(client.chat_postMessage, channel=settings.slack_channel, text=text, blocks=blocks)
             return "sent"
         if channel == "email":
             recipients = await asyncio.to_thread(self._recipients, incident)

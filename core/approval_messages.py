@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 APPROVE_ACTION = "approval_approve"
+ACKNOWLEDGE_ACTION = "incident_acknowledge"  # the button of an escalation's message (activities/escalation.py)
 REJECT_ACTION = "approval_reject"
 TEXT_LIMIT = 2900  # a section's text may hold 3,000 characters
 

@@ -30,12 +30,15 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from api.auth import public
-from core.approval_messages import APPROVE_ACTION, REJECT_ACTION, outcome_text
+from core.approval_messages import ACKNOWLEDGE_ACTION, APPROVE_ACTION, REJECT_ACTION, outcome_text
 from core.audit import Actor
+from core.errors import DomainError
 from core.identity import User
 from core.outbound import OutboundPolicy, blocked_reason, guarded_async_client
+from core.roles import ROLE_RANK
 from core.settings import Settings
 from services.approvals import ApprovalNotFound, DecisionRefused, decide
+from services.incidents.lifecycle import acknowledge
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/slack", tags=["slack"])
@@ -69,8 +72,14 @@ async def interactions(request: Request) -> Response:
         slack_user = payload["user"]
     except (KeyError, IndexError, ValueError, TypeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "not a block_actions payload of ours") from None
-    if payload.get("type") != "block_actions" or action_id not in (APPROVE_ACTION, REJECT_ACTION):
+    if payload.get("type") != "block_actions" or action_id not in (APPROVE_ACTION, REJECT_ACTION, ACKNOWLEDGE_ACTION):
         return Response(status_code=200)  # some other interaction: nothing for us to do
+    if action_id == ACKNOWLEDGE_ACTION:
+        engine = request.app.state.engine
+        task = asyncio.create_task(_acknowledge(engine, settings, approval_id, slack_user, payload.get("response_url")))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return Response(status_code=200)
     task = asyncio.create_task(
         _decide(
             request.app.state.engine,
@@ -131,6 +140,28 @@ async def _decide(
         await _reply(settings, response_url, text, replace=False)
         return
     text = outcome_text(approval_id, decided["step_id"], decided["status"], user.username)
+    await _reply(settings, response_url, text, replace=True)
+
+
+async def _acknowledge(
+    engine: Engine, settings: Settings, incident_id: int, slack_user: dict[str, Any], response_url: str | None
+) -> None:
+    """An escalation's "Acknowledge" button: the linked user (a responder or above) takes the incident."""
+    user = await asyncio.to_thread(_linked_user, engine, slack_user)
+    if user is None or ROLE_RANK[user.role] < ROLE_RANK["responder"]:
+        who = f"Your Slack account ({slack_user.get('id')})"
+        text = f"{who} is not linked to an Agent Monitor responder; nothing done." if user is None else (
+            f"{user.username} is a {user.role}: acknowledging takes a responder; nothing done.")  # fmt: skip
+        await _reply(settings, response_url, text, replace=False)
+        return
+    try:
+        _, first = await asyncio.to_thread(
+            acknowledge, engine=engine, incident_id=incident_id, actor=Actor(user.id, user.username, "slack")
+        )
+    except DomainError as err:
+        await _reply(settings, response_url, f"Not done: {err}", replace=False)
+        return
+    text = f"Incident #{incident_id}: acknowledged by {user.username}" + ("" if first else " (already acknowledged)")
     await _reply(settings, response_url, text, replace=True)
 
 

@@ -91,3 +91,42 @@ async def test_escalation_policies_are_validated(api):
     for escalation, problem in bad:
         answer = await api.put(path, json={"escalation": escalation})
         assert answer.status_code == 422 and problem in answer.text, (escalation, answer.text)
+
+
+async def test_the_escalation_message_has_an_acknowledge_button(slack, settings, api, engine, server):  # noqa: F811
+    import httpx
+
+    from tests.api.test_slack import click
+    from tests.factories import make_user
+
+    base, calls = slack
+    settings.retry_window_seconds = 120
+    bob, _ = make_user(engine, "responder", username=f"bob-{uuid.uuid4().hex[:6]}")
+    assert (await api.patch(f"/api/users/{bob.id}", json={"slack_user_id": "U0BOB0001"})).status_code == 200
+    viewer, _ = make_user(engine, "viewer", username=f"vic-{uuid.uuid4().hex[:6]}")
+    assert (await api.patch(f"/api/users/{viewer.id}", json={"slack_user_id": "U0VIEWER1"})).status_code == 200
+    incident_type = await failing_type(api, [{"after_seconds": 1, "notify": ["slack"]}])
+    incident = await create_incident(api, incident_type=incident_type)
+
+    async def posted() -> list:
+        return [p for p in calls.posted if f"Incident #{incident['id']}" in p.get("text", "")]
+
+    [message] = await wait_for(posted, "the escalation's Slack message")
+    [button] = message["blocks"][-1]["elements"]
+    assert (button["action_id"], button["value"]) == ("incident_acknowledge", str(incident["id"]))
+
+    url = f"{server}/api/slack/interactions"
+    async with httpx.AsyncClient(timeout=10) as slack_client:
+        body, headers = click(base, incident["id"], "incident_acknowledge", {"id": "U0VIEWER1", "username": "vic"})
+        assert (await slack_client.post(url, content=body, headers=headers)).status_code == 200
+        await wait_for(lambda: _answered(calls, "acknowledging takes a responder"), "the viewer's refusal")
+        assert (await api.get(f"/api/incidents/{incident['id']}")).json()["acknowledged_at"] is None
+        body, headers = click(base, incident["id"], "incident_acknowledge", {"id": "U0BOB0001", "username": "bob"})
+        assert (await slack_client.post(url, content=body, headers=headers)).status_code == 200
+        await wait_for(lambda: _answered(calls, f"acknowledged by {bob.username}"), "the acknowledgement")
+    detail = (await api.get(f"/api/incidents/{incident['id']}")).json()
+    assert detail["acknowledged_at"] is not None
+
+
+async def _answered(calls, text: str) -> bool:
+    return any(text in r.get("text", "") for r in calls.responses)
