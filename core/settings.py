@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 
 from core.commands import CommandRule
 
-_SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY")
+_SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY|ENDPOINT")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Where the dashboard links to the Temporal UI; empty = the embedded UI on temporal_ui_port.
     temporal_ui_url: str = ""
     log_level: LogLevel = "INFO"
+    # json: one JSON object per line, with the trace and span ids when tracing (core/telemetry.py).
+    log_format: Literal["plain", "json"] = "plain"
 
     # Browser sessions. "auto" marks the cookie Secure when the request came over HTTPS.
     session_ttl_hours: float = Field(default=12, gt=0, le=24 * 30)
@@ -172,6 +174,17 @@ class Settings(BaseSettings):
     monitor_concurrency: int = Field(default=200, ge=1, le=10_000)
     uptime_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # Metrics and traces (docs/operations.md). The web serves GET /metrics; METRICS_TOKEN, when set, must come as
+    # `Authorization: Bearer <token>` there and on the worker's endpoint. The worker serves its own metrics on
+    # WORKER_METRICS_HOST:WORKER_METRICS_PORT and the Temporal SDK's on TEMPORAL_METRICS_PORT (0: not served).
+    metrics_token: SecretStr = SecretStr("")
+    worker_metrics_host: str = Field(default="127.0.0.1", max_length=255)
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    temporal_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Traces are sent by OTLP (HTTP/protobuf) to <endpoint>/v1/traces when set; empty: tracing is off.
+    otel_exporter_otlp_endpoint: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
+    otel_service_name: str = Field(default="", max_length=100)  # empty: agent-monitor-web / agent-monitor-worker
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -275,10 +288,17 @@ class Settings(BaseSettings):
         return channels
 
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=getattr(logging, self.log_level),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        if self.log_format == "json":
+            from core.telemetry import JsonFormatter
+
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonFormatter())
+            logging.basicConfig(level=getattr(logging, self.log_level), handlers=[handler])
+        else:
+            logging.basicConfig(
+                level=getattr(logging, self.log_level),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
         # Libraries that narrate routine work at INFO.
         for noisy in ("alembic", "httpx", "pgserver"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
