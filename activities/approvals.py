@@ -15,6 +15,7 @@ from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
 from core.audit import Actor, record_audit
 from core.events import publish
+from core.metrics import APPROVALS_REQUESTED, observe_decision
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
 from core.redact import redact
 from core.tables import Event, utcnow
@@ -76,6 +77,9 @@ class ApprovalActivities(ApprovalActivityDefs):
                 _audit(session, approval, "auto_approved", f"policy:{policy.name}", "policy", {"policy": policy.name})
                 _event(session, approval, "approval.decided", {"status": "approved", "policy": policy.name})
             session.commit()
+            APPROVALS_REQUESTED.inc()
+            if approval.status != "pending":  # a policy approved it
+                observe_decision(approval.status)
             return _ticket(session, approval, self._channels)
 
     @activity.defn(name=RECORD_APPROVAL_DECISION)
@@ -124,6 +128,7 @@ class ApprovalActivities(ApprovalActivityDefs):
                     },
                 )
             session.commit()
+            observe_decision(decided.status)
             return True
 
     def all(self) -> list[Any]:

@@ -33,6 +33,7 @@ from activities.heartbeat import heartbeating
 from activities.projection import STEP_WRITE_CTES, open_workflow, step_params
 from core.conversations import MESSAGES_CHANNEL
 from core.db import autocommit_rows
+from core.metrics import observe_attempt
 from core.payloads import (
     SEQ_BLOCK,
     AgentInput,
@@ -204,11 +205,13 @@ class AgentRunLog:
             await asyncio.shield(
                 asyncio.to_thread(self._finish, run, started, "failed", error, input, None, prepared, began)
             )
+            observe_attempt(agent, (utcnow() - began).total_seconds(), err)
             raise
         if isinstance(input, AgentInput) and input.record is not None and input.record.checks > 1:
             # The same marker the workflow adds, so the stored output and the workflow's state agree.
             result.data["checks"] = {"done": input.record.check, "allowed": input.record.checks}  # type: ignore[attr-defined]
         await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result, prepared, began)
+        observe_attempt(agent, (utcnow() - began).total_seconds(), None)
         if isinstance(result, AgentResult):
             result.messages = []  # stored: the workflow's history keeps only the result
         return result

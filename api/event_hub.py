@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
 from core.db import libpq_url
+from core.metrics import SSE_DROPPED, SSE_REFUSED
 from core.settings import Settings
 from core.tables import EVENTS_CHANNEL, Event
 from services.identity import live_credentials
@@ -161,12 +162,15 @@ class EventHub:
         limits = self._settings
         if principal is not None:
             if principal.token_id is not None and self._per_token[principal.token_id] >= limits.sse_max_per_token:
+                SSE_REFUSED.labels("token").inc()
                 over = f"this API token ({limits.sse_max_per_token}, SSE_MAX_PER_TOKEN)"
                 raise OverUserLimit(f"too many live connections for {over} on this web process; close one first")
             if self._per_user[principal.user_id] >= limits.sse_max_per_user:
+                SSE_REFUSED.labels("user").inc()
                 over = f"user {principal.username} ({limits.sse_max_per_user}, SSE_MAX_PER_USER)"
                 raise OverUserLimit(f"too many live connections for {over} on this web process; close one first")
         if len(self._clients) >= limits.sse_max_clients:
+            SSE_REFUSED.labels("process").inc()
             raise TooManyClients(
                 f"too many live connections on this web process ({limits.sse_max_clients}); try again shortly"
             )
@@ -285,3 +289,4 @@ class EventHub:
                 # A client that cannot keep up is dropped, not waited for: it reconnects with Last-Event-ID.
                 self.unsubscribe(client)
                 client.drop()
+                SSE_DROPPED.inc()

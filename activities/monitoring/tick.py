@@ -23,6 +23,7 @@ from activities.heartbeat import beat
 from activities.monitoring.outages import OutageOpener
 from activities.monitoring.rows import Due, Outage, Result, Window, in_maintenance
 from activities.monitoring.store import MonitorStore
+from core.metrics import observe_check, observe_tick
 from core.monitoring import Thresholds, advance, next_due
 from core.payloads import MonitorTick, MonitorTickResult
 from core.services import ServiceBase
@@ -74,6 +75,7 @@ class TickRun:
             if self.results:  # cancelled (the worker is stopping) or failed: keep what was checked
                 await asyncio.shield(self._record(list(self.results), self.windows))
         self.result.lag_p99_ms = round(_p99(self.lags), 1)
+        observe_tick(self.result)
         return self.result
 
     async def _roll(self, started: datetime) -> None:
@@ -154,6 +156,7 @@ class TickRun:
         slow = slowness(item.config, outcome) if status == "up" else None
         if slow is not None:
             status, error = "degraded", slow
+        observe_check(status, (checked_at - scheduled).total_seconds())
         limits = Thresholds(item.config.failure_threshold, item.config.recovery_threshold)
         after, transition = advance(item.state, status, checked_at, limits)  # type: ignore[arg-type]
         item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from prometheus_client import REGISTRY
 
 from tests.factories import create_incident, make_user, wait_for_workflow
 from tests.peers import free_port
@@ -121,12 +122,16 @@ async def test_connections_are_capped_per_process(server, app, api):
     app.state.settings.sse_max_clients = 1
     token = (await api.post("/api/me/tokens", json={"name": "sse"})).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
+    refusals = ("agent_monitor_sse_clients_refused_total", {"reason": "process"})
+    refused = REGISTRY.get_sample_value(*refusals) or 0
     async with httpx.AsyncClient(base_url=server, headers=headers, timeout=30) as client:
         async with client.stream("GET", "/api/events/stream") as first:
             assert first.status_code == 200
             second = await client.get("/api/events/stream")
             assert second.status_code == 503
             assert "too many live connections" in second.json()["detail"] and second.headers["retry-after"] == "5"
+            assert "\nagent_monitor_sse_clients 1.0\n" in (await client.get("/metrics")).text
+        assert REGISTRY.get_sample_value(*refusals) == refused + 1
         assert (await client.get("/api/events/stream", params={"incident_id": 0})).status_code == 422
     async with httpx.AsyncClient(base_url=server, timeout=30) as anonymous:
         assert (await anonymous.get("/api/events/stream")).status_code == 401
@@ -164,8 +169,10 @@ async def test_a_client_that_stops_reading_is_dropped_not_waited_for(engine, set
     try:
         await asyncio.wait_for(subscribed.wait(), 10)
         assert hub.clients == 1
+        dropped = REGISTRY.get_sample_value("agent_monitor_sse_clients_dropped_total") or 0
         hub._fan_out([Frame(n, None, b"data: x\r\n\r\n") for n in range(1, QUEUE_SIZE + 2)])
         assert hub.clients == 0  # dropped at once; the browser reconnects with Last-Event-ID
+        assert REGISTRY.get_sample_value("agent_monitor_sse_clients_dropped_total") == dropped + 1
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
         assert task.cancelled()
