@@ -17,8 +17,10 @@ from temporalio.client import Client
 from api import errors, live, security
 from api.auth import require
 from api.router import router as api_router
+from api.routes import metrics
 from core.db import make_engine, resolve_database_url
 from core.settings import Settings, load_settings
+from core.telemetry import Tracing
 from core.temporal import connect
 from web.router import router as web_router
 from web.templating import STATIC_DIR, domain_error_page
@@ -27,10 +29,19 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, engine: Engine | None = None, temporal: Client | None = None
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    temporal: Client | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """Build the app. Without engine/temporal, the lifespan opens them from settings (one per process)."""
-    settings = settings or load_settings()
+    """Build the app. Without engine/temporal, the lifespan opens them from settings (one per process); without
+    tracing, OTEL_EXPORTER_OTLP_ENDPOINT says whether requests and the workflows they start are traced."""
+    if settings is None:  # uvicorn's factory, also in each process of `agent-monitor web --workers N`
+        settings = load_settings()
+        settings.configure_logging()  # a no-op where the command already did
+    owned_tracing = tracing is None
+    tracing = tracing or Tracing.from_settings(settings, "agent-monitor-web")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,13 +51,15 @@ def create_app(
             app.state.engine = owned_engine
         if getattr(app.state, "temporal", None) is None:
             # Lazy: the web starts even while Temporal is down; /readyz says so.
-            app.state.temporal = await connect(settings, lazy=True)
+            app.state.temporal = await connect(settings, lazy=True, tracing=tracing)
         yield
         hub = getattr(app.state, "event_hub", None)
         if hub is not None:
             await hub.close()
         if owned_engine is not None:
             owned_engine.dispose()
+        if owned_tracing:
+            tracing.shutdown()
 
     # No Swagger UI (it loads from a CDN); the schema itself is served to logged-in users below.
     app = FastAPI(
@@ -62,7 +75,16 @@ def create_app(
     app.state.temporal = temporal
     errors.install(app, upload_limit=settings.attachment_max_bytes, page=domain_error_page)
     security.install(app)
+    if tracing.provider is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # One span per request, none per ASGI message; no spans for scrapes, probes, assets or hour-long streams.
+        excluded = "/metrics$,/healthz$,/readyz$,/static/,/api/events/stream"
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider, excluded_urls=excluded, exclude_spans=["receive", "send"]
+        )
     app.include_router(api_router)
+    app.include_router(metrics.router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

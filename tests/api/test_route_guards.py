@@ -9,6 +9,7 @@ from starlette.routing import Mount
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),  # Prometheus; METRICS_TOKEN guards it when set (api/routes/metrics.py)
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/api/slack/interactions"),  # authenticated by Slack's request signature instead
