@@ -73,7 +73,9 @@ def up() -> None:
 def worker() -> None:
     """Run a Temporal worker (scale out: run N of them against TEMPORAL_ADDRESS and DATABASE_URL)."""
     from core.db import make_engine, resolve_database_url
+    from core.telemetry import Tracing
     from core.temporal import connect
+    from worker.metrics import temporal_runtime
     from worker.runner import run_worker, tune_gc
 
     settings = settings_or_exit()
@@ -81,11 +83,13 @@ def worker() -> None:
 
     async def main() -> None:
         engine = make_engine(resolve_database_url(settings, stop_at_exit=False), pre_ping=False)
+        tracing = Tracing.from_settings(settings, "agent-monitor-worker")
         try:
-            client = await connect(settings)
+            client = await connect(settings, tracing=tracing, runtime=temporal_runtime(settings))
         except RuntimeError as err:
             raise fail(f"cannot reach Temporal at {settings.effective_temporal_address}: {err}") from None
-        await run_worker(client, engine, settings)
+        await run_worker(client, engine, settings, tracing=tracing)
+        tracing.shutdown()
         engine.dispose()
 
     run_then_leave(lambda: asyncio.run(main()))
@@ -107,6 +111,8 @@ def web_server_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
         # uvicorn takes IPs and CIDRs; "*" alone means any. Passed even when empty, so that uvicorn does not
         # fall back to its FORWARDED_ALLOW_IPS environment variable.
         "forwarded_allow_ips": "*" if "*" in proxies else list(proxies),
+        # LOG_FORMAT=json: uvicorn's own loggers keep no handlers of theirs and write through the root's JSON lines.
+        **({"log_config": None} if settings.log_format == "json" else {}),
     }
 
 

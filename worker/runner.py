@@ -30,7 +30,9 @@ from activities.webhook_agent import WebhookAgentActivities
 from core.commands import legacy_warnings
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
+from core.telemetry import Tracing
 from services.incidents.open import open_incident
+from worker.metrics import serve_metrics
 from worker.monitors import ensure_monitors
 from workflows.incident import IncidentWorkflow
 from workflows.monitor import ServiceMonitorWorkflow
@@ -53,14 +55,23 @@ def tune_gc() -> None:
 
 @asynccontextmanager
 async def incident_worker(
-    client: Client, engine: Engine, settings: Settings, *, task_queue: str | None = None, **options: Any
+    client: Client,
+    engine: Engine,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    tracing: Tracing | None = None,
+    **options: Any,
 ) -> AsyncIterator[Worker]:
     """A running worker for the incident task queue; stops cleanly on exit. `options` go to the Worker
-    (e.g. no_remote_activities=True for a worker that runs workflow tasks only)."""
+    (e.g. no_remote_activities=True for a worker that runs workflow tasks only). With tracing, the agents' HTTP
+    calls are spans too (the client's interceptors already trace workflows and activities)."""
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
     async with guarded_async_client(
         OutboundPolicy.from_settings(settings), headers={"User-Agent": "agent-monitor/0.1"}
     ) as http:
+        if tracing is not None:
+            tracing.instrument_http(http)
         conversation = ConversationStore(
             engine, default_budget=settings.context_budget_tokens, summarizer=conversation_summarizer(settings)
         )
@@ -90,18 +101,19 @@ async def incident_worker(
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def run_worker(client: Client, engine: Engine, settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then drain."""
+async def run_worker(client: Client, engine: Engine, settings: Settings, *, tracing: Tracing | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then drain; serves the worker's metrics meanwhile (WORKER_METRICS_PORT)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     for warning in legacy_warnings(settings.command_allowlist):
         log.warning("%s", warning)
-    async with incident_worker(client, engine, settings):
-        if settings.monitoring_enabled:
-            monitors = await ensure_monitors(client, settings)
-            log.info("service monitors running: %s", ", ".join(monitors))
-        log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
-        await stop.wait()
-        log.info("worker stopping")
+    with serve_metrics(settings, engine):
+        async with incident_worker(client, engine, settings, tracing=tracing):
+            if settings.monitoring_enabled:
+                monitors = await ensure_monitors(client, settings)
+                log.info("service monitors running: %s", ", ".join(monitors))
+            log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
+            await stop.wait()
+            log.info("worker stopping")
