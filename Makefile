@@ -41,8 +41,14 @@ $(ALERTMANAGER):
 	@sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq prometheus-alertmanager >/dev/null
 
+# tests/observability/test_prometheus.py has a real Prometheus scrape the web's and the worker's /metrics.
+PROMETHEUS ?= /usr/bin/prometheus
+$(PROMETHEUS):
+	@sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+
 install: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test $(CHROMIUM) $(ALERTMANAGER)
+install-test: $(VENV)/.installed-test $(CHROMIUM) $(ALERTMANAGER) $(PROMETHEUS)
 
 ## Start everything offline (Temporal dev server, Postgres, migrations, worker, web) and print the URLs.
 run: install
