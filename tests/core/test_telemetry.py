@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from app.main import create_app
 from core.settings import Settings
 from core.telemetry import JsonFormatter, Tracing, traces_url
+from tests.peers import serving
 
 
 def make_settings(**values) -> Settings:
@@ -20,10 +23,11 @@ def make_settings(**values) -> Settings:
 
 
 def test_tracing_is_off_without_an_endpoint():
-    off = Tracing.from_settings(make_settings(), "agent-monitor-web")
+    unset = make_settings(otel_exporter_otlp_endpoint="")  # whatever the shell running the tests says
+    off = Tracing.from_settings(unset, "agent-monitor-web")
     assert not off.enabled and off.temporal_interceptors() == []
     off.shutdown()  # nothing to flush
-    app = create_app(make_settings())
+    app = create_app(unset)
     assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
 
 
@@ -75,3 +79,37 @@ def test_log_format_json_configures_the_root_logger(tmp_path: Path):
     plain = program.replace(", log_format='json'", "")
     done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, timeout=60, check=True)
     assert "WARNING agent_monitor: hello world" in done.stderr
+
+
+def test_spans_go_by_otlp_to_the_endpoint():
+    """On: a span reaches a real HTTP server at <endpoint>/v1/traces as OTLP protobuf (in a process of its own: the
+    provider becomes the process's global one)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    program = (
+        "from core.settings import Settings; from core.telemetry import Tracing; "
+        "t = Tracing.from_settings(Settings(_env_file=None), 'agent-monitor-test'); "
+        "t.provider.get_tracer('t').start_span('checked').end(); t.shutdown()"
+    )
+    with serving(Collector) as url:
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": url}
+        subprocess.run([sys.executable, "-c", program], env=env, timeout=60, check=True)
+    assert [(path, kind) for path, kind, _ in received] == [("/v1/traces", "application/x-protobuf")]
+    sent = ExportTraceServiceRequest.FromString(received[0][2])
+    (resource,) = sent.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
+    assert service == "agent-monitor-test"
+    assert [s.name for scope in resource.scope_spans for s in scope.spans] == ["checked"]
