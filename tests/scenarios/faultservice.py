@@ -24,6 +24,7 @@ state that a restart clears).
 | flap | period | /health fails for `period` s, passes for `period` s, … from when it was set |
 | config | error | at start-up: "config error: <error>", exit 78; a restart cannot fix it, clearing it can |
 | secret | password, github_token, slack_token | an ERROR line per tick that holds the three secrets |
+| slow_start | seconds | at start-up, that long before it listens (a cache warming up): a restart takes as long |
 
 Standard library only (faultstate too): the restart command runs under remediate_command with nothing of the
 worker's environment but PATH, LANG and HOME, from the repository's root (its COMMAND_ALLOWLIST entry's cwd).
@@ -152,7 +153,7 @@ class FaultService:
         return {"argv": argv, "cwd": str(ROOT), "name": self.name, "port": self.port, "log": str(self.log.path)}
 
     def boot(self) -> None:
-        """Record the start; stop here with a config error if one is set."""
+        """Record the start; stop here with a config error if one is set, or take slow_start's time first."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.state_dir / "command.json", self.command())
         self.start = count_start(self.state_dir)
@@ -163,6 +164,11 @@ class FaultService:
             self.log.write("ERROR", f"config error: {config.get('error', 'invalid setting POOL_SIZE=-1')}")
             sys.stdout.flush()
             os._exit(EXIT_CONFIG)
+        slow_start = self.faults().get("slow_start")
+        if slow_start is not None:
+            seconds = float(slow_start.get("seconds", 5))
+            self.log.write("INFO", f"warming up the caches ({seconds:g} s) before listening")
+            time.sleep(seconds)
 
     def act(self, name: str, entry: dict[str, Any]) -> None:
         """A one-shot fault: consume it, then end the process as that fault does."""

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FAULTS = ("crash", "oom", "errors", "slow", "flap", "config", "secret")
+FAULTS = ("crash", "oom", "errors", "slow", "flap", "config", "secret", "slow_start")
 ONE_SHOT = ("crash", "oom")  # consumed when they act, so the next start does not act again
 ROOT = Path(__file__).resolve().parents[2]  # where `python -m tests.scenarios.faultservice` runs from
 

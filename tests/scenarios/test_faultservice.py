@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.scenarios import faultservice, faultstate
-from tests.scenarios.harness import ROOT, FaultProcess, eventually
+from tests.scenarios.faultstate import ROOT
+from tests.scenarios.harness import FaultProcess, eventually
 from tests.scenarios.promlite import Scraper, prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # real processes, real time
@@ -99,6 +100,15 @@ async def test_a_config_error_stops_every_start_until_the_control_file_is_fixed(
     assert restart(shop).returncode == 1 and shop.starts == 3 and not await shop.healthy()
     faultstate.clear_fault(shop.state_dir, "config")
     assert restart(shop).returncode == 0 and shop.starts == 4 and await shop.healthy()
+
+
+async def test_a_slow_start_makes_its_restart_command_take_as_long(shop: FaultProcess) -> None:
+    await shop.fault("slow_start", seconds=1.5)
+    assert await shop.healthy()  # read at start-up only
+    started = time.monotonic()
+    done = restart(shop)
+    assert done.returncode == 0 and time.monotonic() - started >= 1.5 and await shop.healthy()
+    assert "warming up the caches (1.5 s) before listening" in shop.log.read_text()
 
 
 async def test_oom_and_crash_end_the_process_once(shop: FaultProcess) -> None:
