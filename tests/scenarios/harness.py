@@ -1,7 +1,9 @@
 """The fault suite's stack: fault services as real processes, registered through the API with their log file,
-metrics and dependency, a playbook (investigate logs, metrics, dependencies → an approved restart → verify), and a
-worker running the real service monitor with short intervals, an allowlisted restart command and LOG_ROOTS on the
-services' logs. Used by tests/scenarios (from pytest's fixtures) and bench/scenarios.py (on bench.local_stack)."""
+metrics and dependency, a playbook (investigate logs, metrics, dependencies → an approved restart, unless a
+dependency is broken → verify), and a worker running the real service monitor with short intervals, an allowlisted
+restart command and LOG_ROOTS on the services' logs, in this process or (for the scenarios that kill it) as
+`agent-monitor worker`. Used by tests/scenarios (from pytest's fixtures) and bench/scenarios.py (on
+bench.local_stack)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from core.commands import CommandRule
+from core.services import ServiceBase
 from core.settings import Settings
 from tests.peers import free_port
 from tests.scenarios import faultstate
 from tests.scenarios.faultstate import ROOT
 from tests.scenarios.promlite import Scraper, prometheus
+from tests.scenarios.worker_process import WorkerProcess
 from tests.workflows.test_monitoring import monitor_settings, monitoring
 
 T = TypeVar("T")
@@ -38,6 +42,10 @@ CHECK = {"interval_seconds": 1, "timeout_seconds": 2, "failure_threshold": 2, "r
 MONITOR_WINDOW_SECONDS = 2.0
 # Generous: CI has two cores and the machine may be busy; polling returns as soon as the condition holds.
 WAIT_SECONDS = 90.0
+RESTART_WHEN = "size(steps.deps.output.data.broken) == 0"  # restart only a service whose dependencies answer
+VERIFY_CHECKS = 10  # a second apart: verify passes at the first healthy check, fails after the last
+# Runs whose fix failed wait for a person (the default is a day), so their incident's escalation policy runs.
+RETRY_WINDOW_SECONDS = 600.0
 
 
 @overload
@@ -165,12 +173,13 @@ def playbook(argv: list[str]) -> dict[str, Any]:
             {"id": "logs", "agent": "investigate_logs", "depends_on": ["monitor"], "params": {"window_minutes": 10}},
             {"id": "metrics", "agent": "investigate_metrics", "depends_on": ["monitor"]},
             {"id": "deps", "agent": "investigate_dependencies", "depends_on": ["monitor"]},
+            # A service that fails through a broken dependency is not restarted: the dependency's incident is.
             {"id": "restart", "agent": "remediate_command", "depends_on": ["logs", "metrics", "deps"],
-             "requires_approval": True, "instructions": "restart ${incident.service}",
+             "when": RESTART_WHEN, "requires_approval": True, "instructions": "restart ${incident.service}",
              "impact": "${incident.service} does not answer for about a second",
              "params": {"argv": argv, "cwd": str(ROOT), "timeout_seconds": 30}},
             {"id": "verify", "agent": "verify", "depends_on": ["restart"], "fail_on_negative": True,
-             "repeat": {"count": 20, "interval_seconds": 1}},
+             "repeat": {"count": VERIFY_CHECKS, "interval_seconds": 1}},
         ],
     }  # fmt: skip
 
@@ -210,6 +219,7 @@ class ScenarioStack:
     root: Path
     scraper: Scraper
     services: dict[str, FaultProcess]
+    worker: WorkerProcess | None = None  # when the worker runs as a process of its own (to be killed)
 
     async def service_state(self, name: str) -> dict[str, Any]:
         answer = await self.admin.get(f"/api/services/{name}")
@@ -234,18 +244,23 @@ class ScenarioStack:
         detail: dict[str, Any] = answer.json()
         return detail
 
-    async def incident_events(self, incident_id: int) -> list[str]:
-        """The incident's own timeline entries (not its steps'), oldest first, one line each."""
+    async def timeline(self, incident_id: int, kind: str = "incident.") -> list[dict[str, Any]]:
+        """The incident's timeline entries whose kind starts with `kind` (its own, not its steps'), oldest first."""
         answer = await self.admin.get(f"/api/incidents/{incident_id}/timeline", params={"limit": 500})
         assert answer.status_code == 200, answer.text
+        return [entry for entry in answer.json()["items"] if entry["kind"].startswith(kind)]
+
+    async def incident_events(self, incident_id: int) -> list[str]:
+        """The incident's own timeline entries, oldest first, one line each."""
         lines = []
-        for entry in answer.json()["items"]:
-            if entry["kind"].startswith("incident."):
-                data = entry["data"]
-                moved = f" → {data['status']}" if data.get("status") else ""
-                if data.get("previous"):
-                    moved = f" {data['previous']}{moved}"
-                lines.append(f"{entry['at'][11:23]} {entry['kind']}{moved} by {data.get('actor', '?')}")
+        for entry in await self.timeline(incident_id):
+            data = entry["data"]
+            moved = f" → {data['status']}" if data.get("status") else ""
+            if data.get("previous"):
+                moved = f" {data['previous']}{moved}"
+            if data.get("previous_severity"):
+                moved += f" {data['previous_severity']} → {data['severity']}"
+            lines.append(f"{entry['at'][11:23]} {entry['kind']}{moved} by {data.get('actor', '?')}")
         return lines
 
     async def pending_approval(self, incident_id: int) -> dict[str, Any] | None:
@@ -253,6 +268,12 @@ class ScenarioStack:
         assert answer.status_code == 200, answer.text
         items: list[dict[str, Any]] = answer.json()["items"]
         return items[0] if items else None
+
+    async def approval(self, approval_id: int) -> dict[str, Any]:
+        answer = await self.approver.get(f"/api/approvals/{approval_id}")
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
 
     async def approve(self, approval_id: int, comment: str) -> None:
         decided = await self.approver.post(
@@ -266,6 +287,29 @@ class ScenarioStack:
         state: dict[str, Any] = answer.json()
         return state
 
+    async def change_playbook(self, **steps: dict[str, Any]) -> None:
+        """Store a new version of the playbook with these fields changed in its steps (step id → fields), as an
+        admin would; incidents opened from now on run it."""
+        answer = await self.admin.get(f"/api/playbooks/{PLAYBOOK_ID}")
+        assert answer.status_code == 200, answer.text
+        definition = {key: answer.json()[key] for key in ("id", "name", "incident_type", "steps")}
+        definition["steps"] = [{**step, **steps.get(step["id"], {})} for step in definition["steps"]]
+        stored = await self.admin.post("/api/playbooks", json=definition)
+        assert stored.status_code == 201, stored.text
+
+    async def escalation_policy(self, levels: list[dict[str, Any]], incident_type: str = "service_down") -> None:
+        """The incident type's escalation policy (docs/monitoring.md, "Outcomes and escalation")."""
+        saved = await self.admin.put(f"/api/incident-templates/{incident_type}", json={"escalation": levels})
+        assert saved.status_code == 200, saved.text
+
+    async def reconfigure(self, name: str, **changes: Any) -> None:
+        """Change a service's registration through the API (PUT: the whole body, these fields changed)."""
+        answer = await self.admin.get(f"/api/services/{name}")
+        assert answer.status_code == 200, answer.text
+        body = {key: value for key, value in answer.json().items() if key in ServiceBase.model_fields}
+        replaced = await self.admin.put(f"/api/services/{name}", json={**body, **changes})
+        assert replaced.status_code == 200, replaced.text
+
 
 def _worker_settings(settings: Settings, root: Path, prometheus_url: str, rule: CommandRule) -> Settings:
     return monitor_settings(
@@ -275,15 +319,34 @@ def _worker_settings(settings: Settings, root: Path, prometheus_url: str, rule: 
         prometheus_url=prometheus_url,
         command_allowlist=[rule],
         command_timeout_seconds=30.0,
+        retry_window_seconds=RETRY_WINDOW_SECONDS,
     )
+
+
+@asynccontextmanager
+async def _worker(
+    temporal: Client, engine: Engine, settings: Settings, root: Path, process: bool
+) -> AsyncIterator[WorkerProcess | None]:
+    """The worker and its monitor: in this process, or (process=True) as `agent-monitor worker`."""
+    if not process:
+        async with monitoring(temporal, engine, settings):
+            yield None
+        return
+    worker = WorkerProcess(settings, root / "worker.out")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop(temporal)
 
 
 @asynccontextmanager
 async def scenario_stack(
     temporal: Client, engine: Engine, settings: Settings, admin: httpx.AsyncClient, approver: httpx.AsyncClient,
-    root: Path,
+    root: Path, *, worker_process: bool = False,
 ) -> AsyncIterator[ScenarioStack]:  # fmt: skip
-    """Start shop-db and shop (which needs it), register both and the playbook, run the monitor; stop it all."""
+    """Start shop-db and shop (which needs it), register both and the playbook, run the worker and its monitor
+    (in this process, or as a process of its own); stop it all."""
     database = FaultProcess("shop-db", root)
     shop = FaultProcess("shop", root, dependency=database.health_url)
     services = {s.name: s for s in (database, shop)}
@@ -301,8 +364,8 @@ async def scenario_stack(
             assert registered.status_code == 201, registered.text
         with prometheus(scraper) as prometheus_url:
             worker_settings = _worker_settings(settings, root, prometheus_url, rule)
-            async with monitoring(temporal, engine, worker_settings):
-                yield ScenarioStack(temporal, engine, worker_settings, admin, approver, root, scraper, services)
+            async with _worker(temporal, engine, worker_settings, root, worker_process) as worker:
+                yield ScenarioStack(temporal, engine, worker_settings, admin, approver, root, scraper, services, worker)
     finally:
         for service in services.values():
             service.stop()

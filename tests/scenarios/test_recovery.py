@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scenarios.scenarios import Outcome, error_spike, oom_exit, process_killed
+from tests.scenarios.outcome import Outcome
+from tests.scenarios.scenarios import Play
 
-# Real time on the dev server (the `stack` fixture's worker marks them slow too); generous for a busy machine.
+# Real time on the dev server; generous for a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
@@ -27,9 +28,8 @@ def assert_restarted_once_and_resolved(outcome: Outcome) -> None:
     assert 0 < outcome.detected_s < outcome.verified_s
 
 
-async def test_a_killed_process_is_detected_restarted_once_after_approval_and_verified(stack, record) -> None:
-    outcome = await process_killed(stack)
-    record(outcome)
+async def test_a_killed_process_is_detected_restarted_once_after_approval_and_verified(play: Play) -> None:
+    outcome = await play("process_killed")
     assert_restarted_once_and_resolved(outcome)
     assert outcome.cause is not None and outcome.cause.startswith("monitor: "), outcome.cause
     # The investigators looked where they were told: the metrics saw it gone, the dependency healthy.
@@ -37,9 +37,8 @@ async def test_a_killed_process_is_detected_restarted_once_after_approval_and_ve
     assert outcome.steps["deps"]["output"]["data"]["broken"] == []
 
 
-async def test_an_error_spike_is_named_by_its_error_group_in_the_log(stack, record) -> None:
-    outcome = await error_spike(stack)
-    record(outcome)
+async def test_an_error_spike_is_named_by_its_error_group_in_the_log(play: Play) -> None:
+    outcome = await play("error_spike")
     assert_restarted_once_and_resolved(outcome)
     logs = outcome.steps["logs"]["output"]
     assert logs["ok"] is False and logs["data"]["error_count"] > 0
@@ -51,8 +50,7 @@ async def test_an_error_spike_is_named_by_its_error_group_in_the_log(stack, reco
     assert "error_ratio" in outcome.steps["metrics"]["output"]["data"]["breached"]
 
 
-async def test_an_oom_exit_is_detected_restarted_once_and_verified(stack, record) -> None:
-    outcome = await oom_exit(stack)
-    record(outcome)
+async def test_an_oom_exit_is_detected_restarted_once_and_verified(play: Play) -> None:
+    outcome = await play("oom_exit")
     assert outcome.exit_code == 137
     assert_restarted_once_and_resolved(outcome)
