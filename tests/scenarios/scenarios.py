@@ -2,8 +2,8 @@
 suite's tests and bench/scenarios.py run.
 
 Here, the faults a restart fixes: break `shop`, let the monitor open the incident, approve the restart through the
-API as an approver would, wait for the verified end. Each returns an Outcome that the tests assert on and the
-table shows."""
+API as an approver would, wait for the verified end. The others: outages.py (flapping, alert repeats, slow, a
+dependency killed). Each returns an Outcome that the tests assert on and the table shows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tests.scenarios import outages
 from tests.scenarios.harness import ScenarioStack
 from tests.scenarios.outcome import Outcome
 from tests.scenarios.response import respond, steady
@@ -65,6 +66,10 @@ SCENARIOS: dict[str, Scenario] = {
     "process_killed": Scenario(process_killed),
     "error_spike": Scenario(error_spike),
     "oom_exit": Scenario(oom_exit),
+    "dependency_killed": Scenario(outages.dependency_killed, incidents=2),
+    "flapping": Scenario(outages.flapping, status="in_progress", restarts=(1, 3), timed=False),
+    "alert_repeats": Scenario(outages.alert_repeats, restarts=(0, 0), timed=False),
+    "slow_degraded": Scenario(outages.slow_degraded, status="", restarts=(0, 0), incidents=0, timed=False),
 }  # fmt: skip
 
 
