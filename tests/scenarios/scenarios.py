@@ -3,8 +3,8 @@ suite's tests and bench/scenarios.py run.
 
 Here, the faults a restart fixes: break `shop`, let the monitor open the incident, approve the restart through the
 API as an approver would, wait for the verified end. The others: outages.py (flapping, alert repeats, slow, a
-dependency killed) and unfixed.py (an approval nobody answers, a config error, the worker killed mid-restart). Each
-returns an Outcome that the tests assert on and the table shows."""
+dependency killed), unfixed.py (an approval nobody answers, a config error, the worker killed mid-restart) and
+leaks.py (a secret in the log). Each returns an Outcome that the tests assert on and the table shows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tests.scenarios import outages, unfixed
+from tests.scenarios import leaks, outages, unfixed
 from tests.scenarios.harness import ScenarioStack
 from tests.scenarios.outcome import Outcome
 from tests.scenarios.response import respond, steady
@@ -71,6 +71,7 @@ SCENARIOS: dict[str, Scenario] = {
     "flapping": Scenario(outages.flapping, status="in_progress", restarts=(1, 3), timed=False),
     "alert_repeats": Scenario(outages.alert_repeats, restarts=(0, 0), timed=False),
     "slow_degraded": Scenario(outages.slow_degraded, status="", restarts=(0, 0), incidents=0, timed=False),
+    "secret_in_log": Scenario(leaks.secret_in_log),
     "approval_ignored": Scenario(unfixed.approval_ignored, status="in_progress", restarts=(0, 0), timed=False,
                                  worker_process=True),
     "config_error": Scenario(unfixed.config_error, status="in_progress", timed=False),
