@@ -48,6 +48,14 @@ class RepeatSpec(BaseModel):
 
     count: int = Field(default=3, ge=1, le=20)
     interval_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # Positive checks in a row it takes: a service that answers once between failures has not recovered.
+    passes: int = Field(default=1, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _passes_fit(self) -> RepeatSpec:
+        if self.passes > self.count:
+            raise ValueError(f"passes ({self.passes}) cannot be more than count ({self.count})")
+        return self
 
 
 class StepSpec(BaseModel):
@@ -220,7 +228,9 @@ def substitute(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
-def default_playbook(*, verify_checks: int = 3, verify_interval_seconds: float = 10.0) -> Playbook:
+def default_playbook(
+    *, verify_checks: int = 3, verify_interval_seconds: float = 10.0, verify_passes: int = 1
+) -> Playbook:
     """monitor → investigate → remediate → verify."""
     return Playbook(
         id="default",
@@ -234,7 +244,11 @@ def default_playbook(*, verify_checks: int = 3, verify_interval_seconds: float =
                 agent="verify",
                 depends_on=["remediate"],
                 fail_on_negative=True,
-                repeat=RepeatSpec(count=verify_checks, interval_seconds=verify_interval_seconds),
+                repeat=RepeatSpec(
+                    count=verify_checks,
+                    interval_seconds=verify_interval_seconds,
+                    passes=min(verify_passes, verify_checks),
+                ),
             ),
         ],
     )

@@ -20,7 +20,9 @@ class PlaybookNotFound(NotFound):
 
 def builtin_default(settings: Settings) -> Playbook:
     return default_playbook(
-        verify_checks=settings.verify_checks, verify_interval_seconds=settings.verify_interval_seconds
+        verify_checks=settings.verify_checks,
+        verify_interval_seconds=settings.verify_interval_seconds,
+        verify_passes=settings.verify_passes,
     ).model_copy(update={"version": BUILTIN_VERSION})
 
 

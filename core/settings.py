@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # (a durable Temporal timer): services take a moment to come back after a remediation.
     verify_checks: int = Field(default=3, ge=1, le=20)
     verify_interval_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # Healthy checks in a row the default playbook's verify needs (at most VERIFY_CHECKS): one answer between
+    # failures is not a recovery.
+    verify_passes: int = Field(default=2, ge=1, le=20)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
     # New incidents' first agent writes their workflow's first projection row (one local activity fewer per

@@ -158,3 +158,14 @@ def test_a_steps_lineage_is_itself_and_what_it_depends_on():
     assert lineage(playbook, "a2") == ["root", "a", "a2"]
     assert lineage(playbook, "b") == ["root", "b"]
     assert lineage(playbook, "join") == ["root", "a", "b", "a2", "join"]
+
+
+def test_a_repeat_cannot_need_more_passes_than_it_has_checks():
+    import pytest
+    from pydantic import ValidationError
+
+    from core.playbook import RepeatSpec
+
+    assert RepeatSpec(count=3, passes=2).passes == 2
+    with pytest.raises(ValidationError, match=r"passes \(4\) cannot be more than count \(3\)"):
+        RepeatSpec(count=3, passes=4)

@@ -39,7 +39,7 @@ from core.payloads import (
 )
 from workflows.incident import IncidentWorkflow
 
-AGENT_RISKS = {"noop": "low", "fail": "low", "fix": "high"}
+AGENT_RISKS = {"noop": "low", "seq": "low", "fail": "low", "fix": "high"}
 
 
 @dataclass
@@ -59,6 +59,12 @@ class Stubs:
         async def noop(input: AgentInput) -> AgentResult:
             self.ran.append((input.step_id, input.params))
             return AgentResult(ok=bool(input.params.get("ok", True)), summary=input.params.get("summary", "done"))
+
+        @activity.defn(name="seq")
+        async def seq(input: AgentInput) -> AgentResult:  # check n answers params.oks[n-1]: a flapping service
+            check = input.record.check if input.record is not None else 1
+            self.ran.append((input.step_id, input.params))
+            return AgentResult(ok=bool(input.params["oks"][check - 1]), summary=f"check {check}")
 
         @activity.defn(name="fix")
         async def fix(input: AgentInput) -> AgentResult:  # a risky agent (risk high in AGENT_RISKS)
@@ -96,7 +102,7 @@ class Stubs:
             self.escalations.append(input)
             return True
 
-        return [noop, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval,
+        return [noop, seq, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval,
                 escalate_incident]  # fmt: skip
 
 

@@ -200,3 +200,22 @@ async def test_a_retry_stops_the_escalation(clock):
         outcome, _ = await finish(handle)
         await clock.sleep(timedelta(hours=2))
     assert outcome == "completed" and [e.level for e in stubs.escalations] == [1]
+
+
+@pytest.mark.parametrize(
+    ("oks", "outcome", "summary"),
+    [
+        ([True, False, True, True], "completed", "check 4"),  # a pass between failures is not a recovery
+        ([True, False, False, True], "failed", "check 4 (only 1 of 2 checks in a row passed)"),
+    ],
+)
+async def test_verify_needs_its_passes_in_a_row(clock, oks, outcome, summary):
+    """Issue 19: verify passed at its first healthy check, so a flapping service was "verified" between flaps."""
+    async with fast_worker(clock.client) as (queue, stubs):
+        handle = await start(clock.client, queue, [
+            step("verify", "seq", params={"oks": oks}, fail_on_negative=True,
+                 repeat={"count": 4, "interval_seconds": 5, "passes": 2}),
+        ])  # fmt: skip
+        result, state = await finish(handle)
+    assert result == outcome and len(stubs.ran) == 4
+    assert state.steps[0].output["summary"] == summary

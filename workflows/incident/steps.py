@@ -74,8 +74,11 @@ class StepRunner:
             await run.settle(spec.id, "failed", error=summary, recorded=True)
 
     async def _checks(self, spec: StepSpec, step: StepState, agent_input: AgentInput, started_at: str) -> None:
-        """The agent once, or with `repeat` up to its count of checks, until one is ok."""
+        """The agent once, or with `repeat` up to its count of checks, until `passes` in a row are ok (one, unless
+        the playbook says more). Out of checks short of that, the outcome is negative."""
         checks = spec.repeat.count if spec.repeat else 1
+        passes = spec.repeat.passes if spec.repeat else 1
+        streak = 0
         for check in range(1, checks + 1):
             # The agent activity records its step (running, then its outcome) in the projection itself.
             record = agent_input.record = self._step_record(spec, step, started_at, check, checks)
@@ -86,12 +89,19 @@ class StepRunner:
                 result.data["checks"] = {"done": check, "allowed": checks}
             step.attempt = int(result.data.get("attempt", 1))
             step.output = msgspec.to_builtins(result)  # a copy, 20x faster than asdict
-            if result.ok or check == checks:
+            streak = streak + 1 if result.ok else 0
+            if streak >= passes:
+                return
+            if check == checks:
+                if result.ok:  # ok at the end, but not `passes` times in a row: not verified
+                    step.output["ok"] = False
+                    step.output["summary"] += f" (only {streak} of {passes} checks in a row passed)"
                 return
             await workflow.sleep(
                 timedelta(seconds=spec.repeat.interval_seconds if spec.repeat else 0),
-                summary=f"{spec.id}: check {check}/{checks} negative, checking again",
-            )
+                summary=f"{spec.id}: check {check}/{checks} " + (
+                    f"positive ({streak} of {passes} in a row)" if result.ok else "negative") + ", checking again",
+            )  # fmt: skip
 
     async def _agent(self, spec: StepSpec, agent_input: AgentInput) -> AgentResult:
         # By name, the one call that is: the agent is data (the playbook's), each agent its own activity type.
