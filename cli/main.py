@@ -43,11 +43,13 @@ _add_identity_commands()
 
 @app.command()
 def up() -> None:
-    """Start everything: Postgres, Temporal dev server, migrations, worker and web. Ctrl-C stops all."""
+    """Start everything: Postgres, Temporal dev server, migrations, worker and web, and keep them running (a child
+    that exits is restarted). Ctrl-C, SIGTERM or SIGHUP stops all."""
     from cli.stack import Stack, StackError
 
     settings = settings_or_exit()
     stack = Stack(settings, echo=typer.echo)
+    stack.handle_signals()
     code = 1
     try:
         stack.start()
@@ -55,7 +57,7 @@ def up() -> None:
             "\nAgent Monitor is up.\n"
             f"  Dashboard:   {settings.web_url}\n"
             f"  Temporal UI: {settings.effective_temporal_ui_url}\n"
-            "  Ctrl-C stops everything.\n"
+            "  Ctrl-C stops everything; a part that exits is restarted.\n"
         )
         code = stack.watch()
     except StackError as err:
@@ -65,7 +67,6 @@ def up() -> None:
     finally:
         typer.echo("stopping…")
         stack.stop()
-        typer.echo("stopped")
     raise typer.Exit(code)
 
 
@@ -322,6 +323,15 @@ def _add_monitoring_commands() -> None:
 
 
 _add_monitoring_commands()
+
+
+def _add_status_command() -> None:
+    from cli.status import status
+
+    app.command()(status)
+
+
+_add_status_command()
 
 
 if __name__ == "__main__":

@@ -1,36 +1,34 @@
-"""`agent-monitor up`: the whole stack as one process tree — Postgres, Temporal, migrations, worker, web."""
+"""`agent-monitor up`: the whole stack as one supervised process tree — Postgres, Temporal, migrations, worker,
+web (and the indexer). Start-up stops at the first failure; once up, a child that exits is restarted
+(cli/supervisor.py) and `up` runs until SIGINT, SIGTERM or SIGHUP, then stops everything it started."""
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import fcntl
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
-from core.db import EmbeddedPostgres, run_migrations, sqlalchemy_url
+from cli.postgres import EmbeddedServer
+from cli.supervisor import Child, ChildSpec, StackError, Supervisor
+from core.db import run_migrations, sqlalchemy_url
 from core.settings import Settings
 from core.temporal_dev import start_dev_argv
 
-PR_SET_PDEATHSIG = 1
-STOP_GRACE_SECONDS = 10.0
+__all__ = ["STATUS_FILE", "LOCK_FILE", "Stack", "StackError"]
 
-
-class StackError(RuntimeError):
-    """Start-up failed; the message is one line for the operator."""
-
-
-def _die_with_parent() -> None:
-    # Children get SIGTERM if `up` itself is killed, so nothing is ever orphaned.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+STATUS_FILE = "supervisor.json"
+LOCK_FILE = "up.lock"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+TICK_SECONDS = 0.2
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -39,49 +37,77 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait_until(
-    predicate: Callable[[], bool], *, timeout: float, what: str, child: subprocess.Popen[bytes] | None
-) -> None:
+def _wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, child: Child) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            raise StackError(f"{what} exited with code {child.returncode} during start-up")
+        if child.proc is not None and child.proc.poll() is not None:
+            raise StackError(f"{what} exited with code {child.proc.returncode} during start-up")
         if predicate():
             return
         time.sleep(0.1)
     raise StackError(f"{what} was not ready after {timeout:.0f}s")
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    echo: Callable[[str], None]
-    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    postgres: EmbeddedPostgres | None = None
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold DATA_DIR/up.lock while `up` runs (the kernel drops it when `up` dies, however it dies): one `up` per
+    data dir. Returns the descriptor that holds it."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StackError(f"another `agent-monitor up` (pid {holder}) runs on {data_dir}: stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
-    def _spawn(
-        self, name: str, argv: list[str], env: dict[str, str], log_to: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        out = open(log_to, "ab") if log_to else None  # noqa: SIM115 (the child owns it)
-        child = subprocess.Popen(  # noqa: S603
-            argv, env=env, start_new_session=True, preexec_fn=_die_with_parent, stdout=out, stderr=out
-        )
-        if out is not None:
-            out.close()
-        self.children.append((name, child))
-        return child
-        self.children.append((name, child))
-        return child
+
+class Stack:
+    def __init__(self, settings: Settings, echo: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.echo = echo
+        self.supervisor = Supervisor(echo)
+        self.postgres: EmbeddedServer | None = None
+        self.phase = "starting"
+        self.stop_signal: int | None = None
+        self.force = False
+        self._lock: int | None = None
+
+    def handle_signals(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP stop `up`: while starting, at once (KeyboardInterrupt); once up, after the
+        current tick; while stopping, a second one kills what is left instead of waiting."""
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if self.phase == "stopping":
+                self.force = True
+                return
+            self.stop_signal = signum
+            if self.phase == "starting":
+                raise KeyboardInterrupt
+
+        for signum in STOP_SIGNALS:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started under nohup: a closed terminal is not a request to stop
+            signal.signal(signum, on_signal)
 
     def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_dir(s.data_dir)
+        self.supervisor.status_file = s.data_dir / STATUS_FILE
+        log_dir = s.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
         env = dict(os.environ)
 
         if s.embedded_postgres:
-            self.postgres = EmbeddedPostgres(s.data_dir)
-            database_url = self.postgres.start(stop_at_exit=True)
-            self.echo(f"postgres   embedded, data in {self.postgres.pgdata}")
+            self.postgres = EmbeddedServer(s.data_dir, self.echo)
+            self.postgres.prepare()
+            server = self.postgres
+            child = self.supervisor.start(server.spec(dict(env)))
+            _wait_until(lambda: server.ready(child.pid or -1), timeout=60, what="Postgres", child=child)
+            database_url = server.url
+            self.echo(f"postgres   embedded, data in {server.pgdata}, log in {server.pgdata}/log")
         else:
             database_url = sqlalchemy_url(s.database_url.get_secret_value())
         env["DATABASE_URL"] = database_url
@@ -91,9 +117,17 @@ class Stack:
                 if _port_in_use("127.0.0.1", port):
                     raise StackError(f"port {port} is in use: stop what holds it, or set {name} or TEMPORAL_ADDRESS")
             argv = start_dev_argv(data_dir=s.data_dir.resolve(), port=s.temporal_port, ui_port=s.temporal_ui_port)
-            log_dir = s.data_dir / "logs"
-            log_dir.mkdir(exist_ok=True)
-            temporal = self._spawn("temporal", argv, env, log_to=log_dir / "temporal.log")
+            temporal = self.supervisor.start(
+                ChildSpec(
+                    name="temporal",
+                    argv=argv,
+                    env=env,
+                    layer=1,
+                    log_to=log_dir / "temporal.log",
+                    stop_signal=signal.SIGINT,
+                    death_signal=signal.SIGINT,
+                )
+            )
             _wait_until(
                 lambda: _port_in_use("127.0.0.1", s.temporal_port),
                 timeout=60,
@@ -113,10 +147,10 @@ class Stack:
         if _port_in_use(s.web_host if s.web_host != "0.0.0.0" else "127.0.0.1", s.web_port):  # noqa: S104
             raise StackError(f"port {s.web_port} is in use: stop what holds it or set WEB_PORT")
         cli = [sys.executable, "-m", "cli.main"]
-        self._spawn("worker", [*cli, "worker"], env)
+        self.supervisor.start(ChildSpec("worker", [*cli, "worker"], env, layer=2))
         if s.embedding_provider != "off":  # semantic search: embeds conversation messages as they arrive
-            self._spawn("indexer", [*cli, "indexer"], env)
-        web = self._spawn("web", [*cli, "web"], env)
+            self.supervisor.start(ChildSpec("indexer", [*cli, "indexer"], env, layer=2))
+        web = self.supervisor.start(ChildSpec("web", [*cli, "web"], env, layer=2))
 
         def web_ready() -> bool:
             try:
@@ -144,34 +178,29 @@ class Stack:
             self.echo(f"log in as 'admin' with the initial password in {saved}")
 
     def watch(self) -> int:
-        """Block until Ctrl-C/SIGTERM (exit 0) or a child dies (exit 1)."""
-        stop: dict[str, int | None] = {"signal": None}
-
-        def on_signal(signum: int, _frame: object) -> None:
-            stop["signal"] = signum
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while stop["signal"] is None:
-            for name, child in self.children:
-                if child.poll() is not None:
-                    self.echo(f"{name} exited with code {child.returncode}; stopping everything")
-                    return 1
-            time.sleep(0.2)
+        """Supervise until SIGINT/SIGTERM/SIGHUP; exit code 0. A child that exits is restarted, never fatal."""
+        self.phase = "up"
+        self.supervisor.state = "up"
+        self.supervisor.write_status()
+        while self.stop_signal is None:
+            self.supervisor.tick()
+            time.sleep(TICK_SECONDS)
+        self.echo(f"{signal.Signals(self.stop_signal).name} received")
         return 0
 
     def stop(self) -> None:
-        """Stop in reverse order: web, worker, Temporal; then Postgres. Nothing is left running."""
-        for name, child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM if name != "temporal" else signal.SIGINT)
-                try:
-                    child.wait(STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    self.echo(f"{name} did not stop in {STOP_GRACE_SECONDS:.0f}s; killing it")
-                    child.kill()
-                    child.wait()
-        self.children.clear()
+        """Web, indexer and worker first, then Temporal, then Postgres, each with a bounded wait, then SIGKILL.
+        Says what it stopped and what it leaves running (what `up` did not start)."""
+        self.phase = "stopping"
+        stopped = self.supervisor.stop_all(force=lambda: self.force)
         if self.postgres is not None:
-            self.postgres.stop()
-            self.postgres = None
+            self.postgres.release()
+        s = self.settings
+        left = ["Postgres at DATABASE_URL"] if not s.embedded_postgres else []
+        left += [f"Temporal at {s.effective_temporal_address}"] if not s.embedded_temporal else []
+        if left:
+            self.echo(f"left running (not started by up): {', '.join(left)}")
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+        self.echo(f"stopped {', '.join(stopped) or 'nothing'}")
