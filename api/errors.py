@@ -1,7 +1,8 @@
 """Clear 4xx answers: one readable message per problem, never the (possibly huge) input echoed back.
 
 Domain errors (core/errors.py) are mapped here once: to JSON for the API, and to the page the composition root
-passes in (the problem page) for everything a browser navigates to."""
+passes in (the problem page) for everything a browser navigates to. So are the errors of a dependency that is
+down (Postgres, Temporal: restarted by `up`, or unreachable): a 503 with Retry-After, never a 500."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.service import RPCError, RPCStatusCode
 
-from core.errors import DomainError, NotFound
+from core.errors import DomainError, NotFound, Unavailable
 
 __all__ = ["NotFound", "install"]
 
@@ -142,6 +146,40 @@ async def data_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DEPENDENCY_RETRY_AFTER = 5  # seconds: about what `up` takes to restart Postgres or Temporal
+# SQLSTATE classes of a server that is not there: connection exceptions, and shutdown/crash/starting up.
+DOWN_SQLSTATES = ("08", "57P")
+TEMPORAL_DOWN = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+class DependencyDown(Unavailable):
+    """Postgres or Temporal does not answer now: 503, and when to try again."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(DEPENDENCY_RETRY_AFTER)}
+
+
+def dependency_down(exc: BaseException) -> DependencyDown | None:
+    """What a caller should hear for an error of the database or of Temporal that retrying later may cure (None:
+    not such an error). A lost connection or a refused one, a pool with no free connection, a transaction the
+    database gave up (a deadlock, a serialisation failure, a cancelled statement), Temporal unreachable."""
+    if isinstance(exc, PoolTimeout):
+        return DependencyDown("the database is busy: no connection was free in time; try again in a few seconds")
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, psycopg.OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        sqlstate = getattr(orig, "sqlstate", None) or ""
+        if not sqlstate or sqlstate.startswith(DOWN_SQLSTATES):
+            return DependencyDown("the database is unavailable right now; try again in a few seconds")
+        return DependencyDown(f"the database could not finish this now ({sqlstate}); try again in a few seconds")
+    if isinstance(exc, RPCError) and exc.status in TEMPORAL_DOWN:
+        return DependencyDown("Temporal is unavailable right now; try again in a few seconds")
+    # A lazy client that has not connected yet (the web started while Temporal was down) says it this way.
+    if type(exc) is RuntimeError and str(exc).startswith("Failed client connect"):
+        return DependencyDown("Temporal is unavailable right now; try again in a few seconds")
+    return None
+
+
 def install(app: FastAPI, *, upload_limit: int, page: PageHandler | None = None) -> None:
     """The handlers, once for the whole app: a domain error is JSON under /api/, else `page` (when given)."""
 
@@ -151,8 +189,16 @@ def install(app: FastAPI, *, upload_limit: int, page: PageHandler | None = None)
             return domain_error_json(exc)
         return await page(request, exc)
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        down = dependency_down(exc)
+        if down is None:
+            raise exc  # not a dependency being down: the 500 it always was
+        return await domain_error(request, down)
+
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DataError, data_error)
     app.add_exception_handler(DomainError, domain_error)
+    for dependency_error in (DBAPIError, PoolTimeout, psycopg.OperationalError, RPCError, RuntimeError):
+        app.add_exception_handler(dependency_error, unavailable)
     app.add_middleware(BodySizeLimit, upload_limit=upload_limit)

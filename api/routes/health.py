@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import public
 from api.deps import EngineDep, TemporalDep
+from api.errors import DEPENDENCY_RETRY_AFTER
 from core.db import ping
 
 router = APIRouter(tags=["health"], dependencies=[public("health checks for load balancers and probes")])
@@ -25,7 +26,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
 async def readyz(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
-    """Postgres and Temporal are reachable; 503 naming the failing part otherwise."""
+    """Postgres and Temporal are reachable; 503 naming the failing part otherwise (with Retry-After)."""
 
     async def check_postgres() -> None:
         await asyncio.wait_for(run_in_threadpool(ping, engine), CHECK_TIMEOUT)
@@ -43,4 +44,6 @@ async def readyz(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
             checks[name] = {"ok": True}
     failing = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "ready" if not failing else "unavailable", "failing": failing, "checks": checks}
-    return JSONResponse(body, status_code=503 if failing else 200)
+    if failing:
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER)})
+    return JSONResponse(body)
