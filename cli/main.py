@@ -65,7 +65,6 @@ def up() -> None:
     except KeyboardInterrupt:
         code = 0
     finally:
-        typer.echo("stopping…")
         stack.stop()
     raise typer.Exit(code)
 

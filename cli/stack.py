@@ -159,6 +159,7 @@ class Stack:
                 return False
 
         _wait_until(web_ready, timeout=60, what="web", child=web)
+        self.phase = "up"  # from here a stop signal ends watch(), even before it runs
 
     def _bootstrap_admin(self, database_url: str) -> None:
         from sqlmodel import Session
@@ -179,19 +180,19 @@ class Stack:
 
     def watch(self) -> int:
         """Supervise until SIGINT/SIGTERM/SIGHUP; exit code 0. A child that exits is restarted, never fatal."""
-        self.phase = "up"
         self.supervisor.state = "up"
         self.supervisor.write_status()
         while self.stop_signal is None:
             self.supervisor.tick()
             time.sleep(TICK_SECONDS)
-        self.echo(f"{signal.Signals(self.stop_signal).name} received")
         return 0
 
     def stop(self) -> None:
         """Web, indexer and worker first, then Temporal, then Postgres, each with a bounded wait, then SIGKILL.
         Says what it stopped and what it leaves running (what `up` did not start)."""
-        self.phase = "stopping"
+        self.phase = "stopping"  # first: a signal from here on cannot interrupt the stop (it hurries it)
+        why = f"{signal.Signals(self.stop_signal).name} received; " if self.stop_signal is not None else ""
+        self.echo(f"{why}stopping…")
         stopped = self.supervisor.stop_all(force=lambda: self.force)
         if self.postgres is not None:
             self.postgres.release()
