@@ -19,6 +19,7 @@ import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +34,12 @@ from tests.peers import free_port, http_service
 from worker.runner import incident_worker
 
 BIN = Path(sys.prefix) / "bin"
+
+# Property tests (hypothesis): new random examples on every local run, so each run explores further; in CI a fixed
+# sequence, so the same commit always gives the same answer (a counterexample found locally becomes an @example).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _with_database(url: str, name: str) -> str:
