@@ -19,6 +19,8 @@ _KEY = rf"[\w.-]*{_WORD}[\w.-]*"
 _KEY_ENDS_IN_WORD = re.compile(rf"{_WORD}$", re.I)
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _NOT_SECRETS = {"null", "none", "nil", "true", "false"}
+_SCHEME = r"(?:Bearer|Basic|Token|Digest|Negotiate|NTLM|DPoP|Bot|OAuth)\s+"  # an Authorization header's scheme
+_AUTHORIZATION = r"(?:proxy-)?authori[sz]ation"
 
 
 class Shape(NamedTuple):
@@ -41,15 +43,16 @@ def _mask_value(match: re.Match[str]) -> str:
             value, tail = value[:-1], value[-1] + tail
     if not value or value == MASK or value.lower() in _NOT_SECRETS:
         return match[0]
-    # A number is a secret under `password`, `db_token`; not under `token_count` or `max_tokens`.
-    if not re.search(r"[A-Za-z]", value) and not _KEY_ENDS_IN_WORD.search(match["key"]):
+    # A number is a secret under `password`, `db_token` (or a key after a key); not under `token_count`, `max_tokens`.
+    if not re.search(r"[A-Za-z]", value) and not match["nested"] and not _KEY_ENDS_IN_WORD.search(match["key"]):
         return match[0]
     return f"{keep}{MASK}{tail}"
 
 
 SHAPES: tuple[Shape, ...] = (
     # Whole secrets first, so that a shape that masks what follows a word (`token …`, `password=…`) never takes the
-    # head of one and leaves its tail unmatched (`token AIzaSy_…` would show from the `_` on); the Authorization
+    # head of one and leaves its tail unmatched (`token AIzaSy_…` would show from the `_` on); then keys' values,
+    # then what follows Bearer/Basic/Token (which could take a key: `token db_password: "…"`); the Authorization
     # header's last, as it masks to the end of the header (`Authorization: password='…'` is key_value's).
     # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED, PGP … BLOCK), whole block; one cut short, to the end.
     Shape(
@@ -86,17 +89,6 @@ SHAPES: tuple[Shape, ...] = (
         re.compile(r"(?P<keep>(?:\b|(?<=_))[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)"),
         rf"\g<keep>{MASK}",
     ),
-    # Bearer, Basic and Token credentials (curl -H, "token ghp_…"): RFC 6750's b64token, `=` only at its end (else it
-    # is not one: an Authorization header's value is masked whole below); not a key after the word (`token
-    # db_password: …` is prose, then a key=value).
-    Shape(
-        "auth_scheme",
-        re.compile(
-            rf"(?P<keep>\b(?:Bearer|Basic|Token)\s+)(?!(?:{_KEY}|(?:proxy-)?authori[sz]ation)[\"']?\s*[:=])[\w.~+/-]{{8,}}=*(?![\w.~+/=-])",
-            re.I,
-        ),
-        rf"\g<keep>{MASK}",
-    ),
     # key=value / key: value for secret-looking keys (password, secret, token, api_key, aws_secret_access_key, …);
     # a quoted value whole, spaces included; keys in a row (`secret: token=…`) are masked with the value. The key
     # starts a word, or follows a / or \ (the last part of a path) when "=" or a ":" without a space follows
@@ -106,23 +98,33 @@ SHAPES: tuple[Shape, ...] = (
         "key_value",
         re.compile(
             rf"(?P<keep>(?:(?<![\w./\\-])|(?<=[/\\])(?={_KEY}[\"']?(?:\s*=|:(?!\s))))(?P<key>{_KEY})[\"']?\s*[:=]\s*)"
-            # `secret: password="two words"`, `token=(api_key=…)`: the value is the last key's.
-            rf"(?:[^\s\w\"']{{0,3}}[\"']?{_KEY}[\"']?\s*[:=]\s*)*"
-            r"(?:(?:Bearer|Basic|Token)\s+)?"  # `api_token: Bearer abc123`, a credential too short to be taken alone
+            # `secret: password="two words"`, `token=(api_key=…)`, `token=Authorization: …`: the last key's value.
+            rf"(?P<nested>(?:[^\s\w\"']{{0,3}}[\"']?(?:{_KEY}|{_AUTHORIZATION})[\"']?\s*[:=]\s*)*)"
+            rf"(?:{_SCHEME})?"  # `api_token: Bearer abc123`, a credential too short to be taken alone
             r"(?:(?P<quote>[\"'])(?P<quoted>(?:\\.|(?!(?P=quote))[^\\\n])*)(?P<closed>(?P=quote)?)"
             r"|(?P<bare>[^\s\"',;&]{3,}))",
             re.I,
         ),
         _mask_value,
     ),
+    # Bearer, Basic and Token credentials (curl -H, "token ghp_…"): RFC 6750's b64token, and any `=` in it. After
+    # key_value, which has masked the value of a key that follows such a word (`token db_password: "…"`); up to an
+    # Authorization header's name, never over it (`token x=Authorization: Bearer …`: the header's shape masks it).
+    Shape(
+        "auth_scheme",
+        re.compile(
+            rf"(?P<keep>\b(?:Bearer|Basic|Token)\s+)(?:(?!{_AUTHORIZATION}[\"']?\s*[:=])[\w.~+/=-]){{8,}}",
+            re.I,
+        ),
+        rf"\g<keep>{MASK}",
+    ),
     # Any other Authorization header value: a short bearer token, another scheme's, a bare one; to the end of the
     # header (the line, a quote, a comma), since a credential may hold spaces. A known scheme's name stays.
     Shape(
         "authorization",
         re.compile(
-            r"(?P<keep>\b(?:proxy-)?authori[sz]ation[\"']?\s*[:=]\s*[\"']?"
-            r"(?>(?:(?:Bearer|Basic|Token|Digest|Negotiate|NTLM|DPoP|Bot|OAuth)\s+)?))"
-            r"(?!\[REDACTED\])[^\s\"',;](?:[^\"',;\n]*[^\s\"',;])?",
+            rf"(?P<keep>\b{_AUTHORIZATION}[\"']?\s*[:=]\s*[\"']?(?>(?:{_SCHEME})?))(?!{_AUTHORIZATION}[\"']?\s*[:=])"
+            r"[^\s\"',;](?:[^\"',;\n]*[^\s\"',;])?",  # a credential masked in part before is masked whole
             re.I,
         ),
         rf"\g<keep>{MASK}",

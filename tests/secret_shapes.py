@@ -41,7 +41,7 @@ def shown(secret: str, text: str, around: str = "") -> list[str]:
 
 
 def _runs(text: str, n: int) -> set[str]:
-    return {text[i : i + n] for i in range(len(text) - n + 1)}
+    return {run for i in range(len(text) - n + 1) if "\n" not in (run := text[i : i + n])}  # a key's lines: apart
 
 
 # One or more of each shape, as a log line or a config dump shows it, with its secret part.
@@ -194,10 +194,12 @@ def authorizations(draw: st.DrawFn) -> Written:
         st.sampled_from(["Authorization: ", "authorization=", "Proxy-Authorization: ", "", '"Authorization": "'])
     )
     scheme = draw(st.sampled_from(["Bearer ", "Basic ", "Token ", "Digest ", ""] if header else ["Bearer ", "Basic "]))
+    # Not one that names the header itself: `Bearer x.Authorization: …` is taken for a header after a credential.
     if header:
-        credentials = draw(_text(ALNUM + "._~+/=-_", 4, 80))
+        credentials = draw(_text(ALNUM + "._~+/=-_", 4, 80).filter(lambda c: "authori" not in c.lower()))
     else:  # RFC 6750's b64token
-        credentials = draw(_text(ALNUM + "._~+/-_", 8, 80)) + draw(st.sampled_from(["", "=", "=="]))
+        body = _text(ALNUM + "._~+/-_", 8, 80).filter(lambda c: "authori" not in c.lower())
+        credentials = draw(body) + draw(st.sampled_from(["", "=", "=="]))
     closing = '"' if header.startswith('"') else ""
     return Written(f"{header}{scheme}{credentials}{closing}", credentials)
 

@@ -40,6 +40,16 @@ def test_common_secret_shapes_are_redacted():
         'secret: password="two words"': 'secret: "[REDACTED]"',
         "Authorization: Bearer q1w2e3": "Authorization: Bearer [REDACTED]",
         "token AIzaSyD-9tSrke72PouQMnMX_abcdefghijklmn ok": "token [REDACTED] ok",
+        "rejected: Bearer dXNlcjpwYXNzd29yZA==.": "rejected: Bearer [REDACTED]",  # padding, a full stop
+        "Authorization: Bearer 0123456789=abcde": "Authorization: Bearer [REDACTED]",  # not a b64token: whole
+        "Authorization: Bearer 0123456789=.abcde": "Authorization: Bearer [REDACTED]",
+        "retry with token=Authorization: Bearer q1w2e3": "retry with token=[REDACTED]",
+        "token x=Authorization: Bearer q1w2e3": "x=Authorization: Bearer [REDACTED]",
+        "Bearer 0123456789.level=error": "Bearer [REDACTED]",
+        "token=Authorization: Digest q1w2e3": "token=[REDACTED]",
+        "Bearer 0123456789.Authorization: Bearer q1w2e3": "Bearer [REDACTED]Authorization: Bearer [REDACTED]",
+        'Authorization: {"Authorization": "Bearer q1w2e3"}': '"Authorization": "Bearer [REDACTED]"',
+        "token connection=aws_secret_access_key = wJalrXUtnFEMI/K7MDENG": "token [REDACTED] = [REDACTED]",
     }
     for raw, expected in cases.items():
         cleaned = redact_text(raw)
