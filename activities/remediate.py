@@ -31,6 +31,7 @@ from core.agents import AgentSpec, object_schema
 from core.commands import NEVER_ENV, CommandNotAllowed, allowed_rule
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
+from core.redact import redact_text
 
 T = TypeVar("T")
 BODY_MAX = 4 * 1024
@@ -46,7 +47,17 @@ _TRANSIENT_4XX = (408, 425, 429)
 
 
 def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most `limit` characters, redacted before the cut (half a secret matches no shape)."""
+    return redact_text(text) if len(text) <= limit else redact_text(text, limit - 1) + "…"
+
+
+def _redacted_tail(tail: OutputTail) -> str:
+    """A command's output as kept (its end), redacted first; when the front was cut, its first partial line goes,
+    as it may start inside a secret. Cut later, it can only lose masks, never show part of a secret."""
+    text = tail.text
+    if tail.total > OUTPUT_TAIL:
+        text = text.partition("\n")[2]
+    return redact_text(text)
 
 
 def _last_line(text: str) -> str:
@@ -184,14 +195,14 @@ class RemediateCommandAgent:
             outcome = f"killed by {signal_name(-exit_code)}"
         else:
             outcome = f"exit {exit_code}" + ("" if ok or expect == 0 else f", expected {expect}")
-        stdout, stderr = out.text, err.text
+        stdout, stderr = _redacted_tail(out), _redacted_tail(err)
         if ok:
             summary = f"ran {shown}: {outcome} in {duration:.1f} s"
         else:
             which, last = ("stderr", _last_line(stderr)) if _last_line(stderr) else ("stdout", _last_line(stdout))
             summary = f"ran {shown}: {outcome}" + (f" ({which}: {_shorten(last, 200)})" if last else "")
         truncated = out.total > OUTPUT_TAIL or err.total > OUTPUT_TAIL
-        evidence = f"$ {shlex.join(argv)}\n({executable}) {outcome} in {duration:.1f} s"
+        evidence = f"$ {redact_text(shlex.join(argv))}\n({executable}) {outcome} in {duration:.1f} s"
         for name, text in (("stdout", stdout), ("stderr", stderr)):
             if text.strip():
                 evidence += f"\n--- {name} (end) ---\n{text[-2000:]}"
@@ -322,7 +333,7 @@ class RemediateWebhookAgent:
                 f"{method} {url} failed: {str(err) or type(err).__name__}", type="Unreachable"
             ) from err
         duration_ms = round((time.monotonic() - started) * 1000)
-        text = raw.decode("utf-8", errors="replace")
+        text = redact_text(raw.decode("utf-8", errors="replace"))  # before any cut: the excerpt, the evidence
         excerpt = _shorten(" ".join(text.split()), 300)
         expect = params.get("expect_status")
         ok = status == expect if expect is not None else 200 <= status < 300

@@ -5,6 +5,7 @@ through the real engine, where its default risk (high) makes the step wait for a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
@@ -123,8 +125,10 @@ async def test_a_megabyte_of_output_keeps_the_last_16_kb(http, tmp_path):
     result = await command_agent(http, [[noisy]]).run(agent_input({"argv": [noisy]}))
     assert result.ok and result.data["truncated"]
     stdout, stderr = result.data["stdout"], result.data["stderr"]
-    assert len(stdout.encode()) == 16 * 1024 and stdout.endswith("0123456789\n0\nEND\n")  # 2**20 = 11 * 95325 + 1
-    assert len(stderr.encode()) == 16 * 1024 and set(stderr) == {"e", "\n"}
+    # The last 16 KiB, from the first whole line in them (a cut line could start inside a secret):
+    assert 16 * 1024 - 11 <= len(stdout.encode()) <= 16 * 1024 and stdout.startswith("0123456789\n")
+    assert stdout.endswith("0123456789\n0\nEND\n")  # 2**20 = 11 * 95325 + 1
+    assert 16 * 1024 - 2 <= len(stderr.encode()) <= 16 * 1024 and set(stderr) == {"e", "\n"}
     assert len(result.messages[0]["content"]) < 5000  # the conversation gets less still
 
 
@@ -305,3 +309,20 @@ async def test_in_a_playbook_it_waits_for_approval_then_runs(api, temporal_clien
                                                          WorkflowStep.step_id == "restart")).one()  # fmt: skip
     assert [(a.agent, a.status) for a in attempts] == [("remediate_command", "succeeded")]
     assert stored.status == "completed" and stored.output["data"]["exit_code"] == 0
+
+
+async def test_output_is_redacted_before_it_is_cut(tmp_path):
+    """Issue 19, finding 7: remediate_command cut its output (the summary's last line at 200 characters, the
+    evidence's tail) before redacting the result, so a cut could leave part of a secret that no shape matched."""
+    secret = "ghp_" + "A1b2C3d4" * 5
+    padding = "x" * 171  # the last line's 200-character cut falls inside the token, 19 characters into it
+    body = f'echo "failed: {padding} {secret} rejected" >&2\nexit 3\n'
+    fix = script(tmp_path, "fix.sh", body)
+    settings = Settings(_env_file=None, command_allowlist=[{"argv": [fix]}], remediation_budget=0)  # type: ignore[call-arg]
+    async with httpx.AsyncClient() as http:
+        agent = RemediateCommandAgent(AgentDeps(http=http, settings=settings))
+        result = await agent.run(agent_input({"argv": [fix]}))
+    assert not result.ok
+    shown = json.dumps(msgspec.to_builtins(result))
+    assert secret[:8] not in shown.replace("ghp_[REDACTED]", "")  # no run of the token, whole or cut
+    assert "A1b2C3d4" not in shown
