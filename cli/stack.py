@@ -18,15 +18,15 @@ from types import FrameType
 import httpx
 
 from cli.postgres import EmbeddedServer
+from cli.process_events import ProcessEvents
 from cli.supervisor import Child, ChildSpec, StackError, Supervisor
 from core.db import run_migrations, sqlalchemy_url
 from core.settings import Settings
+from core.supervision import LOCK_FILE, STATUS_FILE
 from core.temporal_dev import start_dev_argv
 
 __all__ = ["STATUS_FILE", "LOCK_FILE", "Stack", "StackError"]
 
-STATUS_FILE = "supervisor.json"
-LOCK_FILE = "up.lock"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TICK_SECONDS = 0.2
 
@@ -73,6 +73,7 @@ class Stack:
         self.stop_signal: int | None = None
         self.force = False
         self._lock: int | None = None
+        self.events: ProcessEvents | None = None
 
     def handle_signals(self) -> None:
         """SIGINT, SIGTERM and SIGHUP stop `up`: while starting, at once (KeyboardInterrupt); once up, after the
@@ -142,6 +143,7 @@ class Stack:
 
         run_migrations(database_url)
         self.echo("migrations up to date")
+        self.events = self.supervisor.on_change = ProcessEvents(database_url)
         self._bootstrap_admin(database_url)
 
         if _port_in_use(s.web_host if s.web_host != "0.0.0.0" else "127.0.0.1", s.web_port):  # noqa: S104
@@ -193,6 +195,8 @@ class Stack:
         self.phase = "stopping"  # first: a signal from here on cannot interrupt the stop (it hurries it)
         why = f"{signal.Signals(self.stop_signal).name} received; " if self.stop_signal is not None else ""
         self.echo(f"{why}stopping…")
+        if self.events is not None:
+            self.events.close()  # its connection would hold up Postgres's stop
         stopped = self.supervisor.stop_all(force=lambda: self.force)
         if self.postgres is not None:
             self.postgres.release()

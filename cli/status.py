@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cli.common import settings_or_exit
-
-
-def up_running(data_dir: Path) -> bool:
-    """An `up` holds DATA_DIR/up.lock while it runs (the kernel drops the lock when it dies, however it dies)."""
-    try:
-        fd = os.open(data_dir / "up.lock", os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+from core.supervision import read_status
 
 
 def _line(child: dict[str, Any]) -> str:
@@ -46,12 +28,10 @@ def _line(child: dict[str, Any]) -> str:
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print the raw status file")] = False) -> None:
     """What `up` runs on this DATA_DIR: each child's state, restarts and last exit. Exit 1 unless all run."""
     data_dir = settings_or_exit().data_dir
-    body: dict[str, Any] = {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        body = json.loads((data_dir / "supervisor.json").read_text())
-    running = up_running(data_dir)
+    body = read_status(data_dir)
+    running = body["up_running"]
     if as_json:
-        typer.echo(json.dumps({**body, "up_running": running}, indent=2))
+        typer.echo(json.dumps(body, indent=2))
     elif not running:
         typer.echo(f"`agent-monitor up` is not running on {data_dir}")
     else:

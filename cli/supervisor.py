@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -166,6 +167,9 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.children: list[Child] = []
         self.state = "starting"
+        # Told of each exit and restart once `up` is up (cli/stack.py publishes them as events for the overview);
+        # it must not block nor raise.
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def say(self, line: str) -> None:
         self.echo(f"{time.strftime('%H:%M:%S')} {line}")
@@ -224,6 +228,11 @@ class Supervisor:
                 f"{self.policy.max_delay:g} s at most{where}"
             )
         self._schedule(child, now)
+        self._tell("process.exited", child)
+
+    def _tell(self, kind: str, child: Child) -> None:
+        if self.on_change is not None and self.state == "up":
+            self.on_change(kind, self._describe(child, time.monotonic(), time.time()))
 
     def _schedule(self, child: Child, now: float) -> None:
         child.restart_at = now + child.delay
@@ -240,6 +249,7 @@ class Supervisor:
             self._schedule(child, now)
             return
         self.say(f"{child.name} started again (pid {child.pid})")
+        self._tell("process.restarted", child)
 
     def stop_all(self, *, force: Callable[[], bool] = lambda: False) -> list[str]:
         """Stop every child, highest layer first; each layer gets its grace, then SIGKILL. `force()` turning
@@ -272,30 +282,37 @@ class Supervisor:
         self.write_status()
         return stopped
 
+    @staticmethod
+    def _describe(c: Child, now: float, wall: float) -> dict[str, Any]:
+        """One child as supervisor.json and the process events show it."""
+
+        def stamp(at: float | None) -> str | None:
+            return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds") if at is not None else None
+
+        return {
+            "name": c.name,
+            "pid": c.pid if c.alive() else None,
+            "state": "running" if c.alive() else ("restarting" if c.restart_at is not None else "stopped"),
+            "restarts": c.restarts,
+            "last_exit": c.last_exit,
+            "last_exit_at": stamp(c.last_exit_at),
+            "restart_at": stamp(wall + c.restart_at - now) if c.restart_at is not None else None,
+            "crash_loop": c.looping,
+            "log": str(c.spec.log_to) if c.spec.log_to else None,
+        }
+
     def write_status(self) -> None:
         """DATA_DIR/supervisor.json: what `agent-monitor status` shows (written whole, then renamed)."""
         if self.status_file is None:
             return
         now, wall = time.monotonic(), time.time()
-
-        def stamp(at: float | None) -> str | None:
-            return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds") if at is not None else None
-
-        children = [
-            {
-                "name": c.name,
-                "pid": c.pid if c.alive() else None,
-                "state": "running" if c.alive() else ("restarting" if c.restart_at is not None else "stopped"),
-                "restarts": c.restarts,
-                "last_exit": c.last_exit,
-                "last_exit_at": stamp(c.last_exit_at),
-                "restart_at": stamp(wall + c.restart_at - now) if c.restart_at is not None else None,
-                "crash_loop": c.looping,
-                "log": str(c.spec.log_to) if c.spec.log_to else None,
-            }
-            for c in self.children
-        ]
-        body = {"pid": os.getpid(), "state": self.state, "updated_at": stamp(wall), "children": children}
+        children = [self._describe(c, now, wall) for c in self.children]
+        body = {
+            "pid": os.getpid(),
+            "state": self.state,
+            "updated_at": datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds"),
+            "children": children,
+        }
         tmp = self.status_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         tmp.replace(self.status_file)

@@ -14,6 +14,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from core.settings import Settings
+from core.supervision import supervised_children
 from core.tables import AgentRun, Event, Incident, WorkflowRun, WorkflowStep
 from services.approvals import approval_queue
 
@@ -104,8 +105,11 @@ async def _temporal_figures(temporal: Client, settings: Settings) -> dict[str, A
 
 async def overview(*, engine: Engine, temporal: Client, settings: Settings) -> dict[str, Any]:
     """What the overview shows: open incidents by severity, running agents and workflows, pending approvals, the
-    latest events, and Temporal's health with how many workers poll the task queue."""
-    figures, health = await asyncio.gather(
-        run_in_threadpool(_database_figures, engine), _temporal_figures(temporal, settings)
+    latest events, Temporal's health with how many workers poll the task queue, and — when an `agent-monitor up`
+    runs on this machine's DATA_DIR — the processes it supervises (None otherwise: a scaled-out web)."""
+    figures, health, processes = await asyncio.gather(
+        run_in_threadpool(_database_figures, engine),
+        _temporal_figures(temporal, settings),
+        run_in_threadpool(supervised_children, settings.data_dir),
     )
-    return {**figures, **health, "task_queue": settings.task_queue}
+    return {**figures, **health, "task_queue": settings.task_queue, "processes": processes}

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cli.stack import StackError, lock_data_dir
-from cli.status import up_running
+from core.supervision import up_running
 
 
 def test_one_up_per_data_dir_and_the_lock_goes_with_its_holder(tmp_path):

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import psutil
@@ -79,8 +80,27 @@ def _restarted(up: Up, name: str, old_pid: int, start: int) -> psutil.Process:
     return new
 
 
+def _process_events(up: Up, token: str, since: str, wanted: set[str]) -> list[dict]:
+    """The process.* events published since `since`, read from the live stream until `wanted` kinds all came."""
+    found: list[dict] = []
+    url = f"{up.base}/api/events/stream"
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", url, params={"since": since}, headers=headers, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if event["kind"].startswith("process."):
+                    found.append(event)
+                if wanted <= {e["kind"] for e in found}:
+                    return found
+    raise AssertionError(f"stream ended with {found}")
+
+
 def test_a_killed_worker_is_restarted_while_the_web_keeps_answering(stack):
     up, token = stack.up, stack.token
+    before = api(up, "GET", "/overview/partials/metrics", token)
+    assert before.status_code == 200 and 'data-process="worker" data-state="running"' in before.text, before.text
+    since = datetime.now(UTC).isoformat()
     old, start, statuses = _kill_and_keep_asking(up, token, "worker")
     assert statuses and set(statuses) == {200}
     _restarted(up, "worker", old, start)
@@ -91,6 +111,15 @@ def test_a_killed_worker_is_restarted_while_the_web_keeps_answering(stack):
     worker = next(line for line in status.stdout.splitlines() if line.strip().startswith("worker"))
     assert "running (pid" in worker and "last exit -9 (SIGKILL)" in worker, status.stdout
     assert json.loads((up.data_dir / "supervisor.json").read_text())["state"] == "up"
+
+    # The overview says so too: its Processes tile and its feed, live (events the stream delivers).
+    events = _process_events(up, token, since, {"process.exited", "process.restarted"})
+    exited = next(e for e in events if e["kind"] == "process.exited")
+    assert exited["data"]["name"] == "worker" and exited["data"]["last_exit"] == "-9 (SIGKILL)", events
+    tile = api(up, "GET", "/overview/partials/metrics", token).text
+    assert 'data-process="worker" data-state="running"' in tile and "restart" in tile, tile
+    feed = api(up, "GET", "/overview/partials/feed", token).text
+    assert "worker exited with -9 (SIGKILL)" in feed and "worker started again" in feed, feed
 
     with http_service() as (url, _):
         detail = incident_completes(up, token, url)
