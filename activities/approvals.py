@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
+from activities.remediation_ledger import BUDGET_POLICY, BUDGETED_AGENTS, incident_budget
 from core.activity_defs import RECORD_APPROVAL_DECISION, REQUEST_APPROVAL, ApprovalActivityDefs
 from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
@@ -18,18 +19,21 @@ from core.events import publish
 from core.metrics import APPROVALS_REQUESTED, observe_decision
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
 from core.redact import redact
+from core.settings import Settings
 from core.tables import Event, utcnow
 
 
 class ApprovalActivities(ApprovalActivityDefs):
-    def __init__(self, engine: Engine, channels: list[str] | None = None) -> None:
+    def __init__(self, engine: Engine, channels: list[str] | None = None, settings: Settings | None = None) -> None:
         self._engine = engine
         self._channels = channels or []
+        self._settings = settings
 
     @activity.defn(name=REQUEST_APPROVAL)
     def request_approval(self, request: ApprovalRequest) -> ApprovalTicket:
         """Record the request, or find it when this is a retry; a matching auto-approve policy approves it at
-        once (recorded as such)."""
+        once (recorded as such). A remediation whose incident has spent its remediation budget is rejected at once:
+        nobody is asked to approve what would not run."""
         with Session(self._engine) as session:
             existing = session.exec(
                 select(Approval).where(
@@ -71,16 +75,29 @@ class ApprovalActivities(ApprovalActivityDefs):
             asked = {"risk": approval.risk} | ({"changed_by": request.changed_by} if request.changed_by else {})
             _audit(session, approval, "requested", "workflow", None, asked)
             _event(session, approval, "approval.requested", {"risk": approval.risk, "expires_at": request.expires_at})
-            if policy is not None and policy.auto_approve and request.changed_by is None:
+            spent = self._budget_spent(session, request)
+            if spent is not None:
+                approval.status, approval.decided_at, approval.channel = "rejected", now, "policy"
+                approval.decided_by = f"policy:{BUDGET_POLICY}"
+                approval.comment = f"{spent}; retry the step to run it anyway"
+                _audit(session, approval, "auto_rejected", approval.decided_by, "policy", {"reason": spent})
+                _event(session, approval, "approval.decided", {"status": "rejected", "policy": BUDGET_POLICY})
+            elif policy is not None and policy.auto_approve and request.changed_by is None:
                 approval.status, approval.decided_at = "approved", now
                 approval.decided_by, approval.channel, approval.policy_id = f"policy:{policy.name}", "policy", policy.id
                 _audit(session, approval, "auto_approved", f"policy:{policy.name}", "policy", {"policy": policy.name})
                 _event(session, approval, "approval.decided", {"status": "approved", "policy": policy.name})
             session.commit()
             APPROVALS_REQUESTED.inc()
-            if approval.status != "pending":  # a policy approved it
+            if approval.status != "pending":  # a policy approved it, or the budget rejected it
                 observe_decision(approval.status)
             return _ticket(session, approval, self._channels)
+
+    def _budget_spent(self, session: Session, request: ApprovalRequest) -> str | None:
+        if request.agent not in BUDGETED_AGENTS:
+            return None
+        budget = incident_budget(request.incident_id, request.run, self._settings)
+        return budget.spent(session) if budget is not None else None
 
     @activity.defn(name=RECORD_APPROVAL_DECISION)
     def record_approval_decision(self, decided: ApprovalDecided) -> bool:
@@ -144,6 +161,8 @@ def _ticket(session: Session, approval: Approval, channels: list[str]) -> Approv
         approvers=approval.approvers,
         policy=policy.name if policy else None,
         channels=channels if approval.status == "pending" else [],
+        decided_by=approval.decided_by if approval.status == "rejected" else None,
+        comment=approval.comment if approval.status == "rejected" else None,
     )
 
 

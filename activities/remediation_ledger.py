@@ -35,6 +35,8 @@ from core.tables import RemediationRun, utcnow
 
 OUTCOME_UNKNOWN = "OutcomeUnknown"  # the error type of a retry that refuses to act again
 BUDGET_LOCK = 0x7265_6D00_0000_0000  # advisory lock keys of the per-incident budget: this + the incident id
+BUDGETED_AGENTS = frozenset({"remediate_command", "remediate_webhook"})  # the agents whose runs it counts
+BUDGET_POLICY = "remediation-budget"  # who rejects an approval request when the budget is spent already
 
 
 def attempt_key(input: AgentInput) -> str:
@@ -119,6 +121,16 @@ class Budget:
         ).first()
         if already is not None:
             return
+        spent = self.spent(session)
+        if spent is not None:
+            raise ApplicationError(
+                f"{spent}; not run. A person decides: retry the step to run it anyway, or abort",
+                type="RemediationBudget",
+                non_retryable=True,
+            )
+
+    def spent(self, session: Session) -> str | None:
+        """Why no automatic remediation may run now (the budget is used up), or None while some is left."""
         since = utcnow() - timedelta(seconds=self.window_seconds)
         used = session.exec(
             select(func.count()).select_from(RemediationRun).where(
@@ -128,14 +140,25 @@ class Budget:
                 col(RemediationRun.started_at) > since,
             )
         ).one()  # fmt: skip
-        if used >= self.limit:
-            raise ApplicationError(
-                f"remediation budget spent: {used} automatic remediations of incident {self.incident_id} in the last "
-                f"{self.window_seconds:g}s (REMEDIATION_BUDGET={self.limit}); not run. A person decides: retry the "
-                "step to run it anyway, or abort",
-                type="RemediationBudget",
-                non_retryable=True,
-            )
+        if used < self.limit:
+            return None
+        return (
+            f"remediation budget spent: {used} automatic remediations of incident {self.incident_id} in the last "
+            f"{self.window_seconds:g}s (REMEDIATION_BUDGET={self.limit})"
+        )
+
+
+def incident_budget(incident_id: int, run: int, settings: Settings | None) -> Budget | None:
+    """The incident's budget a run of a remediation step counts against: only a step's first run is automatic (a
+    person's retry_step is a new run, and a decision of its own); none when REMEDIATION_BUDGET is 0."""
+    if settings is None or settings.remediation_budget == 0 or run > 1:
+        return None
+    return Budget(
+        incident_id=incident_id,
+        workflow_id=incident_workflow_id(incident_id, settings.workflow_id_prefix),
+        limit=settings.remediation_budget,
+        window_seconds=settings.remediation_budget_window_seconds,
+    )
 
 
 class RemediationLedger:
@@ -166,21 +189,8 @@ class RemediationLedger:
             "sends": 1,
             "started_at": utcnow(),
         }
-        budget = self._budget(input)
+        budget = incident_budget(input.incident.incident_id, input.run, self._settings)
         return await asyncio.to_thread(self._claim, self._engine, intent, budget)
-
-    def _budget(self, input: AgentInput) -> Budget | None:
-        """The incident's budget this attempt counts against: only a step's first run is automatic (a person's
-        retry_step is a new run, and a decision of its own)."""
-        settings = self._settings
-        if settings is None or settings.remediation_budget == 0 or input.run > 1:
-            return None
-        return Budget(
-            incident_id=input.incident.incident_id,
-            workflow_id=incident_workflow_id(input.incident.incident_id, settings.workflow_id_prefix),
-            limit=settings.remediation_budget,
-            window_seconds=settings.remediation_budget_window_seconds,
-        )
 
     @staticmethod
     def _claim(engine: Engine, intent: dict[str, Any], budget: Budget | None) -> Recorded | None:

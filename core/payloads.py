@@ -301,6 +301,9 @@ class ApprovalTicket:
     approvers: dict[str, Any] = field(default_factory=dict)
     policy: str | None = None
     channels: list[str] = field(default_factory=list)  # where to send the request (besides the UI)
+    # Rejected at once (the remediation budget is spent): by whom and why, as the step's error says it.
+    decided_by: str | None = None
+    comment: str | None = None
 
 
 @dataclass

@@ -19,13 +19,15 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 
+from activities.approvals import ApprovalActivities
 from activities.base import AgentDeps
 from activities.remediate import RemediateCommandAgent, RemediateWebhookAgent
 from activities.remediation_ledger import OUTCOME_UNKNOWN, attempt_key
+from core.approvals import Approval, ApprovalEvent
 from core.commands import CommandRule
-from core.payloads import AgentInput, IncidentContext, StepRecord
+from core.payloads import AgentInput, ApprovalRequest, ApprovalTicket, IncidentContext, StepRecord
 from core.settings import Settings
-from core.tables import RemediationRun
+from core.tables import Incident, RemediationRun
 from tests.activities.test_remediate_command import script
 from tests.activities.test_remediate_webhook import PAYLOAD, SECRET, receiver
 from tests.api.test_approvals import pending_approval
@@ -241,3 +243,49 @@ async def test_a_flapping_incident_is_remediated_at_most_budget_times_then_a_per
     assert len(lines(log)) == 2
     assert (await agent.run(run_of(f"{base}-run3", run=2))).ok  # a person's retry_step: their decision
     assert len(lines(log)) == 3
+
+
+async def test_a_spent_budget_rejects_the_approval_request_at_once_instead_of_asking(http, engine, tmp_path):
+    """Issue 19: with the budget spent, the approver was still asked to approve a restart that would then refuse to
+    run. The request is rejected at once by the budget (recorded, audited, the reason in its comment); a person's
+    retry (run 2) and an agent the budget does not count are asked as before."""
+    fix = script(tmp_path, "fix.sh", APPENDS)
+    settings = Settings(remediation_budget=1)
+    agent = command_agent(http, engine, str(fix), tmp_path, budget=1)
+    with Session(engine) as session:  # approvals belong to a recorded incident
+        row = Incident(title="flapping", service="cart", severity="P2")
+        session.add(row)
+        session.commit()
+        assert row.id is not None
+        incident_id = row.id
+    incident = IncidentContext(incident_id=incident_id, title="flapping", service="cart", severity="P2")
+    base = f"incident-{incident_id}"
+    params = {"argv": [str(fix), str(tmp_path / "runs.log")]}
+    ran = AgentInput(incident=incident, workflow_id=base, step_id="restart", run=1, params=params)
+    assert (await agent.run(ran)).ok  # the one automatic remediation the budget allows
+
+    approvals = ApprovalActivities(engine, ["slack"], settings)
+
+    def request(run: int, agent: str = "remediate_command", workflow_id: str = f"{base}-run2") -> ApprovalTicket:
+        return approvals.request_approval(
+            ApprovalRequest(
+                workflow_id=workflow_id, incident_id=incident_id, step_id="restart", run=run, agent=agent,
+                action="restart cart", params=params, context_summary="", risk="high", impact="",
+                expires_at=datetime.now(UTC).isoformat(), incident_type="default", service="cart",
+            )
+        )  # fmt: skip
+
+    refused = request(1)
+    assert refused.status == "rejected" and refused.channels == []  # nobody is notified: nothing to decide
+    assert refused.decided_by == "policy:remediation-budget"
+    assert refused.comment is not None and refused.comment.startswith(
+        f"remediation budget spent: 1 automatic remediations of incident {incident_id} in the last 3600s"
+    )
+    assert request(1) == refused  # a retried activity finds the same decision
+    with Session(engine) as session:
+        row = session.get(Approval, refused.approval_id)
+        assert row is not None and (row.status, row.channel) == ("rejected", "policy")
+        kinds = session.exec(select(ApprovalEvent.kind).where(ApprovalEvent.approval_id == refused.approval_id))
+        assert sorted(kinds) == ["auto_rejected", "requested"]
+    assert request(2).status == "pending"  # a person's retry_step: their decision, asked as always
+    assert request(1, agent="investigate_logs", workflow_id=f"{base}-run3").status == "pending"

@@ -114,7 +114,9 @@ async def flapping(stack: ScenarioStack) -> Outcome:
     await asyncio.sleep(FLAP_PERIOD * 4)  # two more flaps: they join the open incident, nothing restarts them
     joined = [e for e in await stack.timeline(incident["id"], "incident.service_down")
               if datetime.fromisoformat(e["at"]).timestamp() >= spent_at]  # fmt: skip
-    asked = [a["id"] for a in await _approvals(stack, incident["id"]) if a["id"] not in approved]
+    approvals = await _approvals(stack, incident["id"])
+    refused = [a for a in approvals if a["decided_by"] == "policy:remediation-budget"]
+    asked = [a["id"] for a in approvals if a["id"] not in approved and a not in refused]
     flapped_s = time.time() - fault_at
     faultstate.clear_fault(shop.state_dir, "flap")
     await eventually(lambda: stack.monitored_up(shop.name), "the monitor to see shop up once the flapping stopped")
@@ -130,7 +132,7 @@ async def flapping(stack: ScenarioStack) -> Outcome:
     outcome.facts.update(
         approved=len(approved), reopens=reopens, flapped_s=round(flapped_s, 1), budget=budget,
         runs=(await stack.incident(incident["id"]))["workflow_id"], restarts_when_spent=restarts_then,
-        joined_after_budget=joined, asked_after_budget=asked,
+        joined_after_budget=joined, asked_after_budget=asked, refused_by_budget=refused,
     )  # fmt: skip
     outcome.notes += [f"reopened {len(reopens)}×", f"flapped {flapped_s:.0f} s", f"budget {budget}"]
     return outcome

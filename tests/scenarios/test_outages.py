@@ -49,7 +49,10 @@ async def test_a_flapping_service_is_one_incident_reopened_and_restarted_at_most
     assert any("after this incident was resolved" in (r.get("comment") or "") for r in facts["reopens"])
     restart = outcome.steps["restart"]
     assert restart["status"] == "failed"
+    # Rejected by the budget when it asked, not after the approver said yes: nobody was asked to approve it.
+    assert restart["error"].startswith("not run: approval rejected by policy:remediation-budget: ")
     assert "remediation budget spent: 3 automatic remediations of incident" in restart["error"]
+    assert facts["approved"] == facts["budget"] and len(facts["refused_by_budget"]) == 1
     assert outcome.status not in ("resolved", "closed")  # a person decides now
     # The flaps after that joined the open incident: no new incident, no restart, nobody asked to approve one.
     assert outcome.restarts == facts["restarts_when_spent"] and facts["asked_after_budget"] == []

@@ -116,6 +116,8 @@ class ApprovalGate:
         )
         if ticket.policy and ticket.status == "approved":
             approval.decided_by, approval.channel = f"policy:{ticket.policy}", "policy"
+        elif ticket.status == "rejected":  # at once: the remediation budget is spent (state only, no command)
+            approval.decided_by, approval.channel, approval.comment = ticket.decided_by, "policy", ticket.comment
         if aborted is not None:  # while the request was being recorded: its row must not wait for ever
             if approval.status == "pending":
                 self._aborted(approval)
