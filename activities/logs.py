@@ -22,7 +22,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.base import AgentDeps, agent_result
 from activities.heartbeat import beat, heartbeating
-from activities.logscan import DEFAULT_PATTERNS, Matcher, Scan, loki_record, pattern_problem, records
+from activities.logscan import (
+    DEFAULT_PATTERNS,
+    Matcher,
+    Scan,
+    config_error_groups,
+    loki_record,
+    pattern_problem,
+    records,
+)
 from core.agents import AgentSpec, object_schema
 from core.outbound import blocked_reason
 from core.payloads import AgentInput, AgentResult
@@ -313,6 +321,17 @@ class InvestigateLogsAgent:
         else:
             lines = sum(e["lines_in_window"] for e in [*entries, *([loki] if loki else [])])
             summary = f"{label}: no errors in the last {window} ({_count(lines, 'line')} in the window){refused}"
+        config = config_error_groups(top)
+        if config:  # the same configuration would be read again: say so before anyone approves a restart
+            head = config[0]
+            said = f"{head['line'][:120]} ({head['count']}×)"
+            summary = f"configuration error, a restart is unlikely to fix it: {said}; {summary}"
+            findings.insert(0, {
+                "title": "configuration error: a restart is unlikely to fix it",
+                "detail": f"{head['count']}× {head['line'][:300]}; a restart reads the same configuration: fix it "
+                "first (or roll the change back), then restart",
+                "severity": "error",
+            })  # fmt: skip
         data = {
             "files": entries,
             "error_count": scan.errors,
@@ -320,6 +339,9 @@ class InvestigateLogsAgent:
             "window": {"minutes": minutes, "start": since.isoformat(), "end": now.isoformat()},
             "not_read": problems,
             "loki": loki,
+            # For playbooks' `when`: false when the errors say the configuration is wrong (a restart cannot help).
+            "restart_helps": not config,
+            "diagnosis": "config_error" if config else ("errors" if scan.errors else "clean"),
         }
         evidence = "\n".join(
             f"{g['count']}× {g['line']}  (first {g['first_seen']}, last {g['last_seen']})\n"

@@ -46,6 +46,17 @@ CLF_TIME = re.compile(r"\[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}
 MONTHS = {m: n for n, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
 _BACKREFERENCE = re.compile(r"\\\d|\(\?P=")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
+# Lines that say the program's configuration is wrong: a restart runs the same configuration and fails the same way.
+CONFIG_ERROR = re.compile(
+    r"\b(?:config(?:uration)?[ _-]?(?:error|invalid|is invalid)"
+    r"|invalid (?:config(?:uration)?|setting|option|parameter|directive)"
+    r"|unknown (?:config(?:uration)? )?(?:option|directive|setting|parameter)"
+    r"|missing (?:required )?(?:config(?:uration)?|setting|option|environment variable|env var)"
+    r"|(?:failed|unable|could not|cannot) (?:to )?(?:load|parse|read) (?:the )?config(?:uration)?"
+    r"|config(?:uration)? file\b.{0,80}\b(?:not found|missing|invalid|no such file)"
+    r"|EX_CONFIG)\b",
+    re.IGNORECASE,
+)
 
 # What makes repeats of one error differ: masked so they group (timestamps, ids, addresses, numbers).
 _MASKS = (
@@ -209,6 +220,11 @@ class Scan:
             }
             for g in reversed(ranked[-n:])
         ]
+
+
+def config_error_groups(top: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The error groups (as Scan.top gives them) whose line says the configuration is wrong."""
+    return [group for group in top if CONFIG_ERROR.search(group["line"])]
 
 
 def pattern_problem(pattern: str) -> str | None:

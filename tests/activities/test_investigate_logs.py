@@ -524,3 +524,36 @@ async def test_a_failure_quoting_a_secret_is_redacted_wherever_it_is_kept(
     failures = [str(getattr(e, failed).failure) for e in history.events if e.HasField(failed)]
     assert failures and "[REDACTED]" in failures[0]
     assert_no_secret("the failure in the history", "\n".join(failures), tmp_path)
+
+
+async def test_a_configuration_error_is_named_as_one_a_restart_cannot_fix(tmp_path):
+    """Issue 19, finding 5: the approver was asked to restart a service whose log said "config error"; the log
+    step now says first that a restart is unlikely to help, and tells playbooks (`restart_helps`)."""
+    logs = tmp_path / "logs"
+    write(
+        logs / "shop.log",
+        f"{iso(3)} ERROR connection reset by peer",
+        f"{iso(2)} ERROR config error: invalid setting POOL_SIZE=-1",
+        f"{iso(1)} ERROR config error: invalid setting POOL_SIZE=-1",
+    )
+    found = await investigate([logs], paths=["shop.log"])
+    assert found.ok is False and found.data["error_count"] == 3
+    assert found.summary.startswith(
+        "configuration error, a restart is unlikely to fix it: ERROR config error: invalid setting POOL_SIZE=-<n> (2×); "
+        "shop.log: 3 errors in the last 30 min"
+    )
+    assert found.findings[0]["title"] == "configuration error: a restart is unlikely to fix it"
+    assert (found.data["restart_helps"], found.data["diagnosis"]) == (False, "config_error")
+
+    for line, helps in [
+        ("FATAL: could not load configuration file /etc/shop.yaml", False),
+        ("ERROR missing required environment variable DATABASE_URL", False),
+        ("ERROR unknown directive 'proxy_pas' in nginx.conf", False),
+        ("ERROR upstream timed out while reading the configuration service's answer", True),
+        ("ERROR out of memory: killed process 312", True),
+    ]:
+        write(logs / "one.log", f"{iso(1)} {line}")
+        answer = await investigate([logs], paths=["one.log"])
+        assert answer.data["restart_helps"] is helps, line
+    write(logs / "ok.log", f"{iso(1)} INFO all good")
+    assert (await investigate([logs], paths=["ok.log"])).data["diagnosis"] == "clean"

@@ -56,6 +56,8 @@ async def test_a_config_error_is_restarted_once_verify_fails_and_the_incident_es
     assert verify["status"] == "failed" and verify["output"]["data"]["checks"]["done"] == verify["output"]["data"][
         "checks"]["allowed"]  # fmt: skip
     assert outcome.cause is not None and "config error" in outcome.cause  # the log step named it
+    # and the approver was told, before deciding, that a restart would read the same configuration
+    assert "logs: configuration error, a restart is unlikely to fix it: " in outcome.facts["approval_context"]
     assert_open_and_escalated(outcome)
     assert outcome.facts["escalation"]["reason"].startswith("step verify failed")
 

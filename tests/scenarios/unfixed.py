@@ -65,6 +65,7 @@ async def config_error(stack: ScenarioStack) -> Outcome:
     outcome = Outcome("unfixable config error", "a deploy's restart exits 78: config error")
     incident = await detected(stack, shop.name, outcome, fault_at)
     approval = await requested(stack, incident["id"])
+    outcome.facts["approval_context"] = approval["context_summary"]  # what the approver read before deciding
     await stack.approve(approval["id"], f"{outcome.scenario}: restart approved by the fault suite")
     outcome.workflow, state = await settled(stack, incident["workflow_id"])
     await escalated(stack, incident["id"], outcome)
