@@ -178,6 +178,62 @@ def test_a_killed_temporal_is_restarted_and_the_web_serves_throughout(stack):
         incident_completes(up, token, url)  # the worker found the new Temporal by itself
 
 
+def test_an_ignored_approval_expires_on_time_across_a_temporal_restart_and_nothing_runs(stack):
+    """Issue 19's fault suite: an approval nobody answers, while Temporal is killed and restarted by `up` (its
+    history in DATA_DIR/temporal.db). The durable timer still expires it at its time: the step fails without
+    running, the run waits for a person, the incident stays open."""
+    up, token = stack.up, stack.token
+    timeout_s = 20
+    playbook = {
+        "id": "approval-across-restart",
+        "name": "one approved step",
+        "incident_type": "approval_restart",
+        "steps": [{"id": "look", "agent": "investigate_logs", "requires_approval": True,
+                   "approval_timeout_seconds": timeout_s, "instructions": "read the logs"}],
+    }  # fmt: skip
+    assert api(up, "POST", "/api/playbooks", token, json=playbook).status_code in (200, 201)
+    created = api(up, "POST", "/api/incidents", token, json={
+        "title": "nobody answers", "service": "checkout", "severity": "P3", "playbook_id": playbook["id"]})  # fmt: skip
+    assert created.status_code == 201, created.text
+    incident = created.json()
+
+    def approvals() -> list[dict]:
+        return api(up, "GET", "/api/approvals", token, params={"incident_id": incident["id"]}).json()["items"]
+
+    deadline = time.monotonic() + 120
+    while not approvals():
+        assert time.monotonic() < deadline, "no approval was requested"
+        time.sleep(0.2)
+    (request,) = approvals()
+    expires_at = datetime.fromisoformat(request["expires_at"])
+
+    start = len(up.lines)
+    old = up.child("temporal")
+    old.send_signal(signal.SIGKILL)
+    _restarted(up, "temporal", old.pid, start)
+
+    deadline = time.monotonic() + timeout_s + 120
+    while (approval := approvals()[0])["status"] == "pending":
+        assert time.monotonic() < deadline, approval
+        time.sleep(0.5)
+    assert approval["status"] == "expired" and approval["decided_by"] == "timer", approval
+    decided_at = datetime.fromisoformat(approval["decided_at"])
+    assert decided_at == expires_at  # at its time, by the durable timer, not whenever someone looked
+
+    workflow_id = incident["workflow_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        state = api(up, "GET", f"/api/workflows/{workflow_id}", token).json()
+        (look,) = [step for step in state["steps"] if step["step_id"] == "look"]
+        if look["status"] == "failed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert look["status"] == "failed" and look["error"].startswith("not run: approval expired"), look
+    assert look.get("output") is None  # the agent never ran
+    detail = api(up, "GET", f"/api/incidents/{incident['id']}", token).json()
+    assert detail["status"] not in ("resolved", "closed"), detail
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_or_sighup_stops_everything_in_order_and_leaves_nothing(tmp_path, sig):
     up = Up(up_env(tmp_path / "data"))
