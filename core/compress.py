@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Protocol
 
+from core.redact import redact_text
 from core.tokens import count_tokens, truncate_tokens
 
 # Each message costs its content plus the role and delimiters around it, as in OpenAI's chat format
@@ -219,7 +220,7 @@ def _summarize(preferred: Summarizer, older: list[Message], max_tokens: int) -> 
     except Exception as exc:  # an LLM summariser can fail in any way; the agent still needs its context
         if isinstance(preferred, ExtractiveSummarizer):
             raise
-        reason = f"{name}: {type(exc).__name__}: {exc}"[:500]  # an HTTP error can carry a whole page
+        reason = redact_text(f"{name}: {type(exc).__name__}: {exc}", 500)  # an HTTP error can carry a whole page
     fallback = ExtractiveSummarizer()
     return truncate_tokens(fallback.summarize(older, max_tokens), max_tokens), fallback.name, reason
 

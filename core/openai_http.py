@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import httpx
 
+from core.redact import redact_text
+
 EXCERPT = 200  # characters of a server's error shown in our error message
 
 
@@ -15,8 +17,10 @@ def api_root(base_url: str) -> str:
 
 
 def one_line(text: str) -> str:
+    """The text on one line, secrets masked, at most EXCERPT characters: redacted as it is cut (a cut never leaves
+    part of a secret that its whole would have been masked as)."""
     text = " ".join(text.split())
-    return text if len(text) <= EXCERPT else text[:EXCERPT] + "…"
+    return redact_text(text) if len(text) <= EXCERPT else redact_text(text, EXCERPT) + "…"
 
 
 def error_excerpt(response: httpx.Response) -> str:

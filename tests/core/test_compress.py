@@ -276,3 +276,17 @@ def test_timing_500_messages(record_property):
         runs.append(time.perf_counter() - started)
     record_property("compress_500_median_ms", round(statistics.median(runs) * 1_000, 1))
     assert statistics.median(runs) < 1.0
+
+
+class _Leaking:
+    name = "llm"
+
+    def summarize(self, messages: Sequence[Message], max_tokens: int) -> str:  # a provider echoing our request
+        raise RuntimeError("x" * 470 + " Authorization: Bearer sk-live-0123456789abcdefABCDEF0123456789")
+
+
+def test_the_fallback_reason_is_redacted_as_it_is_cut():
+    """Issue 19, finding 7: the reason was cut to 500 characters, unredacted, and is shown with the context."""
+    result = compress(_incident(), 2_000, summarizer=_Leaking())
+    assert result.fallback_reason is not None and result.fallback_reason.startswith("llm: RuntimeError: xxx")
+    assert "sk-live" not in result.fallback_reason and "0123456789abcdef" not in result.fallback_reason

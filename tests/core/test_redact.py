@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from core.openai_http import EXCERPT, error_excerpt, one_line
 from core.redact import MASK, SHAPES, redact, redact_lines, redact_text
 from tests.secret_shapes import CORPUS, SECRETS, Written, log_lines, shown
 
@@ -167,3 +169,20 @@ def test_a_private_key_over_several_lines_is_masked_line_by_line():
         MASK,
         "2026-12-01T10:00:02Z ERROR after the key",
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(log_lines(), st.integers(0, 260))
+def test_a_providers_error_excerpt_never_shows_part_of_a_secret(line, padding):
+    """Issue 19, finding 7: an LLM or embedding provider's error message (which may echo our request) was cut to
+    200 characters and never redacted: a cut inside a token showed its start, a whole one showed all of it."""
+    text = "x" * padding + " " + line.text
+    for response in (
+        httpx.Response(400, json={"error": {"message": text}}),  # OpenAI's shape
+        httpx.Response(500, json={"error": text}),  # Ollama's
+        httpx.Response(502, text=text),  # a proxy's page
+    ):
+        excerpt = error_excerpt(response)
+        assert len(excerpt) <= EXCERPT + 1
+        assert shown(line.secret, excerpt, line.around) == [], excerpt
+    assert shown(line.secret, one_line(text), line.around) == []
