@@ -4,14 +4,18 @@ A level acts only while the incident is unacknowledged and open: it raises the s
 assigns the team, records an `incident.escalated` timeline event, then tells the channels it names (Slack, email to
 the team or the responders, the signed webhook). A retry does not act twice: the event is written once per run and
 level, and each channel it reached is added to it, so a retry only sends to the channels still missing.
+
+Each email is one person's: it carries an "Acknowledge incident #N" link of their own (web/pages/incident_email.py),
+single-use, valid for ACK_LINK_TTL; only the hash of its token is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import smtplib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -23,6 +27,7 @@ from temporalio import activity
 
 from core.activity_defs import ESCALATE_INCIDENT, EscalationActivityDefs
 from core.approval_messages import ACKNOWLEDGE_ACTION
+from core.approvals import link_hash
 from core.audit import Actor, record_audit
 from core.escalation import EscalationLevel, raised
 from core.events import publish
@@ -31,9 +36,10 @@ from core.outbound import OutboundPolicy, guarded_async_client
 from core.payloads import EscalateInput
 from core.roles import ROLE_RANK
 from core.settings import Settings
-from core.tables import Event, Incident, utcnow
+from core.tables import AcknowledgeLink, Event, Incident, utcnow
 
 ESCALATION = Actor(user_id=None, name="escalation", kind="system")
+ACK_LINK_TTL = timedelta(hours=24)  # as long as a failed run waits for a person by default (RETRY_WINDOW_SECONDS)
 
 
 class EscalationActivities(EscalationActivityDefs):
@@ -113,10 +119,11 @@ class EscalationActivities(EscalationActivityDefs):
         if channel not in settings.approval_channels():
             return f"not configured ({channel.upper()} settings are empty)"
         url = f"{settings.site_url}/incidents/{incident.id}"
-        text = (
+        summary = (
             f"Incident #{incident.id} {incident.title} ({incident.severity}, {incident.service}) needs a person "
-            f"(escalation level {input.level}): {input.reason}. Acknowledge it: {url}"
+            f"(escalation level {input.level}): {input.reason}."
         )
+        text = f"{summary} Acknowledge it: {url}"
         if channel == "slack":
             client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
                                timeout=15)  # fmt: skip
@@ -127,37 +134,45 @@ class EscalationActivities(EscalationActivityDefs):
             await asyncio.to_thread(client.chat_postMessage, channel=settings.slack_channel, text=text, blocks=blocks)
             return "sent"
         if channel == "email":
-            recipients = await asyncio.to_thread(self._recipients, incident)
-            await asyncio.to_thread(self._mail, recipients, incident, text)
-            return f"sent to {len(recipients)}" if recipients else "nobody to mail (no addresses)"
+            mailed = await asyncio.to_thread(self._mail, input, incident, summary)
+            return f"sent to {mailed}" if mailed else "nobody to mail (no addresses)"
         return await self._webhook(input, incident, url)
 
-    def _recipients(self, incident: Incident) -> list[str]:
+    def _recipients(self, session: Session, incident: Incident) -> list[User]:
         """The assigned team's members, else every responder (or above); those with an address."""
-        with Session(self._engine) as session:
-            query = select(User).where(col(User.is_active), col(User.email).is_not(None))
-            if incident.assignee_team_id is not None:
-                query = query.join(TeamMember, col(TeamMember.user_id) == User.id).where(
-                    TeamMember.team_id == incident.assignee_team_id
-                )
-            users = session.exec(query).all()
-        return sorted({u.email for u in users if u.email and ROLE_RANK[u.role] >= ROLE_RANK["responder"]})
+        query = select(User).where(col(User.is_active), col(User.email).is_not(None))
+        if incident.assignee_team_id is not None:
+            query = query.join(TeamMember, col(TeamMember.user_id) == User.id).where(
+                TeamMember.team_id == incident.assignee_team_id
+            )
+        users = [u for u in session.exec(query).all() if u.email and ROLE_RANK[u.role] >= ROLE_RANK["responder"]]
+        return sorted(users, key=lambda u: (u.email or "", u.id or 0))
 
-    def _mail(self, recipients: list[str], incident: Incident, text: str) -> None:
-        if not recipients:
-            return
+    def _mail(self, input: EscalateInput, incident: Incident, summary: str) -> int:
+        """One message per recipient, with an acknowledge link of their own; how many were sent. The links are
+        stored (hashed) before the mail leaves; a retry mails fresh ones, as the first may never have left."""
         settings = self._settings
-        message = EmailMessage()  # plain text only: nothing from agents or people becomes markup
-        message["From"] = settings.smtp_from
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = " ".join(f"Escalated: #{incident.id} {incident.title}".split())[:200]
-        message.set_content(text + "\n")
+        expires = utcnow() + ACK_LINK_TTL
+        messages = []
+        with Session(self._engine) as session:
+            for user in self._recipients(session, incident):
+                assert incident.id is not None and user.id is not None and user.email
+                token = secrets.token_urlsafe(32)  # 256 bits
+                session.add(AcknowledgeLink(incident_id=incident.id, token_hash=link_hash(token), user_id=user.id,
+                                            recipient=user.email, level=input.level, expires_at=expires))  # fmt: skip
+                link = f"{settings.site_url}/incidents/email/{token}"
+                messages.append(_escalation_mail(settings, incident, summary, user.email, link, expires))
+            session.commit()
+        if not messages:
+            return 0
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=15) as smtp:
             if settings.smtp_starttls:
                 smtp.starttls()
             if settings.smtp_username:
                 smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
-            smtp.send_message(message)
+            for message in messages:
+                smtp.send_message(message)
+        return len(messages)
 
     async def _webhook(self, input: EscalateInput, incident: Incident, url: str) -> str:
         """POST `incident.escalated`, signed as approval requests are (Standard Webhooks); the same id on every
@@ -179,3 +194,21 @@ class EscalationActivities(EscalationActivityDefs):
 
     def all(self) -> list[Any]:
         return [self.escalate_incident]
+
+
+def _escalation_mail(
+    settings: Settings, incident: Incident, summary: str, to: str, link: str, expires: datetime
+) -> EmailMessage:
+    """Plain text only: nothing from agents or people becomes markup in a mail client."""
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["To"] = to
+    message["Subject"] = " ".join(f"Escalated: #{incident.id} {incident.title}".split())[:200]
+    message.set_content(
+        f"{summary}\n\n"
+        f"Acknowledge incident #{incident.id}: {link}\n\n"
+        f"Acknowledging says you have it and stops the escalation. The link is yours ({to}): it asks you to confirm "
+        f"first, works once, until {expires.strftime('%Y-%m-%d %H:%M UTC')}.\n"
+        f"The incident: {settings.site_url}/incidents/{incident.id}\n"
+    )
+    return message

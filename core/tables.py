@@ -105,6 +105,23 @@ class Incident(IncidentBase, table=True):
     closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+class AcknowledgeLink(SQLModel, table=True):
+    """A single-use "Acknowledge incident #N" link in one person's escalation email. The link is the credential
+    and names that person; only the hash of its random token is kept (as for approval links)."""
+
+    __tablename__ = "acknowledge_links"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False, index=True))
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: int = Field(foreign_key="users.id")
+    recipient: str = Field(max_length=320)
+    level: int  # the escalation level whose email carried it
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class WorkflowRun(SQLModel, table=True):
     """Projection of an IncidentWorkflow's state, written by activities, read by the dashboard."""
 

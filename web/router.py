@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from web.pages import account, admin, approval_email, approvals, auth, incident_forms, incidents, overview
+from web.pages import (
+    account,
+    admin,
+    approval_email,
+    approvals,
+    auth,
+    incident_email,
+    incident_forms,
+    incidents,
+    overview,
+)
 
 router = APIRouter()
 for part in (
     auth.router,
+    incident_email.router,  # before the incident pages: /incidents/email/… is not an id
     incident_forms.router,  # before incidents: /incidents/new is not an incident id
     incidents.router,
     overview.router,
