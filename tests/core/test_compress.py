@@ -282,7 +282,7 @@ class _Leaking:
     name = "llm"
 
     def summarize(self, messages: Sequence[Message], max_tokens: int) -> str:  # a provider echoing our request
-        raise RuntimeError("x" * 470 + " Authorization: Bearer sk-live-0123456789abcdefABCDEF0123456789")
+        raise RuntimeError("x" * 400 + " Authorization: Bearer sk-live-0123456789abcdefABCDEF0123456789")
 
 
 def test_the_fallback_reason_is_redacted_as_it_is_cut():
