@@ -175,3 +175,21 @@ async def test_an_expired_link_is_refused(inbox, settings, api, engine, server, 
             answer = await browser.request(method, path)
             assert answer.status_code == 410 and "has expired" in answer.text
     assert (await incident_of(api, incident["id"]))["acknowledged_at"] is None
+
+
+async def test_links_posted_at_once_acknowledge_once(inbox, settings, api, engine, server):  # noqa: F811
+    _, alice_address = await person(api, engine, "responder", "alice")
+    _, bob_address = await person(api, engine, "responder", "bob")
+    incident = await escalated_by_email(api, settings, [1])
+    alice_path = ack_path(await mail_for(inbox, alice_address), incident["id"])
+    bob_path = ack_path(await mail_for(inbox, bob_address), incident["id"])
+    async with httpx.AsyncClient(base_url=server, timeout=30) as browser:
+        answers = await asyncio.gather(*(browser.post(p) for p in (alice_path, alice_path, bob_path, bob_path)))
+    done = [a for a in answers if a.status_code == 200 and f"Incident #{incident['id']} acknowledged" in a.text]
+    assert len(done) == 1, [(a.status_code, a.text[-300:]) for a in answers]
+    assert all(a.status_code in (200, 410) for a in answers)
+    timeline = (await api.get(f"/api/incidents/{incident['id']}/timeline")).json()["items"]
+    assert len([e for e in timeline if e["kind"] == "incident.acknowledged"]) == 1
+    with Session(engine) as session:
+        audit = session.exec(select(AuditEvent).where(AuditEvent.action == "incident.acknowledge")).all()
+    assert len(audit) == 1 and audit[0].actor_kind == "email"

@@ -114,28 +114,31 @@ def acknowledge_by_link(request: Request, token: str, session: SessionDep, engin
     if settled is not None:  # the link stays unused: it says the same thing next time
         return settled
     link, incident, user = found.link, found.incident, found.user
+    assert incident.id is not None
+    # Read before the claim's commit expires them: the except below must not need the database.
+    link_id, incident_id, title = link.id, incident.id, incident.title
+    actor = Actor(user.id, user.username, "email", client_ip(request), request.headers.get("user-agent"))
     claimed = session.exec(
         update(AcknowledgeLink)
-        .where(col(AcknowledgeLink.id) == link.id, col(AcknowledgeLink.used_at).is_(None))
+        .where(col(AcknowledgeLink.id) == link_id, col(AcknowledgeLink.used_at).is_(None))
         .values(used_at=utcnow())
         .returning(col(AcknowledgeLink.id))
     ).first()
     session.commit()
     if claimed is None:  # the same link, posted twice at once: the other request has it
         return _page(request, 410, "This link no longer works", GONE, None)
-    assert incident.id is not None
-    actor = Actor(user.id, user.username, "email", client_ip(request), request.headers.get("user-agent"))
     try:
-        acknowledged, first = acknowledge(engine=engine, incident_id=incident.id, actor=actor)
+        acknowledged, first = acknowledge(engine=engine, incident_id=incident_id, actor=actor)
     except TransitionRefused:  # it was resolved a moment ago
         session.refresh(incident)
-        return _settled(request, session, incident) or _page(request, 409, "Not done", "Try again.", incident.id)
+        return _settled(request, session, incident) or _page(request, 409, "Not done", "Try again.", incident_id)
     except Exception:
         # Nothing was acknowledged (the database or the service failed): the link may be tried again.
-        session.exec(update(AcknowledgeLink).where(col(AcknowledgeLink.id) == link.id).values(used_at=None))
+        session.rollback()
+        session.exec(update(AcknowledgeLink).where(col(AcknowledgeLink.id) == link_id).values(used_at=None))
         session.commit()
         raise
     if not first:  # someone else acknowledged it between our check and our write
-        return _settled(request, session, acknowledged) or _page(request, 200, "Already acknowledged", "", incident.id)
-    message = f"You have incident #{incident.id} {incident.title}; its escalation stops."
-    return _page(request, 200, f"Incident #{incident.id} acknowledged", message, incident.id)
+        return _settled(request, session, acknowledged) or _page(request, 200, "Already acknowledged", "", incident_id)
+    message = f"You have incident #{incident_id} {title}; its escalation stops."
+    return _page(request, 200, f"Incident #{incident_id} acknowledged", message, incident_id)
