@@ -15,6 +15,8 @@ PUBLIC = {
     ("POST", "/api/slack/interactions"),  # authenticated by Slack's request signature instead
     ("GET", "/approvals/email/{token}"),  # the single-use link is the credential
     ("POST", "/approvals/email/{token}"),
+    ("GET", "/incidents/email/{token}"),  # the single-use acknowledge link is the credential
+    ("POST", "/incidents/email/{token}"),
 }
 PUBLIC_MOUNTS = {"/static"}
 
