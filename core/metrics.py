@@ -72,6 +72,13 @@ SSE_REFUSED = Counter(
     "Live-event streams refused, by the cap that refused them: process (SSE_MAX_CLIENTS, 503), user or token (429).",
     ["reason"],
 )
+INCIDENTS_RECONCILED = Counter(
+    "agent_monitor_incidents_reconciled",
+    "Incidents recorded while Temporal could not start their workflow, settled by the worker's reconciler, by outcome: "
+    "started (it started the run), found (the run was in Temporal already), refused (the workflow id belongs to "
+    "another database's history).",
+    ["outcome"],
+)
 TEMPORAL_ERRORS = Counter(
     "agent_monitor_temporal_client_errors",
     "Calls of this process's Temporal client that failed with an RPC error, by operation and gRPC status.",

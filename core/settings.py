@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     monitor_concurrency: int = Field(default=200, ge=1, le=10_000)
     uptime_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # Every `agent-monitor worker` starts, every RECONCILE_INTERVAL_SECONDS and once at start-up, the workflows of
+    # incidents recorded while Temporal could not start them (services/incidents/reconcile.py). 0: off (then a
+    # client's repeat with the same Idempotency-Key, or a reopen, is the only way such an incident gets its run).
+    reconcile_interval_seconds: float = Field(default=5.0, ge=0, le=3600)
+
     # Metrics and traces (docs/operations.md). The web serves GET /metrics; METRICS_TOKEN, when set, must come as
     # `Authorization: Bearer <token>` there and on the worker's endpoint. The worker serves its own metrics on
     # WORKER_METRICS_HOST:WORKER_METRICS_PORT and the Temporal SDK's on TEMPORAL_METRICS_PORT (0: not served).

@@ -1,9 +1,11 @@
-"""Builds and runs the Temporal worker: IncidentWorkflow plus its agent and projection activities, and the
-service monitors (ServiceMonitorWorkflow and its tick activity)."""
+"""Builds and runs the Temporal worker: IncidentWorkflow plus its agent and projection activities, the service
+monitors (ServiceMonitorWorkflow and its tick activity), and the reconciler that starts the workflows of incidents
+recorded while Temporal was unavailable."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -32,6 +34,7 @@ from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
 from core.telemetry import Tracing
 from services.incidents.open import open_incident
+from services.incidents.reconcile import Reconciler, reconcile_forever
 from worker.metrics import serve_metrics
 from worker.monitors import ensure_monitors
 from workflows.incident import IncidentWorkflow
@@ -51,6 +54,24 @@ def tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+
+
+@asynccontextmanager
+async def reconciling(client: Client, engine: Engine, settings: Settings) -> AsyncIterator[asyncio.Task[None] | None]:
+    """Reconcile in the background while the block runs: a round now, then every RECONCILE_INTERVAL_SECONDS
+    (0: off, and None is yielded). Every worker runs one; they never start the same incident twice."""
+    interval = settings.reconcile_interval_seconds
+    if not interval:
+        yield None
+        return
+    reconciler = Reconciler(engine=engine, temporal=client, settings=settings)
+    task = asyncio.create_task(reconcile_forever(reconciler, interval=interval), name="reconcile-incidents")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @asynccontextmanager
@@ -88,7 +109,7 @@ async def incident_worker(
                 *agent_activities(AgentDeps(http=http, settings=settings, engine=engine), runs),
                 *WebhookAgentActivities(engine, http, runs).all(),
                 *projection.all(),
-                *ApprovalActivities(engine, settings.approval_channels(), settings).all(),
+                *ApprovalActivities(engine, settings.approval_channels()).all(),
                 *notify.all(),
                 *EscalationActivities(engine, settings).all(),
                 *MonitorActivities(engine, http, settings, open_incident=open_incident).all(),
@@ -102,7 +123,8 @@ async def incident_worker(
 
 
 async def run_worker(client: Client, engine: Engine, settings: Settings, *, tracing: Tracing | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then drain; serves the worker's metrics meanwhile (WORKER_METRICS_PORT)."""
+    """Run until SIGINT/SIGTERM, then drain; serves the worker's metrics meanwhile (WORKER_METRICS_PORT) and
+    reconciles incidents recorded while Temporal was unavailable (RECONCILE_INTERVAL_SECONDS)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,7 +132,10 @@ async def run_worker(client: Client, engine: Engine, settings: Settings, *, trac
     for warning in legacy_warnings(settings.command_allowlist):
         log.warning("%s", warning)
     with serve_metrics(settings, engine):
-        async with incident_worker(client, engine, settings, tracing=tracing):
+        async with (
+            incident_worker(client, engine, settings, tracing=tracing),
+            reconciling(client, engine, settings),
+        ):
             if settings.monitoring_enabled:
                 monitors = await ensure_monitors(client, settings)
                 log.info("service monitors running: %s", ", ".join(monitors))

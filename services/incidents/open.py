@@ -48,12 +48,14 @@ class UnsafeServiceUrl(Invalid):
 
 
 class IncidentNotStarted(Unavailable):
-    """The incident is stored but Temporal did not start its workflow; the same request (same key) retries."""
+    """The incident is stored but Temporal did not start its workflow; the worker's reconciler starts it when Temporal
+    is back (services/incidents/reconcile.py), and the same request (same key) may retry meanwhile."""
 
     def __init__(self, incident_id: int, reason: str) -> None:
         super().__init__(
-            f"incident {incident_id} was recorded but its workflow could not start ({reason}); "
-            "repeat the request with the same Idempotency-Key to retry"
+            f"incident {incident_id} is recorded but its workflow could not start yet ({reason}); it will start by "
+            "itself when Temporal is back (sending the request again records another incident, unless it carries "
+            "the same Idempotency-Key)"
         )
         self.incident_id = incident_id
         self.reason = reason

@@ -1,6 +1,6 @@
 """A Temporal that accepts connections but never answers (its dev server suspended with SIGSTOP) does not hold the
 request that opens an incident for ever: the workflow's start gives up after its RPC timeout, and the API answers
-503 saying the incident was recorded and how to retry.
+503 saying the incident was recorded and will start by itself when Temporal is back.
 
 The test starts its own dev server, with the helper the session fixture uses, and suspends only that one.
 """
@@ -66,6 +66,7 @@ async def test_a_suspended_temporal_gets_a_503_within_the_start_timeout(private_
     with Session(engine) as session:
         (incident,) = session.exec(select(Incident)).all()  # recorded, so a retry with the key finds it
     assert answer.json()["detail"] == (
-        f"incident {incident.id} was recorded but its workflow could not start (Temporal did not answer within "
-        f"{limit:g}s); repeat the request with the same Idempotency-Key to retry"
+        f"incident {incident.id} is recorded but its workflow could not start yet (Temporal did not answer within "
+        f"{limit:g}s); it will start by itself when Temporal is back (sending the request again records another "
+        "incident, unless it carries the same Idempotency-Key)"
     )
