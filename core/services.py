@@ -94,6 +94,20 @@ class Remediation(BaseModel):
         return self
 
 
+class DegradedIncident(BaseModel):
+    """When a sustained slowdown opens an incident of its own: `after_checks` slow checks in a row (each a pass slower
+    than the service's degraded_latency_ms) open one incident of `incident_type` at `severity`, once per slow spell.
+    A spell ends at the first check that is not slow; `recovery_threshold` fast passes after it are recorded on the
+    incident. If the service then goes down, its outage joins (or reopens) this incident and raises its severity to
+    the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_checks: int = Field(default=3, ge=1, le=1000, description="slow checks in a row before the incident opens")
+    incident_type: str = Field(default="degraded", pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    severity: Literal["P1", "P2", "P3", "P4"] = "P4"
+
+
 class ServiceBase(BaseModel):
     """What the API accepts (and answers, with the stored fields)."""
 
@@ -105,6 +119,8 @@ class ServiceBase(BaseModel):
     timeout_seconds: float = Field(default=5, gt=0, le=120)
     # A check that passes but answers slower than this is `degraded` (it works, slowly); empty: half the timeout.
     degraded_latency_ms: float | None = Field(default=None, gt=0, le=120_000)
+    # Whether a sustained slowdown opens an incident (DegradedIncident); empty: degraded results open none.
+    degraded_incident: DegradedIncident | None = None
     # Consecutive failed checks before an incident opens (flap protection), and passes before it counts as up.
     failure_threshold: int = Field(default=3, ge=1, le=100)
     recovery_threshold: int = Field(default=1, ge=1, le=100)
@@ -158,6 +174,16 @@ class ServiceBase(BaseModel):
         names = [q.name for q in self.metrics_queries]
         if len(set(names)) != len(names):
             raise ValueError("metrics_queries: two queries have the same name")
+        return self
+
+    @model_validator(mode="after")
+    def _slow_possible(self) -> ServiceBase:
+        # A check slower than its timeout is down, not slow: such a setting would never open anything.
+        if self.degraded_incident is not None and self.degraded_above_ms >= self.timeout_seconds * 1000:
+            raise ValueError(
+                f"degraded_incident: degraded_latency_ms ({self.degraded_above_ms:g} ms) must be below the timeout "
+                f"({self.timeout_seconds:g} s), or no check is ever slow"
+            )
         return self
 
 

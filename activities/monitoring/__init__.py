@@ -15,10 +15,15 @@ Retries are safe: results are unique per (service, scheduled time), a state move
 outage whose incident did not open yet (`down`, no incident) is opened by the next attempt or tick under the same
 key, and the IncidentWorkflow's id is the incident's.
 
+A service with `degraded_incident` set also opens an incident of that type after `after_checks` slow checks in a row
+(passes slower than its degraded_latency_ms), once per slow spell (`service:<id>:degraded:<first slow check>`); an
+outage that follows joins it and raises its severity.
+
 - activities.py: MonitorActivities, the two activities;
 - tick.py: TickRun, one attempt of a tick (the window loop, the checks at their time, the flushes);
 - store.py: the SQL (due services, states, results, links to incidents, pruning);
 - outages.py: the incident side (opening or joining an outage's incident, the down and recovered messages);
+- degraded.py: a slow spell's incident (opening, joining or reopening it, its end, the severity an outage raises);
 - rows.py: what they pass around (Due, Result, Outage, Window).
 """
 

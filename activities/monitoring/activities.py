@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from temporalio import activity
 
 from activities.heartbeat import beat
+from activities.monitoring.degraded import DegradedOpener
 from activities.monitoring.outages import OutageOpener, join_open_incident
 from activities.monitoring.store import PRUNE_BATCH, MonitorStore
 from activities.monitoring.tick import TickRun
@@ -34,6 +35,7 @@ class MonitorActivities:
         self.open_incident = open_incident  # services/incidents/open.py, handed in by the worker
         self.store = MonitorStore(engine)
         self.opener = OutageOpener(engine, settings, open_incident)
+        self.degraded = DegradedOpener(engine, settings, open_incident)
 
     # Whether an outage joins an incident already open (a test runs it as a retried attempt would).
     join_open_incident = staticmethod(join_open_incident)
@@ -45,7 +47,9 @@ class MonitorActivities:
     async def check_due_services(self, tick: MonitorTick) -> MonitorTickResult:
         """The shard's checks due in the next MONITOR_WINDOW_SECONDS (and in the windows after, while checks are
         still in flight), their results stored and the outages among them opened."""
-        run = TickRun(tick, store=self.store, opener=self.opener, http=self.http, settings=self.settings)
+        run = TickRun(
+            tick, store=self.store, opener=self.opener, degraded=self.degraded, http=self.http, settings=self.settings
+        )
         return await run.run()
 
     @activity.defn(name=PRUNE_UPTIME)

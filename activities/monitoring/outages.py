@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from activities.monitoring.rows import Outage, Result, Window, in_maintenance
-from core.audit import Actor
+from activities.monitoring.degraded import raise_for_outage
+from activities.monitoring.rows import MONITOR, Outage, Result, Window, duration, in_maintenance, target
 from core.collaboration import LinkConflict, link_incidents
 from core.conversations import append_tool_message
 from core.events import incident_event
@@ -23,8 +23,6 @@ from core.opening import OpenIncident
 from core.services import HttpCheck, Service, ServiceBase
 from core.settings import Settings
 from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
-
-MONITOR = Actor(user_id=None, name="monitor", kind="system")
 
 
 class OutageOpener:
@@ -104,24 +102,25 @@ def incident_to_reopen(session: Session, outage: Outage, detail: str) -> tuple[I
         why = f"monitor: {name} is still down (outage {episode}): the incident ended while the outage went on"
     elif config.reopen_within_seconds > 0:
         since = utcnow() - timedelta(seconds=config.reopen_within_seconds)
-        incident = session.exec(  # this service's own outages (a service registered again starts afresh)
+        incident = session.exec(  # this service's own outages and slow spells (registered again: afresh)
             select(Incident)
             .where(
                 Incident.service == name,
-                Incident.incident_type == config.incident_type,
+                col(Incident.incident_type).in_(joinable_types(config)),
                 col(Incident.idempotency_key).startswith(f"service:{outage.service_id}:"),
             )
             .order_by(col(Incident.id).desc())
             .limit(1)
         ).first()
         if incident is not None and incident.resolved_at is not None and incident.resolved_at >= since:
-            ago = _duration(utcnow() - incident.resolved_at)
+            ago = duration(utcnow() - incident.resolved_at)
             why = f"monitor: {name} failed again {ago} after this incident was resolved (outage {episode}): reopened"
         else:
             incident = None
     if incident is None or incident.status not in ENDED_STATUSES:
         return None  # reopened already (an earlier attempt, a person): the join finds it open
     _down_message(session, incident, detail, name, episode)
+    raise_for_outage(session, incident, outage.service_id, config, episode)
     session.commit()
     return incident, why
 
@@ -129,8 +128,9 @@ def incident_to_reopen(session: Session, outage: Outage, detail: str) -> tuple[I
 def join_open_incident(
     session: Session, service_id: int, name: str, config: ServiceBase, episode: int, detail: str
 ) -> Incident | None:
-    """The service's incident someone already opened (an alert, a person), which this outage joins (announced
-    once, also when a retried attempt joins again); None when this outage's own incident exists or none is open."""
+    """The service's incident someone already opened (an alert, a person, its slow spell), which this outage joins
+    (announced once, also when a retried attempt joins again); None when this outage's own incident exists or none
+    is open."""
     key = episode_key(service_id, episode)
     if session.exec(select(Incident.id).where(Incident.idempotency_key == key)).first() is not None:
         return None  # ours, from an earlier attempt: the opener finds it by its key
@@ -138,7 +138,7 @@ def join_open_incident(
         select(Incident)
         .where(
             Incident.service == name,
-            Incident.incident_type == config.incident_type,
+            col(Incident.incident_type).in_(joinable_types(config)),
             col(Incident.status).not_in(ENDED_STATUSES),
         )
         .order_by(col(Incident.id).desc())
@@ -160,8 +160,16 @@ def join_open_incident(
             service=name, service_id=service_id, episode=episode,
         )  # fmt: skip
         _down_message(session, existing, detail, name, episode)
+        raise_for_outage(session, existing, service_id, config, episode)
         session.commit()
     return existing
+
+
+def joinable_types(config: ServiceBase) -> list[str]:
+    """The incident types an outage of the service joins or reopens: its own, and its slow spells' (a slowdown that
+    turns into an outage stays one incident)."""
+    spells = config.degraded_incident
+    return [config.incident_type] + ([spells.incident_type] if spells is not None else [])
 
 
 def record_recovery(session: Session, r: Result, incident_id: int) -> None:
@@ -170,7 +178,7 @@ def record_recovery(session: Session, r: Result, incident_id: int) -> None:
     if incident is None:
         return
     since = r.before.failing_since
-    lasted = f" after {_duration(r.checked_at - since)}" if since else ""
+    lasted = f" after {duration(r.checked_at - since)}" if since else ""
     incident_event(
         session,
         kind="incident.service_recovered",
@@ -201,7 +209,7 @@ def _down_detail(outage: Outage) -> str:
     return (
         f"monitor: {outage.name} failed {outage.config.failure_threshold} check(s) in a row"
         + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
-        + f" ({_target(outage.config)})"
+        + f" ({target(outage.config)})"
         + (f": {error}" if error else "")
     )
 
@@ -213,19 +221,3 @@ def _down_message(session: Session, incident: Incident, detail: str, service: st
         session, incident_id=incident.id, workflow_id=incident.workflow_id, content=detail, actor=MONITOR.name,
         meta={"service": service, "monitor": "down", "episode": episode},
     )  # fmt: skip
-
-
-def _target(config: ServiceBase) -> str:
-    check = config.check
-    if isinstance(check, HttpCheck):
-        return check.url
-    return f"tcp {check.host}:{check.port}" if check.type == "tcp" else f"dns {check.name}"
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

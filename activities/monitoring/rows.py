@@ -1,14 +1,18 @@
-"""What a tick passes around: a service due for checks, one check's result, a maintenance window, an outage."""
+"""What a tick passes around: a service due for checks, one check's result, a maintenance window, an outage; and how
+the monitor names itself and what it checks on incidents' timelines."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from activities.checks import CheckOutcome
+from core.audit import Actor
 from core.monitoring import Tracked
-from core.services import ServiceBase
+from core.services import HttpCheck, ServiceBase
+
+MONITOR = Actor(user_id=None, name="monitor", kind="system")
 
 
 @dataclass
@@ -90,3 +94,20 @@ class Window:
 
 def in_maintenance(windows: Sequence[Window], service: str, at: datetime) -> bool:
     return any(w.covers(service, at) for w in windows)
+
+
+def target(config: ServiceBase) -> str:
+    """What the service's check reaches: its URL, `tcp host:port` or `dns name`."""
+    check = config.check
+    if isinstance(check, HttpCheck):
+        return check.url
+    return f"tcp {check.host}:{check.port}" if check.type == "tcp" else f"dns {check.name}"
+
+
+def duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

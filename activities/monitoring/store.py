@@ -1,6 +1,7 @@
 """The monitor's SQL: loading a window's due services (adding a new service's state first), the outages still
 without an incident, writing a batch of results with the states they move on (one transaction, the recoveries on
-their incidents included), skipping silenced checks, linking an outage to its incident, pruning old results.
+their incidents included, and the ends of slow spells on theirs), skipping silenced checks, linking an outage to
+its incident, pruning old results.
 
 Each method is one blocking transaction: the tick runs them in a thread.
 """
@@ -16,6 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
+from activities.monitoring.degraded import record_spell_end
 from activities.monitoring.outages import record_recovery
 from activities.monitoring.rows import Due, Outage, Result, Window
 from core.db import session_scope
@@ -200,6 +202,8 @@ class MonitorStore:
             for r, incident_id in recoveries:
                 if (r.due.service_id, r.scheduled_at) in inserted:
                     record_recovery(session, r, incident_id)
+            for r in batch:  # after the outages' recoveries: a slow spell that became an outage ended with it
+                record_spell_end(session, r)
             return batch
 
     def link(self, outage: Outage, incident_id: int) -> None:

@@ -2,9 +2,10 @@
 
 The tick loads the services due in the next window and watches each: its check runs at the second it is due (again
 if its interval is shorter than the window), at most MONITOR_CONCURRENCY at once. Every half second the results so
-far are flushed: stored with the states they move on, then the outages among them opened. When checks are still
-in flight at a window's end (a service hanging until its timeout), the run loads the next window and goes on
-beside them; it ends at the first window's end with nothing in flight, or after TICK_MAX_SECONDS.
+far are flushed: stored with the states they move on, then the outages among them opened (and the slow spells grown
+long enough to open theirs: degraded.py). When checks are still in flight at a window's end (a service hanging until
+its timeout), the run loads the next window and goes on beside them; it ends at the first window's end with nothing
+in flight, or after TICK_MAX_SECONDS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 
 from activities.checks import CheckOutcome, run_check
 from activities.heartbeat import beat
+from activities.monitoring.degraded import DegradedOpener, slow_candidate
 from activities.monitoring.outages import OutageOpener
 from activities.monitoring.rows import Due, Outage, Result, Window, in_maintenance
 from activities.monitoring.store import MonitorStore
@@ -43,12 +45,13 @@ class TickRun:
     """One attempt of a tick: its checks in flight, the results not flushed yet, and its totals."""
 
     def __init__(
-        self, tick: MonitorTick, *, store: MonitorStore, opener: OutageOpener, http: httpx.AsyncClient,
-        settings: Settings,
+        self, tick: MonitorTick, *, store: MonitorStore, opener: OutageOpener, degraded: DegradedOpener,
+        http: httpx.AsyncClient, settings: Settings,
     ) -> None:  # fmt: skip
         self.tick = tick
         self.store = store
         self.opener = opener
+        self.degraded = degraded
         self.http = http
         self.window = settings.monitor_window_seconds
         self.result = MonitorTickResult(window_seconds=self.window)
@@ -183,6 +186,9 @@ class TickRun:
             if r.transition == "outage":
                 self.result.outages += 1
                 await self._open(r.outage(), windows)
+        for r in stored:
+            if slow_candidate(r):
+                await self._open_spell(r, windows)
 
     async def _open(self, outage: Outage, windows: list[Window]) -> None:
         """Open (or join) the outage's incident and link the outage to it. One outage that cannot open (Temporal
@@ -196,6 +202,23 @@ class TickRun:
         except Exception:
             log.exception(
                 "cannot open the incident of %s's outage %s yet; the next tick tries again", outage.name, outage.episode
+            )
+            return
+        if incident_id is not None:
+            self.result.incidents.append(incident_id)
+
+    async def _open_spell(self, r: Result, windows: list[Window]) -> None:
+        """Open (or join, or reopen) the incident of the slow spell this result makes long enough; like an outage's,
+        one that cannot open yet is opened at the spell's next slow check."""
+        try:
+            spell = await self.degraded.pending(r)
+            if spell is None:
+                return
+            beat("opening a slow spell's incident")
+            incident_id = await self.degraded.open(spell, windows)
+        except Exception:
+            log.exception(
+                "cannot open the incident of %s's slow spell yet; its next slow check tries again", r.due.name
             )
             return
         if incident_id is not None:
