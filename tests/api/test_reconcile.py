@@ -175,7 +175,7 @@ async def test_a_round_starts_old_orphans_only_not_ended_or_just_recorded_incide
     result = await Reconciler(engine=engine, temporal=temporal_client, settings=settings).reconcile()
     try:
         assert result.unavailable is None and result.candidates == 2
-        assert result.started == [orphan.workflow_id, worked_on.workflow_id]
+        assert sorted(result.started) == sorted([orphan.workflow_id, worked_on.workflow_id])
         for incident in (orphan, worked_on):
             assert await in_temporal(temporal_client, incident.workflow_id) == 1
         for incident in (resolved, recent):
