@@ -95,13 +95,28 @@ def worker() -> None:
     run_then_leave(lambda: asyncio.run(main()))
 
 
+# A connection the server closes while the client sends on it ends with no response (or a reset): the server must
+# be the side that waits longer. Clients keep idle connections 5 s (httpx), 60 s (nginx's upstream keepalive, AWS
+# ALB), up to a few minutes (browsers, which resend); uvicorn's own 5 s loses that race under load, when its event
+# loop reads the new request only after the timer fired (issue 20, finding 5: python -m bench.load).
+KEEP_ALIVE_SECONDS = 75
+# Connections the kernel holds until the event loop accepts them (Linux caps it at net.core.somaxconn).
+BACKLOG = 2048
+# With --workers N, uvicorn kills a worker whose health-check thread has not answered in this long: 5 s by default,
+# which a busy machine exceeds, and a killed worker drops every connection it holds.
+WORKER_HEALTHCHECK_SECONDS = 30
+# On SIGTERM: requests in flight get this long; live-event streams are closed (their clients reconnect).
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
 def web_server_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
-    """uvicorn's arguments for `agent-monitor web`. X-Forwarded-For/-Proto are believed only from
-    TRUSTED_PROXIES (none by default): uvicorn's own default believes 127.0.0.1, which would let any local
-    process choose the address the audit log and the login limit see."""
+    """uvicorn's arguments for `agent-monitor web`. The app is served behind its admission limit (app/served.py):
+    past what the process can work on at once, requests wait a few seconds in line, then get 503 with Retry-After.
+    X-Forwarded-For/-Proto are believed only from TRUSTED_PROXIES (none by default): uvicorn's own default believes
+    127.0.0.1, which would let any local process choose the address the audit log and the login limit see."""
     proxies = settings.trusted_proxies
     return {
-        "app": "app.main:create_app",
+        "app": "app.served:create_served_app",
         "factory": True,
         "host": settings.web_host,
         "port": settings.web_port,
@@ -111,13 +126,21 @@ def web_server_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
         # uvicorn takes IPs and CIDRs; "*" alone means any. Passed even when empty, so that uvicorn does not
         # fall back to its FORWARDED_ALLOW_IPS environment variable.
         "forwarded_allow_ips": "*" if "*" in proxies else list(proxies),
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "backlog": BACKLOG,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         # LOG_FORMAT=json: uvicorn's own loggers keep no handlers of theirs and write through the root's JSON lines.
         **({"log_config": None} if settings.log_format == "json" else {}),
     }
 
 
 @app.command()
-def web(workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1) -> None:
+def web(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="uvicorn worker processes (how many: docs/operations.md)")
+    ] = 1,
+) -> None:
     """Run the web server (dashboard + API)."""
     import uvicorn
 
