@@ -32,16 +32,21 @@ from core.tables import ENDED_STATUSES, Event, Incident, IncidentCreate, utcnow
 
 DEGRADED_EVENT = "incident.service_degraded"
 
-# The slow spell a result ends: its slow results since the service's last result that was not slow (the unique
-# index on (service_id, scheduled_at) serves both scans).
-SLOW_SPELL = text("""
-WITH broken AS (
-  SELECT max(scheduled_at) AS at FROM uptime_metrics
-  WHERE service_id = :service_id AND scheduled_at <= :at AND error_kind IS DISTINCT FROM 'slow'
-)
-SELECT count(*), min(m.scheduled_at)
-FROM uptime_metrics m, broken
-WHERE m.service_id = :service_id AND m.scheduled_at <= :at AND (broken.at IS NULL OR m.scheduled_at > broken.at)
+# Where the slow spell a result belongs to began: its first slow result since the service's last result that was not
+# slow. Two probes of the unique index on (service_id, scheduled_at), however long the spell.
+SPELL_START = text("""
+SELECT min(scheduled_at) FROM uptime_metrics
+WHERE service_id = :service_id AND scheduled_at <= :at
+  AND scheduled_at > coalesce((SELECT max(scheduled_at) FROM uptime_metrics
+                               WHERE service_id = :service_id AND scheduled_at <= :at
+                                 AND error_kind IS DISTINCT FROM 'slow'), '-infinity')
+""")
+
+# Its checks so far (counted up to a bound: only a spell still without an incident is counted).
+SPELL_CHECKS = text("""
+SELECT count(*) FROM (SELECT 1 FROM uptime_metrics
+                      WHERE service_id = :service_id AND scheduled_at >= :since AND scheduled_at <= :at
+                      LIMIT 10000) AS spell
 """)
 
 # The spell has its incident already: stored under its key, or joined or reopened for it.
@@ -133,14 +138,15 @@ class DegradedOpener:
         """The spell this stored slow result belongs to, when it is long enough and has no incident yet."""
         setting = r.due.config.degraded_incident
         assert setting is not None and r.outcome is not None and r.outcome.latency_ms is not None
+        sid, at = r.due.service_id, r.scheduled_at
         with self.engine.begin() as conn:
-            checks, since = conn.execute(SLOW_SPELL, {"service_id": r.due.service_id, "at": r.scheduled_at}).one()
-            if checks < setting.after_checks or since is None:
+            since = conn.execute(SPELL_START, {"service_id": sid, "at": at}).scalar_one()
+            if since is None or conn.execute(HANDLED, {"key": spell_key(sid, since), "name": r.due.name}).scalar_one():
                 return None
-            spell = SlowSpell(r.due.service_id, r.due.name, r.due.config, setting, since, checks, r.outcome.latency_ms)
-            if conn.execute(HANDLED, {"key": spell.key, "name": spell.name}).scalar_one():
-                return None
-        return spell
+            checks = conn.execute(SPELL_CHECKS, {"service_id": sid, "since": since, "at": at}).scalar_one()
+        if checks < setting.after_checks:
+            return None
+        return SlowSpell(sid, r.due.name, r.due.config, setting, since, checks, r.outcome.latency_ms)
 
     async def pending(self, r: Result) -> SlowSpell | None:
         return await asyncio.to_thread(self.due_spell, r)
