@@ -23,7 +23,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from sqlalchemy import Engine, exists, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
@@ -56,6 +55,21 @@ BACKOFF_MAX_SECONDS = 15.0  # while Temporal (or Postgres) stays unavailable, ro
 DESCRIBE_TIMEOUT = timedelta(seconds=5)
 ACTIVE_STATUSES = tuple(status for status in INCIDENT_TRANSITIONS if status not in ENDED_STATUSES)
 
+# Not ended, pointing at a run without a workflows row, last changed before the cutoff; oldest first. The incidents
+# come from ix_incidents_status (open ones are few), each run is looked up by the workflows primary key: the LATERAL
+# subquery with LIMIT keeps the planner from a hash anti-join, which read every workflows row of history: with
+# 200,000 runs and 1,000 open incidents, 197 ms every round in every worker, against 4.5 ms for the probes.
+_ORPHANS = text(
+    """
+SELECT i.id, i.workflow_id, i.workflow_runs, i.created_at, i.updated_at
+FROM incidents AS i
+LEFT JOIN LATERAL (SELECT 1 AS found FROM workflows AS w WHERE w.workflow_id = i.workflow_id LIMIT 1) AS run ON true
+WHERE i.status = ANY(CAST(:statuses AS varchar[])) AND i.workflow_id IS NOT NULL AND i.updated_at < :cutoff
+  AND run.found IS NULL AND NOT (i.workflow_id = ANY(CAST(:refused AS varchar[])))
+ORDER BY i.id
+LIMIT :batch
+"""
+)
 # The run's "sent" mark, taken from the incident row itself (only while it still points at that run).
 _MARK_STARTED = text(
     """
@@ -140,29 +154,10 @@ class Reconciler:
         return result
 
     def _orphans(self, cutoff: datetime) -> list[Orphan]:
-        # Index-friendly: ix_incidents_status and ix_incidents_updated_at_id narrow the incidents, the workflows
-        # primary key answers the NOT EXISTS.
-        query = (
-            sa.select(
-                col(Incident.id),
-                col(Incident.workflow_id),
-                col(Incident.workflow_runs),
-                col(Incident.created_at),
-                col(Incident.updated_at),
-            )
-            .where(
-                col(Incident.status).in_(ACTIVE_STATUSES),
-                col(Incident.workflow_id).is_not(None),
-                col(Incident.updated_at) < cutoff,
-                ~exists().where(col(WorkflowRun.workflow_id) == col(Incident.workflow_id)),
-            )
-            .order_by(col(Incident.id))
-            .limit(self.batch)
-        )
-        if self._refused:
-            query = query.where(col(Incident.workflow_id).not_in(self._refused))
+        params = {"statuses": list(ACTIVE_STATUSES), "cutoff": cutoff, "refused": sorted(self._refused),
+                  "batch": self.batch}  # fmt: skip
         with Session(self._engine) as session:
-            return [Orphan(*row) for row in session.execute(query)]
+            return [Orphan(*row) for row in session.execute(_ORPHANS, params)]
 
     async def _settle(self, orphan: Orphan, result: Round) -> None:
         try:

@@ -265,3 +265,33 @@ async def test_reconciling_is_off_at_zero(temporal_client, engine, settings):
     async with reconciling(temporal_client, engine, settings) as task:
         assert task is not None and not task.done()
     assert task.cancelled()
+
+
+async def test_a_workflow_id_held_by_older_history_is_refused_once_and_left_for_a_person(
+    temporal_client, engine, settings, caplog
+):
+    """The id belongs to a run that predates the incident (another database's history under the same prefix): the
+    reconciler does not adopt it, says so once, and does not ask again at every round."""
+    incident = record(engine, settings, title="collides")
+    assert incident.workflow_id is not None
+    foreign = await temporal_client.start_workflow("ForeignWorkflow", id=incident.workflow_id, task_queue="nobody")
+    with Session(engine) as session:
+        session.execute(
+            text(
+                "UPDATE incidents SET created_at = now() + interval '1 minute', updated_at = now() - :by WHERE id = :id"
+            ),
+            {"by": RECONCILE_GRACE * 2, "id": incident.id},
+        )
+        session.commit()
+    reconciler = Reconciler(engine=engine, temporal=temporal_client, settings=settings)
+    before = reconciled("refused")
+    try:
+        first = await reconciler.reconcile()
+        assert first.refused == [incident.workflow_id] and not first.started and not first.found
+        assert reconciled("refused") - before == 1
+        assert any("predates the incident" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+        assert (await reconciler.reconcile()).candidates == 0
+        with Session(engine) as session:
+            assert session.get(WorkflowRun, incident.workflow_id) is None
+    finally:
+        await foreign.terminate("test over")
