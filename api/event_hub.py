@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +36,11 @@ PING_SECONDS = 15
 RECONNECT_MS = 1000
 CATCH_UP_LIMIT = 1000
 QUEUE_SIZE = 1000
+# Ids are taken when a row is inserted, rows are seen when their transaction commits: an id skipped by a read (a
+# hole) may still come, from a transaction that took it earlier and commits later. Holes are looked for again with
+# every read for this long (an id a rolled-back transaction took never comes), at most HOLES_MAX of them.
+HOLE_SECONDS = 60.0
+HOLES_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,7 @@ class EventHub:
         self._stopper: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
         self._last_id = 0
+        self._holes: dict[int, float] = {}  # id skipped → when (monotonic): it may still be committed
         self._ready = asyncio.Event()
 
     @property
@@ -211,10 +218,12 @@ class EventHub:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    def _rows_after(self, after: int) -> list[Event]:
+    def _rows_after(self, after: int, holes: list[int]) -> list[Event]:
+        """Events after `after`, and those of `holes` committed since."""
+        newer = col(Event.id) > after
         with Session(self._engine) as session:
-            rows = session.exec(select(Event).where(col(Event.id) > after).order_by(col(Event.id)).limit(500))
-            return list(rows)
+            query = select(Event).where(or_(newer, col(Event.id).in_(holes)) if holes else newer)
+            return list(session.exec(query.order_by(col(Event.id)).limit(500)))
 
     def _max_id(self) -> int:
         with Session(self._engine) as session:
@@ -274,11 +283,32 @@ class EventHub:
 
     async def _deliver(self) -> None:
         while True:
-            rows = await run_in_threadpool(self._rows_after, self._last_id)
+            self._forget_old_holes()
+            rows = await run_in_threadpool(self._rows_after, self._last_id, list(self._holes))
             if not rows:
                 return
-            self._last_id = rows[-1].id or self._last_id
+            for row in rows:
+                self._advance(row.id or 0)
             self._fan_out([encode_event(row) for row in rows])  # encoded once, whatever the number of clients
+
+    def _advance(self, event_id: int) -> None:
+        """Note a row read: a hole filled, or the newest id (the ids it skips become holes)."""
+        if self._holes.pop(event_id, None) is not None or event_id <= self._last_id:
+            return
+        now = time.monotonic()
+        skipped = range(self._last_id + 1, event_id)
+        if len(skipped) <= HOLES_MAX:  # not a jump of the sequence (after a crash it skips ids it had cached)
+            for hole in skipped:
+                if len(self._holes) >= HOLES_MAX:
+                    break
+                self._holes[hole] = now
+        self._last_id = event_id
+
+    def _forget_old_holes(self) -> None:
+        if self._holes:
+            oldest = time.monotonic() - HOLE_SECONDS
+            for hole in [h for h, at in self._holes.items() if at < oldest]:
+                del self._holes[hole]
 
     def _fan_out(self, frames: list[Frame]) -> None:
         for client in list(self._clients):

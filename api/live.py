@@ -131,17 +131,19 @@ class LiveStream:
             try:
                 # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. a deploy.
                 yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
-                seen = 0
+                # The hub's frames wait in the mailbox while the catch-up is read: those it sent are not sent
+                # twice. By id, not "up to the last id": an event committed after a newer one comes later.
+                replayed: set[int] = set()
                 if after is not None or since is not None:
                     for missed in await run_in_threadpool(_missed, engine, after, since, incident_id):
-                        seen = missed.id or seen
+                        replayed.add(missed.id or 0)
                         yield encode_event(missed).data
                 while True:
                     for frame in await client.take():
                         if frame is None:
                             return
                         if frame.id and (
-                            frame.id <= seen or (incident_id is not None and frame.incident_id != incident_id)
+                            frame.id in replayed or (incident_id is not None and frame.incident_id != incident_id)
                         ):
                             continue
                         yield frame.data  # the hub's bytes, as they are (pings included)

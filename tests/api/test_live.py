@@ -221,3 +221,27 @@ async def test_sigterm_ends_open_streams_and_the_web_process_exits(settings, eng
         if web.poll() is None:
             web.kill()
             web.wait()
+
+
+async def test_an_event_committed_after_a_newer_one_still_reaches_the_stream(server, api, engine):
+    """Ids are taken at insert, rows seen at commit: event A (id n) whose transaction commits after event B's
+    (id n+1) was never sent — the hub read `id > n+1` from then on (found by tests/scale with 2 web processes)."""
+    from sqlmodel import Session
+
+    from core.events import publish
+    from core.tables import Event
+
+    token = (await api.post("/api/me/tokens", json={"name": "late-commit"})).json()["token"]
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        async with client.stream("GET", "/api/events/stream") as response:
+            reader = asyncio.create_task(collect_until(response, lambda s: len(s) >= 2, 30))
+            await asyncio.sleep(0.5)  # the stream is subscribed
+            with Session(engine) as slow, Session(engine) as quick:
+                early = publish(slow, Event(kind="test.late", data={"n": "early"})).id  # id n, not committed
+                late = publish(quick, Event(kind="test.late", data={"n": "late"})).id  # id n + 1
+                assert early is not None and late == early + 1
+                quick.commit()
+                await asyncio.sleep(1)  # the hub has read and sent n + 1
+                slow.commit()
+            seen = await reader
+    assert [(e["id"], e["data"]["n"]) for e in seen] == [(late, "late"), (early, "early")]

@@ -150,12 +150,6 @@ async def test_fault_round(scaled: Scaled, fault: str) -> None:
         assert app.proc.alive, f"{app.proc.name} is not running after the round"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/event_hub.py EventHub._deliver reads `id > last delivered id`: an event whose id was allocated "
-    "before another's but committed after it is never sent (nor on a Last-Event-ID reconnect, api/live.py _missed); "
-    "remove this marker with the fix",
-)
 async def test_sse_clients_on_each_web_process_saw_every_event(scaled: Scaled) -> None:
     """Every event of every incident of the rounds above reached the SSE client on each web process, whichever
     process (web or worker) wrote it: one LISTEN per web process, NOTIFY in the writer's transaction."""
