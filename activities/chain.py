@@ -75,6 +75,20 @@ def _findings(service: str, outcome: CheckOutcome) -> list[dict[str, Any]]:
     return []
 
 
+def still_slow(input: AgentInput, outcome: CheckOutcome) -> str | None:
+    """Why a passing check does not verify a slow spell's incident (its service's `degraded_incident` type): it
+    answered slower than the service's degraded_latency_ms (empty: half its timeout). None: fast enough, or another
+    kind of incident, for which a slow pass still verifies."""
+    service = (input.context or {}).get("service") or {}
+    spells = service.get("degraded_incident")
+    if not spells or input.incident.incident_type != spells.get("incident_type") or outcome.latency_ms is None:
+        return None
+    threshold = float(service.get("degraded_latency_ms") or float(service.get("timeout_seconds") or 5) * 500)
+    if outcome.latency_ms <= threshold:
+        return None
+    return f"answered in {outcome.latency_ms:g} ms, degraded above {threshold:g} ms"
+
+
 def diagnose(check: dict[str, Any] | None) -> tuple[str, bool | None]:
     """A diagnosis of what a check (CheckOutcome.as_dict()) saw, and whether the service is healthy (None: unknown)."""
     if not check:
@@ -199,8 +213,11 @@ class ChainAgents:
                 summary="cannot verify: no registered service and no service URL to check; resolve it by hand",
                 data={"checked": False, "attempt": attempt()},
             )
+        slow = still_slow(input, outcome)
         if not outcome.healthy:
             summary = f"verification failed: {service} still down ({outcome.error}; {outcome.target})"
+        elif slow is not None:
+            summary = f"verification failed: {service} still slow ({slow})"
         elif outcome.kind == "tcp":
             summary = f"verified: {service} accepts connections on {outcome.target}"
         elif outcome.kind == "dns":
@@ -210,7 +227,7 @@ class ChainAgents:
         if outcome.status == "degraded":
             summary += f", but its {_expires(outcome.tls_days_left)}"
         return clean(
-            ok=outcome.healthy,
+            ok=outcome.healthy and slow is None,
             summary=summary,
             data={"checked": True, "check": outcome.as_dict(), "source": source, "attempt": attempt()},
             findings=_findings(service, outcome),

@@ -197,3 +197,23 @@ async def test_the_api_refuses_a_bad_degraded_incident_setting_and_answers_a_goo
     assert off.status_code == 200 and off.json()["degraded_incident"] is None
     other = await api.post("/api/services", json={**body, "name": "ledger-2"})
     assert other.json()["degraded_incident"] is None  # off unless asked for
+
+
+async def test_a_slow_spells_incident_is_verified_only_once_the_service_is_fast_again(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """verify of a slow spell's incident: a pass slower than degraded_latency_ms does not verify it (it resolved such
+    an incident within a second while the service stayed slow); a fast one does."""
+    settings = monitor_settings(settings, verify_checks=20, verify_interval_seconds=1.0)
+    with http_service() as (url, peer):
+        await register(api, "search", url, **SLOW, degraded_incident={"after_checks": 2})
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: up(engine, "search"), 20, "up while fast")
+            peer.delay = DELAY
+            await wait_until(lambda: len(incidents_of(engine, "search")) == 1, 30, "the slow spell's incident")
+            await wait_until(lambda: incidents_of(engine, "search")[0].status == "in_progress", 20, "its playbook")
+            await asyncio.sleep(4)  # verify keeps checking: slow passes do not resolve it
+            (incident,) = incidents_of(engine, "search")
+            assert incident.status == "in_progress"
+            peer.delay = 0
+            await wait_until(lambda: incidents_of(engine, "search")[0].status == "resolved", 30, "verified when fast")
