@@ -152,6 +152,7 @@ def worker_process(settings):
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "TASK_QUEUE": settings.task_queue,
         "LOG_LEVEL": "WARNING",
+        "RECONCILE_INTERVAL_SECONDS": "0",  # it inserts rows and starts their workflows itself
     }
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env)
     try:

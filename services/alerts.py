@@ -338,6 +338,7 @@ async def ingest_alerts(
                 unstarted.append(f"incident {firing.start.id} ({err.message})")
     if unstarted:
         raise WorkflowsNotStarted(
-            f"recorded, but workflows could not start for {', '.join(unstarted)}; send the notification again"
+            f"recorded, but workflows could not start for {', '.join(unstarted)}; they start by themselves when "
+            "Temporal is back (a repeat of this notification attaches to the same incidents)"
         )
     return AlertsAccepted(incidents=outcomes)

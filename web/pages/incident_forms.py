@@ -79,7 +79,10 @@ async def create_incident_form(
         field, _, message = str(err).partition(": ")
         return _new_form_again(request, values, {"incident_type" if field == "playbook_id" else field: message})
     except IncidentNotStarted as err:  # stored: the page links to it
-        message = f"Incident #{err.incident_id} was recorded, but its playbook could not start: {err.reason}"
+        message = (
+            f"Incident #{err.incident_id} was recorded, but its playbook could not start yet ({err.reason}); it "
+            "starts by itself when Temporal is back: do not submit the form again"
+        )
         return problem_page(request, err.status, message, f"/incidents/{err.incident_id}")
     incident = opened.incident
     assert incident.id is not None
