@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     CheckConstraint,
     Column,
@@ -65,6 +66,43 @@ class UptimeMetric(SQLModel, table=True):
     incident_id: int | None = SQLField(
         default=None, sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=True)
     )
+
+
+class UptimeRollup(SQLModel):
+    """One service's checks in one UTC minute, hour or day (core/uptime.py): written by the monitor's ticks with
+    the results (activities/monitoring/rollups.py), read by the uptime API instead of the raw results.
+
+    checks = up + degraded + down + maintenance; a check due in a maintenance window (silenced, or stored) counts
+    only as maintenance. Latency covers the stored non-maintenance results that have one: their sum, count, max
+    and a log-scale histogram (`hist`, its array's lower bound the lowest bucket present)."""
+
+    service_id: int = SQLField(sa_type=BigInteger, foreign_key="services.id", ondelete="CASCADE", primary_key=True)
+    bucket: datetime = SQLField(sa_type=DateTime(timezone=True), primary_key=True)
+    checks: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    up: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    degraded: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    down: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    maintenance: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    latency_sum: float = SQLField(default=0.0, sa_type=Float, nullable=False)
+    latency_count: int = SQLField(default=0, sa_type=Integer, nullable=False)
+    latency_max: float | None = SQLField(default=None, sa_type=Float, nullable=True)
+    hist: list[int] | None = SQLField(default=None, sa_type=ARRAY(Integer), nullable=True)
+    updated_at: datetime = SQLField(default_factory=utcnow, sa_type=DateTime(timezone=True), nullable=False)
+
+
+class UptimeMinute(UptimeRollup, table=True):
+    __tablename__ = "uptime_rollups_minute"
+
+
+class UptimeHour(UptimeRollup, table=True):
+    __tablename__ = "uptime_rollups_hour"
+
+
+class UptimeDay(UptimeRollup, table=True):
+    __tablename__ = "uptime_rollups_day"
+
+
+ROLLUP_TABLES = {"minute": "uptime_rollups_minute", "hour": "uptime_rollups_hour", "day": "uptime_rollups_day"}
 
 
 class ServiceState(SQLModel, table=True):

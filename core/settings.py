@@ -176,6 +176,10 @@ class Settings(BaseSettings):
     monitor_window_seconds: float = Field(default=10.0, ge=1, le=300)
     monitor_concurrency: int = Field(default=200, ge=1, le=10_000)
     uptime_retention_days: int = Field(default=30, ge=1, le=3650)
+    # Uptime rollups (docs/monitoring.md, "Uptime and rollups"): minute rollups are kept as long as the results by
+    # default (0: UPTIME_RETENTION_DAYS); hour and day rollups UPTIME_ROLLUP_RETENTION_DAYS (two years).
+    uptime_minute_retention_days: int = Field(default=0, ge=0, le=3650)
+    uptime_rollup_retention_days: int = Field(default=730, ge=1, le=3650)
 
     # Every `agent-monitor worker` starts, every RECONCILE_INTERVAL_SECONDS and once at start-up, the workflows of
     # incidents recorded while Temporal could not start them (services/incidents/reconcile.py). 0: off (then a
@@ -254,6 +258,11 @@ class Settings(BaseSettings):
         if url and not url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (or empty for the embedded Postgres)")
         return value
+
+    def uptime_kept_days(self) -> dict[str, int]:
+        """How many days each uptime rollup resolution is kept (minute, hour, day)."""
+        minute = self.uptime_minute_retention_days or self.uptime_retention_days
+        return {"minute": minute, "hour": self.uptime_rollup_retention_days, "day": self.uptime_rollup_retention_days}
 
     @property
     def embedded_temporal(self) -> bool:

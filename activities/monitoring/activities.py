@@ -54,12 +54,20 @@ class MonitorActivities:
 
     @activity.defn(name=PRUNE_UPTIME)
     async def prune_uptime_metrics(self) -> int:
-        """Delete check results older than UPTIME_RETENTION_DAYS, a batch per transaction; how many went."""
-        cutoff = utcnow() - timedelta(days=self.settings.uptime_retention_days)
+        """Delete check results older than UPTIME_RETENTION_DAYS, a batch per transaction, then the rollups past
+        theirs (minute: UPTIME_MINUTE_RETENTION_DAYS; hour and day: UPTIME_ROLLUP_RETENTION_DAYS); how many results
+        went."""
+        now = utcnow()
+        cutoff = now - timedelta(days=self.settings.uptime_retention_days)
         deleted = 0
         while True:
             count = await asyncio.to_thread(self.store.prune_batch, cutoff)
             deleted += count
             beat(deleted)
             if count < PRUNE_BATCH:
-                return deleted
+                break
+        kept = self.settings.uptime_kept_days()
+        for resolution, days in kept.items():
+            while await asyncio.to_thread(self.store.prune_rollups_batch, resolution, now - timedelta(days=days)):
+                beat(resolution)
+        return deleted

@@ -1,7 +1,8 @@
 """The monitor's SQL: loading a window's due services (adding a new service's state first), the outages still
 without an incident, writing a batch of results with the states they move on (one transaction, the recoveries on
-their incidents included, and the ends of slow spells on theirs), skipping silenced checks, linking an outage to
-its incident, pruning old results.
+their incidents included, and the ends of slow spells on theirs, the uptime rollups and a `service.status` event
+per change of a service's status), skipping silenced checks (counted as maintenance in the rollups), linking an
+outage to its incident, pruning old results and rollups.
 
 Each method is one blocking transaction: the tick runs them in a thread.
 """
@@ -17,14 +18,16 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
+from activities.monitoring import rollups
 from activities.monitoring.degraded import record_spell_end
 from activities.monitoring.outages import record_recovery
 from activities.monitoring.rows import Due, Outage, Result, Window
 from core.db import session_scope
+from core.events import publish
 from core.monitoring import ERROR_MAX, MaintenanceWindow, Tracked, UptimeMetric, spread
 from core.payloads import MonitorTick
 from core.services import ServiceBase
-from core.tables import utcnow
+from core.tables import Event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +174,11 @@ class MonitorStore:
                 continue
         return pending, windows
 
-    def skip(self, item: Due) -> None:
+    def skip(self, item: Due, scheduled_at: datetime) -> None:
+        """Move a silenced check's schedule on and count it as maintenance in the rollups, in one transaction."""
         with self.engine.begin() as conn:
             conn.execute(SKIP_SILENCED, {"service_id": item.service_id, "next_check_at": item.next_check_at})
+            rollups.add_silenced(conn, item.service_id, scheduled_at)
 
     def write(self, batch: list[Result]) -> list[Result]:
         """Store the results, move the states on and record the recoveries on their incidents, in one transaction;
@@ -199,6 +204,10 @@ class MonitorStore:
             if not batch:
                 return []
             session.execute(UPDATE_STATE, [_state_row(r) for r in batch])
+            rollups.add_results(session.connection(), inserted)
+            for r in batch:
+                if r.after.status != r.before.status:
+                    publish(session, _status_event(r))
             for r, incident_id in recoveries:
                 if (r.due.service_id, r.scheduled_at) in inserted:
                     record_recovery(session, r, incident_id)
@@ -216,6 +225,10 @@ class MonitorStore:
     def prune_batch(self, cutoff: datetime) -> int:
         with self.engine.begin() as conn:
             return conn.execute(PRUNE, {"cutoff": cutoff, "batch": PRUNE_BATCH}).rowcount
+
+    def prune_rollups_batch(self, resolution: str, cutoff: datetime) -> int:
+        with self.engine.begin() as conn:
+            return rollups.prune_batch(conn, resolution, cutoff, PRUNE_BATCH)
 
 
 def _metric_rows(
@@ -244,6 +257,15 @@ def _metric_rows(
         if r.transition is not None:
             current[r.due.service_id] = None
     return rows, recoveries
+
+
+def _status_event(r: Result) -> Event:
+    """A service's status changed (services pages refresh on it: live-service)."""
+    return Event(
+        kind="service.status",
+        data={"name": r.due.name, "service_id": r.due.service_id, "status": r.after.status,
+              "previous": r.before.status, "at": r.checked_at.isoformat()},
+    )  # fmt: skip
 
 
 def _state_row(r: Result) -> dict[str, Any]:

@@ -143,7 +143,7 @@ class TickRun:
             if in_maintenance(windows, item.name, scheduled):
                 self.result.silenced += 1
                 item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)
-                await asyncio.to_thread(self.store.skip, item)
+                await asyncio.to_thread(self.store.skip, item, scheduled)
                 continue
             await self._check(item, scheduled)
 
