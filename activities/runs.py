@@ -4,6 +4,10 @@ agent's step in the projection (`workflow_steps` + its event), written in the sa
 Written outside the agent's own code, so every agent is counted the same way; the dashboard's
 "running agents" and the tests' "ran exactly once" both read it. Writing the step here, rather than from
 the workflow, keeps the workflow's task from waiting on a database write at every step.
+
+Our database being unavailable (refused, lost, shut down, no pooled connection free) is not the agent's failure:
+an attempt that meets it, here or in the agent, raises INFRASTRUCTURE_UNAVAILABLE, which runs started with
+`waits_for_infrastructure` wait out (workflows/incident/steps.py) instead of spending the step's attempts.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+import psycopg
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.conversation import (
     MESSAGE_EVENT_CTE,
@@ -35,6 +43,7 @@ from core.conversations import MESSAGES_CHANNEL
 from core.db import autocommit_rows
 from core.metrics import observe_attempt
 from core.payloads import (
+    INFRASTRUCTURE_UNAVAILABLE,
     SEQ_BLOCK,
     AgentInput,
     AgentResult,
@@ -74,6 +83,56 @@ _RUN_DONE_CTE = (  # started and finished in one write
 )
 
 
+# Attempts of the step whose end an outage kept from being written (StepRecord.lost_runs): failed, not running.
+_CLOSE_LOST = text(
+    "UPDATE agent_runs SET status = 'failed', error = :error, finished_at = :now "
+    "WHERE activity_key = ANY(:keys) AND status = 'running'"
+)
+LOST_ERROR = "InfrastructureUnavailable: the database was unavailable; this attempt's end could not be recorded"
+
+# SQLSTATE classes of a database that is not there or cannot take us now: connection exceptions, insufficient
+# resources (too many connections, no memory or disk), shutdown, crash or start-up. Others (a deadlock, a cancelled
+# statement, a constraint) are the agent's ordinary failures, retried under the step's policy as before.
+DOWN_SQLSTATES = ("08", "53", "57P")
+
+
+def database_down(err: BaseException) -> str | None:
+    """Why our database is unavailable, when `err` (or an error it was raised from) says so; None otherwise."""
+    current: BaseException | None = err
+    for _ in range(5):  # a chain of `raise … from`, bounded
+        if current is None:
+            return None
+        if isinstance(current, ApplicationError) and current.type == INFRASTRUCTURE_UNAVAILABLE:
+            return str(current.details[1]) if len(current.details) > 1 else current.message
+        if isinstance(current, PoolTimeout):
+            return "no database connection was free in time"
+        if isinstance(current, DisconnectionError):
+            return _first_line(current)
+        orig = current.orig if isinstance(current, DBAPIError) else current
+        if isinstance(orig, psycopg.OperationalError):
+            if not orig.sqlstate or orig.sqlstate.startswith(DOWN_SQLSTATES):
+                return _first_line(orig)
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return _first_line(orig or current)
+        current = current.__cause__
+    return None
+
+
+def unavailable(err: BaseException, run_key: str) -> ApplicationError | None:
+    """The attempt's failure as INFRASTRUCTURE_UNAVAILABLE when our database is why (None: it is not). Retryable for
+    runs started before waits_for_infrastructure (their retry policy spends the step's attempts on it, as before);
+    the others' policy hands it straight to the workflow, which waits."""
+    why = database_down(err)
+    if why is None:
+        return None
+    return ApplicationError(f"Postgres unavailable: {why}", "Postgres", why, run_key, type=INFRASTRUCTURE_UNAVAILABLE)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return redact_text(lines[0] if lines else type(err).__name__, 300)
+
+
 @functools.cache
 def _statement(run_cte: str, *, step: bool, snapshot: bool, messages: bool) -> Any:
     """The attempt's write as one statement: its run row, and as the case may be its step, its context
@@ -107,6 +166,10 @@ class AgentRunLog:
         if step is not None:
             params = {**step_params(step, started_too=started_too), **params}
         autocommit_rows(self._engine, statement, {"channel": EVENTS_CHANNEL, **params})
+
+    def _close_lost(self, keys: list[str]) -> None:
+        assert self._engine is not None
+        autocommit_rows(self._engine, _CLOSE_LOST, {"keys": keys, "now": utcnow(), "error": LOST_ERROR})
 
     def _open(self, opening: RecordWorkflowInput) -> None:
         """The workflow's first row (in_progress; its incident too), which the step rows refer to: written
@@ -170,51 +233,124 @@ class AgentRunLog:
     async def around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         if self._engine is None:
             return await call()
+        try:
+            return await self._around(agent, input, call)
+        except Exception as err:
+            if isinstance(err, ApplicationError) and err.type == INFRASTRUCTURE_UNAVAILABLE:
+                raise
+            down = unavailable(err, _run_key())  # preparing the attempt: nothing ran yet
+            if down is None:
+                raise
+            raise down from err
+
+    async def _around(self, agent: str, input: Any, call: Callable[[], Awaitable[R]]) -> R:
         info = activity.info()
         run = {
-            "run_key": f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}",
+            "run_key": _run_key(),
             "run_workflow_id": info.workflow_id or "",
             "run_step_id": input.step_id,
             "run_agent": agent,
             "run_attempt": info.attempt,
             "run_worker": WORKER,
         }
-        prepared = None
-        opening = _opening(input)
-        if self._conversation is not None and isinstance(input, AgentInput):
-            # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
-            prepared = await heartbeating(
-                asyncio.to_thread(self._prepare, input, opening, info.attempt, run["run_key"], agent),
-                "preparing the context",
-            )
-            input.context = prepared.context
-        elif opening is not None:
-            await asyncio.to_thread(self._open, opening)
+        prepared = await self._begin(agent, input, run)
         began = utcnow()
         started: datetime | None = began  # None once the start is written on its own
         work = asyncio.ensure_future(call())
         try:
             await asyncio.wait({work}, timeout=FAST_STEP_SECONDS)
             if not work.done():  # a slow step: show it running now
-                await asyncio.to_thread(self._start, run, began, input, prepared)
-                started = None
+                started = await self._show_running(agent, run, began, input, prepared)
             result = await work
         except BaseException as err:  # also cancellation: the row must not stay "running"
             work.cancel()
-            error = "cancelled" if isinstance(err, asyncio.CancelledError) else f"{type(err).__name__}: {err}"
-            await asyncio.shield(
-                asyncio.to_thread(self._finish, run, started, "failed", error, input, None, prepared, began)
-            )
-            observe_attempt(agent, (utcnow() - began).total_seconds(), err)
-            raise
+            failure = await self._failed(agent, run, started, err, input, prepared, began)
+            if failure is err:
+                raise
+            raise failure from err
         if isinstance(input, AgentInput) and input.record is not None and input.record.checks > 1:
             # The same marker the workflow adds, so the stored output and the workflow's state agree.
             result.data["checks"] = {"done": input.record.check, "allowed": input.record.checks}  # type: ignore[attr-defined]
-        await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result, prepared, began)
+        try:
+            await asyncio.to_thread(self._finish, run, started, "succeeded", None, input, result, prepared, began)
+        except Exception as unrecorded:
+            # Not recorded, the result would be missing from the step and from the next agents' context: the
+            # attempt runs again once the database is back (a remediation reports its recorded outcome then).
+            down = unavailable(unrecorded, run["run_key"])
+            if down is None:
+                raise
+            observe_attempt(agent, (utcnow() - began).total_seconds(), down)
+            raise down from unrecorded
         observe_attempt(agent, (utcnow() - began).total_seconds(), None)
         if isinstance(result, AgentResult):
             result.messages = []  # stored: the workflow's history keeps only the result
         return result
+
+    async def _begin(self, agent: str, input: Any, run: dict[str, Any]) -> Prepared | None:
+        """Before the agent runs: earlier tries' rows an outage left open closed, the workflow's first row, the
+        agent's context."""
+        lost = input.record.lost_runs if isinstance(input, AgentInput) and input.record is not None else []
+        if lost:
+            await asyncio.to_thread(self._close_lost, lost)
+        opening = _opening(input)
+        if self._conversation is not None and isinstance(input, AgentInput):
+            # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
+            prepared = await heartbeating(
+                asyncio.to_thread(self._prepare, input, opening, run["run_attempt"], run["run_key"], agent),
+                "preparing the context",
+            )
+            input.context = prepared.context
+            return prepared
+        if opening is not None:
+            await asyncio.to_thread(self._open, opening)
+        return None
+
+    async def _show_running(
+        self, agent: str, run: dict[str, Any], began: datetime, input: Any, prepared: Prepared | None
+    ) -> datetime | None:
+        """Write the attempt's start; None once written. Only the display: while the database is unavailable the
+        agent goes on, and its end writes both."""
+        try:
+            await asyncio.to_thread(self._start, run, began, input, prepared)
+        except Exception as err:
+            if database_down(err) is None:
+                raise
+            activity.logger.warning("%s: could not record the attempt's start (%s)", agent, err)
+            return began
+        return None
+
+    async def _failed(
+        self,
+        agent: str,
+        run: dict[str, Any],
+        started: datetime | None,
+        err: BaseException,
+        input: Any,
+        prepared: Prepared | None,
+        began: datetime,
+    ) -> BaseException:
+        """Record the failed attempt; what to raise: `err`, or INFRASTRUCTURE_UNAVAILABLE when our database is why
+        it failed or why its end could not be recorded (a cancellation stays one)."""
+        failure: BaseException = unavailable(err, run["run_key"]) or err
+        error = "cancelled" if isinstance(err, asyncio.CancelledError) else f"{type(err).__name__}: {err}"
+        try:
+            await asyncio.shield(
+                asyncio.to_thread(self._finish, run, started, "failed", error, input, None, prepared, began)
+            )
+        except Exception as unrecorded:
+            down = unavailable(unrecorded, run["run_key"])
+            if down is None:
+                raise
+            if not isinstance(err, asyncio.CancelledError):
+                failure = down
+        observe_attempt(agent, (utcnow() - began).total_seconds(), failure)
+        return failure
+
+
+def _run_key() -> str:
+    """The attempt's key in agent_runs."""
+    info = activity.info()
+    return f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
 
 
 def _opening(input: Any) -> RecordWorkflowInput | None:

@@ -62,6 +62,12 @@ class IncidentWorkflowInput:
     # The incident type's escalation policy (core/escalation.py levels as JSON), pinned at the start: durable timers
     # fire each level while the run waits for a person. Empty: no escalation (and runs started before this).
     escalation: list[dict[str, Any]] = field(default_factory=list)
+    # An agent attempt that fails because our own database is unavailable (INFRASTRUCTURE_UNAVAILABLE) is not the
+    # step's failure: the run runs it again after a durable backoff (1 s doubling to 30 s) for up to
+    # `infrastructure_wait_seconds`, not counted against the step's attempts, and the step's note says what it
+    # waits for. False: runs started before this, whose steps spent their attempts on it and failed.
+    waits_for_infrastructure: bool = False
+    infrastructure_wait_seconds: float = 900.0
 
 
 @dataclass
@@ -97,11 +103,18 @@ class StepRecord:
     # before anything else when the workflow has not written it itself yet: a first step's activity opens the
     # projection, so the workflow's first task needs no write of its own. Idempotent (its seq).
     opening: "RecordWorkflowInput | None" = None
+    # Activity keys (agent_runs) of earlier attempts of this step whose outcome an outage of our database kept
+    # from being written: this attempt closes their rows, which would otherwise show them running for ever.
+    lost_runs: list[str] = field(default_factory=list)
 
 
 SEQ_BLOCK = 1000
 # The error type of a projection write Postgres refuses for its content: not retried, reported in the state.
 POISON_WRITE = "PoisonWrite"
+# The error type of an agent attempt that failed because our own database (or other infrastructure of ours) was
+# unavailable, not because of the service under investigation. Details: [what is down ("Postgres"), why (one
+# line), the attempt's activity key in agent_runs]. Runs with `waits_for_infrastructure` wait it out.
+INFRASTRUCTURE_UNAVAILABLE = "InfrastructureUnavailable"
 WEBHOOK_AGENT_ACTIVITY = "webhook_agent"  # the one activity that runs every agent registered by URL
 
 

@@ -110,6 +110,7 @@ async def start_incident_workflow(
                 guard_changes=True,
                 unapproved_fails=True,
                 escalation=escalation,
+                waits_for_infrastructure=True,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,

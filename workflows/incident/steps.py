@@ -1,33 +1,66 @@
 """Running one step of IncidentWorkflow: its approval first when it needs one, then its agent as an activity
-(the playbook's timeouts and retry policy; `repeat` checks again until one is ok), and the step's outcome."""
+(the playbook's timeouts and retry policy; `repeat` checks again until one is ok), and the step's outcome.
+
+An attempt that failed because our own database was unavailable (INFRASTRUCTURE_UNAVAILABLE) is not the step's
+failure: runs with `waits_for_infrastructure` run the agent again after a durable backoff, outside the step's
+retry policy, until the database is back or the run's `infrastructure_wait_seconds` are spent."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from core import dag
     from core.approval_rules import needs_approval
-    from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult, StepRecord, StepState
+    from core.payloads import (
+        INFRASTRUCTURE_UNAVAILABLE,
+        WEBHOOK_AGENT_ACTIVITY,
+        AgentInput,
+        AgentResult,
+        StepRecord,
+        StepState,
+    )
     from core.playbook import StepSpec, substitute
     from workflows.incident.approval_gate import ApprovalGate
     from workflows.incident.state import IncidentRun
 
 
-def _retry_policy(step: StepSpec) -> RetryPolicy:
+# How long the run waits before running an agent again while our infrastructure is unavailable: 1 s, doubling.
+INFRA_FIRST_WAIT = 1.0
+INFRA_MAX_WAIT = 30.0
+
+
+def _retry_policy(step: StepSpec, waits_for_infrastructure: bool) -> RetryPolicy:
     return RetryPolicy(
         initial_interval=timedelta(seconds=step.retry.initial_interval_seconds),
         backoff_coefficient=step.retry.backoff,
         maximum_interval=timedelta(seconds=step.retry.max_interval_seconds),
         maximum_attempts=step.retry.max_attempts,
+        # Handed straight to the workflow, which waits for the infrastructure without spending these attempts.
+        non_retryable_error_types=[INFRASTRUCTURE_UNAVAILABLE] if waits_for_infrastructure else None,
     )
+
+
+class InfrastructureDown(Exception):
+    """Our infrastructure stayed unavailable for all of the run's infrastructure_wait_seconds: the step fails."""
+
+
+def _infrastructure(err: ActivityError) -> tuple[str, str, str | None] | None:
+    """What is down, why, and the failed attempt's agent_runs key, when our infrastructure failed the attempt."""
+    cause = err.cause
+    if not (isinstance(cause, ApplicationError) and cause.type == INFRASTRUCTURE_UNAVAILABLE):
+        return None
+    details = [str(d) for d in cause.details]
+    what = details[0] if details else "infrastructure"
+    why = details[1] if len(details) > 1 else cause.message
+    return what, why, details[2] if len(details) > 2 else None
 
 
 class StepRunner:
@@ -59,6 +92,9 @@ class StepRunner:
         except (asyncio.CancelledError, CancelledError):
             await run.settle(spec.id, "cancelled", note=step.note or "cancelled")
             return
+        except InfrastructureDown as err:
+            await run.settle(spec.id, "failed", error=f"{spec.agent}: {err}")
+            return
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 await run.settle(spec.id, "cancelled", note=step.note or "cancelled")
@@ -80,11 +116,7 @@ class StepRunner:
         passes = spec.repeat.passes if spec.repeat else 1
         streak = 0
         for check in range(1, checks + 1):
-            # The agent activity records its step (running, then its outcome) in the projection itself.
-            record = agent_input.record = self._step_record(spec, step, started_at, check, checks)
-            result = await self._agent(spec, agent_input)
-            if record.opening is not None:  # that attempt wrote it, with its step
-                self._run.projection.opening = None
+            result = await self._agent(spec, step, agent_input, started_at, check, checks)
             if spec.repeat:
                 result.data["checks"] = {"done": check, "allowed": checks}
             step.attempt = int(result.data.get("attempt", 1))
@@ -103,18 +135,64 @@ class StepRunner:
                     f"positive ({streak} of {passes} in a row)" if result.ok else "negative") + ", checking again",
             )  # fmt: skip
 
-    async def _agent(self, spec: StepSpec, agent_input: AgentInput) -> AgentResult:
-        # By name, the one call that is: the agent is data (the playbook's), each agent its own activity type.
-        result: AgentResult = await workflow.execute_activity(
-            WEBHOOK_AGENT_ACTIVITY if spec.agent in self._run.input.webhook_agents else spec.agent,
-            agent_input,
-            result_type=AgentResult,
-            start_to_close_timeout=timedelta(seconds=spec.timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=spec.heartbeat_seconds) if spec.heartbeat_seconds else None,
-            retry_policy=_retry_policy(spec),
-            summary=f"{spec.id}: {spec.agent}",
-        )
-        return result
+    async def _agent(
+        self, spec: StepSpec, step: StepState, agent_input: AgentInput, started_at: str, check: int, checks: int
+    ) -> AgentResult:
+        """The agent's activity for one check; run again, while our infrastructure is unavailable, for as long as
+        the run waits for it (see the module's docstring)."""
+        run = self._run
+        waits = run.input.waits_for_infrastructure
+        retries, note = 0, None
+        since: datetime | None = None  # when our infrastructure first failed a try
+        lost: list[str] = []  # those tries' agent_runs keys, closed by the next try
+        while True:
+            # The agent activity records its step (running, then its outcome) in the projection itself; each
+            # execution with a block of sequence numbers above what the workflow wrote meanwhile (the note).
+            record = agent_input.record = self._step_record(spec, step, started_at, check, checks)
+            record.lost_runs = list(lost)
+            try:
+                # By name, the one call that is: the agent is data (the playbook's), each agent its own activity type.
+                result: AgentResult = await workflow.execute_activity(
+                    WEBHOOK_AGENT_ACTIVITY if spec.agent in run.input.webhook_agents else spec.agent,
+                    agent_input,
+                    result_type=AgentResult,
+                    start_to_close_timeout=timedelta(seconds=spec.timeout_seconds),
+                    heartbeat_timeout=timedelta(seconds=spec.heartbeat_seconds) if spec.heartbeat_seconds else None,
+                    retry_policy=_retry_policy(spec, waits),
+                    summary=f"{spec.id}: {spec.agent}",
+                )
+            except ActivityError as err:
+                down = _infrastructure(err) if waits else None
+                if down is None:
+                    raise
+                what, why, run_key = down
+                if run_key:
+                    lost.append(run_key)
+                retries += 1
+                since = since or workflow.now()
+                waited, limit = (workflow.now() - since).total_seconds(), run.input.infrastructure_wait_seconds
+                if waited >= limit:
+                    raise InfrastructureDown(
+                        f"{what} unavailable for {waited:.0f} s ({retries} tries, not counted against the step's "
+                        f"attempts); gave up after infrastructure_wait_seconds={limit:g}: {why}"
+                    ) from err
+                delay = min(INFRA_FIRST_WAIT * 2 ** (retries - 1), INFRA_MAX_WAIT, limit - waited)
+                step.note = note = f"waiting for {what}: {why} (retry {retries})"
+                await run.projection.record_step(step)
+                try:
+                    await workflow.sleep(
+                        max(delay, INFRA_FIRST_WAIT), summary=f"{spec.id}: waiting for {what} (retry {retries})"
+                    )
+                except (asyncio.CancelledError, CancelledError):
+                    if step.note == note:  # an abort: the step is cancelled, not waiting any more
+                        step.note = None
+                    raise
+                continue
+            if record.opening is not None:  # that attempt wrote it, with its step
+                run.projection.opening = None
+            if note is not None and step.note == note:  # the step the agent recorded has no note: the state agrees
+                step.note = None
+            return result
 
     def _step_record(self, spec: StepSpec, step: StepState, started_at: str, check: int, checks: int) -> StepRecord:
         projection = self._run.projection
