@@ -14,6 +14,7 @@ from web.pages import (
     incident_forms,
     incidents,
     overview,
+    services,
 )
 
 router = APIRouter()
@@ -27,5 +28,6 @@ for part in (
     approvals.router,
     admin.router,
     account.router,
+    services.router,
 ):
     router.include_router(part)

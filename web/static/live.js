@@ -34,7 +34,7 @@
   function resync() {
     // After a gap, refresh every live element once; the replayed events refresh them too, but a gap
     // longer than the server's catch-up window would otherwise leave them stale.
-    ["incident", "workflow", "step", "message", "comment", "attachment", "link", "approval", "process", "any"].forEach(function (g) {
+    ["incident", "workflow", "step", "message", "comment", "attachment", "link", "approval", "process", "service", "any"].forEach(function (g) {
       dispatch("live-" + g, null);
     });
   }
