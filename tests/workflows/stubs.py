@@ -25,6 +25,7 @@ from core.activity_defs import (
     REQUEST_APPROVAL,
 )
 from core.payloads import (
+    INFRASTRUCTURE_UNAVAILABLE,
     AgentInput,
     AgentResult,
     ApprovalDecided,
@@ -39,7 +40,7 @@ from core.payloads import (
 )
 from workflows.incident import IncidentWorkflow
 
-AGENT_RISKS = {"noop": "low", "seq": "low", "fail": "low", "fix": "high"}
+AGENT_RISKS = {"noop": "low", "seq": "low", "fail": "low", "fix": "high", "needs_db": "low"}
 
 
 @dataclass
@@ -53,6 +54,22 @@ class Stubs:
     escalations: list[EscalateInput] = field(default_factory=list)
     acknowledged: bool = False  # what escalate_incident finds: a person has the incident
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    down: int = 0  # how many more tries of needs_db find our database unavailable
+    lost: list[list[str]] = field(default_factory=list)  # the lost_runs each try of needs_db was handed
+    notes: list[str] = field(default_factory=list)  # step notes the projection was sent, in order
+
+    @activity.defn(name="needs_db")
+    async def needs_db(self, input: AgentInput) -> AgentResult:
+        """An agent as it fails while our database is down (activities/runs.py), `down` more times."""
+        self.ran.append((input.step_id, input.params))
+        self.lost.append(list(input.record.lost_runs) if input.record is not None else [])
+        if self.down > 0:
+            self.down -= 1
+            why, key = "connection refused", f"try-{len(self.ran)}"  # key: the try's agent_runs key
+            raise ApplicationError(
+                f"Postgres unavailable: {why}", "Postgres", why, key, type=INFRASTRUCTURE_UNAVAILABLE
+            )
+        return AgentResult(ok=True, summary="done")
 
     def activities(self) -> list[Any]:
         @activity.defn(name="noop")
@@ -79,6 +96,7 @@ class Stubs:
         @activity.defn(name=RECORD_BATCH)
         async def record_batch(_batch: RecordBatchInput) -> RecordResult:
             self.batches += 1
+            self.notes.extend(s.step.note for s in _batch.steps if s.step.note)
             return RecordResult(written=True)
 
         @activity.defn(name=REQUEST_APPROVAL)
@@ -103,7 +121,7 @@ class Stubs:
             return True
 
         return [noop, seq, fix, fail, record_batch, request_approval, record_approval_decision, notify_approval,
-                escalate_incident]  # fmt: skip
+                escalate_incident, self.needs_db]  # fmt: skip
 
 
 @asynccontextmanager
