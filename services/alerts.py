@@ -10,6 +10,7 @@ only the request that changes its status writes the timeline event and the agent
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from core.tables import ENDED_STATUSES, Incident, IncidentCreate, WorkflowRun, u
 from services.alert_payloads import AlertOutcome, AlertsAccepted
 from services.incidents.detail import in_session
 from services.incidents.open import insert_incident
-from services.incidents.start import start_incident_workflow
+from services.incidents.start import Pinned, pin, start_incident_workflow
 from services.playbooks import PlaybookNotFound
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,44 @@ def _resolve_by_source(session: Session, incident: Incident, alert: ReceivedAler
     )
 
 
+STARTS_AT_ONCE = 16  # workflow starts of one request in flight together (a Temporal round trip each)
+
+
+async def _start_all(*, engine: Engine, temporal: Client, settings: Settings, starts: list[Firing]) -> list[str]:
+    """Start the workflows of the incidents a request opened, STARTS_AT_ONCE at a time, each playbook pinned once
+    per request (a burst of alerts opens many incidents of a few types); what could not start, for the answer."""
+    gate = asyncio.Semaphore(STARTS_AT_ONCE)
+    pins: dict[tuple[object, ...], asyncio.Task[Pinned]] = {}
+    unstarted: list[str] = []
+
+    def pinned_for(incident: Incident) -> asyncio.Task[Pinned]:
+        key = (incident.playbook_id, incident.playbook_version, incident.incident_type, incident.service)
+        if key not in pins:
+            pins[key] = asyncio.ensure_future(asyncio.to_thread(_pin, engine, settings, incident))
+        return pins[key]
+
+    async def start(firing: Firing) -> None:
+        incident = firing.start
+        assert incident is not None
+        async with gate:
+            try:
+                pinned = await pinned_for(incident)
+                await start_incident_workflow(
+                    temporal=temporal, engine=engine, incident=incident, settings=settings, fresh=firing.fresh,
+                    pinned=pinned,
+                )  # fmt: skip
+            except RPCError as err:
+                unstarted.append(f"incident {incident.id} ({err.message})")
+
+    await asyncio.gather(*(start(firing) for firing in starts))
+    return sorted(unstarted, key=lambda line: int(line.split()[1]))
+
+
+def _pin(engine: Engine, settings: Settings, incident: Incident) -> Pinned:
+    with Session(engine) as session:
+        return pin(session, settings, incident, None)
+
+
 async def ingest_alerts(
     *, engine: Engine, temporal: Client, settings: Settings, actor: Actor, alerts: list[ReceivedAlert]
 ) -> AlertsAccepted:
@@ -316,7 +355,7 @@ async def ingest_alerts(
     Raises WorkflowsNotStarted (after every alert is recorded) when Temporal cannot start some."""
     rules = await in_session(engine, load_rules)
     outcomes: list[AlertOutcome] = []
-    unstarted: list[str] = []
+    starts: list[Firing] = []
     for alert in alerts:
         routed = route_alert(alert.labels, rules)
         if routed.drop:
@@ -330,12 +369,8 @@ async def ingest_alerts(
         )
         outcomes.append(firing.outcome)
         if firing.start is not None:
-            try:
-                await start_incident_workflow(
-                    temporal=temporal, engine=engine, incident=firing.start, settings=settings, fresh=firing.fresh
-                )
-            except RPCError as err:
-                unstarted.append(f"incident {firing.start.id} ({err.message})")
+            starts.append(firing)
+    unstarted = await _start_all(engine=engine, temporal=temporal, settings=settings, starts=starts)
     if unstarted:
         raise WorkflowsNotStarted(
             f"recorded, but workflows could not start for {', '.join(unstarted)}; they start by themselves when "
