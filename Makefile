@@ -77,6 +77,8 @@ bench: install-test
 	$(BIN)/python -m bench.conversations
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.scenarios
+	$(BIN)/python -m bench.load --stock
+	$(BIN)/python -m bench.faults
 
 ## Remove the embedded stack's data (Postgres, Temporal history, logs). Stop `make run` first.
 clean-data:
