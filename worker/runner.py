@@ -109,7 +109,7 @@ async def incident_worker(
                 *agent_activities(AgentDeps(http=http, settings=settings, engine=engine), runs),
                 *WebhookAgentActivities(engine, http, runs).all(),
                 *projection.all(),
-                *ApprovalActivities(engine, settings.approval_channels()).all(),
+                *ApprovalActivities(engine, settings.approval_channels(), settings).all(),
                 *notify.all(),
                 *EscalationActivities(engine, settings).all(),
                 *MonitorActivities(engine, http, settings, open_incident=open_incident).all(),
