@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     verify_passes: int = Field(default=2, ge=1, le=20)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # How long a step waits out our own database being unavailable (retried with a durable backoff, not counted
+    # against its attempts) before it fails (docs/operations.md).
+    infrastructure_wait_seconds: float = Field(default=900.0, ge=0, le=86_400)
     # New incidents' first agent writes their workflow's first projection row (one local activity fewer per
     # incident). Set false while upgrading workers from a version before December 2026 (docs/operations.md).
     agents_open_projection: bool = True

@@ -111,6 +111,7 @@ async def start_incident_workflow(
                 unapproved_fails=True,
                 escalation=escalation,
                 waits_for_infrastructure=True,
+                infrastructure_wait_seconds=settings.infrastructure_wait_seconds,
             ),
             id=incident.workflow_id,
             task_queue=settings.task_queue,
