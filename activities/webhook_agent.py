@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.base import agent_result
 from activities.heartbeat import heartbeating
-from activities.runs import AgentRunLog
+from activities.runs import AgentRunLog, unavailable
 from core.payloads import WEBHOOK_AGENT_ACTIVITY, AgentInput, AgentResult
 from core.redact import redact_text
 from core.webhook_agents import WebhookAgent
@@ -61,7 +61,13 @@ class WebhookAgentActivities:
     @activity.defn(name=WEBHOOK_AGENT_ACTIVITY)
     async def webhook_agent(self, input: AgentInput) -> AgentResult:
         """Run the webhook agent the step names (input.agent)."""
-        agent = await asyncio.to_thread(self._load, input.agent)
+        try:
+            agent = await asyncio.to_thread(self._load, input.agent)
+        except Exception as err:  # our database down: the run waits it out, as for any agent (activities/runs.py)
+            down = unavailable(err, "")
+            if down is None:
+                raise
+            raise down from None
         if agent is None or not agent.enabled:
             state = "disabled" if agent is not None else "not registered"
             raise _refuse(f"webhook agent {input.agent!r} is {state} (POST /api/agents/webhooks registers one)")

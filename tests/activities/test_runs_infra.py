@@ -74,3 +74,18 @@ async def test_an_agents_own_failure_is_not_infrastructure(engine):
 
     with pytest.raises(RuntimeError):
         await ActivityEnvironment().run(AgentRunLog(engine).around, "diagnose", _input(), agent)
+
+
+async def test_a_webhook_agents_registration_read_against_a_gone_database_is_infrastructure_too(tmp_path):
+    """The webhook agent reads its registration before its attempt is recorded: that read failing for our database
+    is not the agent's failure either (it spent the step's attempts)."""
+    import httpx
+
+    from activities.webhook_agent import WebhookAgentActivities
+
+    engine = make_engine(f"postgresql+psycopg://postgres:@/postgres?host={tmp_path}")  # nothing listens there
+    async with httpx.AsyncClient() as http:
+        activities = WebhookAgentActivities(engine, http, AgentRunLog(engine))
+        with pytest.raises(ApplicationError) as raised:
+            await ActivityEnvironment().run(activities.webhook_agent, _input())
+    assert raised.value.type == INFRASTRUCTURE_UNAVAILABLE and raised.value.message.startswith("Postgres unavailable")
