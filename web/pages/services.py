@@ -9,7 +9,7 @@ message next to its field (422). Changes go through services/monitored.py, as th
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -125,11 +125,13 @@ def service_page(
     return templates.TemplateResponse(request, "services/detail.html", context)
 
 
-@viewer.get("/services/{name}/partials/state", response_class=HTMLResponse)
-def service_state_partial(request: Request, name: ServiceName, session: SessionDep) -> HTMLResponse:
+@viewer.get("/services/{name}/partials/{part}", response_class=HTMLResponse)
+def service_partial(
+    request: Request, name: ServiceName, part: Literal["state", "results"], session: SessionDep
+) -> HTMLResponse:
     service = monitored.find_service(session=session, name=name)
     detail = service_detail(session=session, row=one_service_row(session=session, service=service), service=service)
-    return templates.TemplateResponse(request, "services/_state.html", {"d": detail})
+    return templates.TemplateResponse(request, f"services/_{part}.html", {"d": detail})
 
 
 @responder.get("/services/{name}/edit", response_class=HTMLResponse)
