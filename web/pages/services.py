@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from api.auth import Responder, actor_of, require
 from api.deps import SessionDep, SettingsDep
-from core.errors import Invalid
+from core.errors import Conflict, Invalid
 from core.services import SERVICE_NAME, ServiceBase, ServiceCreate
 from core.tables import utcnow
 from services import monitored
@@ -35,7 +35,7 @@ viewer = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 responder = APIRouter(include_in_schema=False, dependencies=[require("responder")])
 ServiceName = Annotated[str, Path(pattern=SERVICE_NAME)]
 Filter = Annotated[str | None, Query(max_length=100)]
-RANGES = ("1h", "24h", "7d", "30d", "1y")
+RANGES = ("1h", "24h", "7d", "30d", "90d", "1y")
 
 
 def duration(value: timedelta | float) -> str:
@@ -109,6 +109,8 @@ async def create_service_form(
         )
     except (ValidationError, Invalid, ValueError) as err:
         return _form(request, None, values, form_errors(err))
+    except Conflict:
+        return _form(request, None, values, {"name": "a service of this name exists: pick another, or edit that one"})
     return _back(row.name)
 
 
