@@ -20,6 +20,7 @@ from api.routes import (
     playbooks,
     services,
     slack,
+    uptime,
     users,
     webhook_agents,
     workflows,
@@ -39,6 +40,7 @@ for part in (
     webhook_agents.router,  # before agents: /api/agents/webhooks is not an agent name
     agents.router,
     services.router,
+    uptime.router,
     alerts.router,
     alerts.routes,
     approvals.router,

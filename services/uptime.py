@@ -1,0 +1,344 @@
+"""Reading uptime: one service's or a group's availability and latency over a period, from the rollup that serves
+the step (core/uptime.py: minute, hour or day — never the raw results), with the incidents of the period as markers
+and, on request, the previous period for comparison. The API (api/routes/uptime.py), the CSV export
+(services/uptime_csv.py), the overview and the CLI read through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlmodel import Session, col, select
+
+from core.errors import Invalid, NotFound
+from core.monitoring import ROLLUP_TABLES, ServiceState
+from core.services import Service
+from core.settings import Settings
+from core.tables import ENDED_STATUSES, utcnow
+from core.uptime import RANGES, Histogram, Period, PeriodError, align_up, availability, period
+
+INCIDENTS_MAX = 500
+EPOCH_SQL = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+
+# One row per point of the period: its buckets (one per service and rollup bucket) summed, histograms merged.
+POINTS = """
+SELECT t, checks, up, degraded, down, maintenance, latency_count, latency_max, array_lower(h, 1), h, modified
+FROM (
+  SELECT date_bin(CAST(:step AS interval), bucket, {epoch}) AS t, sum(checks)::int AS checks, sum(up)::int AS up,
+         sum(degraded)::int AS degraded, sum(down)::int AS down, sum(maintenance)::int AS maintenance,
+         sum(latency_count)::int AS latency_count, max(latency_max) AS latency_max, uptime_hist_sum(hist) AS h,
+         max(updated_at) AS modified
+  FROM {table}
+  WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end
+  GROUP BY 1
+) p ORDER BY t
+"""
+# Each service's totals over the period.
+PER_SERVICE = """
+SELECT service_id, checks, up, degraded, down, maintenance, latency_count, latency_max, array_lower(h, 1), h, modified
+FROM (
+  SELECT service_id, sum(checks)::int AS checks, sum(up)::int AS up, sum(degraded)::int AS degraded,
+         sum(down)::int AS down, sum(maintenance)::int AS maintenance, sum(latency_count)::int AS latency_count,
+         max(latency_max) AS latency_max, uptime_hist_sum(hist) AS h, max(updated_at) AS modified
+  FROM {table}
+  WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end
+  GROUP BY 1
+) s
+"""
+INCIDENTS = """
+SELECT i.id, i.title, i.severity, i.status, i.incident_type, i.service, i.created_at, i.resolved_at, i.closed_at,
+       i.description, i.updated_at,
+       (SELECT '#' || c.id || ' ' || c.title FROM incident_links l JOIN incidents c ON c.id = l.related_incident_id
+        WHERE l.incident_id = i.id AND l.kind = 'caused_by' ORDER BY l.id LIMIT 1) AS caused_by
+FROM incidents i
+WHERE i.service = ANY(CAST(:names AS text[])) AND i.created_at < :end
+  AND (i.status NOT IN ('resolved', 'closed') OR coalesce(i.resolved_at, i.closed_at, i.updated_at) >= :start)
+  AND (CAST(:incident_type AS text) IS NULL OR i.incident_type = :incident_type)
+  AND (CAST(:severity AS text) IS NULL OR i.severity = :severity)
+  AND (CAST(:agent AS text) IS NULL OR EXISTS (
+        SELECT 1 FROM workflows w JOIN workflow_steps s ON s.workflow_id = w.workflow_id
+        WHERE w.incident_id = i.id AND s.agent = :agent))
+ORDER BY i.created_at, i.id
+LIMIT :limit
+"""
+
+
+@dataclass
+class Totals:
+    """Checks by outcome and latency over some buckets."""
+
+    checks: int = 0
+    up: int = 0
+    degraded: int = 0
+    down: int = 0
+    maintenance: int = 0
+    latency_count: int = 0
+    latency_max: float | None = None
+    hist: Histogram = field(default_factory=lambda: Histogram({}))
+
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> Totals:
+        """From (checks, up, degraded, down, maintenance, latency_count, latency_max, hist lower bound, hist)."""
+        checks, up, degraded, down, maint, lcount, lmax, lower, hist = row
+        return cls(checks, up, degraded, down, maint, lcount, lmax, Histogram.of(lower, hist))
+
+    def add(self, other: Totals) -> None:
+        self.checks += other.checks
+        self.up += other.up
+        self.degraded += other.degraded
+        self.down += other.down
+        self.maintenance += other.maintenance
+        self.latency_count += other.latency_count
+        if other.latency_max is not None:
+            self.latency_max = max(self.latency_max or 0.0, other.latency_max)
+        self.hist.add(other.hist)
+
+    @property
+    def availability(self) -> float | None:
+        return availability(checks=self.checks, up=self.up, degraded=self.degraded, maintenance=self.maintenance)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "availability": self.availability,
+            "checks": self.checks,
+            "up": self.up,
+            "degraded": self.degraded,
+            "down": self.down,
+            "maintenance": self.maintenance,
+            "p50_ms": self.hist.quantile(0.5, self.latency_max),
+            "p95_ms": self.hist.quantile(0.95, self.latency_max),
+            "max_ms": self.latency_max,
+        }
+
+
+@dataclass
+class Series:
+    """A period's points and their total, and when its newest rollup was written."""
+
+    points: list[tuple[datetime, Totals]]
+    total: Totals
+    modified: datetime | None
+
+    def public(self, shift: timedelta = timedelta(0)) -> dict[str, Any]:
+        return {"summary": self.total.public(), "points": [_point(t + shift, p) for t, p in self.points]}
+
+
+def _point(t: datetime, totals: Totals) -> dict[str, Any]:
+    return {"t": t.astimezone(UTC).isoformat(), **totals.public()}
+
+
+def resolve_period(
+    *, settings: Settings, range_: str, step: str, end: datetime | None, now: datetime | None = None
+) -> Period:
+    """The period asked for, or Invalid naming the query field (unknown range, a step too fine)."""
+    try:
+        return period(range_=range_, step=step, end=end, now=now or utcnow(), kept_days=settings.uptime_kept_days())  # type: ignore[arg-type]
+    except PeriodError as err:
+        raise Invalid(f"query.{err.field}: {err}") from None
+
+
+def series(conn: Connection, *, service_ids: Sequence[int], span: Period) -> Series:
+    """The period's points over the services (their buckets summed), from the rollup of its resolution."""
+    rows = conn.execute(
+        text(POINTS.format(table=ROLLUP_TABLES[span.resolution], epoch=EPOCH_SQL)),
+        {"step": span.step_delta, "ids": list(service_ids), "start": span.start, "end": span.end},
+    ).all()
+    total = Totals()
+    points = []
+    modified = None
+    for row in rows:
+        totals = Totals.of_row(row[1:10])
+        points.append((row[0], totals))
+        total.add(totals)
+        modified = row[10] if modified is None else max(modified, row[10])
+    return Series(points, total, modified)
+
+
+def per_service(conn: Connection, *, service_ids: Sequence[int], span: Period) -> dict[int, Totals]:
+    """Each service's totals over the period."""
+    rows = conn.execute(
+        text(PER_SERVICE.format(table=ROLLUP_TABLES[span.resolution])),
+        {"ids": list(service_ids), "start": span.start, "end": span.end},
+    ).all()
+    return {row[0]: Totals.of_row(row[1:10]) for row in rows}
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    incident_type: str | None = None
+    severity: str | None = None
+    agent: str | None = None
+
+
+def incident_markers(
+    conn: Connection, *, names: Sequence[str], span: Period, filters: IncidentFilter, now: datetime
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """The services' incidents open at some time in the period (opened → resolved), and the latest change to one."""
+    rows = conn.execute(
+        text(INCIDENTS),
+        {"names": list(names), "start": span.start, "end": span.end, "incident_type": filters.incident_type,
+         "severity": filters.severity, "agent": filters.agent, "limit": INCIDENTS_MAX},
+    ).all()  # fmt: skip
+    markers = []
+    modified = None
+    for r in rows:
+        ended = r.resolved_at or r.closed_at or r.updated_at if r.status in ENDED_STATUSES else None
+        cause = f"caused by {r.caused_by}" if r.caused_by else (r.description.strip().splitlines() or [None])[0]
+        markers.append({
+            "id": r.id, "title": r.title, "severity": r.severity, "status": r.status,
+            "incident_type": r.incident_type, "service": r.service, "opened_at": r.created_at.isoformat(),
+            "resolved_at": ended.isoformat() if ended else None,
+            "duration_seconds": round(((ended or now) - r.created_at).total_seconds(), 1),
+            "cause": cause[:200] if cause else None, "url": f"/incidents/{r.id}",
+        })  # fmt: skip
+        modified = r.updated_at if modified is None else max(modified, r.updated_at)
+    return markers, modified
+
+
+def _service(session: Session, name: str) -> Service:
+    row = session.exec(select(Service).where(Service.name == name)).first()
+    if row is None:
+        raise NotFound(f"no service named {name[:100]!r}")
+    return row
+
+
+def _latest(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _compare(current: Series, previous: Series, span: Period) -> dict[str, Any]:
+    now, before = current.total.public(), previous.total.public()
+
+    def diff(key: str) -> float | None:
+        a, b = now[key], before[key]
+        return None if a is None or b is None else round(a - b, 6)
+
+    return {
+        "previous": {
+            "start": span.previous().start.isoformat(),
+            "end": span.previous().end.isoformat(),
+            # Its points' times are shifted onto this period, so the two overlay.
+            **previous.public(shift=span.end - span.start),
+        },
+        "delta": {"availability": diff("availability"), "p95_ms": diff("p95_ms")},
+    }
+
+
+def _head(span: Period) -> dict[str, Any]:
+    return {
+        "range": span.range,
+        "step": span.step,
+        "resolution": span.resolution,
+        "start": span.start.isoformat(),
+        "end": span.end.isoformat(),
+        "timezone": "UTC",
+    }
+
+
+def service_uptime(
+    *, session: Session, name: str, span: Period, compare: bool = False, filters: IncidentFilter = IncidentFilter(),
+) -> tuple[dict[str, Any], datetime | None]:  # fmt: skip
+    """One service's uptime over the period (the contract's answer) and when what it shows last changed."""
+    service = _service(session, name)
+    assert service.id is not None
+    conn = session.connection()
+    current = series(conn, service_ids=[service.id], span=span)
+    markers, changed = incident_markers(conn, names=[name], span=span, filters=filters, now=utcnow())
+    answer = {"service": name, **_head(span), **current.public(), "incidents": markers}
+    modified = _latest(current.modified, changed)
+    if compare:
+        previous = series(conn, service_ids=[service.id], span=span.previous())
+        answer.update(_compare(current, previous, span))
+        modified = _latest(modified, previous.modified)
+    return answer, modified
+
+
+def chosen_services(session: Session, *, group: str | None, names: Sequence[str]) -> list[Service]:
+    """Every service, or those of a group (a tag or a team), or those named (each must exist)."""
+    query = select(Service).order_by(col(Service.name))
+    if names:
+        rows = list(session.exec(query.where(col(Service.name).in_(list(names)))))
+        missing = sorted(set(names) - {r.name for r in rows})
+        if missing:
+            raise NotFound(f"no service named {missing[0][:100]!r}")
+    else:
+        rows = list(session.exec(query))
+    if group:
+        rows = [r for r in rows if group in r.config.get("tags", []) or r.config.get("team") == group]
+    return rows
+
+
+def group_uptime(
+    *, session: Session, span: Period, group: str | None = None, names: Sequence[str] = (), compare: bool = False,
+    filters: IncidentFilter = IncidentFilter(),
+) -> tuple[dict[str, Any], datetime | None]:  # fmt: skip
+    """All services' (or a group's) uptime over the period: the points summed over them, each service's summary and
+    status, their incidents."""
+    rows = chosen_services(session, group=group, names=names)
+    ids = [r.id for r in rows if r.id is not None]
+    conn = session.connection()
+    current = series(conn, service_ids=ids, span=span)
+    totals = per_service(conn, service_ids=ids, span=span)
+    query = select(ServiceState.service_id, ServiceState.status).where(col(ServiceState.service_id).in_(ids))
+    states: dict[int, str] = dict(session.exec(query).all())
+    markers, changed = incident_markers(conn, names=[r.name for r in rows], span=span, filters=filters, now=utcnow())
+    answer: dict[str, Any] = {
+        **_head(span),
+        "group": group,
+        **current.public(),
+        "services": [
+            {
+                "name": r.name,
+                "status": states.get(r.id or 0, "unknown") if r.enabled else "paused",
+                "summary": totals.get(r.id or 0, Totals()).public(),
+            }
+            for r in rows
+        ],  # fmt: skip
+        "incidents": markers,
+    }
+    modified = _latest(current.modified, changed, _state_changed(session, ids))
+    if compare:
+        previous = series(conn, service_ids=ids, span=span.previous())
+        answer.update(_compare(current, previous, span))
+        modified = _latest(modified, previous.modified)
+    return answer, modified
+
+
+def _state_changed(session: Session, ids: Sequence[int]) -> datetime | None:
+    if not ids:
+        return None
+    return session.exec(
+        select(ServiceState.last_change_at)
+        .where(col(ServiceState.service_id).in_(list(ids)), col(ServiceState.last_change_at).is_not(None))
+        .order_by(col(ServiceState.last_change_at).desc())
+        .limit(1)
+    ).first()
+
+
+def availability_by_service(
+    *, session: Session, service_ids: Sequence[int], ranges: Sequence[str] = ("24h", "7d", "30d"),
+    now: datetime | None = None,
+) -> dict[int, dict[str, float | None]]:  # fmt: skip
+    """Each service's availability over the last 24 h / 7 d / 30 d (whole hours, from the hour rollups): one query
+    per range for any number of services, for the services list."""
+    now = now or utcnow()
+    end = align_up(now, timedelta(hours=1))
+    out: dict[int, dict[str, float | None]] = {sid: {} for sid in service_ids}
+    conn = session.connection()
+    for range_ in ranges:
+        rows = conn.execute(
+            text(
+                "SELECT service_id, sum(checks), sum(up), sum(degraded), sum(maintenance) FROM uptime_rollups_hour "
+                "WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end GROUP BY 1"
+            ),
+            {"ids": list(service_ids), "start": end - RANGES[range_], "end": end},
+        ).all()
+        found = {sid: availability(checks=c, up=u, degraded=d, maintenance=m) for sid, c, u, d, m in rows}
+        for sid in service_ids:
+            out[sid][range_] = found.get(sid)
+    return out
