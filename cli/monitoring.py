@@ -1,13 +1,16 @@
-"""`agent-monitor services list`, `agent-monitor maintenance start|list|end` (through the web API) and
+"""`agent-monitor services list|uptime`, `agent-monitor maintenance start|list|end` (through the web API) and
 `agent-monitor monitor status` (the service monitors' `status` query, straight from Temporal)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from cli.common import (
@@ -58,6 +61,68 @@ def services_list(
             f"{s['name']:<30} {state['status']:<9} checked {_ago(state.get('last_checked_at'))}{streak}{incident}"
             f"{error}"
         )
+
+
+def _percent(value: float | None) -> str:
+    return "no data" if value is None else f"{value * 100:.3f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
+
+
+@services_app.command("uptime")
+def services_uptime(
+    name: Annotated[str, typer.Argument(help="The service")],
+    range_: Annotated[str, typer.Option("--range", help="1h | 24h | 7d | 30d | 90d | 1y")] = "24h",
+    step: Annotated[str, typer.Option(help="auto | 1m | 5m | 15m | 1h | 6h | 1d")] = "auto",
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the CSV export (one row per step)")] = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A service's availability and latency over a range (from the uptime rollups), and its incidents in it."""
+    params = {"range": range_, "step": step}
+    if as_csv:
+        _stream_csv(f"{_api_url(url)}/api/services/{name}/uptime.csv", token, params)
+        return
+    body = _request("GET", f"{_api_url(url)}/api/services/{name}/uptime", token, params=params)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    s = body["summary"]
+    typer.echo(f"{body['service']}: {body['range']} from {body['start'][:16]}Z to {body['end'][:16]}Z (UTC), "
+               f"step {body['step']} ({body['resolution']} rollups)")  # fmt: skip
+    typer.echo(f"  availability {_percent(s['availability'])}  ({s['checks']} checks: {s['up']} up, "
+               f"{s['degraded']} degraded, {s['down']} down, {s['maintenance']} in maintenance)")  # fmt: skip
+    typer.echo(f"  latency p50 {_ms(s['p50_ms'])}, p95 {_ms(s['p95_ms'])}, max {_ms(s['max_ms'])}")
+    for i in body["incidents"]:
+        ended = f"resolved {i['resolved_at'][:16]}Z" if i["resolved_at"] else "still open"
+        typer.echo(f"  incident #{i['id']} {i['severity']} {i['title']}: opened {i['opened_at'][:16]}Z, {ended}, "
+                   f"{i['duration_seconds']:.0f}s")  # fmt: skip
+
+
+def _stream_csv(address: str, token: str | None, params: dict[str, str]) -> None:
+    """Print a CSV export as it arrives (a year of a service, or every service, need not fit in memory)."""
+    token = token or os.environ.get("AGENT_MONITOR_TOKEN")
+    if not token:
+        raise fail("no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)")
+    try:
+        with httpx.stream(
+            "GET", address, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                try:
+                    detail = response.json().get("detail", response.text[:300])
+                except ValueError:
+                    detail = response.text[:300]
+                raise fail(str(detail))
+            for chunk in response.iter_text():
+                sys.stdout.write(chunk)
+    except httpx.HTTPError as err:
+        raise fail(f"cannot reach Agent Monitor at {address} ({err}); is `agent-monitor up` running?") from None
+    sys.stdout.flush()
 
 
 @maintenance_app.command("start")

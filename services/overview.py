@@ -1,11 +1,12 @@
-"""The overview's figures: what is open and running now (Postgres) and whether Temporal and workers answer."""
+"""The overview's figures: what is open and running now (Postgres), how the monitored services stand (the Uptime
+tile) and whether Temporal and workers answer."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, text
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.api.enums.v1 import TaskQueueType
@@ -16,6 +17,7 @@ from temporalio.client import Client
 from core.settings import Settings
 from core.supervision import supervised_children
 from core.tables import AgentRun, Event, Incident, WorkflowRun, WorkflowStep
+from core.uptime import availability
 from services.approvals import approval_queue
 
 ACTIVE_INCIDENT = ("open", "in_progress", "reopened")
@@ -58,6 +60,7 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
                 if step.status == "running":
                     running.setdefault(step.workflow_id, []).append(step.step_id)
         pending_approvals = approval_queue(session=session, status_filter="pending")
+        uptime = uptime_figures(session)
         feed = session.exec(select(Event).order_by(col(Event.id).desc()).limit(FEED_SIZE)).all()
         titles = dict(
             session.exec(
@@ -76,6 +79,39 @@ def _database_figures(engine: Engine) -> dict[str, Any]:
         "feed": feed,
         "titles": titles,
         "pending_approvals": pending_approvals,
+        "uptime": uptime,
+    }
+
+
+# Each enabled service's status now (maintenance when a window covers it) and today's checks (the day rollup).
+SERVICES_TODAY = text("""
+SELECT s.name,
+       CASE WHEN EXISTS (SELECT 1 FROM maintenance_windows w
+                         WHERE w.starts_at <= now() AND now() < w.ends_at AND (w.service IS NULL OR w.service = s.name))
+            THEN 'maintenance' ELSE coalesce(st.status, 'unknown') END AS status,
+       d.checks, d.up, d.degraded, d.maintenance
+FROM services s
+LEFT JOIN service_states st ON st.service_id = s.id
+LEFT JOIN uptime_rollups_day d ON d.service_id = s.id AND d.bucket = date_trunc('day', now(), 'UTC')
+WHERE s.enabled
+""")
+
+
+def uptime_figures(session: Session) -> dict[str, Any]:
+    """The Uptime tile: how many services are up, degraded, down, in maintenance (and not checked yet), and the
+    service with the lowest availability today (UTC), with it."""
+    counts = dict.fromkeys(("up", "degraded", "down", "maintenance", "unknown"), 0)
+    worst: tuple[float, str] | None = None
+    for name, status, checks, up, degraded, maintenance in session.execute(SERVICES_TODAY).all():
+        counts[status] = counts.get(status, 0) + 1
+        if checks is not None:
+            today = availability(checks=checks, up=up, degraded=degraded, maintenance=maintenance)
+            if today is not None and (worst is None or (today, name) < worst):
+                worst = (today, name)
+    return {
+        "services": sum(counts.values()),
+        "by_status": counts,
+        "worst_today": None if worst is None else {"service": worst[1], "availability": worst[0]},
     }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from activities.monitoring.store import MonitorStore
+from core.monitoring import MaintenanceWindow
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
 from core.uptime import align_up, latency_bucket
 from services.uptime import resolve_period
@@ -274,3 +275,23 @@ async def asgi_get(app, path: str, query: str, authorization: str) -> list[dict]
     }  # fmt: skip
     await app(scope, receive, send)
     return sent
+
+
+async def test_the_overview_uptime_tile_shows_real_figures(api: httpx.AsyncClient, engine: Engine) -> None:
+    empty = await api.get("/overview/partials/metrics")
+    assert empty.status_code == 200 and "no monitored services yet" in empty.text
+    ids = seed(engine)
+    add_service(engine, "billing")
+    with Session(engine) as session:
+        session.add(MaintenanceWindow(service="billing", starts_at=utcnow() - timedelta(minutes=5),
+                                      ends_at=utcnow() + timedelta(hours=1)))  # fmt: skip
+        session.commit()
+    write(engine, [result(ids["checkout"], _minute_ago(2), "up", 5.0)])  # checkout: up now
+    tile = (await api.get("/overview/partials/metrics")).text
+    assert "no monitored services yet" not in tile
+    assert '<span class="svc-up" data-status="up">1 up</span>' in tile  # checkout
+    assert '<span class="svc-maintenance" data-status="maintenance">1 maintenance</span>' in tile  # billing
+    assert "1 not checked yet" in tile  # search: only failures below the threshold, still unknown
+    # Today: search 0 of 2 checks, checkout 9 of 11 → search is the worst (unless today began minutes ago).
+    if utcnow() - utcnow().replace(hour=0, minute=0, second=0, microsecond=0) > timedelta(minutes=6):
+        assert 'worst today: <a href="/services/search">search</a> <span class="bad">0.00%</span>' in tile, tile
