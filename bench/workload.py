@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.converter import DATA_CONVERTER
 from core.db import libpq_url
@@ -265,6 +266,14 @@ class Ledger:
     webhook_ids: dict[str, list[str]]  # workflow id → distinct webhook-ids received
     deliveries: int  # webhook requests received, re-sends under the same id included
     workflow_ids: dict[int, str]  # incident id → workflow id
+    latencies: list[float] = field(default_factory=list)  # seconds from recorded to its workflow's end, sorted
+    where: dict[str, str] = field(default_factory=dict)  # workflow id → where a stuck run stands (the first 10)
+
+    def latency(self, fraction: float) -> float:
+        """The latency below which `fraction` of the ended incidents are (1.0: the slowest)."""
+        if not self.latencies:
+            return 0.0
+        return self.latencies[min(len(self.latencies) - 1, int(fraction * len(self.latencies)))]
 
     def count(self, status: str) -> int:
         return sum(1 for value in self.recorded.values() if value == status)
@@ -341,12 +350,13 @@ async def drain(database_url: str, service: str, timeout: float) -> float:
 async def ledger(database_url: str, temporal_address: str, service: str, peer: Receiver) -> Ledger:
     recorded = await asyncio.to_thread(statuses, database_url, service)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT w.incident_id, w.workflow_id FROM workflows w JOIN incidents i ON i.id = w.incident_id "
-            "WHERE i.service = %s",
+        rows = conn.execute("SELECT id, workflow_id FROM incidents WHERE service = %s", (service,)).fetchall()
+        latencies = conn.execute(
+            "SELECT extract(epoch FROM w.finished_at - i.created_at)::float FROM workflows w "
+            "JOIN incidents i ON i.id = w.incident_id WHERE i.service = %s AND w.finished_at IS NOT NULL ORDER BY 1",
             (service,),
         ).fetchall()
-    workflow_ids = {row[0]: row[1] for row in rows}
+    workflow_ids = {row[0]: row[1] for row in rows if row[1]}
     client = await Client.connect(temporal_address, data_converter=DATA_CONVERTER)
     runs: Counter[str] = Counter()
     temporal_status: dict[str, str] = {}
@@ -356,9 +366,26 @@ async def ledger(database_url: str, temporal_address: str, service: str, peer: R
             runs[execution.id] += 1
             if execution.status is not None:
                 temporal_status.setdefault(execution.id, execution.status.name)
+    stuck = [workflow_ids[i] for i, status in recorded.items() if status not in TERMINAL and i in workflow_ids]
+    why = {wf: await _where(client, wf) for wf in stuck[:10]}
     with peer.lock:
         deliveries = sum(n for message_id, n in peer.deliveries.items() if message_id.split(":", 1)[0] in wanted)
-    return Ledger(recorded, runs, temporal_status, peer.webhook_ids(), deliveries, workflow_ids)
+    latency = [row[0] for row in latencies]
+    return Ledger(recorded, runs, temporal_status, peer.webhook_ids(), deliveries, workflow_ids, latency, why)
+
+
+async def _where(client: Client, workflow_id: str) -> str:
+    """Where a run that did not end stands in Temporal: its status and pending activities with their last failure."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        return f"{workflow_id}: {err.status.name} ({err.message})"
+    status = described.status.name if described.status else "?"
+    pending = [
+        f"{p.activity_type} attempt {p.attempt}: {p.last_failure.message if p.last_failure.message else 'no failure'}"
+        for p in described.raw_description.pending_activities
+    ]
+    return f"{workflow_id}: {status}; pending: {pending or 'none'}"
 
 
 def events_of(database_url: str, incidents: list[int]) -> dict[int, tuple[str, int]]:
