@@ -1,6 +1,7 @@
 """What the services pages show: each service's status as a person reads it (up, degraded, down, maintenance,
-paused, unknown), its current streak, last check and open incident; and, for one service, its recent raw results,
-its incidents and its maintenance windows. Uptime figures come from the rollups (services/uptime.py).
+paused, unknown), its current streak, last check, open incident and availability over 24 h / 7 d / 30 d (from the
+hour rollups: services/uptime.py); and, for one service, its recent raw results, its incidents and its maintenance
+windows.
 
 One query per table for the whole list (no query per service): the services page stays fast with a thousand rows.
 """
@@ -17,6 +18,7 @@ from sqlmodel import Session, col, select
 from core.monitoring import MaintenanceWindow, ServiceState, UptimeMetric
 from core.services import Service
 from core.tables import ENDED_STATUSES, Incident, utcnow
+from services.uptime import availability_by_service
 
 DisplayStatus = Literal["up", "degraded", "down", "maintenance", "paused", "unknown"]
 DISPLAY_STATUSES: tuple[DisplayStatus, ...] = ("up", "degraded", "down", "maintenance", "paused", "unknown")
@@ -28,6 +30,7 @@ SERVICE_INCIDENTS = 50
 class ServiceRow:
     """One service as the services page lists it."""
 
+    service_id: int
     name: str
     status: DisplayStatus
     enabled: bool
@@ -68,7 +71,8 @@ def current_windows(session: Session, at: datetime) -> list[MaintenanceWindow]:
 def _row(service: Service, state: ServiceState | None, windows: list[MaintenanceWindow]) -> ServiceRow:
     window = next((w for w in windows if w.service in (None, service.name)), None)
     status = display_status(service.enabled, state, window)
-    row = ServiceRow(service.name, status, service.enabled, service.config, state, maintenance=window)
+    assert service.id is not None
+    row = ServiceRow(service.id, service.name, status, service.enabled, service.config, state, maintenance=window)
     if state is not None:
         row.last_checked_at, row.last_error = state.last_checked_at, state.last_error
         if state.status == "down":
@@ -95,6 +99,9 @@ def list_service_rows(
     if status:
         rows = [r for r in rows if r.status == status]
     _attach_incidents(session, rows)
+    figures = availability_by_service(session=session, service_ids=[r.service_id for r in rows])
+    for row in rows:
+        row.uptime = figures.get(row.service_id, {})
     return rows
 
 
@@ -170,4 +177,5 @@ def service_detail(*, session: Session, row: ServiceRow, service: Service) -> Se
 def one_service_row(*, session: Session, service: Service) -> ServiceRow:
     row = _row(service, session.get(ServiceState, service.id), current_windows(session, utcnow()))
     _attach_incidents(session, [row])
+    row.uptime = availability_by_service(session=session, service_ids=[row.service_id]).get(row.service_id, {})
     return row
