@@ -272,3 +272,37 @@ class IncidentPublic(BaseModel):
     resolved_at: datetime | None
     acknowledged_at: datetime | None
     closed_at: datetime | None
+
+
+PublicUpdateStatus = Literal["investigating", "identified", "monitoring", "resolved"]
+PUBLIC_UPDATE_MAX = 5000
+
+
+class IncidentPublicUpdate(SQLModel, table=True):
+    """What a responder tells the public about an incident (the public status page shows these texts, and nothing
+    else of the incident, while it is active and for a week after). `status` is the stage it announces; posting
+    "resolved" does not resolve the incident. Who wrote it stays internal."""
+
+    __tablename__ = "incident_public_updates"
+    __table_args__ = (Index("ix_incident_public_updates_incident_id_id", "incident_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    incident_id: int = Field(sa_column=Column(BigInteger, ForeignKey("incidents.id"), nullable=False))
+    status: str = Field(max_length=20)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    author_user_id: int | None = Field(default=None, foreign_key="users.id")
+    author: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PublicUpdateCreate(BaseModel):
+    status: PublicUpdateStatus
+    body: str = Field(min_length=1, max_length=PUBLIC_UPDATE_MAX)
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("write what the public should read")
+        return value
