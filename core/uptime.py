@@ -136,14 +136,45 @@ def align_up(at: datetime, step: timedelta) -> datetime:
     return EPOCH + timedelta(seconds=math.ceil(seconds / size) * size)
 
 
-def period(*, range_: str, step: str, end: datetime | None, now: datetime, kept_days: dict[Resolution, int]) -> Period:
+def align_down(at: datetime, step: timedelta) -> datetime:
+    """The last step boundary (counted from the UTC epoch) at or before `at`."""
+    seconds = (at - EPOCH).total_seconds()
+    size = step.total_seconds()
+    return EPOCH + timedelta(seconds=math.floor(seconds / size) * size)
+
+
+# step=auto over many services: the rollup rows read (services × buckets) stay within this when a coarser rollup
+# allows it (merging rows' histograms costs about 1.5 µs a row: 720,000 hour rows of 1,000 services took 2 s).
+ROW_BUDGET = 100_000
+
+
+def auto_step(range_: str, services: int) -> str:
+    """The default step of a range: AUTO_STEP, made coarser (a coarser rollup) while `services` × its buckets would
+    read more than ROW_BUDGET rows."""
+    step = AUTO_STEP[range_]
+    for coarser in ("1h", "1d"):
+        rows = services * (RANGES[range_] / BUCKET[RESOLUTION_OF_STEP[step]])
+        if rows > ROW_BUDGET and STEPS[coarser] > STEPS[step]:
+            step = coarser
+    return step
+
+
+def period(
+    *,
+    range_: str,
+    step: str,
+    end: datetime | None,
+    now: datetime,
+    kept_days: dict[Resolution, int],
+    services: int = 1,
+) -> Period:
     """The period a reader asks for, refused (PeriodError naming the field) when its range or step is unknown, when
     the step makes more than MAX_POINTS points, or when the step is finer than the rollup kept that far back
     (`kept_days`: how many days each resolution is kept)."""
     if range_ not in RANGES:
         raise PeriodError("range", f"unknown range {range_[:20]!r}: one of {', '.join(RANGES)}")
     if step == "auto":
-        step = AUTO_STEP[range_]
+        step = auto_step(range_, services)
     elif step not in STEPS:
         raise PeriodError("step", f"unknown step {step[:20]!r}: auto or one of {', '.join(STEPS)}")
     if end is None:

@@ -19,33 +19,56 @@ from core.monitoring import ROLLUP_TABLES, ServiceState
 from core.services import Service
 from core.settings import Settings
 from core.tables import ENDED_STATUSES, utcnow
-from core.uptime import RANGES, Histogram, Period, PeriodError, align_up, availability, period
+from core.uptime import (
+    BUCKET,
+    RANGES,
+    Histogram,
+    Period,
+    PeriodError,
+    Resolution,
+    align_down,
+    align_up,
+    availability,
+    period,
+)
 
 INCIDENTS_MAX = 500
 EPOCH_SQL = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 
-# One row per point of the period: its buckets (one per service and rollup bucket) summed, histograms merged.
+# One row per point of the period: its buckets (one per service and rollup bucket) summed, and their histograms
+# merged cell by cell in plain SQL (about twice as fast as the plpgsql aggregate over many services' rows).
 POINTS = """
-SELECT t, checks, up, degraded, down, maintenance, latency_count, latency_max, array_lower(h, 1), h, modified
-FROM (
-  SELECT date_bin(CAST(:step AS interval), bucket, {epoch}) AS t, sum(checks)::int AS checks, sum(up)::int AS up,
-         sum(degraded)::int AS degraded, sum(down)::int AS down, sum(maintenance)::int AS maintenance,
-         sum(latency_count)::int AS latency_count, max(latency_max) AS latency_max, uptime_hist_sum(hist) AS h,
-         max(updated_at) AS modified
+WITH r AS MATERIALIZED (
+  SELECT date_bin(CAST(:step AS interval), bucket, {epoch}) AS t, checks, up, degraded, down, maintenance,
+         latency_count, latency_max, hist, updated_at
   FROM {table}
   WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end
-  GROUP BY 1
-) p ORDER BY t
+), p AS (
+  SELECT t, sum(checks)::int AS checks, sum(up)::int AS up, sum(degraded)::int AS degraded, sum(down)::int AS down,
+         sum(maintenance)::int AS maintenance, sum(latency_count)::int AS latency_count,
+         max(latency_max) AS latency_max, max(updated_at) AS modified
+  FROM r GROUP BY t
+), h AS (
+  SELECT t, array_agg(k ORDER BY k) AS ks, array_agg(n ORDER BY k) AS ns
+  FROM (SELECT t, k, sum(hist[k])::int AS n FROM r, generate_subscripts(r.hist, 1) AS k GROUP BY 1, 2) c
+  GROUP BY t
+)
+SELECT p.t, checks, up, degraded, down, maintenance, latency_count, latency_max, ks, ns, modified
+FROM p LEFT JOIN h ON h.t = p.t ORDER BY p.t
 """
-# Each service's totals over the period.
+# Each service's totals over the period, read from the coarsest rollups that tile it: whole days from the day rollup,
+# whole hours at its edges from the hour rollup, minutes at theirs from the minute rollup.
+TILE = """
+SELECT service_id, checks, up, degraded, down, maintenance, latency_count, latency_max, hist, updated_at
+FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start{n} AND bucket < :end{n}
+"""
 PER_SERVICE = """
 SELECT service_id, checks, up, degraded, down, maintenance, latency_count, latency_max, array_lower(h, 1), h, modified
 FROM (
   SELECT service_id, sum(checks)::int AS checks, sum(up)::int AS up, sum(degraded)::int AS degraded,
          sum(down)::int AS down, sum(maintenance)::int AS maintenance, sum(latency_count)::int AS latency_count,
          max(latency_max) AS latency_max, uptime_hist_sum(hist) AS h, max(updated_at) AS modified
-  FROM {table}
-  WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end
+  FROM ({tiles}) t
   GROUP BY 1
 ) s
 """
@@ -132,11 +155,19 @@ def _point(t: datetime, totals: Totals) -> dict[str, Any]:
 
 
 def resolve_period(
-    *, settings: Settings, range_: str, step: str, end: datetime | None, now: datetime | None = None
+    *, settings: Settings, range_: str, step: str, end: datetime | None, now: datetime | None = None, services: int = 1
 ) -> Period:
-    """The period asked for, or Invalid naming the query field (unknown range, a step too fine)."""
+    """The period asked for, or Invalid naming the query field (unknown range, a step too fine); step=auto over
+    many `services` reads a coarser rollup (core/uptime.py: auto_step)."""
     try:
-        return period(range_=range_, step=step, end=end, now=now or utcnow(), kept_days=settings.uptime_kept_days())  # type: ignore[arg-type]
+        return period(
+            range_=range_,
+            step=step,
+            end=end,
+            now=now or utcnow(),
+            kept_days=settings.uptime_kept_days(),  # type: ignore[arg-type]
+            services=services,
+        )
     except PeriodError as err:
         raise Invalid(f"query.{err.field}: {err}") from None
 
@@ -151,19 +182,57 @@ def series(conn: Connection, *, service_ids: Sequence[int], span: Period) -> Ser
     points = []
     modified = None
     for row in rows:
-        totals = Totals.of_row(row[1:10])
+        ks, ns = row[8] or [], row[9] or []
+        checks, up, degraded, down, maintenance, latency_count, latency_max = row[1:8]
+        totals = Totals(
+            checks,
+            up,
+            degraded,
+            down,
+            maintenance,
+            latency_count,
+            latency_max,
+            Histogram(dict(zip(ks, ns, strict=True))),
+        )
         points.append((row[0], totals))
         total.add(totals)
         modified = row[10] if modified is None else max(modified, row[10])
     return Series(points, total, modified)
 
 
+def tiles(start: datetime, end: datetime, finest: Resolution) -> list[tuple[Resolution, datetime, datetime]]:
+    """[start, end) as the fewest rollup buckets: whole days inside, whole hours and minutes at the edges (never
+    finer than `finest`, the period's own resolution, to whose buckets start and end are aligned)."""
+    order: list[Resolution] = ["day", "hour", "minute"]
+    out: list[tuple[Resolution, datetime, datetime]] = []
+
+    def cover(lo: datetime, hi: datetime, level: int) -> None:
+        if lo >= hi:
+            return
+        resolution = order[level]
+        if resolution == finest:
+            out.append((resolution, lo, hi))
+            return
+        inner_lo, inner_hi = align_up(lo, BUCKET[resolution]), align_down(hi, BUCKET[resolution])
+        if inner_lo >= inner_hi:
+            cover(lo, hi, level + 1)
+            return
+        out.append((resolution, inner_lo, inner_hi))
+        cover(lo, inner_lo, level + 1)
+        cover(inner_hi, hi, level + 1)
+
+    cover(start, end, 0)
+    return out
+
+
 def per_service(conn: Connection, *, service_ids: Sequence[int], span: Period) -> dict[int, Totals]:
     """Each service's totals over the period."""
-    rows = conn.execute(
-        text(PER_SERVICE.format(table=ROLLUP_TABLES[span.resolution])),
-        {"ids": list(service_ids), "start": span.start, "end": span.end},
-    ).all()
+    parts = tiles(span.start, span.end, span.resolution)
+    union = " UNION ALL ".join(TILE.format(table=ROLLUP_TABLES[r], n=i) for i, (r, _, _) in enumerate(parts))
+    params: dict[str, Any] = {"ids": list(service_ids)}
+    for i, (_, lo, hi) in enumerate(parts):
+        params[f"start{i}"], params[f"end{i}"] = lo, hi
+    rows = conn.execute(text(PER_SERVICE.format(tiles=union)), params).all()
     return {row[0]: Totals.of_row(row[1:10]) for row in rows}
 
 
@@ -192,11 +261,17 @@ def incident_markers(
             "id": r.id, "title": r.title, "severity": r.severity, "status": r.status,
             "incident_type": r.incident_type, "service": r.service, "opened_at": r.created_at.isoformat(),
             "resolved_at": ended.isoformat() if ended else None,
-            "duration_seconds": round(((ended or now) - r.created_at).total_seconds(), 1),
+            "duration_seconds": round(max(0.0, ((ended or now) - r.created_at).total_seconds()), 1),
             "cause": cause[:200] if cause else None, "url": f"/incidents/{r.id}",
         })  # fmt: skip
         modified = r.updated_at if modified is None else max(modified, r.updated_at)
     return markers, modified
+
+
+def _as_of() -> datetime:
+    """Now, to the minute: an open incident's duration counts to it, so an answer (and its ETag) stays the same
+    within a minute while nothing else changes."""
+    return utcnow().replace(second=0, microsecond=0)
 
 
 def _service(session: Session, name: str) -> Service:
@@ -248,7 +323,7 @@ def service_uptime(
     assert service.id is not None
     conn = session.connection()
     current = series(conn, service_ids=[service.id], span=span)
-    markers, changed = incident_markers(conn, names=[name], span=span, filters=filters, now=utcnow())
+    markers, changed = incident_markers(conn, names=[name], span=span, filters=filters, now=_as_of())
     answer = {"service": name, **_head(span), **current.public(), "incidents": markers}
     modified = _latest(current.modified, changed)
     if compare:
@@ -286,7 +361,7 @@ def group_uptime(
     totals = per_service(conn, service_ids=ids, span=span)
     query = select(ServiceState.service_id, ServiceState.status).where(col(ServiceState.service_id).in_(ids))
     states: dict[int, str] = dict(session.exec(query).all())
-    markers, changed = incident_markers(conn, names=[r.name for r in rows], span=span, filters=filters, now=utcnow())
+    markers, changed = incident_markers(conn, names=[r.name for r in rows], span=span, filters=filters, now=_as_of())
     answer: dict[str, Any] = {
         **_head(span),
         "group": group,

@@ -87,7 +87,8 @@ def group_uptime(
 ) -> Response:  # fmt: skip
     """All services' (a group's, or those named) availability and latency per step, each service's summary and
     status, their incidents; compare=previous as for one service."""
-    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end)
+    count = len(uptime.chosen_services(session, group=group, names=service or []))
+    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end, services=count)
     body, modified = uptime.group_uptime(
         session=session, span=span, group=group, names=service or [], compare=compare == "previous",
         filters=_filters(incident_type, severity, agent),
@@ -117,8 +118,8 @@ def group_uptime_csv(
     step: StepQuery = "auto", end: EndQuery = None, group: GroupQuery = None, service: ServicesQuery = None,
 ) -> StreamingResponse:  # fmt: skip
     """Every chosen service's uptime per step as CSV, a row per service and point (streamed)."""
-    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end)
     ids = _chosen(session, group, service or [])
+    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end, services=len(ids))
     label = f"group={group}" if group else ("services=" + ",".join(service) if service else "services=all")
     label = _label(label)
     return _csv(csv_lines(engine=engine, service_ids=ids, span=span, label=label), f"uptime-{span.range}.csv")

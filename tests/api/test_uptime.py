@@ -153,8 +153,13 @@ async def test_etag_and_304(api: httpx.AsyncClient, engine: Engine) -> None:
     write(engine, [result(ids["checkout"], _minute_ago(1), "up", 5.0)])  # a new result changes the answer
     changed = await api.get("/api/services/checkout/uptime", params={"range": "1h"}, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
-    group = await api.get("/api/uptime")
-    assert (await api.get("/api/uptime", headers={"If-None-Match": group.headers["etag"]})).status_code == 304
+    # With an incident still open (its duration counts to the minute: the answer holds within one), twice in a row
+    # (a minute may turn between the first two).
+    statuses = []
+    for _ in range(2):
+        group = await api.get("/api/uptime")
+        statuses.append((await api.get("/api/uptime", headers={"If-None-Match": group.headers["etag"]})).status_code)
+    assert 304 in statuses
 
 
 @pytest.mark.parametrize(
