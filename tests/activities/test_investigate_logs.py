@@ -539,8 +539,8 @@ async def test_a_configuration_error_is_named_as_one_a_restart_cannot_fix(tmp_pa
     found = await investigate([logs], paths=["shop.log"])
     assert found.ok is False and found.data["error_count"] == 3
     assert found.summary.startswith(
-        "configuration error, a restart is unlikely to fix it: ERROR config error: invalid setting POOL_SIZE=-<n> (2×); "
-        "shop.log: 3 errors in the last 30 min"
+        "configuration error, a restart is unlikely to fix it: "
+        "ERROR config error: invalid setting POOL_SIZE=-<n> (2×); shop.log: 3 errors in the last 30 min"
     )
     assert found.findings[0]["title"] == "configuration error: a restart is unlikely to fix it"
     assert (found.data["restart_helps"], found.data["diagnosis"]) == (False, "config_error")
