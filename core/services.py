@@ -6,11 +6,12 @@ investigation agents read them through the context.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field as SQLField
@@ -108,6 +109,29 @@ class DegradedIncident(BaseModel):
     severity: Literal["P1", "P2", "P3", "P4"] = "P4"
 
 
+class PublicListing(BaseModel):
+    """The service on the public status page (/status): opt-in. The page shows only these words, the service's
+    status and its daily availability — never its name, check, errors, incidents' titles or comments. Services
+    listed with the same name (and group) are one component there: some of them down is a partial outage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=100, description="the component's name the public reads (not empty)")
+    group: str | None = Field(default=None, max_length=100, description="the component group it is listed under")
+
+    @field_validator("name", "group")
+    @classmethod
+    def _plain_text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(value.split())  # one line: no tabs, newlines or runs of spaces
+        if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+            raise ValueError("must not hold control or format characters")
+        if not value and info.field_name == "name":
+            raise ValueError("give the name the public reads")
+        return value or None
+
+
 class ServiceBase(BaseModel):
     """What the API accepts (and answers, with the stored fields)."""
 
@@ -137,6 +161,8 @@ class ServiceBase(BaseModel):
     severity: Literal["P1", "P2", "P3", "P4"] = "P2"
     enabled: bool = True
     remediation: Remediation | None = None
+    # On the public status page, and as what; empty: not shown there.
+    public: PublicListing | None = None
 
     @property
     def degraded_above_ms(self) -> float:

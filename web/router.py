@@ -15,6 +15,7 @@ from web.pages import (
     incidents,
     overview,
     services,
+    status_page,
 )
 
 router = APIRouter()
@@ -29,5 +30,6 @@ for part in (
     admin.router,
     account.router,
     services.router,
+    status_page.router,
 ):
     router.include_router(part)

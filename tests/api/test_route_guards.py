@@ -17,6 +17,8 @@ PUBLIC = {
     ("POST", "/approvals/email/{token}"),
     ("GET", "/incidents/email/{token}"),  # the single-use acknowledge link is the credential
     ("POST", "/incidents/email/{token}"),
+    ("GET", "/status"),  # the public status page: public services' names, status, availability and public updates
+    ("GET", "/status/api/summary.json"),  # the same as JSON (tests/web/test_status_page.py walks both)
 }
 PUBLIC_MOUNTS = {"/static"}
 

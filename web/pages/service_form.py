@@ -26,7 +26,9 @@ CHECK_FIELDS = {
     "dns": {"name": "dns_name", "record_type": "record_type", "expect": "expect"},
 }  # fmt: skip
 # Where an error of a definition's field shows on the form.
-FIELD_OF = {f"check.{k}": v for fields in CHECK_FIELDS.values() for k, v in fields.items()} | {"check": "check_type"}
+FIELD_OF = {f"check.{k}": v for fields in CHECK_FIELDS.values() for k, v in fields.items()} | {
+    "check": "check_type", "public": "public_listed", "public.name": "public_name", "public.group": "public_group",
+}  # fmt: skip
 
 
 def _words(text: str) -> list[str]:
@@ -59,8 +61,16 @@ def service_body(values: Mapping[str, str], stored: Mapping[str, Any]) -> dict[s
     body["dependencies"] = _words(values.get("dependencies", ""))
     body["tags"] = _words(values.get("tags", ""))
     body["log_paths"] = [line.strip() for line in values.get("log_paths", "").splitlines() if line.strip()]
+    body["public"] = _public(values)
     body.update(_advanced(values.get("advanced", "")))
     return body
+
+
+def _public(values: Mapping[str, str]) -> dict[str, Any] | None:
+    """The public status page listing: on when its box is ticked (the model refuses an empty name)."""
+    if not values.get("public_listed"):
+        return None
+    return {"name": values.get("public_name", ""), "group": values.get("public_group", "").strip() or None}
 
 
 def _advanced(text: str) -> dict[str, Any]:
@@ -92,6 +102,9 @@ def form_values(config: Mapping[str, Any]) -> dict[str, str]:
     values["dependencies"] = ", ".join(config.get("dependencies", []))
     values["tags"] = ", ".join(config.get("tags", []))
     values["log_paths"] = "\n".join(config.get("log_paths", []))
+    listing = config.get("public") or {}
+    values["public_listed"] = "on" if listing else ""
+    values["public_name"], values["public_group"] = listing.get("name") or "", listing.get("group") or ""
     advanced = {k: config[k] for k in ADVANCED if config.get(k)}
     values["advanced"] = json.dumps(advanced, indent=2) if advanced else ""
     return values
