@@ -55,9 +55,14 @@ INDICATOR_TEXT = {
     "maintenance": "Maintenance in progress",
     "unknown": "No data yet",
 }
+# Each component's days: its services' day rollups summed in the database (a row per component and day, not per
+# service and day). The listing's name and group are stored as validated (core/services.py: PublicListing).
 DAY_ROLLUPS = """
-SELECT service_id, bucket, checks, up, degraded, down, maintenance FROM uptime_rollups_day
-WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start
+SELECT s.config->'public'->>'group' AS grp, s.config->'public'->>'name' AS name, r.bucket,
+       sum(r.checks)::int, sum(r.up)::int, sum(r.degraded)::int, sum(r.down)::int, sum(r.maintenance)::int
+FROM uptime_rollups_day r JOIN services s ON s.id = r.service_id
+WHERE r.service_id = ANY(CAST(:ids AS bigint[])) AND r.bucket >= :start
+GROUP BY 1, 2, 3
 """
 
 
@@ -230,10 +235,10 @@ def status_summary(*, session: Session, now: datetime | None = None) -> StatusSu
     states = {s.service_id: s for s in session.exec(select(ServiceState).where(col(ServiceState.service_id).in_(ids)))}
     windows = current_windows(session, now)
     first_day = (now - timedelta(days=DAYS - 1)).date()
-    daily: dict[int, dict[date, tuple[int, ...]]] = defaultdict(dict)
+    daily: dict[tuple[str | None, str], dict[date, tuple[int, ...]]] = defaultdict(dict)
     start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-    for sid, bucket, *rollup in session.connection().execute(text(DAY_ROLLUPS), {"ids": ids, "start": start}):
-        daily[sid][bucket.astimezone(UTC).date()] = tuple(rollup)  # the driver answers in the session's zone
+    for group, name, bucket, *rollup in session.connection().execute(text(DAY_ROLLUPS), {"ids": ids, "start": start}):
+        daily[(group, name)][bucket.astimezone(UTC).date()] = tuple(rollup)  # the driver answers in the session's zone
 
     members: dict[tuple[str | None, str], list[Service]] = defaultdict(list)
     for row, listing in listed:
@@ -245,11 +250,10 @@ def status_summary(*, session: Session, now: datetime | None = None) -> StatusSu
             window = next((w for w in windows if w.service in (None, row.name)), None)
             statuses.append(display_status(row.enabled, states.get(row.id or 0), window))
         days = [Day(first_day + timedelta(days=i)) for i in range(DAYS)]
-        for row in rows:
-            for d in days:
-                counts = daily[row.id or 0].get(d.day)
-                if counts:
-                    d.add(counts)
+        for d in days:
+            counts = daily[(group, name)].get(d.day)
+            if counts:
+                d.add(counts)
         components.append(Component(name, group, component_status(statuses), days))
 
     grouped: dict[str | None, list[Component]] = defaultdict(list)

@@ -2,7 +2,8 @@
 and posts a public update (an XSS payload) from the incident page; a visitor who is not logged in sees the
 components, their 90 daily bars with a tooltip per day and the update as text — no script run, no CSP or console
 error, nothing private; the page works without JavaScript and at 375 px (the last 30 days, no sideways scroll).
-Screenshots: status-desktop.png and status-375.png in the artifacts directory."""
+Screenshots: status-desktop.png, status-375.png and the incident page's section, status-incident-updates.png, in
+the artifacts directory."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ async def test_status_page_for_the_public(app, server, browser, engine, artifact
     await staff.wait_for_url(f"{server}/incidents/{ids['active']}#public-updates")
     await expect(staff.get_by_test_id("public-update")).to_contain_text(XSS)  # shown as text to the responder too
     await expect(staff.locator(".timeline")).to_contain_text("posted a public update (identified)")
+    await staff.locator("#public-updates").screenshot(path=artifacts_dir / "status-incident-updates.png")
 
     # A visitor, not logged in.
     visitor = await browser.new_context(viewport={"width": 1280, "height": 900})
@@ -85,3 +87,10 @@ async def test_status_page_for_the_public(app, server, browser, engine, artifact
     await expect(bare.get_by_test_id("public-incident").first).to_contain_text(XSS)
     for context in (visitor, phone, plain):
         await context.close()
+
+    # Taken off the page by the responder (a mistake): the incident is no longer shown.
+    await staff.get_by_role("button", name="Remove from the status page").click()
+    await staff.wait_for_url(f"{server}/incidents/{ids['active']}#public-updates")
+    await expect(staff.get_by_test_id("public-updates")).to_contain_text("No public update yet")
+    summary = await staff.request.get(f"{server}/status/api/summary.json")
+    assert (await summary.json())["incidents"] == []
