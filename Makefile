@@ -76,6 +76,7 @@ bench: install-test
 	$(BIN)/python -m bench.approvals
 	$(BIN)/python -m bench.conversations
 	$(BIN)/python -m bench.monitoring
+	$(BIN)/python -m bench.uptime
 	$(BIN)/python -m bench.scenarios
 	$(BIN)/python -m bench.load --stock
 	$(BIN)/python -m bench.faults
