@@ -52,7 +52,9 @@ def create_app(
         if getattr(app.state, "temporal", None) is None:
             # Lazy: the web starts even while Temporal is down; /readyz says so.
             app.state.temporal = await connect(settings, lazy=True, tracing=tracing)
+        untrace_engine = tracing.instrument_engine(app.state.engine)
         yield
+        untrace_engine()
         hub = getattr(app.state, "event_hub", None)
         if hub is not None:
             await hub.close()

@@ -84,6 +84,7 @@ def worker() -> None:
     async def main() -> None:
         engine = make_engine(resolve_database_url(settings, stop_at_exit=False), pre_ping=False)
         tracing = Tracing.from_settings(settings, "agent-monitor-worker")
+        tracing.instrument_engine(engine)
         try:
             client = await connect(settings, tracing=tracing, runtime=temporal_runtime(settings))
         except RuntimeError as err:

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+from opentelemetry.trace import SpanKind, Tracer
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.engine import make_url
@@ -110,6 +111,13 @@ def autocommit_session(source: Engine | Session) -> Iterator[Session]:
 
 
 _DRIVER_SQL: weakref.WeakKeyDictionary[TextClause, str] = weakref.WeakKeyDictionary()
+# Set by core/telemetry.py while tracing is on: the statements below SQLAlchemy get spans like those above it.
+_statement_tracer: Tracer | None = None
+
+
+def trace_driver_statements(tracer: Tracer | None) -> None:
+    global _statement_tracer
+    _statement_tracer = tracer
 
 
 def autocommit_rows(engine: Engine, statement: TextClause, params: dict[str, Any]) -> list[Any]:
@@ -121,6 +129,15 @@ def autocommit_rows(engine: Engine, statement: TextClause, params: dict[str, Any
     sql = _DRIVER_SQL.get(statement)
     if sql is None:
         sql = _DRIVER_SQL[statement] = str(statement.compile(dialect=engine.dialect))
+    if _statement_tracer is None:
+        return _driver_rows(engine, sql, params)
+    operation = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "SQL"
+    attributes = {"db.system": "postgresql", "db.operation": operation, "db.statement": sql}  # no values
+    with _statement_tracer.start_as_current_span(operation, kind=SpanKind.CLIENT, attributes=attributes):
+        return _driver_rows(engine, sql, params)
+
+
+def _driver_rows(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]:
     pooled = engine.raw_connection()
     try:
         conn = pooled.driver_connection

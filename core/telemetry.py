@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
+from core.db import trace_driver_statements
+
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from core.settings import Settings
 
 TRACER_NAME = "agent-monitor"
@@ -37,6 +42,7 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
         self.provider = provider
+        self._engine_tracers: list[Any] = []  # the instrumentation's listeners on our engines
 
     @classmethod
     def from_settings(cls, settings: Settings, service: str) -> Tracing:
@@ -79,8 +85,46 @@ class Tracing:
 
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
 
+    def instrument_engine(self, engine: Engine) -> Callable[[], None]:
+        """Spans for the engine's statements (SQL text without parameters: no values leave the process), children
+        of the request's or the activity's span. Returns what removes them again (also done at shutdown)."""
+        if self.provider is None:
+            return lambda: None
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # The instrumentation declares SQLAlchemy < 2.1 and would do nothing on ours; its engine events are the same
+        # in 2.1 (tests/observability/test_traces.py checks the spans). One instrumented engine per process at a time.
+        tracer = SQLAlchemyInstrumentor().instrument(
+            engine=engine,
+            tracer_provider=self.provider,
+            enable_commenter=False,
+            enable_attribute_commenter=False,
+            skip_dep_check=True,
+        )
+        if tracer is None:
+            return lambda: None
+        self._engine_tracers.append(tracer)
+        trace_driver_statements(self.provider.get_tracer(TRACER_NAME))  # autocommit_rows, below SQLAlchemy
+
+        def remove() -> None:
+            if tracer in self._engine_tracers:
+                self._engine_tracers.remove(tracer)
+                tracer.remove_all_event_listeners()
+                SQLAlchemyInstrumentor().uninstrument()
+                trace_driver_statements(None)
+
+        return remove
+
     def shutdown(self) -> None:
         """Send what is still batched (at most a few seconds) and stop."""
+        if self._engine_tracers:
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+            for tracer in self._engine_tracers:
+                tracer.remove_all_event_listeners()
+            SQLAlchemyInstrumentor().uninstrument()
+            trace_driver_statements(None)
+        self._engine_tracers.clear()  # an engine kept (tests share one) must not trace into a dead provider
         if self.provider is not None:
             self.provider.shutdown()
 

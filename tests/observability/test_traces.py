@@ -6,7 +6,9 @@ SDK's InMemorySpanExporter) instead of going out by OTLP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +31,14 @@ def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
+@contextlib.asynccontextmanager
+async def _finally(undo: Callable[[], None]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        undo()
+
+
 @pytest.fixture
 def tracing(spans: InMemorySpanExporter) -> Tracing:
     provider = TracerProvider()
@@ -41,9 +51,13 @@ async def test_an_incident_is_one_trace_from_the_request_to_its_agents(settings,
     app = create_app(settings, engine=engine, temporal=temporal, tracing=tracing)
     _, token = make_user(engine, "responder")
     url, _ = service
+    # As the web's lifespan and `agent-monitor worker` do with their engine (this in-process client runs no
+    # lifespan); removed after, since the test session shares this engine.
+    untrace_engine = tracing.instrument_engine(engine)
     async with (
         incident_worker(temporal, engine, settings, task_queue=settings.task_queue, tracing=tracing),
         app_client(app, headers={"Authorization": f"Bearer {token}"}) as api,
+        _finally(untrace_engine),
     ):
         created = await api.post("/api/incidents", json=incident_payload(service_url=url))
         assert created.status_code == 201, created.text
@@ -67,10 +81,22 @@ async def test_an_incident_is_one_trace_from_the_request_to_its_agents(settings,
         assert f"RunActivity:{agent}" in names, sorted(names)
     # The monitor agent's health check is a span of its activity, and carried the trace to the service.
     monitor = next(s for s in trace if s.name == "RunActivity:monitor")
-    checks = [s for s in trace if s.kind == SpanKind.CLIENT and s.parent.span_id == monitor.context.span_id]
+    checks = [
+        s
+        for s in trace
+        if s.kind == SpanKind.CLIENT and s.parent.span_id == monitor.context.span_id and "db.system" not in s.attributes
+    ]
     assert checks, "no HTTP span under the monitor agent's activity"
     method = checks[0].attributes.get("http.request.method") or checks[0].attributes.get("http.method")  # semconv
     assert method == "GET"
+    # The database's statements are spans too, under the request and under the agents' activities; their text
+    # carries no values (bound parameters), so nothing of an incident leaves the process through them.
+    statements = [s for s in trace if s.attributes.get("db.system") == "postgresql"]
+    assert any(s.parent.span_id == request.context.span_id for s in statements), "no statement under the request"
+    activities = {s.context.span_id for s in trace if s.name.startswith("RunActivity:")}
+    assert any(s.parent.span_id in activities for s in statements), "no statement under an agent's activity"
+    title = incident_payload()["title"]
+    assert not any(title in str(s.attributes.get("db.statement", "")) for s in statements)
     # Every span of the trace hangs, through its parents, from the request.
     by_id = {s.context.span_id: s for s in trace}
     for span in trace:
