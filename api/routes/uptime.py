@@ -63,6 +63,9 @@ def _csv(lines: Any, filename: str) -> StreamingResponse:
     )
 
 
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}, "description": "streamed CSV"}}
+
+
 @router.get("/api/services/{name}/uptime")
 def service_uptime(
     name: ServiceName, request: Request, session: SessionDep, settings: SettingsDep, range_: RangeQuery = "24h",
@@ -100,7 +103,7 @@ def _chosen(session: Session, group: str | None, names: list[str]) -> list[int]:
     return [r.id for r in uptime.chosen_services(session, group=group, names=names) if r.id is not None]
 
 
-@router.get("/api/services/{name}/uptime.csv")
+@router.get("/api/services/{name}/uptime.csv", response_class=StreamingResponse, responses=CSV_ANSWER)
 def service_uptime_csv(
     name: ServiceName, session: SessionDep, engine: EngineDep, settings: SettingsDep, range_: RangeQuery = "24h",
     step: StepQuery = "auto", end: EndQuery = None,
@@ -112,7 +115,7 @@ def service_uptime_csv(
     return _csv(lines, _label(f"uptime-{name}-{span.range}.csv"))
 
 
-@router.get("/api/uptime.csv")
+@router.get("/api/uptime.csv", response_class=StreamingResponse, responses=CSV_ANSWER)
 def group_uptime_csv(
     session: SessionDep, engine: EngineDep, settings: SettingsDep, range_: RangeQuery = "24h",
     step: StepQuery = "auto", end: EndQuery = None, group: GroupQuery = None, service: ServicesQuery = None,
