@@ -170,7 +170,8 @@ async def test_statuses_bars_and_public_updates(app, engine, client_as, anonymou
     assert past["updates"][0]["body"] == "Search is fast again." and past["resolved_at"]
 
     page = (await anonymous.get("/status")).text
-    assert "70.59 % over 90 days" in page and "Partial system outage" in page and "Partial outage" in page and "Degraded performance" in page
+    for said in ("70.59 % over 90 days", "Partial system outage", "Partial outage", "Degraded performance"):
+        assert said in page, said
     checkout = page[page.index('data-status="partial_outage"') :].split("</li>")[0]
     bars = re.findall(r'<span class="status-day status-day-(\w+)" title="([^"]+)"', checkout)
     assert len(bars) == 90
