@@ -1,6 +1,6 @@
 """Uptime at scale (issue 21): N services × D days of 60-second checks and their incidents, loaded as the rollups the
 product keeps, read warm through a real `agent-monitor web` on 127.0.0.1; then the monitoring path's CPU with the
-rollups maintained and without, in the same run.
+rollups maintained and without, in the same run (bench/uptime_monitoring.py).
 
 The data (bench/uptime_data.py) are the rollups, not ~130 M raw results: minute rows for the minute retention
 (UPTIME_MINUTE_RETENTION_DAYS, by default UPTIME_RETENTION_DAYS = 30 days), hour and day rows for all D days, built
@@ -10,17 +10,13 @@ add_results / add_silenced, one flush a minute) and their rollups are compared r
 
 Reads, each warmed first, one request at a time (ms, p50 / p95 / max): the services page, its live refresh, a
 service's page, the all-services graph as the services page opens it (24 h) and at 30 days, one service's 1-year
-graph, one service's 1-year CSV and all services' 30-day CSV (hourly rows; the web's RSS while it streams).
-
-Monitoring: the generated services pointed at local HTTP targets (bench/monitoring.py's), checked every 60 s by the
-real `agent-monitor worker`, in alternating segments with the rollup writes on and off (a bench-only wrapper replaces
-rollups.add_results / add_silenced with versions that skip while a switch file exists; the product has no such
-setting). CPU (worker + Temporal + Postgres, as bench.monitoring counts it) per check, on vs off.
+graph and CSV, all services' 30-day CSV (step auto, and hourly rows; the web's RSS while it streams); then, in-process,
+where the services page's availability and the all-services graph spend their time.
 
     python -m bench.uptime [--services 1000] [--days 90] [--incidents 5000] [--runs 20] [--jobs 2]
-    python -m bench.uptime --quick      # 100 services × 30 days, 500 incidents, shorter segments: a few minutes
+    python -m bench.uptime --quick      # 100 services × 30 days, 500 incidents, shorter segments: about 3 minutes
 Targets: pages p95 ≤ 300 ms, a 1-year graph ≤ 100 ms, a 1-year CSV ≤ 1 s, monitoring CPU with rollups ≤ 110 % of
-without. The full run takes about half an hour on 2 shared cores (most of it loading 43 M minute rows).
+without. The full run took 16 minutes on 2 shared cores (10 of them loading 43 M minute rows).
 """
 
 from __future__ import annotations
@@ -29,16 +25,15 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,37 +46,22 @@ from sqlmodel import Session
 
 from bench.load import child as app_child
 from bench.load import free_port, stack_env, wait_ready, web_argv
-from bench.local_stack import local_stack, stop_process
-from bench.monitoring import (
-    CPUS,
-    TIMEOUT_SECONDS,
-    Cpu,
-    child,
-    measure_cpu,
-    pct,
-    postmaster,
-    read_line,
-    target_process,
-    temporal_server,
-    worker_log,
-)
+from bench.local_stack import local_stack
+from bench.monitoring import CPUS, pct
 from bench.uptime_data import Plan, load, write_path_check
+from bench.uptime_monitoring import met, monitoring, run_worker_with_switch
 from core.audit import SYSTEM
 from core.db import session_scope
 from core.monitoring import ROLLUP_TABLES
 from core.settings import Settings
+from services import uptime
 from services.identity import create_token, create_user
 from services.uptime import availability_by_service
 
 TARGET_PAGE_P95_MS = 300.0
 TARGET_GRAPH_MS = 100.0
 TARGET_CSV_MS = 1000.0
-TARGET_CPU_RATIO = 1.10
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
 
 
 # ---- reads ----------------------------------------------------------------------------------------------------------
@@ -102,6 +82,7 @@ class Timing:
     size: int  # bytes of the last answer
     lines: int
     rss_growth_mib: float | None = None
+    note: str = ""
 
     def line(self) -> str:
         s = self.samples
@@ -139,12 +120,25 @@ async def time_case(client: httpx.AsyncClient, case: Case, web_pid: int, warm: i
     finally:
         done.set()
         sampler.join()
-    return Timing(samples, len(body), body.count(b"\n"), peak - before)
+    return Timing(samples, len(body), body.count(b"\n"), peak - before, served_by(body))
+
+
+def served_by(body: bytes) -> str:
+    """The step (and rollup) an uptime answer was read at: step=auto picks it by range and number of services."""
+    if body.startswith(b"# "):
+        found = re.search(rb"step=(\S+)", body[:300])
+        return f"step {found.group(1).decode()}" if found else ""
+    if body.startswith(b"{"):
+        answer = json.loads(body)
+        if "step" in answer:
+            return f"step {answer['step']} from the {answer['resolution']} rollup, {len(answer['points'])} points"
+    return ""
 
 
 def cases(name: str, runs: int) -> list[Case]:
     page, graph, csv = "page p95 <= 300 ms", "1-year graph p95 <= 100 ms", "1-year CSV p95 <= 1 s"
     heavy = max(2, min(runs, 5))
+    streamed = "no time target in issue 21; streamed: web RSS grows < half the download"
     return [
         Case("/services (the services page)", "/services", TARGET_PAGE_P95_MS, page, runs),
         Case("/services/_rows (its live refresh)", "/services/_rows", TARGET_PAGE_P95_MS, page, runs),
@@ -157,10 +151,10 @@ def cases(name: str, runs: int) -> list[Case]:
              TARGET_GRAPH_MS, graph, runs),
         Case(f"/api/services/{name}/uptime.csv?range=1y (1-year CSV)", f"/api/services/{name}/uptime.csv?range=1y",
              TARGET_CSV_MS, csv, runs),
-        Case("/api/uptime.csv?range=30d (all services, monthly CSV, hourly rows)", "/api/uptime.csv?range=30d", None,
-             "no time target in issue 21; streamed: web RSS grows < half the download", heavy),
-        Case("/api/uptime.csv?range=30d&step=1d (all services, monthly CSV, daily rows)",
-             "/api/uptime.csv?range=30d&step=1d", None, "no time target in issue 21", heavy),
+        Case("/api/uptime.csv?range=30d (all services, monthly CSV, step auto)", "/api/uptime.csv?range=30d", None,
+             streamed, heavy),
+        Case("/api/uptime.csv?range=30d&step=1h (all services, monthly CSV, hourly rows)",
+             "/api/uptime.csv?range=30d&step=1h", None, streamed, max(2, min(runs, 3))),
     ]  # fmt: skip
 
 
@@ -196,6 +190,16 @@ SELECT service_id, sum(checks), sum(up), sum(degraded), sum(maintenance) FROM (
 """
 
 
+COUNTS_ONLY = """
+SELECT date_bin(CAST(:step AS interval), bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS t, sum(checks), sum(up),
+       sum(degraded), sum(down), sum(maintenance), sum(latency_count), max(latency_max), max(updated_at)
+FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end GROUP BY 1
+"""
+ROWS_IN = """
+SELECT count(*) FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end
+"""
+
+
 def _windows(end: datetime, days: int) -> dict[str, datetime]:
     start = end - timedelta(days=days)
     day_lo = start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -204,22 +208,57 @@ def _windows(end: datetime, days: int) -> dict[str, datetime]:
     return {"start": start, "end": end, "day_lo": day_lo, "day_hi": max(day_lo, day_hi)}
 
 
+def _timer(runs: int) -> Any:
+    def timed(fn: Any) -> tuple[float, Any]:
+        fn()
+        samples, result = [], None
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = fn()
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples), result
+
+    return timed
+
+
+def overview_breakdown(engine: Engine, settings: Settings, runs: int) -> None:
+    """In-process: the all-services graph (services/uptime.group_uptime, step auto as the API picks it) at 24 h and
+    30 d, and its parts; its points also without the latency histograms' merge."""
+    timed = _timer(runs)
+    with Session(engine) as session:
+        rows = list(session.execute(text("SELECT id, name FROM services ORDER BY id")).all())
+        ids, names = [r[0] for r in rows], [r[1] for r in rows]
+        conn = session.connection()
+        for range_ in ("24h", "30d"):
+            span = uptime.resolve_period(settings=settings, range_=range_, step="auto", end=None, services=len(ids))
+            table = ROLLUP_TABLES[span.resolution]
+            params = {"step": span.step_delta, "ids": ids, "start": span.start, "end": span.end}
+            whole, _ = timed(lambda span=span: uptime.group_uptime(session=session, span=span))
+            chosen, _ = timed(lambda: uptime.chosen_services(session, group=None, names=()))
+            points, _ = timed(lambda span=span: uptime.series(conn, service_ids=ids, span=span))
+            counts, _ = timed(lambda t=table, p=params: conn.execute(text(COUNTS_ONLY.format(table=t)), p).all())
+            totals, _ = timed(lambda span=span: uptime.per_service(conn, service_ids=ids, span=span))
+            markers, _ = timed(
+                lambda span=span: uptime.incident_markers(
+                    conn, names=names, span=span, filters=uptime.IncidentFilter(), now=datetime.now(UTC)
+                )
+            )
+            n = conn.execute(text(ROWS_IN.format(table=table)), params).scalar_one()
+            print(
+                f"  group_uptime {range_:>3} (step {span.step}, {n:,} {span.resolution} rows): {whole:.1f} ms; parts: "
+                f"chosen_services {chosen:.1f} | series {points:.1f} (without the histogram merge {counts:.1f}) | "
+                f"per_service {totals:.1f} | incident_markers {markers:.1f}"
+            )
+
+
 def availability_breakdown(engine: Engine, runs: int) -> None:
     """In-process: the services page's availability_by_service (all services, 24 h / 7 d / 30 d) and each range's
     query alone; the same 7 d / 30 d figures from day rollups + edge hours, checked equal."""
+    timed = _timer(runs)
     with Session(engine) as session:
         ids = list(session.execute(text("SELECT id FROM services ORDER BY id")).scalars())
         now = datetime.now(UTC)
         end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-
-        def timed(fn: Any) -> tuple[float, Any]:
-            fn()
-            samples, result = [], None
-            for _ in range(runs):
-                started = time.perf_counter()
-                result = fn()
-                samples.append((time.perf_counter() - started) * 1000)
-            return statistics.median(samples), result
 
         whole, _ = timed(lambda: availability_by_service(session=session, service_ids=ids, now=now))
         print(f"  availability_by_service, {len(ids)} services, 24h+7d+30d from hour rollups: median {whole:.1f} ms")
@@ -262,177 +301,15 @@ async def reads(settings: Settings, tmp: Path, engine: Engine, runs: int) -> lis
                 timing = await time_case(client, case, web.pid)
                 text_, ok = verdict_of(case, timing)
                 verdicts.append(ok)
-                print(f"  {case.label:<72} {timing.line()}  ({case.runs} runs)\n      {text_}")
+                note = f"; {timing.note}" if timing.note else ""
+                print(f"  {case.label:<72} {timing.line()}  ({case.runs} runs)\n      {text_}{note}")
         tracebacks = (tmp / "web.log").read_text(errors="replace").count("Traceback")
         if tracebacks:
             print(f"  web log: {tracebacks} tracebacks (see {tmp / 'web.log'})")
-    print("where the services page's time goes (in-process, same data):")
+    print("where the time goes (in-process, same data, medians):")
     availability_breakdown(engine, max(3, runs // 2))
+    overview_breakdown(engine, settings, max(3, runs // 4))
     return verdicts
-
-
-# ---- monitoring CPU, rollups on / off -------------------------------------------------------------------------------
-
-
-def run_worker_with_switch(switch: Path) -> None:
-    """`agent-monitor worker` whose rollup writes are skipped while `switch` exists (bench only: the product has no
-    such setting)."""
-    from activities.monitoring import rollups
-
-    add_results, add_silenced = rollups.add_results, rollups.add_silenced
-
-    def results(conn: Any, stored: set[tuple[int, datetime]]) -> None:
-        if not switch.exists():
-            add_results(conn, stored)
-
-    def silenced(conn: Any, service_id: int, scheduled_at: datetime) -> None:
-        if not switch.exists():
-            add_silenced(conn, service_id, scheduled_at)
-
-    rollups.add_results, rollups.add_silenced = results, silenced  # type: ignore[assignment]
-    from cli.main import worker
-
-    worker()
-
-
-@contextmanager
-def switched_worker(settings: Settings, tmp: Path, switch: Path) -> Iterator[Any]:
-    """As bench.monitoring.worker_process, through run_worker_with_switch."""
-    env = stack_env(
-        settings, tmp, PYTHONPATH=str(ROOT), MONITORING_ENABLED="true", MONITOR_SHARDS="1",
-        MONITOR_WORKFLOW_ID=settings.monitor_workflow_id, MONITOR_CONCURRENCY=str(settings.monitor_concurrency),
-        MONITOR_WINDOW_SECONDS=str(settings.monitor_window_seconds),
-        # The open incidents were loaded without a workflow: no reconciler starting them while CPU is measured.
-        RECONCILE_INTERVAL_SECONDS="0",
-    )  # fmt: skip
-    log = (tmp / "worker.log").open("wb")
-    argv = [sys.executable, "-m", "bench.uptime", "--role", "worker", "--switch", str(switch)]
-    process = child(argv, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        stop_process(process)
-        log.close()
-
-
-@dataclass
-class Segment:
-    rollups: bool
-    cpu: Cpu
-    start: datetime
-    end: datetime
-    checks: int = 0
-
-    @property
-    def core_seconds(self) -> float:
-        return self.cpu.core("worker", "temporal", "postgres") / 100 * self.cpu.seconds
-
-
-async def monitoring(
-    engine: Engine, settings: Settings, tmp: Path, rounds: int, seconds: float, since: datetime
-) -> tuple[bool, list[Segment]]:
-    with engine.connect() as conn:
-        idx = list(conn.execute(text("SELECT id, enabled FROM services ORDER BY id")).all())
-    enabled = sum(1 for _, on in idx if on)
-    switch = tmp / "rollups-off"
-    with target_process(len(idx), len(idx)) as targets:
-        ports = json.loads(await read_line(targets, "the targets' process"))
-        with session_scope(engine) as session:
-            session.execute(
-                text("UPDATE services SET config = jsonb_set(config, '{check,url}', to_jsonb(CAST(:url AS text))) "
-                     "WHERE id = :id"),
-                [{"id": sid, "url": f"http://127.0.0.1:{ports[n]}/t/{n}"} for n, (sid, _) in enumerate(idx)],
-            )  # fmt: skip
-            # Everyone up, first checks spread over the first interval from a few seconds on (steady at once).
-            session.execute(
-                text("UPDATE service_states SET status = 'up', consecutive_failures = 0, failing_since = NULL, "
-                     "incident_id = NULL, next_check_at = now() + interval '8 seconds' "
-                     "+ (abs(hashint8(service_id)) % 60000) * interval '1 millisecond'")
-            )  # fmt: skip
-        started = datetime.now(UTC)
-        with switched_worker(settings, tmp, switch) as worker:
-            deadline = time.monotonic() + 180
-            while True:
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {worker.returncode}:\n{worker_log(tmp)}")
-                with engine.connect() as conn:
-                    seen = conn.execute(
-                        text("SELECT count(*) FROM uptime_metrics WHERE checked_at >= :t"), {"t": started}
-                    ).scalar_one()
-                if seen:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no check stored 180 s after the worker started:\n{worker_log(tmp)}")
-                await asyncio.sleep(1)
-            await asyncio.sleep(10)  # the worker's first ticks and the first interval's burst behind
-            groups = {"worker": [psutil.Process(worker.pid)], "temporal": [temporal_server()],
-                      "postgres": [postmaster(engine)]}  # fmt: skip
-            segments: list[Segment] = []
-            for n in range(rounds):
-                order = (True, False) if n % 2 == 0 else (False, True)  # ABBA: drift cancels out
-                for on in order:
-                    if on:
-                        switch.unlink(missing_ok=True)
-                    else:
-                        switch.touch()
-                    await asyncio.sleep(2)  # flushes in flight finish under the old setting
-                    start = datetime.now(UTC)
-                    cpu = await measure_cpu(groups, seconds)
-                    segments.append(Segment(on, cpu, start, datetime.now(UTC)))
-            switch.unlink(missing_ok=True)
-            await asyncio.sleep(TIMEOUT_SECONDS + 2)  # the last segment's results reach the table
-            with engine.connect() as conn:
-                for seg in segments:
-                    seg.checks = conn.execute(
-                        text("SELECT count(*) FROM uptime_metrics WHERE checked_at >= :a AND checked_at < :b"),
-                        {"a": seg.start, "b": seg.end},
-                    ).scalar_one()
-                # The generated data end at `since` (the load's now): what is after it is the worker's.
-                stored = conn.execute(
-                    text("SELECT count(*) FROM uptime_metrics WHERE scheduled_at >= :t"), {"t": since}
-                ).scalar_one()
-                counted = conn.execute(
-                    text("SELECT coalesce(sum(checks), 0) FROM uptime_rollups_minute WHERE bucket >= :t"), {"t": since}
-                ).scalar_one()
-            log = worker_log(tmp)
-            errors = [ln for ln in log.splitlines() if "ERROR" in ln or "Traceback" in ln]
-            last = log[log.rfind("Traceback") :][:1500] if "Traceback" in log else ""
-    print(
-        f"monitoring: {enabled} enabled services checked every 60 s by `agent-monitor worker` (pid {worker.pid}; "
-        f"targets: bench.monitoring's, not counted), {rounds} rounds of {seconds:g} s with rollups on and off "
-        f"(ABBA order); CPU = worker + Temporal + Postgres; {CPUS} CPUs"
-    )
-    print(f"  results stored since the worker started: {stored}; counted in the minute rollups: {counted} "
-          f"(the 'off' segments' checks are not: the switch works)")  # fmt: skip
-    if errors:
-        print(f"  worker log: {len(errors)} error line(s), the first: {errors[0][:300]}\n{last}")
-    for seg in segments:
-        ms = seg.core_seconds / max(1, seg.checks) * 1000
-        g = seg.cpu.groups
-        print(
-            f"    rollups {'on ' if seg.rollups else 'off'}: {seg.checks:5d} checks in {seg.cpu.seconds:4.0f} s, "
-            f"{seg.cpu.core('worker', 'temporal', 'postgres'):5.1f} % of one core (worker {g['worker']:.1f}"
-            f" + Temporal {g['temporal']:.1f} + Postgres {g['postgres']:.1f}), {ms:.2f} ms "
-            f"CPU per check; machine busy {seg.cpu.machine:.0f} %"
-        )
-    figures = {}
-    for on in (True, False):
-        chosen = [s for s in segments if s.rollups == on]
-        cpu_s = sum(s.core_seconds for s in chosen)
-        wall = sum(s.cpu.seconds for s in chosen)
-        checks = sum(s.checks for s in chosen)
-        figures[on] = (cpu_s / max(1, checks) * 1000, cpu_s / wall * 100, checks)
-    (on_ms, on_pct, on_n), (off_ms, off_pct, off_n) = figures[True], figures[False]
-    ratio = on_ms / off_ms if off_ms else float("inf")
-    print(f"  with rollups maintained: {on_ms:.2f} ms CPU per check, {on_pct:.1f} % of one core ({on_n} checks)")
-    print(f"  without (today's bench.monitoring path): {off_ms:.2f} ms CPU per check, {off_pct:.1f} % of one core "
-          f"({off_n} checks)")  # fmt: skip
-    ok = ratio <= TARGET_CPU_RATIO
-    print(
-        f"  target monitoring CPU with rollups <= {TARGET_CPU_RATIO * 100 - 100:.0f} % above without: "
-        f"{(ratio - 1) * 100:+.1f} % {met(ok)}"
-    )
-    return ok, segments
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ TARGET_LINES = {
     "30-day overview": rf"uptime\?range=30d \(all services, 30-day overview\).*\n\s+target page p95 <= 300 ms"
     rf"[^:]*: [\d.]+ ms {VERDICT}",
     "1-year CSV": rf"uptime\.csv\?range=1y \(1-year CSV\).*\n\s+target 1-year CSV p95 <= 1 s: [\d.]+ ms {VERDICT}",
-    "monthly CSV": rf"uptime\.csv\?range=30d \(all services, monthly CSV, hourly rows\).*p95\s+[\d.]+.*\n.*"
+    "monthly CSV": rf"uptime\.csv\?range=30d \(all services, monthly CSV, step auto\).*p95\s+[\d.]+.*\n.*"
     rf"web RSS \+[\d.-]+ MB {VERDICT}",
     "monitoring CPU": rf"target monitoring CPU with rollups <= 10 % above without: [+-][\d.]+ % {VERDICT}",
 }
