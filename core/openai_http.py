@@ -20,7 +20,8 @@ def one_line(text: str) -> str:
     """The text on one line, secrets masked, at most EXCERPT characters: redacted as it is cut (a cut never leaves
     part of a secret that its whole would have been masked as)."""
     text = " ".join(text.split())
-    return redact_text(text) if len(text) <= EXCERPT else redact_text(text, EXCERPT) + "…"
+    excerpt = redact_text(text, EXCERPT)  # redacted whole, then cut: a mask longer than its secret stays in bounds
+    return excerpt if len(text) <= EXCERPT else excerpt + "…"
 
 
 def error_excerpt(response: httpx.Response) -> str:
