@@ -25,7 +25,7 @@ from core.converter import DATA_CONVERTER
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 INCIDENTS = 80
-CI_ROUND_INCIDENTS = 45
+CI_ROUND_INCIDENTS = 30  # per fault round; bench.faults runs 1,000
 CI_OUTAGE_SECONDS = 5.0
 SERVICES = ("alpha", "beta", "gamma", "delta")
 INTERVAL = 2.0  # seconds between checks of each monitored service
