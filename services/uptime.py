@@ -62,6 +62,11 @@ TILE = """
 SELECT service_id, checks, up, degraded, down, maintenance, latency_count, latency_max, hist, updated_at
 FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start{n} AND bucket < :end{n}
 """
+COUNTS_TILE = """
+SELECT service_id, checks, up, degraded, maintenance
+FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start{n} AND bucket < :end{n}
+"""
+COUNTS = "SELECT service_id, sum(checks), sum(up), sum(degraded), sum(maintenance) FROM ({tiles}) t GROUP BY 1"
 PER_SERVICE = """
 SELECT service_id, checks, up, degraded, down, maintenance, latency_count, latency_max, array_lower(h, 1), h, modified
 FROM (
@@ -399,20 +404,23 @@ def availability_by_service(
     *, session: Session, service_ids: Sequence[int], ranges: Sequence[str] = ("24h", "7d", "30d"),
     now: datetime | None = None,
 ) -> dict[int, dict[str, float | None]]:  # fmt: skip
-    """Each service's availability over the last 24 h / 7 d / 30 d (whole hours, from the hour rollups): one query
-    per range for any number of services, for the services list."""
+    """Each service's availability over the last 24 h / 7 d / 30 d (whole hours: day rollups inside, hour rollups at
+    the edges; counts only): one query per range for any number of services, for the services list."""
     now = now or utcnow()
     end = align_up(now, timedelta(hours=1))
     out: dict[int, dict[str, float | None]] = {sid: {} for sid in service_ids}
     conn = session.connection()
     for range_ in ranges:
-        rows = conn.execute(
-            text(
-                "SELECT service_id, sum(checks), sum(up), sum(degraded), sum(maintenance) FROM uptime_rollups_hour "
-                "WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start AND bucket < :end GROUP BY 1"
-            ),
-            {"ids": list(service_ids), "start": end - RANGES[range_], "end": end},
-        ).all()
+        # Whole days from the day rollups, the edge hours from the hour rollups: a 30-day window reads 30 rows a
+        # service, not 720 (bench.uptime: 276 → 34 ms for 1,000 services). No histogram: counts only.
+        parts = tiles(end - RANGES[range_], end, "hour")
+        union = " UNION ALL ".join(
+            COUNTS_TILE.format(table=ROLLUP_TABLES[resolution], n=i) for i, (resolution, _, _) in enumerate(parts)
+        )
+        params: dict[str, Any] = {"ids": list(service_ids)}
+        for i, (_, lo, hi) in enumerate(parts):
+            params[f"start{i}"], params[f"end{i}"] = lo, hi
+        rows = conn.execute(text(COUNTS.format(tiles=union)), params).all()
         found = {sid: availability(checks=c, up=u, degraded=d, maintenance=m) for sid, c, u, d, m in rows}
         for sid in service_ids:
             out[sid][range_] = found.get(sid)

@@ -300,3 +300,26 @@ async def test_the_overview_uptime_tile_shows_real_figures(api: httpx.AsyncClien
     # Today: search 0 of 2 checks, checkout 9 of 11 → search is the worst (unless today began minutes ago).
     if utcnow() - utcnow().replace(hour=0, minute=0, second=0, microsecond=0) > timedelta(minutes=6):
         assert 'worst today: <a href="/services/search">search</a> <span class="bad">0.00%</span>' in tile, tile
+
+
+async def test_the_services_lists_availability_reads_whole_days_and_edge_hours_as_the_hours_would(
+    engine: Engine,
+) -> None:
+    """availability_by_service reads the day rollups inside its window and the hour rollups at its edges (the
+    services page at 1,000 services: 276 → 34 ms); its figures are those of the checks in the window's whole hours."""
+    from services.uptime import availability_by_service
+
+    flaky = add_service(engine, "flaky-days")
+    now = utcnow()
+    end = align_up(now, timedelta(hours=1))
+    plan = [(hours_ago, status) for hours_ago in (0.2, 3, 23.5, 30, 47, 100, 160, 200, 600, 700, 719.5)
+            for status in ("up", "down" if int(hours_ago) % 3 == 0 else "degraded", "up")]  # fmt: skip
+    results = [result(flaky, now - timedelta(hours=h, seconds=i), st) for i, (h, st) in enumerate(plan)]
+    for start in range(0, len(results), 3):  # as ticks flush them: a few at a time
+        write(engine, results[start : start + 3])
+    with Session(engine) as session:
+        figures = availability_by_service(session=session, service_ids=[flaky.service_id], now=now)[flaky.service_id]
+    for range_, span in (("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30))):
+        inside = [r for r in results if end - span <= r.scheduled_at.replace(minute=0, second=0, microsecond=0) < end]
+        available = sum(r.status in ("up", "degraded") for r in inside)
+        assert figures[range_] == pytest.approx(available / len(inside)), range_
