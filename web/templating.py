@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from core.agent_palette import agent_style
 from core.errors import DomainError
 from core.tables import utcnow
 
@@ -28,6 +29,7 @@ def live_since() -> str:
 
 
 templates.env.globals["live_since"] = live_since
+templates.env.globals["agent_style"] = agent_style  # one colour + badge per agent on every page
 
 
 def problem_page(request: Request, status_code: int, message: str, back: str) -> HTMLResponse:
