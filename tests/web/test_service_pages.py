@@ -5,6 +5,7 @@ pause, check and delete (CSRF, audited), and a phone-sized screen scrolls no pag
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,55 @@ async def test_check_now_has_the_monitor_check_at_once(
         await expect(page.locator('#service-results tr[data-result="up"]')).to_have_count(1, timeout=30_000)
         await expect(page.locator("#service-state .svc")).to_have_text(re.compile("up"))
     assert [r.status for r in results(engine, "ledger")] == ["up"]
+
+
+async def test_maintenance_is_scheduled_and_ended_from_the_service_page(server, browser, engine, api, service):
+    url, _ = service
+    assert (
+        await api.post("/api/services", json={"name": "checkout", "check": {"type": "http", "url": url}})
+    ).is_success
+    make_user(engine, "responder", username="planner")
+    page = await browser.new_page()
+    await log_in(page, server, "planner", "/services/checkout")
+    windows = page.get_by_test_id("maintenance-windows")
+    await expect(windows).to_contain_text("None now or coming")
+
+    await page.click("text=Schedule maintenance")
+    await page.select_option("#mw-duration", "2h")
+    await page.fill("#mw-reason", "<b>db upgrade</b>")
+    await page.click("[data-testid=maintenance-form] button[type=submit]")
+    await page.wait_for_url(f"{server}/services/checkout")
+    await expect(windows).to_contain_text("<b>db upgrade</b>")  # the reason is shown as text
+    listed = (await api.get("/api/maintenance-windows", params={"service": "checkout"})).json()
+    assert [(w["reason"], w["active"], w["created_by"]) for w in listed] == [("<b>db upgrade</b>", True, "planner")]
+    length = datetime.fromisoformat(listed[0]["ends_at"]) - datetime.fromisoformat(listed[0]["starts_at"])
+    assert length.total_seconds() == 2 * 3600
+
+    # A start in the past whose window is already over: refused with the reason, nothing stored.
+    await page.click("text=Schedule maintenance")
+    await page.fill("#mw-start", "2020-01-01T10:00")
+    await page.select_option("#mw-duration", "30m")
+    await page.click("[data-testid=maintenance-form] button[type=submit]")
+    await expect(page.locator("main")).to_contain_text("the window would be over already")
+    assert len((await api.get("/api/maintenance-windows", params={"service": "checkout"})).json()) == 1
+
+    await page.goto(f"{server}/services/checkout")
+    await windows.get_by_role("button", name="End now").click()
+    await page.wait_for_url(f"{server}/services/checkout")
+    await expect(windows).to_contain_text("None now or coming")
+    assert (await api.get("/api/maintenance-windows", params={"service": "checkout"})).json() == []
+    with Session(engine) as session:
+        actions = session.exec(
+            select(AuditEvent.action, AuditEvent.actor)
+            .where(AuditEvent.target_type == "maintenance_window")
+            .order_by(col(AuditEvent.id))
+        ).all()
+    assert [tuple(a) for a in actions] == [("maintenance.create", "planner"), ("maintenance.end", "planner")]
+
+    # A viewer sees neither form, and a forged POST is refused.
+    make_user(engine, "viewer", username="onlooker")
+    viewer = await browser.new_page()
+    await log_in(viewer, server, "onlooker", "/services/checkout")
+    await expect(viewer.get_by_test_id("maintenance-form")).to_have_count(0)
+    forged = await viewer.request.post(f"{server}/services/checkout/maintenance", form={"duration": "1h"})
+    assert forged.status == 403

@@ -8,7 +8,7 @@ message next to its field (422). Changes go through services/monitored.py, as th
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -16,11 +16,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.auth import Responder, actor_of, require
-from api.deps import SessionDep, SettingsDep
-from core.errors import Conflict, Invalid
+from api.deps import Int64Id, SessionDep, SettingsDep
+from core.errors import Conflict, Invalid, NotFound
+from core.monitoring import MaintenanceWindow, MaintenanceWindowCreate
 from core.services import SERVICE_NAME, ServiceBase, ServiceCreate
 from core.tables import utcnow
-from services import monitored
+from services import maintenance, monitored
 from services.service_status import (
     DISPLAY_STATUSES,
     list_service_rows,
@@ -185,6 +186,48 @@ async def delete_service(request: Request, name: ServiceName, principal: Respond
         return problem_page(request, 422, message, f"/services/{name}/edit")
     monitored.remove_service(session=session, name=name, actor=actor_of(request, principal))
     return RedirectResponse("/services", status_code=status.HTTP_303_SEE_OTHER)
+
+
+MAINTENANCE_DURATIONS = {"30m": 30, "1h": 60, "2h": 120, "4h": 240, "8h": 480, "24h": 1440}
+
+
+@responder.post("/services/{name}/maintenance", response_class=HTMLResponse)
+async def schedule_maintenance(
+    request: Request, name: ServiceName, principal: Responder, session: SessionDep
+) -> Response:
+    """Silence this service: from a start (UTC, now when empty) for a duration; the same checks as the API."""
+    monitored.find_service(session=session, name=name)  # NotFound: 404
+    form = await request.form()
+    starts = str(form.get("starts_at", "")).strip()
+    minutes = MAINTENANCE_DURATIONS.get(str(form.get("duration", "")))
+    back = f"/services/{name}"
+    if minutes is None:
+        return problem_page(request, 422, f"duration: pick one of {', '.join(MAINTENANCE_DURATIONS)}", back)
+    try:
+        starts_at = datetime.fromisoformat(starts).replace(tzinfo=UTC) if starts else utcnow()
+    except ValueError:
+        return problem_page(request, 422, f"starts_at: {starts[:40]!r} is not a date and time (UTC)", back)
+    try:
+        body = MaintenanceWindowCreate(
+            service=name, starts_at=starts_at, ends_at=starts_at + timedelta(minutes=minutes),
+            reason=str(form.get("reason", "")).strip(),
+        )  # fmt: skip
+    except ValidationError as err:
+        return problem_page(request, 422, "; ".join(str(e["msg"]) for e in err.errors()), back)
+    maintenance.create_window(session=session, body=body, actor=actor_of(request, principal))  # Invalid: 422 page
+    return _back(name)
+
+
+@responder.post("/services/{name}/maintenance/{window_id}/end", response_class=HTMLResponse)
+def end_maintenance(
+    request: Request, name: ServiceName, window_id: Int64Id, principal: Responder, session: SessionDep
+) -> Response:
+    """End a window of this service now (a window of every service is ended from the API: it silences others)."""
+    row = session.get(MaintenanceWindow, window_id)
+    if row is None or row.service != name:
+        raise NotFound(f"{name} has no maintenance window {window_id}")
+    maintenance.end_window(session=session, window_id=window_id, actor=actor_of(request, principal))
+    return _back(name)
 
 
 def _form(request: Request, name: str | None, values: dict[str, str], errors: dict[str, str]) -> HTMLResponse:
