@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     # default (0: UPTIME_RETENTION_DAYS); hour and day rollups UPTIME_ROLLUP_RETENTION_DAYS (two years).
     uptime_minute_retention_days: int = Field(default=0, ge=0, le=3650)
     uptime_rollup_retention_days: int = Field(default=730, ge=1, le=3650)
+    # The public status page's (/status) heading and title: the name the public knows the service by.
+    status_page_title: str = Field(default="Service status", min_length=1, max_length=100)
 
     # Every `agent-monitor worker` starts, every RECONCILE_INTERVAL_SECONDS and once at start-up, the workflows of
     # incidents recorded while Temporal could not start them (services/incidents/reconcile.py). 0: off (then a

@@ -255,6 +255,21 @@ async def test_etag_and_304(app, engine, client_as, anonymous) -> None:
     assert changed.status_code == 200 and changed.json()["status"]["indicator"] == "none"
 
 
+async def test_the_title_is_a_setting_shown_as_text(app, engine, client_as, anonymous) -> None:
+    await seeded(app, engine, client_as)
+    app.state.status_page = StatusPageState(cache_seconds=0)
+    default = (await anonymous.get("/status")).text
+    assert "<title>Partial system outage · Service status</title>" in default
+    settings = app.state.settings
+    app.state.settings = settings.model_copy(update={"status_page_title": "Acme <status>"})
+    try:
+        page = (await anonymous.get("/status")).text
+    finally:
+        app.state.settings = settings
+    assert '<p class="status-brand">Acme &lt;status&gt;</p>' in page
+    assert "<title>Partial system outage · Acme &lt;status&gt;</title>" in page
+
+
 async def test_the_service_listing_is_validated_and_returned(api) -> None:
     base = {"name": "shop", "check": {"type": "http", "url": "http://10.0.0.7:8080/health"}}
     for public, field in (({"name": "  "}, "public.name"), ({"name": "Shop", "url": "x"}, "public.url"),

@@ -127,7 +127,8 @@ def _render(request: Request, kind: str) -> Rendered:
 
 def _html(request: Request, summary: StatusSummary) -> bytes:
     template = templates.get_template("status/index.html")
-    return template.render({"request": request, "s": summary}).encode()
+    title = request.app.state.settings.status_page_title
+    return template.render({"request": request, "s": summary, "title": title}).encode()
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
