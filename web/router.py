@@ -14,6 +14,7 @@ from web.pages import (
     incident_forms,
     incidents,
     overview,
+    run_view,
     services,
     status_page,
 )
@@ -24,6 +25,7 @@ for part in (
     incident_email.router,  # before the incident pages: /incidents/email/… is not an id
     incident_forms.router,  # before incidents: /incidents/new is not an incident id
     incidents.router,
+    run_view.router,  # the run graph: /incidents/{id}/run…, /incidents/{id}/runs/compare
     overview.router,
     approval_email.router,  # before approvals: /approvals/email/… is not an id
     approvals.router,
