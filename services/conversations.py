@@ -40,6 +40,7 @@ class ConversationFilter(BaseModel):
     workflow: str | None = Field(default=None, max_length=200)
     step: str | None = Field(default=None, max_length=100)
     agent: str | None = Field(default=None, max_length=100)
+    service: str | None = Field(default=None, max_length=100, description="the incidents' service")
     role: list[Role] = Field(default_factory=list)
     kind: Literal["message", "summary"] | None = None
     since: datetime | None = None
@@ -47,7 +48,7 @@ class ConversationFilter(BaseModel):
     q: str | None = Field(default=None, max_length=500, description="keywords (Postgres full-text search)")
     semantic: str | None = Field(default=None, max_length=2_000, description="text to find similar messages to")
 
-    @field_validator("workflow", "step", "agent", "q", "semantic", mode="before")
+    @field_validator("workflow", "step", "agent", "service", "q", "semantic", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -91,6 +92,8 @@ def _conditions(where: ConversationFilter) -> list[Any]:
         found.append(m.step_id == where.step)
     if where.agent:
         found.append(m.agent == where.agent)
+    if where.service:  # incidents.service is indexed: the ids of that service's incidents, then their messages
+        found.append(col(m.incident_id).in_(select(Incident.id).where(Incident.service == where.service)))
     if where.role:
         found.append(col(m.role).in_(where.role))
     if where.kind:
@@ -221,3 +224,46 @@ def snapshot_public(row: ContextSnapshot, *, with_context: bool) -> dict[str, An
     if with_context:
         shown["context"] = row.context
     return shown
+
+
+def messages_after(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[ConversationMessage]:
+    """The incident's messages newer than `after_id`, oldest first (what a live chat view appends)."""
+    m = ConversationMessage
+    query = select(m).where(m.incident_id == incident_id, col(m.id) > after_id).order_by(col(m.id)).limit(limit)
+    return list(session.exec(query))
+
+
+def messages_around(
+    *, session: Session, incident_id: int, message_id: int, each_side: int
+) -> list[ConversationMessage]:
+    """The incident's messages around one of its messages (a link to an older message), oldest first."""
+    m = ConversationMessage
+    before = select(m).where(m.incident_id == incident_id, col(m.id) <= message_id)
+    after = select(m).where(m.incident_id == incident_id, col(m.id) > message_id)
+    older = list(session.exec(before.order_by(col(m.id).desc()).limit(each_side + 1)))
+    newer = list(session.exec(after.order_by(col(m.id)).limit(each_side)))
+    return [*reversed(older), *newer]
+
+
+def latest_message_id(*, session: Session, incident_id: int) -> int:
+    """The id of the incident's newest message (0: none yet)."""
+    m = ConversationMessage
+    found = session.exec(select(func.max(m.id)).where(m.incident_id == incident_id)).one()
+    return int(found or 0)
+
+
+def conversation_facets(*, session: Session, incident_id: int) -> tuple[list[str], list[str]]:
+    """The agents and the steps that wrote to the incident's conversation (the chat view's filter choices)."""
+    m = ConversationMessage
+    pairs = session.exec(select(m.agent, m.step_id).where(m.incident_id == incident_id).distinct().limit(1_000)).all()
+    agents = sorted({a for a, _ in pairs if a})
+    steps = sorted({s for _, s in pairs if s})
+    return agents, steps
+
+
+def incidents_by_id(*, session: Session, ids: list[int]) -> dict[int, Incident]:
+    """The incidents with these ids (search results name the incident each message belongs to)."""
+    if not ids:
+        return {}
+    rows = session.exec(select(Incident).where(col(Incident.id).in_(sorted(set(ids)))))
+    return {row.id: row for row in rows if row.id is not None}

@@ -10,6 +10,7 @@ from web.pages import (
     approval_email,
     approvals,
     auth,
+    conversations,
     incident_email,
     incident_forms,
     incidents,
@@ -24,6 +25,7 @@ for part in (
     auth.router,
     incident_email.router,  # before the incident pages: /incidents/email/… is not an id
     incident_forms.router,  # before incidents: /incidents/new is not an incident id
+    conversations.router,  # before incidents: /incidents/{id}/conversation… are its pages
     incidents.router,
     run_view.router,  # the run graph: /incidents/{id}/run…, /incidents/{id}/runs/compare
     overview.router,
