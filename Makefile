@@ -75,6 +75,7 @@ bench: install-test
 	$(BIN)/python -m bench.incident_list
 	$(BIN)/python -m bench.approvals
 	$(BIN)/python -m bench.conversations
+	$(BIN)/python -m bench.incident_page
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.uptime
 	$(BIN)/python -m bench.scenarios
