@@ -98,6 +98,8 @@ async def test_groups_show_each_agent_by_colour_and_badge_and_remember_what_the_
     await page.set_viewport_size({"width": 375, "height": 800})
     await page.reload()
     await expect(page.locator(".chat-log")).to_be_visible()
+    await open_filter(page)  # the filter form too
+    await page.locator(f"#message-{ids['logs_tool']} pre").scroll_into_view_if_needed()
     assert await page.evaluate("document.documentElement.scrollWidth") <= 375
     await page.locator("#chat").scroll_into_view_if_needed()
     await page.screenshot(path=str(artifacts_dir / "chat-375.png"), full_page=True)
@@ -269,5 +271,8 @@ async def test_hostile_markdown_stays_inert(server, browser, engine):
     search = await browser.new_page()
     await log_in(search, server, "vera", "/conversations?q=tag")
     await expect(search.get_by_test_id("search-result")).to_have_count(4)
-    assert await search.locator(".search-results script, .search-results img").count() == 0
+    results = search.get_by_test_id("search-results")
+    assert await results.locator("script, img, svg, [onerror], [onload]").count() == 0
+    hrefs = await results.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href') || '')")
+    assert not [h for h in hrefs if h.lower().startswith("javascript")]
     assert await search.evaluate("window.__xss") is None
