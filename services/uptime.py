@@ -6,6 +6,8 @@ and, on request, the previous period for comparison. The API (api/routes/uptime.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -114,6 +116,12 @@ class Totals:
         checks, up, degraded, down, maint, lcount, lmax, lower, hist = row
         return cls(checks, up, degraded, down, maint, lcount, lmax, Histogram.of(lower, hist))
 
+    def copy(self) -> Totals:
+        return Totals(
+            self.checks, self.up, self.degraded, self.down, self.maintenance, self.latency_count, self.latency_max,
+            Histogram(dict(self.hist.counts)),
+        )  # fmt: skip
+
     def add(self, other: Totals) -> None:
         self.checks += other.checks
         self.up += other.up
@@ -177,11 +185,15 @@ def resolve_period(
         raise Invalid(f"query.{err.field}: {err}") from None
 
 
-def series(conn: Connection, *, service_ids: Sequence[int], span: Period) -> Series:
-    """The period's points over the services (their buckets summed), from the rollup of its resolution."""
+def series(
+    conn: Connection, *, service_ids: Sequence[int], span: Period, part: tuple[datetime, datetime] | None = None
+) -> Series:
+    """The period's points over the services (their buckets summed), from the rollup of its resolution (only those
+    in `part`, step-aligned, when given)."""
+    start, end = part or (span.start, span.end)
     rows = conn.execute(
         text(POINTS.format(table=ROLLUP_TABLES[span.resolution], epoch=EPOCH_SQL)),
-        {"step": span.step_delta, "ids": list(service_ids), "start": span.start, "end": span.end},
+        {"step": span.step_delta, "ids": list(service_ids), "start": start, "end": end},
     ).all()
     total = Totals()
     points = []
@@ -230,15 +242,138 @@ def tiles(start: datetime, end: datetime, finest: Resolution) -> list[tuple[Reso
     return out
 
 
-def per_service(conn: Connection, *, service_ids: Sequence[int], span: Period) -> dict[int, Totals]:
-    """Each service's totals over the period."""
-    parts = tiles(span.start, span.end, span.resolution)
+def per_service(
+    conn: Connection, *, service_ids: Sequence[int], span: Period, part: tuple[datetime, datetime] | None = None
+) -> dict[int, Totals]:
+    """Each service's totals over the period (or the step-aligned `part` of it)."""
+    start, end = part or (span.start, span.end)
+    parts = tiles(start, end, span.resolution)
     union = " UNION ALL ".join(TILE.format(table=ROLLUP_TABLES[r], n=i) for i, (r, _, _) in enumerate(parts))
     params: dict[str, Any] = {"ids": list(service_ids)}
     for i, (_, lo, hi) in enumerate(parts):
         params[f"start{i}"], params[f"end{i}"] = lo, hi
     rows = conn.execute(text(PER_SERVICE.format(tiles=union)), params).all()
     return {row[0]: Totals.of_row(row[1:10]) for row in rows}
+
+
+# ---- the past of a graph, computed once --------------------------------------------------------------------------
+
+# What a part of the rollups holds, cheap to read (no histogram): a result written late into a past bucket adds to its
+# checks, and pruning or a deleted service removes rows, so an unchanged fingerprint means unchanged rows.
+FINGERPRINT_TILE = """
+SELECT {n} AS part, count(*), coalesce(sum(checks), 0)
+FROM {table} WHERE service_id = ANY(CAST(:ids AS bigint[])) AND bucket >= :start{n} AND bucket < :end{n}
+"""
+SETTLED_KEPT = 32  # cached graph pasts per process (a 1,000-service one is about 1 MB)
+
+
+@dataclass
+class Settled:
+    """A graph's whole past points (and each service's totals over them), with the fingerprint they were read at."""
+
+    fingerprint: tuple[tuple[int, int, int], ...]
+    points: Series
+    totals: dict[int, Totals] | None
+
+
+class SettledCache:
+    """The past points of uptime graphs by what they cover, so that a graph over many services merges the latency
+    histograms of its past once, not on every request (bench.uptime: the all-services 30-day graph). Every use
+    first reads the rollups' fingerprint (row and check counts of each part it covers): a late result, a pruned
+    row or a changed service list reads again, so an answer is always what Postgres holds. Per process."""
+
+    def __init__(self, kept: int = SETTLED_KEPT) -> None:
+        self._kept = kept
+        self._entries: OrderedDict[tuple[Any, ...], Settled] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0  # full reads of a past (tests and the bench count them)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, key: tuple[Any, ...], fingerprint: tuple[tuple[int, int, int], ...]) -> Settled | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or found.fingerprint != fingerprint:
+                return None
+            self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], value: Settled) -> None:
+        with self._lock:
+            self.reads += 1
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._kept:
+                self._entries.popitem(last=False)
+
+
+SETTLED = SettledCache()
+
+
+def _fingerprint(
+    conn: Connection, ids: Sequence[int], parts: Sequence[tuple[Resolution, datetime, datetime]]
+) -> tuple[tuple[int, int, int], ...]:
+    union = " UNION ALL ".join(
+        FINGERPRINT_TILE.format(table=ROLLUP_TABLES[r], n=i) for i, (r, _, _) in enumerate(parts)
+    )
+    params: dict[str, Any] = {"ids": list(ids)}
+    for i, (_, lo, hi) in enumerate(parts):
+        params[f"start{i}"], params[f"end{i}"] = lo, hi
+    return tuple(
+        sorted((int(n), int(rows), int(checks)) for n, rows, checks in conn.execute(text(union), params).all())
+    )
+
+
+def _joined(past: Series, fresh: Series) -> Series:
+    total = past.total.copy()
+    total.add(fresh.total)
+    modified = _latest(past.modified, fresh.modified)
+    return Series([*past.points, *fresh.points], total, modified)
+
+
+def _summed(past: dict[int, Totals], fresh: dict[int, Totals]) -> dict[int, Totals]:
+    out = {sid: t.copy() for sid, t in past.items()}
+    for sid, t in fresh.items():
+        if sid in out:
+            out[sid].add(t)
+        else:
+            out[sid] = t
+    return out
+
+
+def graph(
+    conn: Connection, *, service_ids: Sequence[int], span: Period, with_totals: bool, now: datetime | None = None,
+    cache: SettledCache = SETTLED,
+) -> tuple[Series, dict[int, Totals]]:  # fmt: skip
+    """The period's points over the services and (with_totals) each service's totals: its whole past points —
+    those before the step that holds `now` — from the cache when their rollups' fingerprint is unchanged, the rest
+    read now."""
+    now = now or utcnow()
+    cut = min(max(align_down(now, span.step_delta), span.start), span.end)
+    ids = sorted(service_ids)
+    past: Settled | None = None
+    if cut > span.start:
+        key = (span.resolution, span.step, span.start, cut, with_totals, tuple(ids))
+        # The period's own rollup suffices: every write adds to a check's minute, hour and day rows in one statement,
+        # and a period is never longer than its own rollup is kept (core/uptime.py: period), so no coarser row the
+        # totals read is pruned while the period's rows stay.
+        fingerprint = _fingerprint(conn, ids, [(span.resolution, span.start, cut)])
+        past = cache.get(key, fingerprint)
+        if past is None:
+            points = series(conn, service_ids=ids, span=span, part=(span.start, cut))
+            totals = per_service(conn, service_ids=ids, span=span, part=(span.start, cut)) if with_totals else None
+            past = Settled(fingerprint, points, totals)
+            cache.put(key, past)
+    if cut < span.end:
+        fresh = series(conn, service_ids=ids, span=span, part=(cut, span.end))
+        fresh_totals = per_service(conn, service_ids=ids, span=span, part=(cut, span.end)) if with_totals else {}
+    else:
+        fresh, fresh_totals = Series([], Totals(), None), {}
+    if past is None:
+        return fresh, fresh_totals
+    return _joined(past.points, fresh), _summed(past.totals or {}, fresh_totals)
 
 
 @dataclass(frozen=True)
@@ -362,8 +497,7 @@ def group_uptime(
     rows = chosen_services(session, group=group, names=names)
     ids = [r.id for r in rows if r.id is not None]
     conn = session.connection()
-    current = series(conn, service_ids=ids, span=span)
-    totals = per_service(conn, service_ids=ids, span=span)
+    current, totals = graph(conn, service_ids=ids, span=span, with_totals=True)
     query = select(ServiceState.service_id, ServiceState.status).where(col(ServiceState.service_id).in_(ids))
     states: dict[int, str] = dict(session.exec(query).all())
     markers, changed = incident_markers(conn, names=[r.name for r in rows], span=span, filters=filters, now=_as_of())
@@ -383,7 +517,7 @@ def group_uptime(
     }
     modified = _latest(current.modified, changed, _state_changed(session, ids))
     if compare:
-        previous = series(conn, service_ids=ids, span=span.previous())
+        previous, _ = graph(conn, service_ids=ids, span=span.previous(), with_totals=False)
         answer.update(_compare(current, previous, span))
         modified = _latest(modified, previous.modified)
     return answer, modified

@@ -323,3 +323,52 @@ async def test_the_services_lists_availability_reads_whole_days_and_edge_hours_a
         inside = [r for r in results if end - span <= r.scheduled_at.replace(minute=0, second=0, microsecond=0) < end]
         available = sum(r.status in ("up", "degraded") for r in inside)
         assert figures[range_] == pytest.approx(available / len(inside)), range_
+
+
+async def test_the_all_services_graph_merges_its_past_once_and_still_shows_late_results(
+    api: httpx.AsyncClient, engine: Engine, settings
+) -> None:
+    """The all-services graph's whole past points come from a per-process cache checked against the rollups'
+    fingerprint on every request: the same answer as reading everything, read once, and a result written late into a
+    past day (as after a Postgres outage), or a deleted service, shows in the next answer."""
+    from services.uptime import SETTLED, Series, Totals, per_service, series
+
+    SETTLED.clear()
+    one, two = add_service(engine, "past-one"), add_service(engine, "past-two")
+    now = utcnow()
+    write(engine, [result(one, now - timedelta(days=d, minutes=7), "up", 10.0 * d) for d in (1, 3, 9, 20)])
+    write(engine, [result(two, now - timedelta(days=d, minutes=3), st, 300.0) for d, st in ((2, "down"), (4, "up"))])
+    write(engine, [result(one, now - timedelta(minutes=2), "degraded", 700.0)])
+
+    def uncached() -> tuple[Series, dict[int, Totals]]:
+        with Session(engine) as session:
+            span = resolve_period(settings=settings, range_="30d", step="1d", end=None)
+            conn = session.connection()
+            return series(conn, service_ids=ids, span=span), per_service(conn, service_ids=ids, span=span)
+
+    ids = sorted([one.service_id, two.service_id])
+    params = {"range": "30d", "step": "1d"}
+    first = (await api.get("/api/uptime", params=params)).json()
+    reads = SETTLED.reads
+    assert reads >= 1
+    points, totals = uncached()
+    assert first["summary"] == points.total.public()
+    assert [p["checks"] for p in first["points"]] == [t.checks for _, t in points.points]
+    assert {s["name"]: s["summary"] for s in first["services"]} == {
+        "past-one": totals[one.service_id].public(), "past-two": totals[two.service_id].public()
+    }  # fmt: skip
+    again = (await api.get("/api/uptime", params=params)).json()
+    assert again == first and SETTLED.reads == reads  # the past was not merged again
+
+    # A late result in a past day: the fingerprint changed, so the past is read again and the answer has it.
+    write(engine, [result(two, now - timedelta(days=6, minutes=1), "down", None)])
+    late = (await api.get("/api/uptime", params=params)).json()
+    assert SETTLED.reads == reads + 1
+    assert late["summary"]["checks"] == first["summary"]["checks"] + 1
+    assert late["summary"]["down"] == first["summary"]["down"] + 1
+    assert late["summary"] == uncached()[0].total.public()
+
+    assert (await api.delete("/api/services/past-two")).is_success
+    gone = (await api.get("/api/uptime", params=params)).json()
+    assert [s["name"] for s in gone["services"]] == ["past-one"]
+    assert gone["summary"]["checks"] == 5
