@@ -18,6 +18,7 @@ from web.pages import (
     run_view,
     services,
     status_page,
+    workflow_control,
 )
 
 router = APIRouter()
@@ -27,6 +28,7 @@ for part in (
     incident_forms.router,  # before incidents: /incidents/new is not an incident id
     conversations.router,  # before incidents: /incidents/{id}/conversation… are its pages
     incidents.router,
+    workflow_control.router,
     run_view.router,  # the run graph: /incidents/{id}/run…, /incidents/{id}/runs/compare
     overview.router,
     approval_email.router,  # before approvals: /approvals/email/… is not an id
