@@ -163,7 +163,10 @@ async def test_compare_two_runs_of_a_reopened_incident(
     make_user(engine, "viewer", username="vic")
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     compare_url = f"/incidents/{incident['id']}/runs/compare"
-    await log_in(page, server, "vic", compare_url)
+    await log_in(page, server, "vic", f"/incidents/{incident['id']}")
+    await expect(page.get_by_test_id("compare-runs-link")).to_have_text("Compare 2 runs")  # the incident page links it
+    await page.get_by_test_id("compare-runs-link").click()
+    await page.wait_for_url(f"{server}{compare_url}")
     table = page.get_by_test_id("compare-table")
     await expect(table.locator("thead th")).to_have_count(3)  # step, run 1, run 2
     fix = table.locator('tr[data-step="fix"]')
