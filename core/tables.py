@@ -7,7 +7,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, field_validator
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -182,6 +182,50 @@ class PlaybookVersion(SQLModel, table=True):
     definition: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    message: str | None = Field(default=None, max_length=500)  # what the save changed, as its author said
+    forked_from_id: str | None = Field(default=None, max_length=100)  # a fork's first version: what it copied
+    forked_from_version: int | None = None
+
+
+PLAYBOOK_VISIBILITIES = ("team", "everyone")
+
+
+class PlaybookSharing(SQLModel, table=True):
+    """Who owns a playbook (all its versions) and who sees it: `team` — its owner team's members and admins;
+    `everyone` — every user. No row: everyone sees it, admins edit it."""
+
+    __tablename__ = "playbook_sharing"
+    __table_args__ = (CheckConstraint("visibility IN ('team', 'everyone')", name="ck_playbook_sharing_visibility"),)
+
+    playbook_id: str = Field(max_length=100, primary_key=True)
+    owner_team_id: int | None = Field(default=None, foreign_key="teams.id")
+    visibility: str = Field(default="everyone", max_length=20)
+    updated_by: str | None = Field(default=None, max_length=100)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PlaybookDryRun(SQLModel, table=True):
+    """A playbook run in simulation mode: a real Temporal workflow whose agents only read or say what they would do;
+    never an incident. `state` is its last WorkflowState, `report` what it found (would ask, would run, …)."""
+
+    __tablename__ = "playbook_dry_runs"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", name="uq_playbook_dry_runs_workflow_id"),
+        Index("ix_playbook_dry_runs_playbook_id_id", "playbook_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    workflow_id: str = Field(max_length=200)
+    playbook_id: str = Field(max_length=100)
+    playbook_version: int
+    status: str = Field(default="running", max_length=20)
+    variables: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    sample: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    created_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 EVENTS_CHANNEL = "agent_monitor_events"  # NOTIFY channel; the payload is an events.id
