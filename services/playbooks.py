@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from core.audit import Actor, record_audit
 from core.errors import Conflict
-from core.playbook import Playbook, check_agents, with_agent_defaults
+from core.playbook import Playbook, PlaybookError, check_agents, with_agent_defaults
 from core.playbook_store import BUILTIN_VERSION, PlaybookNotFound, builtin_default, choose_playbook, load_playbook
 from core.tables import PlaybookVersion
 from services.agents import all_agent_specs
@@ -26,8 +26,21 @@ __all__ = [
 ]
 
 
-def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Playbook:
-    """Store the playbook as its next version (validated against the known agents; audited)."""
+MESSAGE_MAX = 500  # a version's message, as the column allows
+
+
+def save_playbook(
+    *,
+    session: Session,
+    actor: Actor,
+    playbook: Playbook,
+    message: str | None = None,
+    principal: object | None = None,
+) -> Playbook:
+    """Store the playbook as its next version (validated against the known agents; audited). `message` says what the
+    save changed (at most 500 characters); `principal`, when given, must hold edit rights (checked from issue 23)."""
+    del principal  # edit rights are wired in the next change
+    message = _clean_message(message)
     specs = all_agent_specs(session)
     check_agents(playbook, specs)
     playbook = with_agent_defaults(playbook, specs)
@@ -42,6 +55,7 @@ def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Play
         incident_type=stored.incident_type,
         definition=stored.model_dump(mode="json"),
         created_by=actor.name,
+        message=message,
     )
     session.add(row)
     try:
@@ -62,6 +76,15 @@ def save_playbook(*, session: Session, actor: Actor, playbook: Playbook) -> Play
 
 class PlaybookConflict(Conflict):
     pass
+
+
+def _clean_message(message: str | None) -> str | None:
+    if message is None:
+        return None
+    message = message.strip()
+    if len(message) > MESSAGE_MAX:
+        raise PlaybookError(f"message: at most {MESSAGE_MAX} characters (got {len(message)})")
+    return message or None
 
 
 def latest_playbooks(*, session: Session) -> list[PlaybookVersion]:
