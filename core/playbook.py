@@ -7,22 +7,40 @@ Parallel groups are steps with the same dependencies; a step with several depend
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from core.agents import RISK_RANK, AgentSpec, Risk
 from core.conditions import ConditionError, check
 from core.errors import Invalid
+from core.playbook_vars import (
+    DollarTemplate,
+    Scalar,
+    VariableSpec,
+    parse_variables,
+    render_value,
+    template_problems,
+    variable_values,
+)
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
 OnFailure = Literal["fail", "continue", "skip_dependents"]
+NEW_DEFINITION = "new_definition"  # validation context of a definition being saved now (new_playbook)
+DRAFT = "draft"  # validation context of a draft being previewed: unknown variables are shown, not refused
 
 
 class PlaybookError(Invalid):
     """An invalid playbook; the message names the step."""
+
+
+class PlaybookProblems(ValueError):
+    """What the playbook-wide rules found, one by one (an import reports each on its own path)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class RetrySpec(BaseModel):
@@ -92,16 +110,38 @@ class Playbook(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
     incident_type: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
-    variables: dict[str, str] = Field(default_factory=dict)
+    # name: value (the shorthand: a string, number or boolean) or name: {type, default, description}.
+    variables: dict[str, Scalar | VariableSpec] = Field(default_factory=dict)
+    # Placeholders: 1 `${…}` only (definitions and runs from before `{{…}}`: a missing key reads as 1, so a run
+    # replays as it ran); 2 `{{…}}` and `${…}` (what new_playbook gives a new save).
+    syntax: Literal[1, 2] = 1
     parallel: bool = True
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _new_syntax(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get(NEW_DEFINITION) and isinstance(data, Mapping) and "syntax" not in data:
+            return {**data, "syntax": 2}
+        return data
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _variables(cls, value: Any) -> dict[str, Any]:
+        return parse_variables(value)
+
     @model_validator(mode="after")
-    def _structure(self) -> Playbook:
-        problems = structure_problems(self)
+    def _structure(self, info: ValidationInfo) -> Playbook:
+        drafting = bool(info.context and info.context.get(DRAFT))  # a preview shows unknown variables instead
+        problems = structure_problems(self) + ([] if drafting else template_problems(self))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise PlaybookProblems(problems)
         return self
+
+    def variable_values(self) -> dict[str, Any]:
+        """Each variable's value (the shorthand's, or the declared default): for a playbook of shorthand strings,
+        exactly `variables` (what `${…}` and a `when` condition's `vars` always read)."""
+        return variable_values(self.variables)
 
     def step(self, step_id: str) -> StepSpec:
         for step in self.steps:
@@ -212,20 +252,36 @@ def with_agent_defaults(playbook: Playbook, agents: Mapping[str, AgentSpec]) -> 
     return playbook.model_copy(update={"steps": steps})
 
 
-class _Template(string.Template):
-    # ${incident.service} and ${vars.region} as well as ${region}; nothing else is ever interpreted.
-    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z][_a-z0-9]*)*)"
+def substitute(value: Any, variables: Mapping[str, Any], syntax: int = 1) -> Any:
+    """Fill in placeholders in strings, recursively (core/playbook_vars.py): syntax 1 (the default, and every run
+    pinned before `{{…}}` existed) only `${name}`, exactly as always; syntax 2 `{{name}}` too. Lookup only: no code,
+    no filters."""
+    if syntax == 1:
+        return _dollar(value, variables)
+    return render_value(value, variables, syntax=syntax)[0]
 
 
-def substitute(value: Any, variables: dict[str, str]) -> Any:
-    """Replace ${name} placeholders in strings, recursively. Substitution only: no code, no filters."""
+def _dollar(value: Any, variables: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return _Template(value).safe_substitute(variables)
+        return DollarTemplate(value).safe_substitute(variables)
     if isinstance(value, dict):
-        return {key: substitute(item, variables) for key, item in value.items()}
+        return {key: _dollar(item, variables) for key, item in value.items()}
     if isinstance(value, list):
-        return [substitute(item, variables) for item in value]
+        return [_dollar(item, variables) for item in value]
     return value
+
+
+def new_playbook(data: Mapping[str, Any]) -> Playbook:
+    """A definition someone is saving now (API, editor, import): one that does not say its `syntax` gets 2, so
+    `{{…}}` works. Everything else that reads a definition (stored versions, runs' pinned copies) reads a missing
+    `syntax` as 1: what it always meant."""
+    return Playbook.model_validate(data, context={NEW_DEFINITION: True})
+
+
+def draft_playbook(data: Mapping[str, Any]) -> Playbook:
+    """A definition being edited, for a preview: as new_playbook, except that `{{name}}` placeholders nobody
+    defines are left for the preview to flag instead of refusing the whole draft."""
+    return Playbook.model_validate(data, context={NEW_DEFINITION: True, DRAFT: True})
 
 
 def default_playbook(
