@@ -6,7 +6,10 @@ same functions; core/approvals.py holds the tables that record what was decided.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.agents import RISK_RANK
 from core.payloads import DecideApprovalInput
@@ -30,6 +33,29 @@ def may_decide(approvers: dict[str, Any], *, actor: str, role: str, teams: list[
     if users or named_teams:
         return False  # the policy names who; a role alone is not enough
     return ROLE_RANK.get(role, -1) >= ROLE_RANK.get(approvers.get("role") or "approver", ROLE_RANK["approver"])
+
+
+class ApproverSpec(BaseModel):
+    """Who may approve a playbook's steps (Playbook.approvers) or one step's (StepSpec.approvers): named users and
+    members of named teams; admins always may. Empty: no restriction (the approval policy's approvers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(default_factory=list, max_length=50)
+    teams: list[str] = Field(default_factory=list, max_length=50)
+
+
+def approvers_for(
+    policy: Mapping[str, Any], step: Mapping[str, Any] | None, playbook: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Who may decide a step's approval: the step's own named approvers, else its playbook's, else the matching
+    policy's (core.approvals.approvers_of). Named ones replace the policy's users and teams (a policy still
+    auto-approves what it trusts); the policy's role only counts when nobody is named."""
+    for restriction in (step, playbook):
+        users, teams = (restriction or {}).get("users") or [], (restriction or {}).get("teams") or []
+        if users or teams:
+            return {"users": list(users), "teams": list(teams), "role": policy.get("role") or "approver"}
+    return dict(policy)
 
 
 def modification_problem(original: dict[str, Any], modified: dict[str, Any]) -> str | None:

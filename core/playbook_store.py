@@ -4,12 +4,14 @@ default) and a pinned version. Storing them (validated against the installed age
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session, col, select
 
 from core.errors import NotFound
 from core.playbook import Playbook, default_playbook
 from core.settings import Settings
-from core.tables import PlaybookVersion
+from core.tables import Incident, PlaybookVersion, WorkflowRun
 
 BUILTIN_VERSION = 0  # the built-in default playbook, used until someone stores one for the type
 
@@ -51,3 +53,24 @@ def choose_playbook(*, session: Session, settings: Settings, incident_type: str,
     if row is not None:
         return Playbook.model_validate(row.definition)
     return builtin_default(settings)
+
+
+def pinned_approvers(
+    *, session: Session, workflow_id: str, incident_id: int, step_id: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The step's own `approvers` and its playbook's, as the version the run is pinned to holds them (None: not
+    named, or a step added at run time, or a version not stored: the built-in default). For approvers_for."""
+    run = session.get(WorkflowRun, workflow_id)
+    incident = session.get(Incident, incident_id) if run is None else None
+    pinned = run or incident
+    if pinned is None:
+        return None, None
+    row = session.exec(
+        select(PlaybookVersion).where(
+            PlaybookVersion.playbook_id == pinned.playbook_id, PlaybookVersion.version == pinned.playbook_version
+        )
+    ).first()
+    if row is None:
+        return None, None
+    steps = [s for s in row.definition.get("steps", []) if isinstance(s, dict) and s.get("id") == step_id]
+    return (steps[0].get("approvers") if steps else None), row.definition.get("approvers")
