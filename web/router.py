@@ -15,6 +15,7 @@ from web.pages import (
     incident_forms,
     incidents,
     overview,
+    playbooks,
     run_view,
     services,
     status_page,
@@ -37,5 +38,6 @@ for part in (
     account.router,
     services.router,
     status_page.router,
+    playbooks.router,  # the playbook list, view and editor (issue 23)
 ):
     router.include_router(part)

@@ -1,0 +1,538 @@
+"""The playbook editor's form: a playbook as form state (every value as typed), the submitted form back as a
+playbook definition, and every problem (a value that does not parse, pydantic's locations, the playbook rules'
+"step x: why" messages) mapped to the input it is about, so the form shows each error next to its field.
+
+Inputs are named for where they sit: playbook fields by their name (`name`, `incident_type`), variable rows
+`v<j>.<field>`, step fields `s<i>.<field>` (`s2.when`, `s2.retry.max_attempts`), a step's params `s<i>.p.<param>`
+(web/schema_form.py's fields under the step's prefix). The form's `action` (add, remove:2, up:2, …) edits the list
+of steps or variables without saving, so adding and reordering work without JavaScript and nothing typed is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.agents import RISK_RANK, RISKS, AgentSpec
+from core.playbook import StepSpec
+from web.schema_form import FormField, field_of, form_fields, form_values, parse_params
+
+VARIABLE_TYPES = ("string", "number", "integer", "boolean")
+JOINS = ("all", "first_success", "at_least")
+ON_FAILURE = ("fail", "continue", "skip_dependents")
+# Step fields the editor has inputs for; any other field of a step is kept in its "more settings" JSON.
+STEP_FIELDS = {
+    "id", "agent", "instructions", "params", "depends_on", "when", "join", "requires_approval", "risk", "impact",
+    "approval_timeout_seconds", "timeout_seconds", "heartbeat_seconds", "retry", "on_failure", "approvers",
+}  # fmt: skip
+PLAYBOOK_FIELDS = {"id", "version", "name", "description", "incident_type", "variables", "parallel", "steps"}
+# Who may approve a step, when the playbook model lets a step say so.
+HAS_APPROVERS = "approvers" in StepSpec.model_fields
+RETRY_FIELDS = ("max_attempts", "initial_interval_seconds", "backoff", "max_interval_seconds")
+RETRY_DEFAULTS = {
+    "max_attempts": "3",
+    "initial_interval_seconds": "1.0",
+    "backoff": "2.0",
+    "max_interval_seconds": "60.0",
+}
+GENERAL = "_general"  # the errors key for problems no single field owns
+
+
+@dataclass
+class VariableRow:
+    name: str = ""
+    type: str = "string"
+    default: str = ""
+    description: str = ""
+
+
+@dataclass
+class StepForm:
+    id: str = ""
+    agent: str = ""
+    instructions: str = ""
+    requires_approval: bool = False
+    risk: str = ""
+    impact: str = ""
+    approval_timeout_seconds: str = ""
+    approvers_users: str = ""
+    approvers_teams: str = ""
+    depends_on: list[str] = field(default_factory=list)
+    join: str = "all"
+    join_count: str = ""
+    when: str = ""
+    retry: dict[str, str] = field(default_factory=lambda: dict(RETRY_DEFAULTS))
+    timeout_seconds: str = "120.0"
+    heartbeat_seconds: str = ""
+    on_failure: str = "fail"
+    more: str = ""  # the step's other fields, as a JSON object
+    params: list[FormField] = field(default_factory=list)
+    spec: AgentSpec | None = None
+
+    def risks(self) -> tuple[str, ...]:
+        """The risks a step of this agent may have: never below the agent's own."""
+        least = self.spec.default_risk if self.spec else "low"
+        return tuple(r for r in RISKS if RISK_RANK[r] >= RISK_RANK[least])
+
+
+@dataclass
+class EditorForm:
+    id: str = ""
+    name: str = ""
+    incident_type: str = "default"
+    description: str = ""
+    parallel: bool = True
+    more: str = ""
+    message: str = ""
+    variables: list[VariableRow] = field(default_factory=list)
+    steps: list[StepForm] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+    is_new: bool = True
+    base_version: int | None = None
+
+    def step_ids(self) -> list[str]:
+        return [s.id for s in self.steps]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _json_or_empty(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), indent=2, ensure_ascii=False) if value else ""
+
+
+def step_from_definition(raw: Mapping[str, Any], specs: Mapping[str, AgentSpec]) -> StepForm:
+    spec = specs.get(str(raw.get("agent", "")))
+    retry = raw.get("retry") or {}
+    join = raw.get("join") or {}
+    approvers = raw.get("approvers") or {}
+    step = StepForm(
+        id=_text(raw.get("id")),
+        agent=_text(raw.get("agent")),
+        instructions=_text(raw.get("instructions")),
+        requires_approval=bool(raw.get("requires_approval")),
+        risk=_text(raw.get("risk")) or (spec.default_risk if spec else "low"),
+        impact=_text(raw.get("impact")),
+        approval_timeout_seconds=_text(raw.get("approval_timeout_seconds")),
+        approvers_users=", ".join(approvers.get("users") or []),
+        approvers_teams=", ".join(approvers.get("teams") or []),
+        depends_on=[str(d) for d in raw.get("depends_on") or []],
+        join=_text(join.get("strategy")) or "all",
+        join_count=_text(join.get("count")),
+        when=_text(raw.get("when")),
+        retry={k: _text(retry.get(k, RETRY_DEFAULTS[k])) for k in RETRY_FIELDS},
+        timeout_seconds=_text(raw.get("timeout_seconds", 120.0)),
+        heartbeat_seconds=_text(raw.get("heartbeat_seconds")),
+        on_failure=_text(raw.get("on_failure")) or "fail",
+        more=_json_or_empty({k: v for k, v in raw.items() if k not in STEP_FIELDS and v is not None}),
+        spec=spec,
+    )
+    step.params = form_fields(spec.params_schema if spec else {"type": "object"}, raw.get("params") or {})
+    return step
+
+
+def new_step(specs: Mapping[str, AgentSpec], taken: list[str]) -> StepForm:
+    number = len(taken) + 1
+    while f"step_{number}" in taken:
+        number += 1
+    agent = "noop" if "noop" in specs else next(iter(sorted(specs)), "")
+    return step_from_definition({"id": f"step_{number}", "agent": agent}, specs)
+
+
+def from_definition(definition: Mapping[str, Any], specs: Mapping[str, AgentSpec], *, is_new: bool) -> EditorForm:
+    """The form showing a stored definition (or the starting point of a new playbook)."""
+    variables = []
+    for name, value in (definition.get("variables") or {}).items():
+        if isinstance(value, Mapping):
+            variables.append(
+                VariableRow(name, _text(value.get("type")) or "string", _text(value.get("default")),
+                            _text(value.get("description")))
+            )  # fmt: skip
+        else:
+            variables.append(VariableRow(name, "string", _text(value)))
+    return EditorForm(
+        id=_text(definition.get("id")),
+        name=_text(definition.get("name")),
+        incident_type=_text(definition.get("incident_type")) or "default",
+        description=_text(definition.get("description")),
+        parallel=bool(definition.get("parallel", True)),
+        more=_json_or_empty({k: v for k, v in definition.items() if k not in PLAYBOOK_FIELDS}),
+        variables=variables,
+        steps=[step_from_definition(s, specs) for s in definition.get("steps") or []],
+        is_new=is_new,
+        base_version=None if is_new else definition.get("version"),
+    )
+
+
+def blank(specs: Mapping[str, AgentSpec]) -> EditorForm:
+    return EditorForm(steps=[new_step(specs, [])])
+
+
+def _get(form: Mapping[str, Any], key: str) -> str:
+    value = form.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def _list(form: Any, key: str) -> list[str]:
+    return [v for v in form.getlist(key) if isinstance(v, str)] if hasattr(form, "getlist") else []
+
+
+def _count(form: Mapping[str, Any], key: str, most: int) -> int:
+    try:
+        return max(0, min(int(_get(form, key) or 0), most))
+    except ValueError:
+        return 0
+
+
+def _under(form: Any, prefix: str) -> dict[str, str]:
+    items = form.multi_items() if hasattr(form, "multi_items") else form.items()
+    return {k[len(prefix) :]: v for k, v in items if k.startswith(prefix) and isinstance(v, str)}
+
+
+def step_from_form(form: Any, index: int, specs: Mapping[str, AgentSpec]) -> StepForm:
+    p = f"s{index}."
+    agent = _get(form, p + "agent")
+    spec = specs.get(agent)
+    step = StepForm(
+        id=_get(form, p + "id").strip(),
+        agent=agent,
+        instructions=_get(form, p + "instructions"),
+        requires_approval=_get(form, p + "requires_approval") == "true",
+        risk=_get(form, p + "risk"),
+        impact=_get(form, p + "impact"),
+        approval_timeout_seconds=_get(form, p + "approval_timeout_seconds"),
+        approvers_users=_get(form, p + "approvers_users"),
+        approvers_teams=_get(form, p + "approvers_teams"),
+        depends_on=_list(form, p + "depends_on"),
+        join=_get(form, p + "join") or "all",
+        join_count=_get(form, p + "join_count"),
+        when=_get(form, p + "when"),
+        retry={k: _get(form, f"{p}retry.{k}") for k in RETRY_FIELDS},
+        timeout_seconds=_get(form, p + "timeout_seconds"),
+        heartbeat_seconds=_get(form, p + "heartbeat_seconds"),
+        on_failure=_get(form, p + "on_failure") or "fail",
+        more=_get(form, p + "more"),
+        spec=spec,
+    )
+    if spec is not None and step.risk not in step.risks():
+        step.risk = spec.default_risk
+    fields = form_fields(spec.params_schema if spec else {"type": "object"}, {})
+    step.params = form_values(_under(form, p), fields)
+    return step
+
+
+def from_form(form: Any, specs: Mapping[str, AgentSpec]) -> EditorForm:
+    """The form state as submitted (every value as typed)."""
+    editor = EditorForm(
+        id=_get(form, "id").strip(),
+        name=_get(form, "name"),
+        incident_type=_get(form, "incident_type").strip(),
+        description=_get(form, "description"),
+        parallel=_get(form, "parallel") == "true",
+        more=_get(form, "more"),
+        message=_get(form, "message"),
+        is_new=_get(form, "is_new") == "true",
+    )
+    base = _get(form, "base_version")
+    editor.base_version = int(base) if base.isdigit() else None
+    for j in range(_count(form, "variable_count", 100)):
+        row = VariableRow(*(_get(form, f"v{j}.{k}") for k in ("name", "type", "default", "description")))
+        row.name = row.name.strip()
+        row.type = row.type if row.type in VARIABLE_TYPES else "string"
+        editor.variables.append(row)
+    editor.steps = [step_from_form(form, i, specs) for i in range(_count(form, "step_count", 200))]
+    return editor
+
+
+def apply_action(editor: EditorForm, action: str, specs: Mapping[str, AgentSpec]) -> None:
+    """Add, remove or move a step or a variable row (the form's buttons; nothing is saved)."""
+    verb, _, where = action.partition(":")
+    index = int(where) if where.isdigit() else -1
+    steps, rows = editor.steps, editor.variables
+    if verb == "add":
+        steps.append(new_step(specs, editor.step_ids()))
+    elif verb == "remove" and 0 <= index < len(steps):
+        gone = steps.pop(index).id
+        for step in steps:
+            step.depends_on = [d for d in step.depends_on if d != gone]
+    elif verb == "up" and 0 < index < len(steps):
+        steps[index - 1], steps[index] = steps[index], steps[index - 1]
+    elif verb == "down" and 0 <= index < len(steps) - 1:
+        steps[index], steps[index + 1] = steps[index + 1], steps[index]
+    elif verb == "add_var":
+        rows.append(VariableRow())
+    elif verb == "remove_var" and 0 <= index < len(rows):
+        rows.pop(index)
+
+
+# ---- form → definition ------------------------------------------------------------------------------------------
+
+
+def _number(text: str, *, integer: bool = False) -> int | float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if integer:
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,\n]", text) if part.strip()]
+
+
+def _typed_default(row: VariableRow) -> Any:
+    if row.type == "string":
+        return row.default
+    if row.type == "boolean":
+        if row.default.strip().lower() not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return row.default.strip().lower() == "true"
+    return _number(row.default, integer=row.type == "integer")
+
+
+def _variables(editor: EditorForm, errors: dict[str, str]) -> dict[str, Any]:
+    rows = [r for r in editor.variables if r.name or r.default or r.description]
+    full: dict[str, Any] = {}
+    for j, row in enumerate(editor.variables):
+        if row not in rows:
+            continue
+        if not row.name:
+            errors[f"v{j}.name"] = "variable name: required"
+            continue
+        if row.name in full:
+            errors[f"v{j}.name"] = f"variable {row.name}: declared twice"
+            continue
+        spec: dict[str, Any] = {"type": row.type}
+        if row.default != "":
+            try:
+                spec["default"] = _typed_default(row)
+            except ValueError as err:
+                errors[f"v{j}.default"] = f"variable {row.name} default: {err}"
+        if row.description:
+            spec["description"] = row.description
+        full[row.name] = spec
+    # The shorthand {"name": "default"} where it says everything: the form every playbook model reads.
+    if all(s["type"] == "string" and "description" not in s and "default" in s for s in full.values()):
+        return {name: s["default"] for name, s in full.items()}
+    return full
+
+
+def _json_object(text: str, key: str, label: str, errors: dict[str, str]) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        errors[key] = f"{label}: not valid JSON ({err})"
+        return {}
+    if not isinstance(value, dict):
+        errors[key] = f"{label}: must be a JSON object"
+        return {}
+    return value
+
+
+def _numbers(texts: Mapping[str, str], prefix: str, label: str, errors: dict[str, str]) -> dict[str, Any]:
+    """The non-empty number fields as numbers (`max_attempts` and `count` whole); errors by input name."""
+    out: dict[str, Any] = {}
+    for key, text in texts.items():
+        if not text.strip():
+            continue
+        try:
+            out[key] = _number(text, integer=key in ("max_attempts", "count"))
+        except ValueError as err:
+            errors[prefix + key] = f"{label}{key.replace('_', ' ')}: {err}"
+    return out
+
+
+def _step_definition(step: StepForm, i: int, errors: dict[str, str]) -> dict[str, Any]:
+    p = f"s{i}."
+    out: dict[str, Any] = _json_object(step.more, p + "more", f"step {step.id or i + 1} more settings", errors)
+    out.update({"id": step.id, "agent": step.agent, "instructions": step.instructions})
+    params, problems = parse_params(_under_fields(step), step.params)
+    errors.update({f"{p}p.{name}": why for name, why in problems.items()})
+    out["params"] = params
+    out["depends_on"] = list(dict.fromkeys(step.depends_on))
+    if step.when.strip():
+        out["when"] = step.when.strip()
+    timings = {
+        "approval_timeout_seconds": step.approval_timeout_seconds,
+        "timeout_seconds": step.timeout_seconds,
+        "heartbeat_seconds": step.heartbeat_seconds,
+    }
+    out.update(_numbers(timings, p, "", errors))
+    count = _numbers({"count": step.join_count}, p + "join_", "join ", errors)
+    out["join"] = {"strategy": step.join, **count}
+    out["retry"] = _numbers(step.retry, p + "retry.", "retry ", errors)
+    out["requires_approval"] = step.requires_approval
+    if step.risk:
+        out["risk"] = step.risk
+    if step.impact:
+        out["impact"] = step.impact
+    users, teams = _names(step.approvers_users), _names(step.approvers_teams)
+    if HAS_APPROVERS and (users or teams):
+        out["approvers"] = {k: v for k, v in (("users", users), ("teams", teams)) if v}
+    out["on_failure"] = step.on_failure
+    return out
+
+
+def _under_fields(step: StepForm) -> dict[str, str]:
+    return {f.input_name: f.value for f in step.params}
+
+
+def to_definition(editor: EditorForm) -> tuple[dict[str, Any], dict[str, str]]:
+    """The playbook definition the form holds, and what could not be read (input name → why)."""
+    errors: dict[str, str] = {}
+    definition = _json_object(editor.more, "more", "more settings", errors)
+    definition.update(
+        {
+            "id": editor.id,
+            "name": editor.name,
+            "incident_type": editor.incident_type or "default",
+            "description": editor.description,
+            "variables": _variables(editor, errors),
+            "parallel": editor.parallel,
+            "steps": [_step_definition(step, i, errors) for i, step in enumerate(editor.steps)],
+        }
+    )
+    return definition, errors
+
+
+# ---- problems → fields ------------------------------------------------------------------------------------------
+
+_STEP_PROBLEM = re.compile(r"^step (?P<id>[^\s:]*): (?P<why>.*)$", re.S)
+_PROBLEM_FIELD = (
+    ("duplicate id", "id"),
+    ("unknown agent", "agent"),
+    ("condition", "when"),
+    ("below agent", "risk"),
+    ("join", "join"),
+    ("depends on", "depends_on"),
+    ("dependency", "depends_on"),
+)
+
+
+def _step_index(editor: EditorForm, step_id: str, *, last: bool = False) -> int | None:
+    found = [i for i, s in enumerate(editor.steps) if s.id == step_id]
+    return (found[-1] if last else found[0]) if found else None
+
+
+def place_problem(editor: EditorForm, problem: str) -> None:
+    """Put one of the playbook rules' messages ("step x: why") next to its field, else at the top."""
+    problem = problem.strip().removeprefix("Value error, ")
+    found = _STEP_PROBLEM.match(problem)
+    if found:
+        why = found["why"]
+        index = _step_index(editor, found["id"], last="duplicate id" in why)
+        if index is not None:
+            step = editor.steps[index]
+            if why.startswith(("params", "param '")):
+                param = field_of(why, step.params)
+                name: str | None = f"p.{param}" if param else "params"
+            else:
+                name = next((f for word, f in _PROBLEM_FIELD if word in why), None)
+            if name == "join" and "count" in why and step.join == "at_least":
+                name = "join_count"
+            if name is not None:
+                _add(editor, f"s{index}.{name}", problem)
+                return
+    head = problem.split(":", 1)[0]
+    if head in ("id", "name", "incident_type", "description", "message"):
+        _add(editor, head, problem)
+        return
+    editor.general.append(problem)
+
+
+def _add(editor: EditorForm, key: str, message: str) -> None:
+    editor.errors[key] = f"{editor.errors[key]}; {message}" if key in editor.errors else message
+
+
+def split_problems(message: str) -> list[str]:
+    """The playbook rules join their problems with "; ": one per step problem (a message may hold "; " itself)."""
+    message = message.removeprefix("playbook: ")
+    known = message.split(" (known: ", 1)[0] if "unknown agent" in message else message
+    return [part for part in re.split(r"; (?=step [^\s:]*: )", known) if part.strip()]
+
+
+def place_validation_errors(editor: EditorForm, err: ValidationError) -> None:
+    """pydantic's errors at their locations: ("steps", 2, "when") → s2.when, ("name",) → name."""
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not loc:  # the model's own rules: "step x: why; step y: why"
+            for problem in split_problems(message):
+                place_problem(editor, problem)
+            continue
+        _add(editor, _loc_key(editor, loc), f"{'.'.join(loc)}: {message}")
+
+
+def _loc_key(editor: EditorForm, loc: list[str]) -> str:
+    head = loc[0]
+    if head == "steps" and len(loc) >= 3 and loc[1].isdigit():
+        i, rest = int(loc[1]), loc[2:]
+        if rest[0] == "join":
+            return f"s{i}.join_count" if rest[1:2] == ["count"] else f"s{i}.join"
+        if rest[0] == "retry" and len(rest) > 1:
+            return f"s{i}.retry.{rest[1]}"
+        if rest[0] == "params":
+            step = editor.steps[i] if i < len(editor.steps) else None
+            names = {f.name for f in step.params} if step else set()
+            if len(rest) > 1 and rest[1] in names:
+                return f"s{i}.p.{rest[1]}"
+            return f"s{i}.params"
+        if rest[0] in STEP_FIELDS:
+            return f"s{i}.{rest[0]}"
+        return f"s{i}.more"
+    if head == "steps":
+        return GENERAL
+    if head == "variables" and len(loc) >= 2:
+        j = next((k for k, r in enumerate(editor.variables) if r.name == loc[1]), None)
+        return f"v{j}.default" if j is not None else "variables"
+    return head if head in PLAYBOOK_FIELDS else "more"
+
+
+def field_errors_for_step(editor: EditorForm, index: int) -> dict[str, str]:
+    """A step's errors by its field (`when`, `p.seconds`, …): what its fieldset shows."""
+    prefix = f"s{index}."
+    return {k[len(prefix) :]: v for k, v in editor.errors.items() if k.startswith(prefix)}
+
+
+def shown_keys(editor: EditorForm) -> set[str]:
+    """Every input name the editor page shows an error beside."""
+    keys = {"id", "name", "incident_type", "description", "more", "message"}
+    keys |= {f"v{j}.{k}" for j in range(len(editor.variables)) for k in ("name", "default")}
+    own = ("id", "agent", "instructions", "risk", "impact", "approval_timeout_seconds", "approvers_users",
+           "approvers_teams", "depends_on", "join", "join_count", "when", "timeout_seconds", "heartbeat_seconds",
+           "on_failure", "more", "params")  # fmt: skip
+    for i, step in enumerate(editor.steps):
+        keys |= {f"s{i}.{k}" for k in own}
+        keys |= {f"s{i}.retry.{k}" for k in RETRY_FIELDS}
+        keys |= {f"s{i}.p.{f.name}" for f in step.params}
+    return keys
+
+
+def settle_errors(editor: EditorForm) -> None:
+    """Errors whose field the page does not show go to the top; the params fields get theirs."""
+    shown = shown_keys(editor)
+    for key in [k for k in editor.errors if k not in shown]:
+        editor.general.append(editor.errors.pop(key))
+    for i, step in enumerate(editor.steps):
+        for item in step.params:
+            item.error = editor.errors.get(f"s{i}.p.{item.name}", "")
