@@ -12,11 +12,13 @@ from api.routes import (
     approvals,
     audit,
     conversations,
+    dry_runs,
     health,
     incident_collab,
     incident_templates,
     incidents,
     maintenance,
+    playbook_io,
     playbooks,
     public_updates,
     services,
@@ -36,7 +38,9 @@ for part in (
     public_updates.router,
     incident_templates.router,
     users.router,
+    playbook_io.router,  # before playbooks: /api/playbooks/export, /preview and /import are not playbook ids
     playbooks.router,
+    dry_runs.router,  # /api/playbooks/{id}/dry-runs, /api/dry-runs/{id}
     workflows.router,
     conversations.router,
     webhook_agents.router,  # before agents: /api/agents/webhooks is not an agent name
