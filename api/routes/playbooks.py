@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from api.auth import Responder, Viewer, actor_of, require
 from api.deps import SessionDep, SettingsDep
-from core.playbook import Playbook, PlaybookError
+from core.playbook import Playbook, PlaybookError, new_playbook
 from core.tables import PlaybookVersion
 from services.playbook_sharing import check_view, sharing_public
 from services.playbooks import (
@@ -139,7 +139,7 @@ def create_playbook(
     if not isinstance(message, str | None) or not isinstance(team, str | None):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "message and owner_team must be strings")
     try:
-        playbook = Playbook.model_validate(body)
+        playbook = new_playbook(body)
     except ValidationError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"playbook: {_first_problem(err)}") from None
     try:

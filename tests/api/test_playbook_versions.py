@@ -42,6 +42,7 @@ async def test_every_save_is_a_version_with_its_author_time_and_message(api):
     pid = new_id()
     first = await save(api, playbook(pid) | {"message": "first cut"})
     assert (first["version"], first["saved"]["by"], first["saved"]["message"]) == (1, "root", "first cut")
+    assert first["syntax"] == 2  # a new save through the API: {{…}} placeholders work (core.playbook.new_playbook)
     await save(api, playbook(pid, "web-1 answers 502") | {"message": "  502, not 503  "})
     await save(api, playbook(pid, "web-1 answers 504"))  # no message: none stored
     versions = (await api.get(f"/api/playbooks/{pid}/versions")).json()
