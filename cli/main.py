@@ -348,6 +348,15 @@ def _add_monitoring_commands() -> None:
 _add_monitoring_commands()
 
 
+def _add_playbook_commands() -> None:
+    from cli.playbooks import playbooks_app
+
+    app.add_typer(playbooks_app, name="playbooks")
+
+
+_add_playbook_commands()
+
+
 def _add_status_command() -> None:
     from cli.status import status
 
