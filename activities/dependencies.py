@@ -70,6 +70,7 @@ class InvestigateDependenciesAgent:
     spec: ClassVar[AgentSpec] = AgentSpec(
         name="investigate_dependencies",
         version="1.0.0",
+        simulation="read",  # it only reads: a dry run runs it for real
         description="Checks a service's declared dependencies concurrently (HTTP GET or TCP connect, "
         "each within a timeout) and names the broken ones",
         capabilities=("investigation",),

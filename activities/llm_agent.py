@@ -201,6 +201,12 @@ class LLMAgent:
     def __init__(self, deps: AgentDeps) -> None:
         self._settings = deps.settings
 
+    def describe(self, input: AgentInput) -> str:
+        """What a run would ask, for a dry run: no provider is called (it costs, and its answer is no dry run's)."""
+        task = str(input.params.get("prompt") or input.instructions or DEFAULT_TASK)
+        model = self._settings.llm_model or "the model (LLM_MODEL is not set)"
+        return redact_text(f"would ask the LLM ({model}): {task}", 2000)
+
     async def run(self, input: AgentInput) -> AgentResult:
         try:
             client = llm_client(self._settings)

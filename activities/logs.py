@@ -195,6 +195,7 @@ class InvestigateLogsAgent:
     spec: ClassVar[AgentSpec] = AgentSpec(
         name="investigate_logs",
         version="1.0.0",
+        simulation="read",  # it only reads: a dry run runs it for real
         description="Error lines of log files under the log roots (and/or a Loki query) in the last minutes, "
         "grouped by their normalised text: counts, first and last seen",
         capabilities=("investigation",),

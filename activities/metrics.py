@@ -239,6 +239,7 @@ class InvestigateMetricsAgent:
     spec: ClassVar[AgentSpec] = AgentSpec(
         name="investigate_metrics",
         version="1.0.0",
+        simulation="read",  # it only reads: a dry run runs it for real
         description=(
             "Runs PromQL queries on a Prometheus-compatible HTTP API and judges each against a threshold "
             "(instant, or the worst point over the last N minutes); negative when any threshold is breached"

@@ -129,6 +129,20 @@ class RemediateCommandAgent:
             )
         return argv, timeout
 
+    def describe(self, input: AgentInput) -> str:
+        """What a run would do, for a dry run (which never runs it): the argv, and whether COMMAND_ALLOWLIST
+        allows it."""
+        argv: list[str] = list(input.params.get("argv") or [])
+        try:
+            self._checked(input.params)
+            allowed = "allowlisted: yes"
+        except ApplicationError as err:
+            allowed = f"allowlisted: no — {err.message}"
+        env = input.params.get("env") or {}
+        where = f" in {input.params['cwd']}" if input.params.get("cwd") else ""
+        with_env = f" with env {', '.join(sorted(env))}" if env else ""
+        return _shorten(f"would run argv {json.dumps(argv)}{where}{with_env} ({allowed})", 2000)
+
     async def run(self, input: AgentInput) -> AgentResult:
         argv, timeout = self._checked(input.params)
         env = {**minimal_environment(), **input.params.get("env", {})}
@@ -269,6 +283,15 @@ class RemediateWebhookAgent:
         self._http = deps.http
         self._settings = deps.settings
         self._ledger = RemediationLedger(deps.engine, self.spec.name, deps.settings)
+
+    def describe(self, input: AgentInput) -> str:
+        """What a run would do, for a dry run (which never sends it): the request, and whether it could be signed."""
+        url = _shown_url(httpx.URL(input.params["url"]))
+        keys = sorted((input.params.get("payload") or {}).keys())
+        payload = f" with a JSON payload ({', '.join(keys)})" if keys else ""
+        signed = "signed" if self._settings.remediation_webhook_secret.get_secret_value() else (
+            "REMEDIATION_WEBHOOK_SECRET is not set: it would fail unsigned")  # fmt: skip
+        return _shorten(f"would {input.params.get('method', 'POST')} to {url}{payload} ({signed})", 2000)
 
     async def run(self, input: AgentInput) -> AgentResult:
         secret = self._settings.remediation_webhook_secret.get_secret_value()

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "agent_monitor.agents"
 Capability = Literal["monitoring", "investigation", "remediation", "verification", "notification"]
 Risk = Literal["low", "medium", "high", "critical"]
+# How an agent takes part in a playbook's dry run (services/dry_runs.py): "read" runs it for real, so it must only
+# read (logs, metrics, a health check); "describe" never runs it and says what it would do. Unknown: describe.
+Simulation = Literal["read", "describe"]
 RISKS: tuple[Risk, ...] = ("low", "medium", "high", "critical")
 RISK_RANK: dict[str, int] = {risk: rank for rank, risk in enumerate(RISKS)}
 AGENT_NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -47,6 +50,9 @@ class AgentSpec(BaseModel):
     params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     default_risk: Risk = "low"
     source: Literal["builtin", "plugin", "webhook"] = "builtin"
+    # In a dry run: "read" (only reads: runs for real) or "describe" (side effects: never runs, says what it would
+    # do). The safe default: an agent that says nothing is never run by a dry run.
+    simulation: Simulation = "describe"
 
     def params_problem(self, params: dict[str, Any]) -> str | None:
         """Why `params` do not fit this agent's schema (one line naming the field), or None."""
@@ -169,6 +175,7 @@ BUILTIN_SPECS: dict[str, AgentSpec] = {
     for spec in (
         AgentSpec(
             name="monitor",
+            simulation="read",
             description="Runs the service's check — HTTP(S) (status, latency, body keyword, TLS certificate "
             "expiry), TCP connect or DNS resolve — from params.check, the registered service, or else a GET of "
             "the incident's service URL: up, degraded or down",
@@ -177,18 +184,21 @@ BUILTIN_SPECS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="investigate",
+            simulation="read",
             description="Diagnosis of what the dependencies observed",
             capabilities=("investigation",),
             params_schema={"type": "object"},
         ),
         AgentSpec(
             name="remediate",
+            simulation="read",
             description="Records that no remediation is configured for the service",
             capabilities=("remediation",),
             params_schema={"type": "object"},
         ),
         AgentSpec(
             name="verify",
+            simulation="read",
             description="Re-runs monitor's check (params.check, the registered service's, or the incident's "
             "service URL); negative while still down",
             capabilities=("verification",),
@@ -196,6 +206,7 @@ BUILTIN_SPECS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="noop",
+            simulation="read",
             description="Does nothing; returns ok (or params.ok) — a placeholder or a join point",
             capabilities=("notification",),
             params_schema={"type": "object", "properties": {"ok": {"type": "boolean"}, "summary": {"type": "string"}}},

@@ -22,6 +22,7 @@ from activities.approvals import ApprovalActivities
 from activities.base import AgentDeps
 from activities.chain import ChainAgents
 from activities.conversation import ConversationStore, conversation_summarizer
+from activities.dry_run import DryRunActivities
 from activities.escalation import EscalationActivities
 from activities.monitoring import MonitorActivities
 from activities.notify import NotifyActivities
@@ -37,7 +38,7 @@ from services.incidents.open import open_incident
 from services.incidents.reconcile import Reconciler, reconcile_forever
 from worker.metrics import serve_metrics
 from worker.monitors import ensure_monitors
-from workflows.incident import IncidentWorkflow
+from workflows.incident import IncidentWorkflow, PlaybookDryRunWorkflow
 from workflows.monitor import ServiceMonitorWorkflow
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ async def incident_worker(
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,
-            workflows=[IncidentWorkflow, ServiceMonitorWorkflow],
+            workflows=[IncidentWorkflow, PlaybookDryRunWorkflow, ServiceMonitorWorkflow],
             activities=[
                 *agents.all(),
                 *agent_activities(AgentDeps(http=http, settings=settings, engine=engine), runs),
@@ -113,6 +114,7 @@ async def incident_worker(
                 *notify.all(),
                 *EscalationActivities(engine, settings).all(),
                 *MonitorActivities(engine, http, settings, open_incident=open_incident).all(),
+                *DryRunActivities(engine, http, settings).all(),
             ],
             activity_executor=executor,
             **options,

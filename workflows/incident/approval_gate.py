@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, CancelledError
 with workflow.unsafe.imports_passed_through():
     from core.activity_defs import ApprovalActivityDefs, NotifyActivityDefs
     from core.approval_rules import masked_problem, may_decide, modification_problem, unmask_params
+    from core.dry_run import DryRunActivityDefs
     from core.payloads import (
         ApprovalDecided,
         ApprovalRequest,
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyApproval,
         StepState,
     )
-    from core.playbook import StepSpec, substitute
+    from core.playbook import StepSpec
     from workflows.incident.projection_writer import PROJECTION_RETRY, PROJECTION_TIMEOUT
     from workflows.incident.state import IncidentRun
 
@@ -61,6 +62,8 @@ class ApprovalGate:
         run = self._run
         timeout = timedelta(seconds=spec.approval_timeout_seconds or run.input.approval_timeout_seconds)
         expires_at = workflow.now() + timeout
+        if run.dry_run_id is not None:
+            return await self._previewed(spec, step, expires_at, timeout)
         step.status = "waiting_approval"
         run.facts[spec.id].status = "waiting_approval"
         await run.refresh_status()
@@ -85,6 +88,30 @@ class ApprovalGate:
             step.params = copy.deepcopy(approval.modified_params)
         step.status = "running"
         await run.refresh_status()
+        return True
+
+    async def _previewed(self, spec: StepSpec, step: StepState, expires_at: datetime, timeout: timedelta) -> bool:
+        """A dry run's gate: who would be asked (or which policy would approve), by the same policies, with nothing
+        recorded and nobody asked; the run goes on as if approved, and the step's approval says so."""
+        preview = await workflow.execute_activity_method(
+            DryRunActivityDefs.preview_approval,
+            self._request_input(spec, step, expires_at),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+            summary=f"{spec.id}: preview approval (dry run)",
+        )
+        step.approval = ApprovalState(
+            approval_id=0,
+            status=preview.outcome,
+            risk=spec.risk,
+            expires_at=f"{timeout.total_seconds():g}s",  # a dry run's request never expires: its timeout, as set
+            approvers=preview.approvers,
+            policy=preview.policy,
+            decided_by="dry run",
+            channel="dry-run",
+            comment=preview.reason,
+        )
+        step.status = "running"
         return True
 
     async def _request(
@@ -127,18 +154,18 @@ class ApprovalGate:
 
     def _request_input(self, spec: StepSpec, step: StepState, expires_at: datetime) -> ApprovalRequest:
         run = self._run
-        variables = run.variables()  # approvers see what will run: placeholders filled in as the agent gets them
+        # Approvers see what will run: placeholders filled in as the agent gets them.
         return ApprovalRequest(
             workflow_id=run.state.workflow_id,
             incident_id=run.state.incident_id,
             step_id=spec.id,
             run=step.runs,
             agent=spec.agent,
-            action=substitute(spec.instructions, variables) or f"run {spec.agent}",
-            params=substitute(step.params, variables),
+            action=run.render(spec.instructions) or f"run {spec.agent}",
+            params=run.render(step.params),
             context_summary=self._context_summary(spec),
             risk=spec.risk,
-            impact=substitute(spec.impact, variables),
+            impact=run.render(spec.impact),
             expires_at=expires_at.isoformat(),
             incident_type=run.input.incident.incident_type,
             service=run.input.incident.service,
@@ -249,7 +276,7 @@ class ApprovalGate:
 
     def _shown(self, step: StepState) -> dict[str, Any]:
         """The step's params as the approver saw them: placeholders filled in (edits are checked against these)."""
-        shown: dict[str, Any] = substitute(step.params, self._run.variables())
+        shown: dict[str, Any] = self._run.render(step.params)
         return shown
 
     def masked_problem(self, input: DecideApprovalInput) -> str | None:

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.activity_defs import ProjectionActivityDefs
+    from core.dry_run import DryRunActivityDefs, DryRunRecord
     from core.payloads import (
         POISON_WRITE,
         SEQ_BLOCK,
@@ -36,8 +37,17 @@ class ProjectionWriter:
     """Owned by the workflow: `state` and `origins` are the workflow's own (read when a snapshot is taken);
     `wake` tells the run loop there is something to send on its next round."""
 
-    def __init__(self, state: WorkflowState, origins: list[DecisionOrigin | None], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        state: WorkflowState,
+        origins: list[DecisionOrigin | None],
+        wake: Callable[[], None],
+        dry_run_id: int | None = None,
+    ) -> None:
         self._state = state
+        # A dry run writes its whole state to its own row (record_dry_run), never to the incidents' projection.
+        self._dry_run_id = dry_run_id
+        self._dry_run_dirty = False
         self._origins = origins
         self._wake = wake
         self._seq = 0
@@ -81,7 +91,9 @@ class ProjectionWriter:
         """Queue a write to the Postgres projection. Writes overlap with the agents' work and are batched
         (one local activity, one transaction, at most one in flight); each carries a sequence number, so
         the newest state wins."""
-        if isinstance(arg, RecordWorkflowInput):
+        if self._dry_run_id is not None:
+            self._dry_run_dirty = True
+        elif isinstance(arg, RecordWorkflowInput):
             self._pending_workflow = arg
         else:
             earlier = self._pending_steps.get(arg.step.step_id)
@@ -97,8 +109,25 @@ class ProjectionWriter:
     def kick(self) -> None:
         """Start writing what is queued. The run loop kicks once per round, so the end of one step and
         the start of the next travel in the same batch."""
-        if (self._flusher is None or self._flusher.done()) and (self._pending_workflow or self._pending_steps):
+        if self._flusher is not None and not self._flusher.done():
+            return
+        if self._dry_run_dirty:
+            self._flusher = asyncio.create_task(self._flush_dry_run())
+        elif self._pending_workflow or self._pending_steps:
             self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush_dry_run(self) -> None:
+        """The dry run's state as it stands now, whole (one row), until nothing changed while it was written."""
+        assert self._dry_run_id is not None
+        while self._dry_run_dirty:
+            self._dry_run_dirty = False
+            record = DryRunRecord(dry_run_id=self._dry_run_id, state=copy.deepcopy(self._state), seq=self.next_seq())
+            await workflow.execute_local_activity_method(
+                DryRunActivityDefs.record_dry_run,
+                record,
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=PROJECTION_RETRY,
+            )
 
     async def _flush(self) -> None:
         while self._pending_workflow is not None or self._pending_steps:

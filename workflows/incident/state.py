@@ -13,7 +13,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from core import dag
     from core.payloads import DecisionOrigin, IncidentWorkflowInput, StepState, WorkflowState
-    from core.playbook import Playbook, StepSpec
+    from core.playbook import Playbook, StepSpec, substitute
+    from core.playbook_vars import variable_context
     from workflows.incident.projection_writer import ProjectionWriter
 
 
@@ -24,8 +25,11 @@ def new_step(spec: StepSpec, position: int) -> StepState:
 class IncidentRun:
     """Owned by the workflow, shared with its collaborators. `wake` tells the run loop to look again."""
 
-    def __init__(self, input: IncidentWorkflowInput) -> None:
+    def __init__(self, input: IncidentWorkflowInput, dry_run_id: int | None = None) -> None:
         self.input = input
+        # A playbook's dry run (PlaybookDryRunWorkflow): agents simulated, approvals previewed, the state written to
+        # this playbook_dry_runs row instead of the incident's projection. None: an incident's run.
+        self.dry_run_id = dry_run_id
         self.playbook = Playbook.model_validate(input.playbook)
         self.facts = {s.id: dag.StepFacts() for s in self.playbook.steps}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -42,7 +46,7 @@ class IncidentRun:
             steps=[new_step(s, i) for i, s in enumerate(self.playbook.steps)],
             audits_changes=input.guard_changes,
         )
-        self.projection = ProjectionWriter(self.state, self.change_origins, self.set_wake)
+        self.projection = ProjectionWriter(self.state, self.change_origins, self.set_wake, dry_run_id)
 
     def step(self, step_id: str) -> StepState:
         for step in self.state.steps:
@@ -50,14 +54,24 @@ class IncidentRun:
                 return step
         raise KeyError(step_id)
 
-    def variables(self) -> dict[str, str]:
-        """What `${…}` placeholders in a step's params, instructions and impact stand for: the playbook's variables
-        (`${region}`, `${vars.region}`) and the incident's fields (`${incident.service}`)."""
+    def variables(self) -> dict[str, Any]:
+        """What placeholders in a step's params, instructions and impact stand for: the playbook's variables
+        (`${region}`, `${vars.region}`) and the incident's fields (`${incident.service}`); with the playbook's
+        syntax 2, `{{…}}` reads the same context as the editor's preview (core/playbook_vars.py: `service_name`
+        too)."""
+        incident = msgspec.to_builtins(self.input.incident)
+        if self.playbook.syntax >= 2:
+            return variable_context(self.playbook, incident, {})
+        values = self.playbook.variable_values()  # a playbook of shorthand strings: its `variables`, as always
         return {
-            **self.playbook.variables,
-            **{f"vars.{k}": v for k, v in self.playbook.variables.items()},
-            **{f"incident.{k}": str(v) for k, v in msgspec.to_builtins(self.input.incident).items()},
+            **values,
+            **{f"vars.{k}": v for k, v in values.items()},
+            **{f"incident.{k}": str(v) for k, v in incident.items()},
         }
+
+    def render(self, value: Any) -> Any:
+        """`value` with its placeholders filled in as the agent (and the approver) get it."""
+        return substitute(value, self.variables(), self.playbook.syntax)
 
     def now(self) -> str:
         return workflow.now().isoformat()

@@ -19,6 +19,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from core import dag
     from core.approval_rules import needs_approval
+    from core.dry_run import DryRunActivityDefs
     from core.payloads import (
         INFRASTRUCTURE_UNAVAILABLE,
         WEBHOOK_AGENT_ACTIVITY,
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         StepState,
     )
-    from core.playbook import StepSpec, substitute
+    from core.playbook import StepSpec
     from workflows.incident.approval_gate import ApprovalGate
     from workflows.incident.state import IncidentRun
 
@@ -114,12 +115,19 @@ class StepRunner:
         the playbook says more). Out of checks short of that, the outcome is negative."""
         checks = spec.repeat.count if spec.repeat else 1
         passes = spec.repeat.passes if spec.repeat else 1
+        if self._run.dry_run_id is not None:  # one check says what the step sees; the report says how it repeats
+            checks = passes = 1
         streak = 0
         for check in range(1, checks + 1):
             result = await self._agent(spec, step, agent_input, started_at, check, checks)
             if spec.repeat:
                 result.data["checks"] = {"done": check, "allowed": checks}
             step.attempt = int(result.data.get("attempt", 1))
+            if spec.repeat and isinstance(result.data.get("dry_run"), dict):
+                result.data["dry_run"]["repeat"] = (
+                    f"would check up to {spec.repeat.count} times, every {spec.repeat.interval_seconds:g} s, until "
+                    f"{spec.repeat.passes} in a row pass; the dry run checked once"
+                )
             step.output = msgspec.to_builtins(result)  # a copy, 20x faster than asdict
             streak = streak + 1 if result.ok else 0
             if streak >= passes:
@@ -141,6 +149,8 @@ class StepRunner:
         """The agent's activity for one check; run again, while our infrastructure is unavailable, for as long as
         the run waits for it (see the module's docstring)."""
         run = self._run
+        if run.dry_run_id is not None:
+            return await self._simulated(spec, agent_input)
         waits = run.input.waits_for_infrastructure
         retries, note = 0, None
         since: datetime | None = None  # when our infrastructure first failed a try
@@ -194,6 +204,20 @@ class StepRunner:
                 step.note = None
             return result
 
+    async def _simulated(self, spec: StepSpec, agent_input: AgentInput) -> AgentResult:
+        """A dry run's step: `simulate_agent` runs the agent only if it declares that it only reads, and otherwise
+        answers what it would do. Nothing is recorded but the dry run's own row (the workflow writes it)."""
+        agent_input.record = None
+        result: AgentResult = await workflow.execute_activity_method(
+            DryRunActivityDefs.simulate_agent,
+            agent_input,
+            start_to_close_timeout=timedelta(seconds=spec.timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=spec.heartbeat_seconds) if spec.heartbeat_seconds else None,
+            retry_policy=_retry_policy(spec, False),
+            summary=f"{spec.id}: {spec.agent} (dry run)",
+        )
+        return result
+
     def _step_record(self, spec: StepSpec, step: StepState, started_at: str, check: int, checks: int) -> StepRecord:
         projection = self._run.projection
         return StepRecord(
@@ -212,7 +236,6 @@ class StepRunner:
     def _agent_input(self, spec: StepSpec, step: StepState) -> AgentInput:
         run = self._run
         outputs = {dep: msgspec.to_builtins(run.step(dep).output) for dep in spec.depends_on}  # copies
-        variables = run.variables()
         previous = outputs[spec.depends_on[0]] if len(spec.depends_on) == 1 else (outputs or None)
         return AgentInput(
             incident=run.input.incident,
@@ -220,8 +243,8 @@ class StepRunner:
             step_id=spec.id,
             previous_agent_output=previous,
             dependency_outputs=outputs,
-            params=substitute(step.params, variables),
-            instructions=substitute(spec.instructions, variables),
+            params=run.render(step.params),
+            instructions=run.render(spec.instructions),
             run=step.runs,
             context_budget_tokens=spec.context_budget_tokens,
             agent=spec.agent,

@@ -46,7 +46,11 @@ with workflow.unsafe.imports_passed_through():
 class IncidentWorkflow:
     @workflow.init
     def __init__(self, input: IncidentWorkflowInput) -> None:
-        self._run = IncidentRun(input)
+        self._own(IncidentRun(input))
+
+    def _own(self, run: IncidentRun) -> None:
+        """The run and the collaborators that work on it (a dry run owns the same ones over a simulated run)."""
+        self._run = run
         self._state = self._run.state  # the same object, for ever: the `status` query's answer
         self._gate = ApprovalGate(self._run)
         self._steps = StepRunner(self._run, self._gate)
@@ -190,6 +194,9 @@ class IncidentWorkflow:
 
     @workflow.run
     async def run(self, _input: IncidentWorkflowInput) -> WorkflowState:
+        return await self._run_playbook()
+
+    async def _run_playbook(self) -> WorkflowState:
         run = self._run
         self._state.status = "in_progress"
         self._state.started_at = run.now()
@@ -254,7 +261,7 @@ class IncidentWorkflow:
         activation = {
             "steps": {s.step_id: {"status": s.status, "output": s.output or {}} for s in self._state.steps},
             "incident": asdict(self._run.input.incident),
-            "vars": self._run.playbook.variables,
+            "vars": self._run.playbook.variable_values(),
         }
         try:
             return None if evaluate(spec.when, activation) else f"condition is false: {spec.when}"
