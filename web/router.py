@@ -11,6 +11,7 @@ from web.pages import (
     approvals,
     auth,
     conversations,
+    dry_runs,
     incident_email,
     incident_forms,
     incidents,
@@ -30,6 +31,7 @@ for part in (
     conversations.router,  # before incidents: /incidents/{id}/conversation… are its pages
     incidents.router,
     workflow_control.router,
+    dry_runs.router,  # /dry-runs/{id}: a playbook's dry run
     run_view.router,  # the run graph: /incidents/{id}/run…, /incidents/{id}/runs/compare
     overview.router,
     approval_email.router,  # before approvals: /approvals/email/… is not an id
