@@ -15,19 +15,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from api.auth import Principal, Viewer, actor_of, require
 from api.deps import SessionDep, SettingsDep
 from core.agents import AgentSpec
 from core.conditions import ConditionError, check
-from core.errors import Forbidden
-from core.playbook import Playbook, PlaybookError
-from core.tables import PlaybookVersion
+from core.errors import Conflict, Forbidden, Invalid
+from core.playbook import Playbook, new_playbook
+from core.playbook_access import is_admin
 from services.agents import all_agent_specs
-from services.playbooks import PlaybookConflict, load_playbook, save_playbook
+from services.playbook_sharing import check_edit, exists, set_sharing
+from services.playbooks import load_playbook, save_playbook
 from web.pages import playbook_form as pf
-from web.pages.playbook_common import markdown, may_edit, svg
+from web.pages.playbook_common import markdown, may_create, sharing_text, svg, team_choices
 from web.pages.playbook_graph import GraphStep, draw
 from web.templating import templates
 
@@ -63,12 +64,20 @@ def _action(editor: pf.EditorForm) -> str:
 
 
 def render_editor(
-    request: Request, editor: pf.EditorForm, specs: dict[str, AgentSpec], status_code: int = 200
+    request: Request,
+    session: Session,
+    editor: pf.EditorForm,
+    specs: dict[str, AgentSpec],
+    status_code: int = 200,
 ) -> HTMLResponse:
     pf.settle_errors(editor)
     drawn = draft_graph(editor)
+    principal = request.state.principal
     context = {
         "editor": editor,
+        "teams": team_choices(session, principal) if editor.is_new else [],
+        "may_leave_team": is_admin(principal),
+        "sharing": None if editor.is_new else sharing_text(session, editor.id),
         "groups": agent_groups(specs),
         "graph_svg": svg(drawn),
         "graph_problems": drawn.problems,
@@ -84,16 +93,21 @@ def render_editor(
 
 
 def _require_edit(session: Session, principal: Principal, playbook_id: str | None) -> None:
-    if not may_edit(session, principal, playbook_id):
-        what = "create playbooks" if playbook_id is None else f"edit playbook {playbook_id}"
-        raise Forbidden(f"{principal.username} ({principal.role}) may not {what}")
+    """403 unless the caller may edit the playbook (404 when they may not see it), or create one (None)."""
+    if playbook_id is not None and exists(session=session, playbook_id=playbook_id):
+        check_edit(session=session, principal=principal, playbook_id=playbook_id)
+    elif not may_create(session, principal):
+        raise Forbidden(
+            f"{principal.username} ({principal.role}) may not create playbooks: admins may, and responders for "
+            "one of their teams"
+        )
 
 
 @router.get("/playbooks/_new", response_class=HTMLResponse)
 def new_playbook_page(request: Request, principal: Viewer, session: SessionDep) -> Response:
     _require_edit(session, principal, None)
     specs = all_agent_specs(session)
-    return render_editor(request, pf.blank(specs), specs)
+    return render_editor(request, session, pf.blank(specs), specs)
 
 
 @router.get("/playbooks/{playbook_id}/edit", response_class=HTMLResponse)
@@ -110,13 +124,7 @@ def edit_playbook_page(
     playbook = load_playbook(session=session, settings=settings, playbook_id=playbook_id, version=version)
     specs = all_agent_specs(session)
     editor = pf.from_definition(playbook.model_dump(mode="json"), specs, is_new=False)
-    return render_editor(request, editor, specs)
-
-
-def _exists(session: Session, playbook_id: str) -> bool:
-    return (
-        session.exec(select(PlaybookVersion.id).where(PlaybookVersion.playbook_id == playbook_id)).first() is not None
-    )
+    return render_editor(request, session, editor, specs)
 
 
 async def _submit(request: Request, principal: Principal, session: Session, playbook_id: str | None) -> Response:
@@ -129,34 +137,64 @@ async def _submit(request: Request, principal: Principal, session: Session, play
     action = form.get("action")
     if isinstance(action, str) and action != "save":
         pf.apply_action(editor, action, specs)
-        return render_editor(request, editor, specs)
+        return render_editor(request, session, editor, specs)
     definition, errors = pf.to_definition(editor)
     editor.errors.update(errors)
-    if editor.is_new and editor.id and _exists(session, editor.id):
+    if editor.is_new and editor.id and exists(session=session, playbook_id=editor.id):
         editor.errors["id"] = f"id: playbook {editor.id} exists already; edit it, or choose another id"
     playbook = None
     if not editor.errors:
         try:
-            playbook = Playbook.model_validate(definition)
+            playbook = new_playbook(definition)
         except ValidationError as err:
             pf.place_validation_errors(editor, err)
-    if playbook is not None and not editor.errors:
-        try:
-            stored = save_playbook(session=session, actor=actor_of(request, principal), playbook=playbook,
-                                   message=editor.message.strip() or None, principal=principal)  # fmt: skip
-            session.commit()
-        except PlaybookError as err:
-            session.rollback()
-            for problem in pf.split_problems(str(err)):
-                pf.place_problem(editor, problem)
-        except PlaybookConflict as err:
-            editor.general.append(str(err))
-        else:
-            where = f"/playbooks/{stored.id}?version={stored.version}&saved=1"
-            return RedirectResponse(where, status_code=status.HTTP_303_SEE_OTHER)
+    stored = _save(request, session, principal, playbook, editor) if playbook and not editor.errors else None
+    if stored is not None:
+        where = f"/playbooks/{stored.id}?version={stored.version}&saved=1"
+        return RedirectResponse(where, status_code=status.HTTP_303_SEE_OTHER)
     if not editor.errors and not editor.general:
         editor.general.append("the playbook could not be saved")
-    return render_editor(request, editor, specs, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return render_editor(request, session, editor, specs, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _save(
+    request: Request, session: Session, principal: Principal, playbook: Playbook, editor: pf.EditorForm
+) -> Playbook | None:
+    """The next version, with its message; a new playbook with its owner team and visibility. Committed; None when
+    refused (the reasons placed on the form)."""
+    actor = actor_of(request, principal)
+    owner_team = (editor.owner_team or None) if editor.is_new else None
+    try:
+        stored = save_playbook(
+            session=session,
+            actor=actor,
+            playbook=playbook,
+            message=editor.message.strip() or None,
+            principal=principal,
+            owner_team=owner_team,
+        )
+        if editor.is_new and editor.visibility == "team":
+            set_sharing(
+                session=session,
+                actor=actor,
+                principal=principal,
+                playbook_id=stored.id,
+                owner_team=owner_team,
+                visibility="team",
+            )
+    except (Invalid, Conflict) as err:  # PlaybookError is an Invalid, PlaybookConflict a Conflict
+        session.rollback()
+        for problem in pf.split_problems(str(err)):
+            pf.place_problem(editor, problem)
+        return None
+    except Forbidden as err:
+        if not str(err).startswith("owner_team:"):
+            raise
+        session.rollback()
+        pf.place_problem(editor, str(err))
+        return None  # fmt: skip
+    session.commit()
+    return stored
 
 
 @router.post("/playbooks/_new", response_class=HTMLResponse)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from core.agents import RISK_RANK, RISKS, AgentSpec
 from core.playbook import StepSpec
+from core.playbook_vars import VariableSpec, spec_of
 from web.schema_form import FormField, field_of, form_fields, form_values, parse_params
 
 VARIABLE_TYPES = ("string", "number", "integer", "boolean")
@@ -31,7 +32,7 @@ STEP_FIELDS = {
     "id", "agent", "instructions", "params", "depends_on", "when", "join", "requires_approval", "risk", "impact",
     "approval_timeout_seconds", "timeout_seconds", "heartbeat_seconds", "retry", "on_failure", "approvers",
 }  # fmt: skip
-PLAYBOOK_FIELDS = {"id", "version", "name", "description", "incident_type", "variables", "parallel", "steps"}
+PLAYBOOK_FIELDS = {"id", "version", "name", "description", "incident_type", "variables", "syntax", "parallel", "steps"}
 # Who may approve a step, when the playbook model lets a step say so.
 HAS_APPROVERS = "approvers" in StepSpec.model_fields
 RETRY_FIELDS = ("max_attempts", "initial_interval_seconds", "backoff", "max_interval_seconds")
@@ -88,8 +89,11 @@ class EditorForm:
     incident_type: str = "default"
     description: str = ""
     parallel: bool = True
+    syntax: str = "2"  # placeholders: 2 `{{…}}` and `${…}`; 1 `${…}` only (playbooks saved before `{{…}}`)
     more: str = ""
     message: str = ""
+    owner_team: str = ""  # a new playbook's owner team and visibility (services/playbook_sharing.py)
+    visibility: str = "everyone"
     variables: list[VariableRow] = field(default_factory=list)
     steps: list[StepForm] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -155,19 +159,19 @@ def from_definition(definition: Mapping[str, Any], specs: Mapping[str, AgentSpec
     """The form showing a stored definition (or the starting point of a new playbook)."""
     variables = []
     for name, value in (definition.get("variables") or {}).items():
-        if isinstance(value, Mapping):
-            variables.append(
-                VariableRow(name, _text(value.get("type")) or "string", _text(value.get("default")),
-                            _text(value.get("description")))
-            )  # fmt: skip
-        else:
+        try:
+            spec = spec_of(VariableSpec.model_validate(value) if isinstance(value, Mapping) else value)
+        except ValueError:
             variables.append(VariableRow(name, "string", _text(value)))
+            continue
+        variables.append(VariableRow(name, spec.type, _text(spec.default), spec.description))
     return EditorForm(
         id=_text(definition.get("id")),
         name=_text(definition.get("name")),
         incident_type=_text(definition.get("incident_type")) or "default",
         description=_text(definition.get("description")),
         parallel=bool(definition.get("parallel", True)),
+        syntax=_text(definition.get("syntax", 1)),
         more=_json_or_empty({k: v for k, v in definition.items() if k not in PLAYBOOK_FIELDS}),
         variables=variables,
         steps=[step_from_definition(s, specs) for s in definition.get("steps") or []],
@@ -241,8 +245,11 @@ def from_form(form: Any, specs: Mapping[str, AgentSpec]) -> EditorForm:
         incident_type=_get(form, "incident_type").strip(),
         description=_get(form, "description"),
         parallel=_get(form, "parallel") == "true",
+        syntax="1" if _get(form, "syntax") == "1" else "2",
         more=_get(form, "more"),
         message=_get(form, "message"),
+        owner_team=_get(form, "owner_team").strip(),
+        visibility="team" if _get(form, "visibility") == "team" else "everyone",
         is_new=_get(form, "is_new") == "true",
     )
     base = _get(form, "base_version")
@@ -408,6 +415,7 @@ def to_definition(editor: EditorForm) -> tuple[dict[str, Any], dict[str, str]]:
             "incident_type": editor.incident_type or "default",
             "description": editor.description,
             "variables": _variables(editor, errors),
+            "syntax": int(editor.syntax),
             "parallel": editor.parallel,
             "steps": [_step_definition(step, i, errors) for i, step in enumerate(editor.steps)],
         }
@@ -453,11 +461,31 @@ def place_problem(editor: EditorForm, problem: str) -> None:
             if name is not None:
                 _add(editor, f"s{index}.{name}", problem)
                 return
-    head = problem.split(":", 1)[0]
-    if head in ("id", "name", "incident_type", "description", "message"):
-        _add(editor, head, problem)
+    key = _path_key(editor, problem.split(":", 1)[0])
+    if key is not None:
+        _add(editor, key, problem)
         return
     editor.general.append(problem)
+
+
+_STEP_PATH = re.compile(r"^steps\[(\d+)\]\.(instructions|impact|params)(?:\.([^.\[\]]+))?")
+
+
+def _path_key(editor: EditorForm, head: str) -> str | None:
+    """The input a problem's path is about: `steps[2].params.target`, `variables.region`, `owner_team`, …"""
+    if head in ("id", "name", "incident_type", "description", "message", "owner_team", "visibility"):
+        return head
+    found = _STEP_PATH.match(head)
+    if found and int(found[1]) < len(editor.steps):
+        i, where, param = int(found[1]), found[2], found[3]
+        if where != "params":
+            return f"s{i}.{where}"
+        names = {f.name for f in editor.steps[i].params}
+        return f"s{i}.p.{param}" if param in names else f"s{i}.params"
+    if head.startswith("variables."):
+        j = next((k for k, r in enumerate(editor.variables) if r.name == head.removeprefix("variables.")), None)
+        return f"v{j}.name" if j is not None else None
+    return None
 
 
 def _add(editor: EditorForm, key: str, message: str) -> None:
@@ -468,7 +496,9 @@ def split_problems(message: str) -> list[str]:
     """The playbook rules join their problems with "; ": one per step problem (a message may hold "; " itself)."""
     message = message.removeprefix("playbook: ")
     known = message.split(" (known: ", 1)[0] if "unknown agent" in message else message
-    return [part for part in re.split(r"; (?=step [^\s:]*: )", known) if part.strip()]
+    return [
+        part for part in re.split(r"; (?=(?:step [^\s:]*|steps\[\d+\][^\s:]*|variables\.[^\s:]*): )", known) if part
+    ]
 
 
 def place_validation_errors(editor: EditorForm, err: ValidationError) -> None:
@@ -480,6 +510,12 @@ def place_validation_errors(editor: EditorForm, err: ValidationError) -> None:
             for problem in split_problems(message):
                 place_problem(editor, problem)
             continue
+        if loc == ["variables"]:  # "region: default 'x' is not an integer"
+            name = message.split(":", 1)[0]
+            j = next((k for k, r in enumerate(editor.variables) if r.name == name), None)
+            if j is not None:
+                _add(editor, f"v{j}.default", f"variable {message}")
+                continue
         _add(editor, _loc_key(editor, loc), f"{'.'.join(loc)}: {message}")
 
 
@@ -516,7 +552,7 @@ def field_errors_for_step(editor: EditorForm, index: int) -> dict[str, str]:
 
 def shown_keys(editor: EditorForm) -> set[str]:
     """Every input name the editor page shows an error beside."""
-    keys = {"id", "name", "incident_type", "description", "more", "message"}
+    keys = {"id", "name", "incident_type", "description", "more", "message", "owner_team", "visibility"}
     keys |= {f"v{j}.{k}" for j in range(len(editor.variables)) for k in ("name", "default")}
     own = ("id", "agent", "instructions", "risk", "impact", "approval_timeout_seconds", "approvers_users",
            "approvers_teams", "depends_on", "join", "join_count", "when", "timeout_seconds", "heartbeat_seconds",

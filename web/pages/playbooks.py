@@ -8,13 +8,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlmodel import Session, col, select
 
 from api.auth import Viewer, require
 from api.deps import SessionDep, SettingsDep
 from core.approval_rules import needs_approval
-from services.playbooks import latest_playbooks, load_playbook
-from web.pages import playbook_editor
-from web.pages.playbook_common import graph_of, markdown, may_edit, svg, versions_of
+from core.identity import Team
+from core.services import Service
+from core.tables import PlaybookSharing, PlaybookVersion
+from services.playbook_sharing import check_view, team_names
+from services.playbooks import load_playbook, visible_playbooks
+from web.pages import playbook_editor, playbook_versions
+from web.pages.playbook_common import graph_of, markdown, may_create, may_edit, svg, versions_of
 from web.pages.playbook_editor import PlaybookId
 from web.pages.playbook_graph import join_text, steps_of
 from web.run_svg import duration
@@ -22,6 +27,7 @@ from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 router.include_router(playbook_editor.router)  # first: /playbooks/_new and /playbooks/_draft/… are not ids
+router.include_router(playbook_versions.router)
 Filter = Annotated[str, Query(max_length=100)]
 
 
@@ -31,25 +37,42 @@ def playbook_list(
     principal: Viewer,
     session: SessionDep,
     incident_type: Filter = "",
+    team: Filter = "",
     owner: Filter = "",
+    service: Filter = "",
 ) -> HTMLResponse:
-    """The latest version of every playbook; filters by incident type and by who saved it last."""
-    rows = latest_playbooks(session=session)
-    incident_type, owner = incident_type.strip(), owner.strip()
-    shown = [
-        row
-        for row in rows
-        if (not incident_type or row.incident_type == incident_type) and (not owner or row.created_by == owner)
-    ]
+    """The latest version of every playbook the caller may see; filters by incident type, owner team, owner (who
+    created it) and service (the playbooks its incidents would run)."""
+    filters = {"incident_type": incident_type.strip(), "team": team.strip(), "owner": owner.strip(),
+               "service": service.strip()}  # fmt: skip
+    every = visible_playbooks(session=session, principal=principal)
+    rows = visible_playbooks(session=session, principal=principal, **{k: v or None for k, v in filters.items()})
+    sharing = {s.playbook_id: s for s in session.exec(select(PlaybookSharing)).all()}
+    names = team_names(session=session, team_ids={s.owner_team_id for s in sharing.values() if s.owner_team_id})
     context = {
-        "rows": shown,
-        "total": len(rows),
-        "filters": {"incident_type": incident_type, "owner": owner},
-        "incident_types": sorted({r.incident_type for r in rows}),
-        "owners": sorted({r.created_by for r in rows if r.created_by}),
-        "can_create": may_edit(session, principal, None),
+        "rows": rows,
+        "total": len(every),
+        "filters": filters,
+        "incident_types": sorted({r.incident_type for r in every}),
+        "teams": sorted(session.exec(select(Team.name)).all()),
+        "owners": sorted(_creators(session, [r.playbook_id for r in every])),
+        "services": sorted(session.exec(select(Service.name)).all()),
+        "owner_team": {pid: names.get(s.owner_team_id or 0) for pid, s in sharing.items()},
+        "visibility": {pid: s.visibility for pid, s in sharing.items()},
+        "can_create": may_create(session, principal),
+        "editable": {r.playbook_id for r in rows if may_edit(session, principal, r.playbook_id)},
     }
     return templates.TemplateResponse(request, "playbooks/list.html", context)
+
+
+def _creators(session: Session, playbook_ids: list[str]) -> set[str]:
+    """Who created these playbooks (stored their version 1): the owner filter's choices."""
+    if not playbook_ids:
+        return set()
+    query = select(PlaybookVersion.created_by).where(
+        PlaybookVersion.version == 1, col(PlaybookVersion.playbook_id).in_(playbook_ids)
+    )
+    return {name for name in session.exec(query).all() if name}
 
 
 def _step_view(raw: dict[str, Any]) -> dict[str, Any]:
@@ -80,9 +103,10 @@ def playbook_view(
     saved: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> HTMLResponse:
     """One version of a playbook (the latest unless `version`), its graph, steps and versions."""
+    check_view(session=session, principal=principal, playbook_id=playbook_id)
     playbook = load_playbook(session=session, settings=settings, playbook_id=playbook_id, version=version)
     definition = playbook.model_dump(mode="json")
-    versions = versions_of(session=session, playbook_id=playbook_id)
+    versions = versions_of(session=session, principal=principal, playbook_id=playbook_id)
     current = next((v for v in versions if v.version == playbook.version), None)
     drawn = graph_of(definition, link_steps=True)
     context = {
@@ -95,6 +119,8 @@ def playbook_view(
         "graph_svg": svg(drawn),
         "markdown": markdown,
         "can_edit": may_edit(session, principal, playbook_id),
+        "can_fork": bool(versions) and may_create(session, principal),
+        **(playbook_versions.sharing_context(session, principal, playbook_id) if versions else {"sharing": None}),
         "saved": bool(saved),
         "duration": duration,
     }
