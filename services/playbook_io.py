@@ -31,6 +31,7 @@ Format = Literal["json", "yaml"]
 FORMATS: tuple[Format, ...] = ("json", "yaml")
 IMPORT_MAX_BYTES = 1_000_000  # as the app's request body limit (api/errors.MAX_BODY_BYTES)
 BUNDLE_MAX = 200
+MAX_DEPTH = 64  # a bundle → playbook → steps → step → params → … : far more than any playbook needs
 IMPORT_MESSAGE = "imported"
 
 
@@ -109,17 +110,37 @@ def parse_document(text: str, fmt: Format) -> Any:
     size = len(text.encode())
     if size > IMPORT_MAX_BYTES:
         raise TooLarge(f"body: {size} bytes; an import is at most {IMPORT_MAX_BYTES} bytes")
-    if fmt == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise Invalid(f"body: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    if fmt == "yaml":
-        try:
-            return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass: safe_load's constructors)
-        except yaml.YAMLError as err:
-            raise Invalid(f"body: not valid YAML: {_yaml_error(err)}") from None
-    raise Invalid(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    try:
+        if fmt == "json":
+            data = json.loads(text)
+        elif fmt == "yaml":
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass: safe_load's constructors)
+        else:
+            raise Invalid(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    except json.JSONDecodeError as err:
+        raise Invalid(f"body: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except yaml.YAMLError as err:
+        raise Invalid(f"body: not valid YAML: {_yaml_error(err)}") from None
+    except RecursionError:
+        raise Invalid(f"body: nested deeper than {MAX_DEPTH} levels") from None
+    if problem := nesting_problem(data):
+        raise Invalid(f"body: {problem}")
+    return data
+
+
+def nesting_problem(data: Any, limit: int = 0) -> str | None:
+    """Why the data is nested too deeply to be a playbook (every walk over it recurses), or None."""
+    limit = limit or MAX_DEPTH
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return f"nested deeper than {limit} levels"
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return None
 
 
 def _yaml_error(err: yaml.YAMLError) -> str:

@@ -23,6 +23,7 @@ from services.playbook_io import (
     ImportResult,
     export_playbooks,
     import_playbooks,
+    nesting_problem,
     problems_of,
 )
 from services.playbook_preview import PlaybookPreview, preview_playbook
@@ -83,6 +84,8 @@ def problems_response(problems: list[str]) -> JSONResponse:
 def preview_draft(session: SessionDep, body: DraftPreview) -> Any:
     """Preview a definition that need not be stored: each step's instructions, params and impact filled in, the
     placeholders nobody fills, the steps that would not run and why, and the DAG (nodes, edges)."""
+    if problem := nesting_problem(body.playbook):
+        raise Invalid(f"playbook: {problem}")
     try:
         playbook = draft_playbook(body.playbook)
     except ValidationError as err:

@@ -242,6 +242,13 @@ async def test_yaml_object_tags_and_aliases_are_refused(api, tmp_path: Path):
     assert broken.status_code == 422 and broken.json()["detail"].startswith("body: not valid JSON")
     plain = await api.post("/api/playbooks/import", content=b"id: x", headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415
+    for deep in ("[" * 50_000 + "]" * 50_000, "a: " + "[" * 200 + "]" * 200):  # recursion, or just too deep
+        nested = await api.post("/api/playbooks/import", content=deep.encode(), headers=YAML)
+        assert nested.status_code == 422, nested.text
+    draft = checkout(new_id())
+    draft["steps"][0]["params"] = {"x": json.loads("[" * 100 + "]" * 100)}
+    too_deep = await api.post("/api/playbooks/preview", json={"playbook": draft})
+    assert too_deep.status_code == 422 and "nested deeper than 64 levels" in too_deep.json()["detail"]
 
 
 async def test_an_import_over_the_size_limit_is_413(api):
