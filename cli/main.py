@@ -349,8 +349,10 @@ _add_monitoring_commands()
 
 
 def _add_playbook_commands() -> None:
+    from cli.dry_runs import add_dry_run_command
     from cli.playbooks import playbooks_app
 
+    add_dry_run_command(playbooks_app)  # playbooks dry-run (issue 23 part C)
     app.add_typer(playbooks_app, name="playbooks")
 
 

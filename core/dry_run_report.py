@@ -94,6 +94,12 @@ def build_report(state: WorkflowState, seq: int = 0) -> dict[str, Any]:
     }
 
 
+def summary_items(summary: dict[str, int]) -> list[tuple[str, int]]:
+    """The counts in the report's order (a jsonb column keeps no key order)."""
+    order = (*OUTCOMES, *APPROVALS)
+    return sorted(summary.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
+
 def row_status(state: WorkflowState) -> str:
     """The row's status: running until the run ends, then completed, failed or cancelled."""
     return state.status if state.status in ENDED else "running"

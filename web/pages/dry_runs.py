@@ -17,6 +17,7 @@ from api.auth import Viewer, require
 from api.deps import EngineDep, Int64Id, SettingsDep
 from core.agent_palette import agent_style
 from core.dag_layout import Box, Edge, TextLine, render_svg
+from core.dry_run_report import summary_items
 from core.payloads import WorkflowState
 from core.playbook import Playbook
 from core.playbook_store import PlaybookNotFound, load_playbook
@@ -101,7 +102,15 @@ def _context(session: Session, settings: Settings, principal: Any, dry_run_id: i
     graph = _graph(row, playbook)
     report = row.report or {"steps": [], "summary": {}}
     svg = Markup(dry_run_svg(graph, report)) if graph and graph.nodes else None  # noqa: S704 (the renderer escapes)
-    return {"dry": dry_run_public(row), "graph": graph, "report": report, "svg": svg, "pretty": _pretty}
+    summary = summary_items(report.get("summary") or {})
+    return {
+        "dry": dry_run_public(row),
+        "graph": graph,
+        "report": report,
+        "summary": summary,
+        "svg": svg,
+        "pretty": _pretty,
+    }
 
 
 def _pretty(value: Any) -> str:
