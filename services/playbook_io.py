@@ -1,11 +1,11 @@
 """Playbooks to and from files: JSON or YAML, one playbook or a bundle (`{"playbooks": [...]}`, or a list).
 
 Exports are canonical: the definition as stored (every field, in the model's order), so export → import → export
-gives the same bytes. Imports read YAML with PyYAML's safe loader (no object tags; aliases refused too: a small
-file must not expand into a huge one), validate everything first and report every problem with its path
-(`playbooks[0].steps[2].when: …`), then save all of it in the caller's transaction or nothing. A playbook whose
-id and version are already stored with the same definition is skipped; any other is saved as its id's next
-version (services.playbooks.save_playbook: edit rights, agents, audit).
+gives the same bytes. Imports read YAML with PyYAML's safe constructors (libyaml's parser when PyYAML has it): no
+object tags, and no aliases either (a small file must not expand into a huge one). Everything is validated first
+and every problem reported with its path (`playbooks[0].steps[2].when: …`); then all of it is saved in the caller's
+transaction, or nothing. A playbook whose id and version are already stored with the same definition is skipped;
+any other is saved as its id's next version (services.playbooks.save_playbook: edit rights, agents, audit).
 """
 
 from __future__ import annotations
@@ -78,12 +78,17 @@ def export_playbooks(playbooks: list[Playbook], fmt: Format, *, bundle: bool | N
     raise Invalid(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types
+# libyaml when PyYAML was built with it (3-4 times faster), the same safe constructors and representers either way.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_SafeDumper):  # type: ignore[misc]  # PyYAML ships no types
     """Multi-line text (instructions) as a `|` block, readable and diffable; PyYAML falls back to a quoted
     scalar where a block cannot hold the text exactly (trailing spaces, control characters)."""
 
 
-def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _text(dumper: Any, value: str) -> Any:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
 
@@ -93,16 +98,15 @@ _Dumper.add_representer(str, _text)
 # Import ------------------------------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]
-    """yaml.safe_load's loader, refusing aliases (`*name`): a billion-laughs file stays a 422."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+def _load_yaml(text: str) -> Any:
+    """yaml.safe_load's constructors (no object tags), refusing aliases (`*name`) first: a billion-laughs file is a
+    422, not an expansion."""
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not allowed in a playbook file", event.start_mark
             )
-        return super().compose_node(parent, index)
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 (SafeLoader or CSafeLoader: safe_load's constructors)
 
 
 def parse_document(text: str, fmt: Format) -> Any:
@@ -114,7 +118,7 @@ def parse_document(text: str, fmt: Format) -> Any:
         if fmt == "json":
             data = json.loads(text)
         elif fmt == "yaml":
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass: safe_load's constructors)
+            data = _load_yaml(text)
         else:
             raise Invalid(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     except json.JSONDecodeError as err:
