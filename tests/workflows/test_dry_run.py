@@ -20,15 +20,18 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel import Session
+from temporalio.worker import Replayer
 
 from core.approvals import ApprovalPolicy
 from core.commands import CommandRule
+from core.converter import DATA_CONVERTER
 from core.db import libpq_url
 from core.dry_run import DRY_RUN_WORKFLOW
 from tests.activities.test_remediate_command import script
 from tests.activities.test_remediate_webhook import SECRET
 from tests.factories import create_incident, wait_for_workflow
 from tests.peers import serving
+from workflows.incident import IncidentWorkflow, PlaybookDryRunWorkflow
 
 # Tables a dry run may write: its own row, the live event its page listens to, the audit row of who started it.
 WRITTEN = {"playbook_dry_runs", "events", "audit_events"}
@@ -178,10 +181,14 @@ async def test_a_dry_run_reads_for_real_and_changes_nothing(
         "ran_read_only": 1, "would_run": 3, "skipped": 1, "would_ask": 1, "would_auto_approve": 1,
     }  # fmt: skip
 
-    described = await temporal_client.get_workflow_handle(dry["workflow_id"]).describe()
+    handle = temporal_client.get_workflow_handle(dry["workflow_id"])
+    described = await handle.describe()
     assert described.workflow_type == DRY_RUN_WORKFLOW
-    attributes = {key.name: value for key, value in described.typed_search_attributes}  # type: ignore[attr-defined]
+    attributes = {pair.key.name: pair.value for pair in described.typed_search_attributes}
     assert attributes.get("PlaybookId") == "checkout-fix" and "IncidentId" not in attributes
+    # Its own history replays on the workflow code (deterministic, like the incidents' in test_replay.py).
+    replayer = Replayer(workflows=[IncidentWorkflow, PlaybookDryRunWorkflow], data_converter=DATA_CONVERTER)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def test_a_dry_run_of_a_past_incident_leaves_it_as_it_was(api, engine, settings, temporal_client, worker):
