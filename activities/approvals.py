@@ -12,12 +12,13 @@ from temporalio import activity
 
 from activities.remediation_ledger import BUDGET_POLICY, BUDGETED_AGENTS, incident_budget
 from core.activity_defs import RECORD_APPROVAL_DECISION, REQUEST_APPROVAL, ApprovalActivityDefs
-from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS
+from core.approval_rules import DECISION_LIMITS, ORIGIN_LIMITS, approvers_for
 from core.approvals import Approval, ApprovalEvent, ApprovalPolicy, approvers_of, first_match
 from core.audit import Actor, record_audit
 from core.events import publish
 from core.metrics import APPROVALS_REQUESTED, observe_decision
 from core.payloads import ApprovalDecided, ApprovalRequest, ApprovalTicket
+from core.playbook_store import pinned_approvers
 from core.redact import redact
 from core.settings import Settings
 from core.tables import Event, utcnow
@@ -52,6 +53,13 @@ class ApprovalActivities(ApprovalActivityDefs):
                 service=request.service,
                 risk=request.risk,
             )
+            # A step's own approvers, else its playbook's, else the policy's (core.approval_rules.approvers_for).
+            named = pinned_approvers(
+                session=session,
+                workflow_id=request.workflow_id,
+                incident_id=request.incident_id,
+                step_id=request.step_id,
+            )
             now = utcnow()
             approval = Approval(
                 workflow_id=request.workflow_id,
@@ -64,7 +72,7 @@ class ApprovalActivities(ApprovalActivityDefs):
                 context_summary=redact(request.context_summary),
                 risk=request.risk,
                 impact=request.impact,
-                approvers=approvers_of(policy),
+                approvers=approvers_for(approvers_of(policy), *named),
                 changed_by=request.changed_by and request.changed_by[:100],
                 requested_at=now,
                 expires_at=datetime.fromisoformat(request.expires_at),

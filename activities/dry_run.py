@@ -30,6 +30,7 @@ from activities.registry import agent_classes, agent_specs
 from activities.remediation_ledger import BUDGETED_AGENTS, incident_budget
 from activities.runs import AgentRunLog
 from core.agents import AgentSpec
+from core.approval_rules import approvers_for
 from core.approvals import ApprovalPolicy, approvers_of, first_match
 from core.compress import compress
 from core.context import build_context
@@ -46,6 +47,7 @@ from core.dry_run import (
 from core.dry_run_report import build_report, row_status
 from core.events import publish
 from core.payloads import AgentInput, AgentResult, ApprovalRequest, RecordResult
+from core.playbook_store import pinned_approvers
 from core.redact import redact, redact_text
 from core.settings import Settings
 from core.tables import Event, utcnow
@@ -176,12 +178,18 @@ class DryRunActivities(DryRunActivityDefs):
             if request.agent in BUDGETED_AGENTS and request.incident_id > 0:  # made from a past incident: its budget
                 budget = incident_budget(request.incident_id, request.run, self._settings)
                 spent = budget.spent(session) if budget is not None else None
+            # The step's own approvers, else its playbook's (the version this dry run runs), else the policy's.
+            named = pinned_approvers(
+                session=session, workflow_id=request.workflow_id, incident_id=request.incident_id,
+                step_id=request.step_id,
+            )  # fmt: skip
         name = policy.name if policy is not None else None
+        approvers = approvers_for(approvers_of(policy), *named)
         if spent is not None:
-            return ApprovalPreview("would_reject", approvers_of(policy), name, spent)
+            return ApprovalPreview("would_reject", approvers, name, spent)
         if policy is not None and policy.auto_approve:
             return ApprovalPreview("would_auto_approve", {}, name)
-        return ApprovalPreview("would_ask", approvers_of(policy), name)
+        return ApprovalPreview("would_ask", approvers, name)
 
     # ---- the row ----------------------------------------------------------------------------------
 

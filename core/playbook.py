@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from core.agents import RISK_RANK, AgentSpec, Risk
+from core.approval_rules import ApproverSpec
 from core.conditions import ConditionError, check
 from core.errors import Invalid
 from core.playbook_vars import (
@@ -91,6 +92,8 @@ class StepSpec(BaseModel):
     risk: Risk = "low"
     impact: str = Field(default="", max_length=2000)  # shown to the approver
     approval_timeout_seconds: float | None = Field(default=None, gt=0, le=30 * 86_400)  # default: settings
+    # Who may approve this step (named users, members of named teams; admins always): wins over the playbook's.
+    approvers: ApproverSpec | None = None
     timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     retry: RetrySpec = Field(default_factory=RetrySpec)
@@ -116,6 +119,8 @@ class Playbook(BaseModel):
     # replays as it ran); 2 `{{…}}` and `${…}` (what new_playbook gives a new save).
     syntax: Literal[1, 2] = 1
     parallel: bool = True
+    # Who may approve its steps that need approval and name nobody themselves; empty: the approval policy's.
+    approvers: ApproverSpec | None = None
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
 
     @model_validator(mode="before")

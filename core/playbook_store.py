@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from core.errors import NotFound
 from core.playbook import Playbook, default_playbook
 from core.settings import Settings
-from core.tables import Incident, PlaybookVersion, WorkflowRun
+from core.tables import Incident, PlaybookDryRun, PlaybookVersion, WorkflowRun
 
 BUILTIN_VERSION = 0  # the built-in default playbook, used until someone stores one for the type
 
@@ -60,15 +60,18 @@ def pinned_approvers(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The step's own `approvers` and its playbook's, as the version the run is pinned to holds them (None: not
     named, or a step added at run time, or a version not stored: the built-in default). For approvers_for."""
-    run = session.get(WorkflowRun, workflow_id)
-    incident = session.get(Incident, incident_id) if run is None else None
-    pinned = run or incident
+    pinned: tuple[str, int] | None = None
+    dry_run = session.exec(select(PlaybookDryRun).where(PlaybookDryRun.workflow_id == workflow_id)).first()
+    if dry_run is not None:  # a dry run made from a past incident runs its own version, not the incident's
+        pinned = dry_run.playbook_id, dry_run.playbook_version
+    elif (run := session.get(WorkflowRun, workflow_id)) is not None:
+        pinned = run.playbook_id, run.playbook_version
+    elif (incident := session.get(Incident, incident_id)) is not None:
+        pinned = incident.playbook_id, incident.playbook_version
     if pinned is None:
         return None, None
     row = session.exec(
-        select(PlaybookVersion).where(
-            PlaybookVersion.playbook_id == pinned.playbook_id, PlaybookVersion.version == pinned.playbook_version
-        )
+        select(PlaybookVersion).where(PlaybookVersion.playbook_id == pinned[0], PlaybookVersion.version == pinned[1])
     ).first()
     if row is None:
         return None, None

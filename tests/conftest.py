@@ -86,9 +86,11 @@ def database_url(postgres_admin_url: str, template_database: str) -> Iterator[st
     with _admin(postgres_admin_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     url = _with_database(postgres_admin_url, name)
-    # Tests share one Temporal server: distinct incident ids keep their workflow ids (incident-<id>) apart.
+    # Tests share one Temporal server: distinct incident and dry run ids keep their workflow ids (incident-<id>,
+    # dry-run-<id>) apart.
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute(f"ALTER SEQUENCE incidents_id_seq RESTART WITH {secrets.randbelow(10**9) + 1000}")
+        for sequence in ("incidents_id_seq", "playbook_dry_runs_id_seq"):
+            conn.execute(f"ALTER SEQUENCE {sequence} RESTART WITH {secrets.randbelow(10**9) + 1000}")
     yield url
     with _admin(postgres_admin_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

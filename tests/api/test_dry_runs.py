@@ -7,7 +7,6 @@ import pytest
 from sqlmodel import Session, func, select
 
 from core.tables import PlaybookDryRun
-from tests.workflows.test_dry_run import fresh_dry_run_ids
 
 PLAYBOOK = {
     "id": "api-dry",
@@ -15,11 +14,6 @@ PLAYBOOK = {
     "variables": {"region": {"type": "string", "default": "eu-1"}, "replicas": {"type": "integer", "default": 2}},
     "steps": [{"id": "only", "agent": "noop", "instructions": "in ${region}, ${replicas} replicas"}],
 }
-
-
-@pytest.fixture(autouse=True)
-def distinct_dry_run_ids(database_url: str) -> None:
-    fresh_dry_run_ids(database_url)
 
 
 @pytest.fixture

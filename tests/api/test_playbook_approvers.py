@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.playbook import Playbook
 from tests.conftest import app_client
 from tests.factories import create_incident, make_user, wait_for_workflow
 
-pytestmark = [
-    pytest.mark.usefixtures("worker"),
-    # Until Playbook.approvers and the request_approval activity's call land (/work/notes/issue23-b-approvers.patch).
-    pytest.mark.skipif("approvers" not in Playbook.model_fields, reason="Playbook.approvers is not there yet"),
-]
+pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def pending(api, incident_id: int, step_id: str) -> dict[str, Any]:

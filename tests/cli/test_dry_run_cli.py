@@ -13,14 +13,8 @@ from cli.main import app
 from core.commands import CommandRule
 from tests.activities.test_remediate_command import script
 from tests.factories import make_user
-from tests.workflows.test_dry_run import fresh_dry_run_ids
 
 pytestmark = pytest.mark.usefixtures("server")
-
-
-@pytest.fixture(autouse=True)
-def distinct_dry_run_ids(database_url: str) -> None:
-    fresh_dry_run_ids(database_url)
 
 
 async def run(args: list[str], server: str, token: str) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from playwright.async_api import expect
 
 from core.commands import CommandRule
@@ -15,12 +14,7 @@ from tests.factories import make_user
 from tests.peers import http_service
 from tests.web.conftest import log_in
 from tests.web.test_live_pages import assert_not_reloaded, live, mark_page
-from tests.workflows.test_dry_run import fresh_dry_run_ids, wait_for_dry_run
-
-
-@pytest.fixture(autouse=True)
-def distinct_dry_run_ids(database_url: str) -> None:
-    fresh_dry_run_ids(database_url)
+from tests.workflows.test_dry_run import wait_for_dry_run
 
 
 def node(page, step_id: str):

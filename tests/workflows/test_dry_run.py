@@ -6,7 +6,6 @@ nothing but its own row: every other table keeps its row count."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +14,6 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel import Session
@@ -25,7 +22,6 @@ from temporalio.worker import Replayer
 from core.approvals import ApprovalPolicy
 from core.commands import CommandRule
 from core.converter import DATA_CONVERTER
-from core.db import libpq_url
 from core.dry_run import DRY_RUN_WORKFLOW
 from tests.activities.test_remediate_command import script
 from tests.activities.test_remediate_webhook import SECRET
@@ -35,18 +31,6 @@ from workflows.incident import IncidentWorkflow, PlaybookDryRunWorkflow
 
 # Tables a dry run may write: its own row, the live event its page listens to, the audit row of who started it.
 WRITTEN = {"playbook_dry_runs", "events", "audit_events"}
-
-
-@pytest.fixture(autouse=True)
-def distinct_dry_run_ids(database_url: str) -> None:
-    """Tests share one Temporal server: distinct dry run ids keep their workflow ids (dry-run-<id>) apart, as
-    tests/conftest.py does for incidents."""
-    fresh_dry_run_ids(database_url)
-
-
-def fresh_dry_run_ids(database_url: str) -> None:
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f"ALTER SEQUENCE playbook_dry_runs_id_seq RESTART WITH {secrets.randbelow(10**9) + 1000}")
 
 
 def iso(minutes_ago: float) -> str:
@@ -91,6 +75,7 @@ def playbook(log: Path, restart: list[str], rollback: list[str], deploy_url: str
         "name": "Checkout fix",
         "incident_type": "checkout-down",
         "variables": {"region": "eu-1"},
+        "approvers": {"teams": ["sre"]},  # who may approve its steps that name nobody themselves
         "steps": [
             {"id": "logs", "agent": "investigate_logs", "params": {"paths": [str(log)], "window_minutes": 60},
              "instructions": "read ${incident.service}'s logs in ${region}"},
@@ -99,7 +84,7 @@ def playbook(log: Path, restart: list[str], rollback: list[str], deploy_url: str
             {"id": "rollback", "agent": "remediate_command", "depends_on": ["logs"], "params": {"argv": rollback},
              "when": "steps.logs.output.data.restart_helps == false"},
             {"id": "deploy", "agent": "remediate_webhook", "depends_on": ["logs"],
-             "params": {"url": deploy_url, "payload": {"region": "${region}"}}},
+             "params": {"url": deploy_url, "payload": {"region": "${region}"}}, "approvers": {"users": ["dora"]}},
             {"id": "summary", "agent": "llm", "depends_on": ["restart", "deploy"],
              "instructions": "summarise what was done in ${region}"},
         ],
@@ -167,8 +152,8 @@ async def test_a_dry_run_reads_for_real_and_changes_nothing(
     assert report["restart"]["text"].startswith(f'would run argv ["{restart[0]}", "{marker}", "us-2"]')
     assert "(allowlisted: yes)" in report["restart"]["text"]
     assert report["restart"]["params"]["argv"] == restart
-    assert report["restart"]["approval"] == (
-        "would ask role approver or above (risk high, timeout 3600s); the dry run continued as if approved"
+    assert report["restart"]["approval"] == (  # the playbook's approvers, as a real run would ask them
+        "would ask team sre (risk high, timeout 3600s); the dry run continued as if approved"
     )
     assert report["rollback"]["outcome"] == "skipped"
     assert report["rollback"]["text"] == "condition is false: steps.logs.output.data.restart_helps == false"
