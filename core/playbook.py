@@ -105,6 +105,9 @@ class StepSpec(BaseModel):
     context_budget_tokens: int | None = Field(default=None, ge=200, le=1_000_000)
 
 
+RESERVED_IDS = frozenset({"export", "import", "preview"})
+
+
 class Playbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,6 +125,14 @@ class Playbook(BaseModel):
     # Who may approve its steps that need approval and name nobody themselves; empty: the approval policy's.
     approvers: ApproverSpec | None = None
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_route(cls, value: str, info: ValidationInfo) -> str:
+        # New ones only: /api/playbooks/export, /import and /preview are routes, not playbooks.
+        if info.context and info.context.get(NEW_DEFINITION) and value in RESERVED_IDS:
+            raise ValueError(f"{value!r} is reserved (a route of /api/playbooks); pick another id")
+        return value
 
     @model_validator(mode="before")
     @classmethod

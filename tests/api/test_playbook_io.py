@@ -257,3 +257,14 @@ async def test_an_import_over_the_size_limit_is_413(api):
     assert len(body) > 1_000_000
     answer = await api.post("/api/playbooks/import", content=body.encode(), headers=JSON)
     assert answer.status_code == 413, answer.text
+
+
+async def test_a_new_playbook_may_not_take_the_id_of_a_route(api):
+    """/api/playbooks/export, /import and /preview are routes: a playbook called so could never be read by id."""
+    for reserved in ("export", "import", "preview"):
+        answer = await api.post("/api/playbooks", json=checkout(reserved))
+        assert answer.status_code == 422, answer.text
+        assert f"'{reserved}' is reserved" in answer.text
+    imported = await api.post("/api/playbooks/import", json=checkout("export"))
+    assert imported.status_code == 422, imported.text
+    assert "'export' is reserved" in str(imported.json()["errors"])
