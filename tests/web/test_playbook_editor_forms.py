@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from core.audit import AuditEvent
+from core.identity import User
 from core.tables import PlaybookVersion
 from tests.api.test_access import csrf_of, login
 from tests.conftest import app_client
@@ -85,7 +86,8 @@ async def test_save_new_playbook_then_a_new_version_with_its_message(session_as,
     client, csrf = await session_as("admin", "ada")
     page = await client.get("/playbooks/_new")
     assert page.status_code == 200 and 'name="s0.agent"' in page.text
-    saved = await client.post("/playbooks/_new", data=base_form(csrf, message="first cut", action="save"))
+    form = base_form(csrf, message="first cut", action="save", approvers_teams="sre", **{"s4.approvers_users": "ada, bo"})
+    saved = await client.post("/playbooks/_new", data=form)
     assert saved.status_code == 303, saved.text
     assert saved.headers["location"] == "/playbooks/triage?version=1&saved=1"
     [v1] = versions(engine, "triage")
@@ -94,6 +96,8 @@ async def test_save_new_playbook_then_a_new_version_with_its_message(session_as,
     assert steps["fix"]["when"] == "steps.merge.status == 'completed'"
     assert steps["check"]["retry"]["max_attempts"] == 2 and v1.definition["variables"] == {"region": "eu-1"}
     assert v1.message == "first cut" and v1.created_by == "ada"
+    assert v1.definition["approvers"] == {"users": [], "teams": ["sre"]}
+    assert steps["fix"]["approvers"] == {"users": ["ada", "bo"], "teams": []}
 
     view = await client.get("/playbooks/triage")
     assert "Triage" in view.text and 'data-node="merge"' in view.text and "join all" in view.text
@@ -217,3 +221,75 @@ async def test_draft_graph_when_check_and_markdown_preview(session_as):
     params = await client.post("/playbooks/_draft/params", data=form)
     assert 'name="s1.p.seconds"' in params.text
     assert (await client.post("/playbooks/_draft/graph", data=base_form(""))).status_code == 403
+
+
+async def test_diff_restore_and_fork_from_the_pages(session_as, engine):
+    client, csrf = await session_as("admin", "ada")
+    assert (await client.post("/playbooks/_new", data=base_form(csrf, action="save"))).status_code == 303
+    form = base_form(csrf, is_new="false", action="save", message="slower <check>", **{"s0.timeout_seconds": "90"})
+    assert (await client.post("/playbooks/triage/edit", data=form)).status_code == 303
+    diff = await client.get("/playbooks/triage/diff")
+    assert diff.status_code == 200 and "v1 → v2" in diff.text
+    assert '<span class="diff-del">-  timeout_seconds: 60.0</span>' in diff.text
+    assert '<span class="diff-add">+  timeout_seconds: 90.0</span>' in diff.text
+    assert "slower &lt;check&gt;" in diff.text  # the message, escaped, in the version picker
+    same = await client.get("/playbooks/triage/diff", params={"a": 2, "b": 2})
+    assert 'data-testid="diff-empty"' in same.text
+    restored = await client.post("/playbooks/triage/restore", data={"csrf_token": csrf, "version": "1"})
+    assert restored.status_code == 303 and restored.headers["location"] == "/playbooks/triage?version=3&saved=1"
+    v1, _, v3 = versions(engine, "triage")
+    assert v3.message == "restored from v1"
+    assert {k: v for k, v in v3.definition.items() if k != "version"} == {
+        k: v for k, v in v1.definition.items() if k != "version"
+    }
+    page = await client.get("/playbooks/triage/fork", params={"version": 2})
+    assert page.status_code == 200 and 'value="triage-copy"' in page.text
+    forked = await client.post(
+        "/playbooks/triage/fork",
+        data={"csrf_token": csrf, "version": "2", "new_id": "triage-eu", "new_name": "Triage EU", "owner_team": ""},
+    )
+    assert forked.status_code == 303 and forked.headers["location"] == "/playbooks/triage-eu?version=1&saved=1"
+    [fork] = versions(engine, "triage-eu")
+    assert (fork.forked_from_id, fork.forked_from_version, fork.name) == ("triage", 2, "Triage EU")
+    view = await client.get("/playbooks/triage-eu")
+    assert 'href="/playbooks/triage?version=2">triage v2</a>' in view.text  # provenance shown
+    taken = await client.post(
+        "/playbooks/triage/fork", data={"csrf_token": csrf, "version": "2", "new_id": "triage-eu", "new_name": "x"}
+    )
+    assert taken.status_code == 409 and "taken" in field_error(taken.text, "new_id")
+    viewer, viewer_csrf = await session_as("viewer", "vic")
+    refused = await viewer.post("/playbooks/triage/restore", data={"csrf_token": viewer_csrf, "version": "1"})
+    assert refused.status_code == 403
+    assert len(versions(engine, "triage")) == 3
+
+
+async def test_team_sharing_from_the_pages(session_as, app, engine):
+    admin, csrf = await session_as("admin", "ada")
+    _, token = make_user(engine, "admin", username="root")
+    async with app_client(app, headers={"Authorization": f"Bearer {token}"}) as api:
+        team = (await api.post("/api/teams", json={"name": "sre"})).json()["id"]
+        rosa, rosa_csrf = await session_as("responder", "rosa")
+        val, _ = await session_as("viewer", "val")
+        with Session(engine) as session:
+            rosa_id = session.exec(select(User.id).where(User.username == "rosa")).one()
+        assert (await api.put(f"/api/teams/{team}/members/{rosa_id}")).status_code == 200
+    # A responder of sre creates a team-private playbook for sre.
+    new = await rosa.get("/playbooks/_new")
+    assert new.status_code == 200 and '<option value="sre"' in new.text
+    form = base_form(rosa_csrf, action="save", owner_team="sre", visibility="team", id="sre-only")
+    assert (await rosa.post("/playbooks/_new", data=form)).status_code == 303
+    assert "sre-only" in (await rosa.get("/playbooks")).text
+    # Outside the team it does not exist.
+    assert "sre-only" not in (await val.get("/playbooks")).text
+    assert (await val.get("/playbooks/sre-only")).status_code == 404
+    # Admins see it and may open it to everyone.
+    view = await admin.get("/playbooks/sre-only")
+    assert "its owner team and admins only" in view.text
+    shared = await admin.post("/playbooks/sre-only/sharing", data={"csrf_token": csrf, "owner_team": "sre",
+                                                                   "visibility": "everyone"})  # fmt: skip
+    assert shared.status_code == 303
+    assert (await val.get("/playbooks/sre-only")).status_code == 200
+    # A responder without a team may not create one; the admin-owned triage is not theirs to edit.
+    assert (await admin.post("/playbooks/_new", data=base_form(csrf, action="save"))).status_code == 303
+    assert (await rosa.get("/playbooks/triage/edit")).status_code == 403
+    assert 'data-testid="edit-playbook"' in (await rosa.get("/playbooks/sre-only")).text

@@ -83,7 +83,6 @@ def render_editor(
         "graph_problems": drawn.problems,
         "action": _action(editor),
         "preview": markdown,
-        "has_approvers": pf.HAS_APPROVERS,
         "variable_types": pf.VARIABLE_TYPES,
         "joins": pf.JOINS,
         "on_failures": pf.ON_FAILURE,

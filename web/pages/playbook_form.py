@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.agents import RISK_RANK, RISKS, AgentSpec
-from core.playbook import StepSpec
 from core.playbook_vars import VariableSpec, spec_of
 from web.schema_form import FormField, field_of, form_fields, form_values, parse_params
 
@@ -32,9 +31,9 @@ STEP_FIELDS = {
     "id", "agent", "instructions", "params", "depends_on", "when", "join", "requires_approval", "risk", "impact",
     "approval_timeout_seconds", "timeout_seconds", "heartbeat_seconds", "retry", "on_failure", "approvers",
 }  # fmt: skip
-PLAYBOOK_FIELDS = {"id", "version", "name", "description", "incident_type", "variables", "syntax", "parallel", "steps"}
-# Who may approve a step, when the playbook model lets a step say so.
-HAS_APPROVERS = "approvers" in StepSpec.model_fields
+PLAYBOOK_FIELDS = {
+    "id", "version", "name", "description", "incident_type", "variables", "syntax", "parallel", "steps", "approvers",
+}  # fmt: skip
 RETRY_FIELDS = ("max_attempts", "initial_interval_seconds", "backoff", "max_interval_seconds")
 RETRY_DEFAULTS = {
     "max_attempts": "3",
@@ -92,6 +91,8 @@ class EditorForm:
     syntax: str = "2"  # placeholders: 2 `{{…}}` and `${…}`; 1 `${…}` only (playbooks saved before `{{…}}`)
     more: str = ""
     message: str = ""
+    approvers_users: str = ""  # who may approve every step (a step's own approvers win)
+    approvers_teams: str = ""
     owner_team: str = ""  # a new playbook's owner team and visibility (services/playbook_sharing.py)
     visibility: str = "everyone"
     variables: list[VariableRow] = field(default_factory=list)
@@ -172,6 +173,8 @@ def from_definition(definition: Mapping[str, Any], specs: Mapping[str, AgentSpec
         description=_text(definition.get("description")),
         parallel=bool(definition.get("parallel", True)),
         syntax=_text(definition.get("syntax", 1)),
+        approvers_users=", ".join((definition.get("approvers") or {}).get("users") or []),
+        approvers_teams=", ".join((definition.get("approvers") or {}).get("teams") or []),
         more=_json_or_empty({k: v for k, v in definition.items() if k not in PLAYBOOK_FIELDS}),
         variables=variables,
         steps=[step_from_definition(s, specs) for s in definition.get("steps") or []],
@@ -248,6 +251,8 @@ def from_form(form: Any, specs: Mapping[str, AgentSpec]) -> EditorForm:
         syntax="1" if _get(form, "syntax") == "1" else "2",
         more=_get(form, "more"),
         message=_get(form, "message"),
+        approvers_users=_get(form, "approvers_users"),
+        approvers_teams=_get(form, "approvers_teams"),
         owner_team=_get(form, "owner_team").strip(),
         visibility="team" if _get(form, "visibility") == "team" else "everyone",
         is_new=_get(form, "is_new") == "true",
@@ -303,6 +308,12 @@ def _number(text: str, *, integer: bool = False) -> int | float:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"[,\n]", text) if part.strip()]
+
+
+def _approvers(users: str, teams: str) -> dict[str, list[str]]:
+    """Named approvers as the model takes them ({} when none is named)."""
+    named = {"users": _names(users), "teams": _names(teams)}
+    return {k: v for k, v in named.items() if v}
 
 
 def _typed_default(row: VariableRow) -> Any:
@@ -393,9 +404,8 @@ def _step_definition(step: StepForm, i: int, errors: dict[str, str]) -> dict[str
         out["risk"] = step.risk
     if step.impact:
         out["impact"] = step.impact
-    users, teams = _names(step.approvers_users), _names(step.approvers_teams)
-    if HAS_APPROVERS and (users or teams):
-        out["approvers"] = {k: v for k, v in (("users", users), ("teams", teams)) if v}
+    if approvers := _approvers(step.approvers_users, step.approvers_teams):
+        out["approvers"] = approvers
     out["on_failure"] = step.on_failure
     return out
 
@@ -420,6 +430,8 @@ def to_definition(editor: EditorForm) -> tuple[dict[str, Any], dict[str, str]]:
             "steps": [_step_definition(step, i, errors) for i, step in enumerate(editor.steps)],
         }
     )
+    if approvers := _approvers(editor.approvers_users, editor.approvers_teams):
+        definition["approvers"] = approvers
     return definition, errors
 
 
@@ -527,6 +539,8 @@ def _loc_key(editor: EditorForm, loc: list[str]) -> str:
             return f"s{i}.join_count" if rest[1:2] == ["count"] else f"s{i}.join"
         if rest[0] == "retry" and len(rest) > 1:
             return f"s{i}.retry.{rest[1]}"
+        if rest[0] == "approvers":
+            return f"s{i}.approvers_teams" if rest[1:2] == ["teams"] else f"s{i}.approvers_users"
         if rest[0] == "params":
             step = editor.steps[i] if i < len(editor.steps) else None
             names = {f.name for f in step.params} if step else set()
@@ -538,6 +552,8 @@ def _loc_key(editor: EditorForm, loc: list[str]) -> str:
         return f"s{i}.more"
     if head == "steps":
         return GENERAL
+    if head == "approvers":
+        return "approvers_teams" if loc[1:2] == ["teams"] else "approvers_users"
     if head == "variables" and len(loc) >= 2:
         j = next((k for k, r in enumerate(editor.variables) if r.name == loc[1]), None)
         return f"v{j}.default" if j is not None else "variables"
@@ -553,6 +569,7 @@ def field_errors_for_step(editor: EditorForm, index: int) -> dict[str, str]:
 def shown_keys(editor: EditorForm) -> set[str]:
     """Every input name the editor page shows an error beside."""
     keys = {"id", "name", "incident_type", "description", "more", "message", "owner_team", "visibility"}
+    keys |= {"approvers_users", "approvers_teams"}
     keys |= {f"v{j}.{k}" for j in range(len(editor.variables)) for k in ("name", "default")}
     own = ("id", "agent", "instructions", "risk", "impact", "approval_timeout_seconds", "approvers_users",
            "approvers_teams", "depends_on", "join", "join_count", "when", "timeout_seconds", "heartbeat_seconds",
