@@ -24,8 +24,9 @@ def stored(engine, playbook_id: str) -> list[PlaybookVersion]:
 async def no_horizontal_overflow(page: Page) -> None:
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     wide = await page.evaluate(
-        """() => [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right >
-            document.documentElement.clientWidth + 1).slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
+        """() => [...document.querySelectorAll('main *')]
+            .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+            .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
     )
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px: {wide}"
 
@@ -233,3 +234,10 @@ async def test_375_px_wide_editor_and_view_do_not_scroll_sideways(server, browse
     await expect(page.locator("#s3-when")).to_have_value(WHEN)
     await no_horizontal_overflow(page)
     await page.screenshot(path=str(artifacts_dir / "playbook-editor-375.png"), full_page=True)
+    await page.goto(f"{server}/playbooks/checkout/preview")
+    await page.fill("#var-region", "us-2")
+    await page.get_by_test_id("run-preview").click()
+    await expect(page.get_by_test_id("preview")).to_contain_text("region=us-2")
+    await expect(page.locator("#preview-merge")).to_contain_text("runs")  # logs is assumed to complete
+    await no_horizontal_overflow(page)
+    await page.screenshot(path=str(artifacts_dir / "playbook-preview-375.png"), full_page=True)

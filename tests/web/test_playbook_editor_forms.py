@@ -86,7 +86,8 @@ async def test_save_new_playbook_then_a_new_version_with_its_message(session_as,
     client, csrf = await session_as("admin", "ada")
     page = await client.get("/playbooks/_new")
     assert page.status_code == 200 and 'name="s0.agent"' in page.text
-    form = base_form(csrf, message="first cut", action="save", approvers_teams="sre", **{"s4.approvers_users": "ada, bo"})
+    approvers = {"approvers_teams": "sre", "s4.approvers_users": "ada, bo"}
+    form = base_form(csrf, message="first cut", action="save", **approvers)
     saved = await client.post("/playbooks/_new", data=form)
     assert saved.status_code == 303, saved.text
     assert saved.headers["location"] == "/playbooks/triage?version=1&saved=1"
@@ -293,3 +294,61 @@ async def test_team_sharing_from_the_pages(session_as, app, engine):
     assert (await admin.post("/playbooks/_new", data=base_form(csrf, action="save"))).status_code == 303
     assert (await rosa.get("/playbooks/triage/edit")).status_code == 403
     assert 'data-testid="edit-playbook"' in (await rosa.get("/playbooks/sre-only")).text
+
+
+async def test_preview_with_variables_and_import_export_from_the_pages(session_as, engine):
+    client, csrf = await session_as("admin", "ada")
+    form = base_form(
+        csrf,
+        action="save",
+        **{
+            "s0.instructions": "Check {{service_name}} in **{{region}}** {{7*7}}",
+            "s4.when": "vars.region == 'us-1'",
+        },
+    )
+    assert (await client.post("/playbooks/_new", data=form)).status_code == 303
+    page = await client.get("/playbooks/triage/preview")
+    assert page.status_code == 200
+    assert "Check sample-service in <strong>eu-1</strong> {{7*7}}" in page.text
+    assert 'data-testid="unreachable"' in page.text and "vars.region" in page.text  # fix's when is false
+    asked = await client.post(
+        "/playbooks/triage/preview", data={"csrf_token": csrf, "var.region": "us-1", "var.incident.service": "cart"}
+    )
+    assert "Check cart in <strong>us-1</strong>" in asked.text and 'data-testid="unreachable"' not in asked.text
+    wrong = await client.post("/playbooks/triage/preview", data={"csrf_token": csrf, "var.zone": "x"})
+    assert wrong.status_code == 422 and "zone" in field_error(wrong.text, "variables")
+    missing = await client.post("/playbooks/triage/preview", data={"csrf_token": csrf, "incident_id": "999999"})
+    assert missing.status_code == 422 and field_error(missing.text, "incident_id")
+
+    exported = await client.get("/api/playbooks/triage/export", params={"format": "yaml"})
+    assert exported.status_code == 200
+    text = exported.text.replace("id: triage", "id: triage-copy", 1)
+    imported = await client.post("/playbooks/_import", data={"csrf_token": csrf, "format": "yaml", "text": text})
+    assert imported.status_code == 200 and 'data-testid="import-result"' in imported.text, imported.text
+    assert [v.version for v in versions(engine, "triage-copy")] == [1]
+    again = await client.post("/playbooks/_import", data={"csrf_token": csrf, "format": "yaml", "text": text})
+    assert "skipped" in again.text and [v.version for v in versions(engine, "triage-copy")] == [1]
+    broken = text.replace("agent: noop", "agent: nobody", 1).replace("id: triage-copy", "id: broken", 1)
+    refused = await client.post("/playbooks/_import", data={"csrf_token": csrf, "format": "yaml", "text": broken})
+    assert refused.status_code == 422 and "unknown agent" in refused.text and "steps[0]" in refused.text
+    assert versions(engine, "broken") == []
+    upload = await client.post(
+        "/playbooks/_import",
+        data={"csrf_token": csrf, "format": "yaml"},
+        files={"file": ("x.json", exported.text.encode(), "application/json")},
+    )
+    assert upload.status_code == 422  # YAML content in a .json file is read as JSON: refused, named
+    viewer, viewer_csrf = await session_as("viewer", "vic")
+    forged = await viewer.post("/playbooks/_import", data={"csrf_token": viewer_csrf, "format": "yaml", "text": text})
+    assert forged.status_code == 403
+
+
+async def test_a_dry_run_starts_from_the_preview_form(session_as, engine, worker):
+    client, csrf = await session_as("admin", "ada")
+    assert (await client.post("/playbooks/_new", data=base_form(csrf, action="save"))).status_code == 303
+    started = await client.post("/playbooks/triage/dry-run", data={"csrf_token": csrf, "var.region": "us-1"})
+    assert started.status_code == 303 and started.headers["location"].startswith("/dry-runs/"), started.text
+    page = await client.get(started.headers["location"])
+    assert page.status_code == 200 and "DRY RUN" in page.text
+    viewer, viewer_csrf = await session_as("viewer", "vic")
+    assert (await viewer.post("/playbooks/triage/dry-run", data={"csrf_token": viewer_csrf})).status_code == 403

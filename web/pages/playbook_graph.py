@@ -65,7 +65,7 @@ def join_text(step: GraphStep) -> str:
     return f"join {step.join.replace('_', ' ')}"
 
 
-def _box(step: GraphStep, node_id: str, href: str | None) -> Box:
+def _box(step: GraphStep, node_id: str, href: str | None, extra_class: str = "", note: str = "") -> Box:
     style = agent_style(step.agent or "?")
     label = step.id or "(no id)"
     lines = [TextLine(label, "rg-title"), TextLine(step.agent or "(no agent)", "rg-agent")]
@@ -77,6 +77,8 @@ def _box(step: GraphStep, node_id: str, href: str | None) -> Box:
     gated = needs_approval(step.requires_approval, step.risk)
     if gated:
         lines.append(TextLine(f"⚑ approval · risk {step.risk}", "rg-mark"))
+    if note:
+        lines.append(TextLine(note, "pb-note"))
     tooltip = " · ".join(
         part
         for part in (
@@ -85,10 +87,13 @@ def _box(step: GraphStep, node_id: str, href: str | None) -> Box:
             join_text(step) if len(step.depends_on) > 1 else "",
             f"when {step.when}" if step.when else "",
             f"needs approval (risk {step.risk})" if gated else f"risk {step.risk}",
+            note,
         )
         if part
     )
-    classes = " ".join(c for c in ("rg-node", "pb-node", f"agent-c{style.slot}", "pb-gated" if gated else "") if c)
+    classes = " ".join(
+        c for c in ("rg-node", "pb-node", f"agent-c{style.slot}", "pb-gated" if gated else "", extra_class) if c
+    )
     return Box(
         id=node_id,
         lines=tuple(lines),
@@ -101,9 +106,18 @@ def _box(step: GraphStep, node_id: str, href: str | None) -> Box:
     )
 
 
-def draw(steps: Sequence[GraphStep], *, label: str, href_of: Any = None, id_prefix: str = "pb") -> DrawnGraph:
+def draw(
+    steps: Sequence[GraphStep],
+    *,
+    label: str,
+    href_of: Any = None,
+    id_prefix: str = "pb",
+    classes_of: Any = None,
+    note_of: Any = None,
+) -> DrawnGraph:
     """The steps as SVG markup (escaped by the renderer) and what is wrong with their dependencies.
-    `href_of(index, step)` gives each box's link (None: no link)."""
+    `href_of(index, step)` gives each box's link (None: no link); `classes_of(step)` more classes for its box and
+    `note_of(step)` one more line of text (a preview's outcome)."""
     problems: list[str] = []
     node_ids: list[str] = []
     first: dict[str, str] = {}
@@ -128,7 +142,13 @@ def draw(steps: Sequence[GraphStep], *, label: str, href_of: Any = None, id_pref
     if cycle:
         problems.append(f"step {cycle[0]}: dependency cycle {' → '.join(cycle)}")
     boxes = [
-        _box(step, node_id, href_of(index, step) if href_of else None)
+        _box(
+            step,
+            node_id,
+            href_of(index, step) if href_of else None,
+            classes_of(step) if classes_of else "",
+            note_of(step) if note_of else "",
+        )
         for index, (step, node_id) in enumerate(zip(steps, node_ids, strict=True))
     ]
     svg = render_svg(
