@@ -352,3 +352,23 @@ async def test_a_dry_run_starts_from_the_preview_form(session_as, engine, worker
     assert page.status_code == 200 and "DRY RUN" in page.text
     viewer, viewer_csrf = await session_as("viewer", "vic")
     assert (await viewer.post("/playbooks/triage/dry-run", data={"csrf_token": viewer_csrf})).status_code == 403
+
+
+async def test_a_long_playbook_lists_dependencies_as_ids_and_htmx_posts_carry_the_csrf_header(session_as, engine):
+    client, csrf = await session_as("admin", "ada")
+    form = base_form(csrf, action="save", step_count="31")
+    for i in range(5, 31):
+        form.update({f"s{i}.id": f"extra_{i}", f"s{i}.agent": "noop", f"s{i}.depends_on_text": f"fix, {'merge'}"})
+    saved = await client.post("/playbooks/_new", data=form)
+    assert saved.status_code == 303, saved.text
+    [v1] = versions(engine, "triage")
+    assert v1.definition["steps"][30]["depends_on"] == ["fix", "merge"]
+    edit = await client.get("/playbooks/triage/edit")
+    assert 'name="s30.depends_on_text" value="fix, merge"' in edit.text and 'name="s30.depends_on"' not in edit.text
+    assert f'hx-headers=\'{{"X-CSRF-Token": "{csrf}"}}\'' in edit.text
+    graph = await client.post(
+        "/playbooks/_draft/graph",
+        data={k: v for k, v in form.items() if k != "csrf_token"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert graph.status_code == 200 and graph.text.count('data-node="') == 31

@@ -34,6 +34,8 @@ from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 PlaybookId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
+# A 200-step playbook is about 5,000 fields (htmx sends the CSRF token as a header, so only this parse counts).
+MAX_FIELDS = 20_000
 SOURCES = (("builtin", "Built-in agents"), ("plugin", "Plugin agents"), ("webhook", "Webhook agents"))
 
 
@@ -87,6 +89,7 @@ def render_editor(
         "joins": pf.JOINS,
         "on_failures": pf.ON_FAILURE,
         "retry_fields": pf.RETRY_FIELDS,
+        "checkbox_steps": pf.CHECKBOX_STEPS,
     }
     return templates.TemplateResponse(request, "playbooks/edit.html", context, status_code=status_code)
 
@@ -127,7 +130,7 @@ def edit_playbook_page(
 
 
 async def _submit(request: Request, principal: Principal, session: Session, playbook_id: str | None) -> Response:
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     specs = all_agent_specs(session)
     editor = pf.from_form(form, specs)
     editor.is_new = playbook_id is None
@@ -219,7 +222,7 @@ def _step_index(form: Any) -> int:
 @router.post("/playbooks/_draft/graph", response_class=HTMLResponse)
 async def draft_graph_partial(request: Request, session: SessionDep) -> HTMLResponse:
     """The draft's DAG as it is now (with a cycle's error), for the editor's graph panel."""
-    editor = pf.from_form(await request.form(), all_agent_specs(session))
+    editor = pf.from_form(await request.form(max_fields=MAX_FIELDS), all_agent_specs(session))
     drawn = draft_graph(editor)
     context = {"graph_svg": svg(drawn), "graph_problems": drawn.problems}
     return templates.TemplateResponse(request, "playbooks/_draft_graph.html", context)
@@ -228,7 +231,7 @@ async def draft_graph_partial(request: Request, session: SessionDep) -> HTMLResp
 @router.post("/playbooks/_draft/markdown", response_class=HTMLResponse)
 async def markdown_preview(request: Request) -> HTMLResponse:
     """One step's instructions rendered as the view page shows them."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     text = form.get(f"s{_step_index(form)}.instructions", "")
     html = markdown(text if isinstance(text, str) else "")
     return HTMLResponse(html or '<p class="muted">Nothing to preview.</p>')
@@ -237,7 +240,7 @@ async def markdown_preview(request: Request) -> HTMLResponse:
 @router.post("/playbooks/_draft/when", response_class=HTMLResponse)
 async def check_when(request: Request) -> HTMLResponse:
     """Whether one step's `when` condition parses (core/conditions.py, as saving checks it)."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     index = _step_index(form)
     raw = form.get(f"s{index}.when", "")
     expression = raw.strip() if isinstance(raw, str) else ""
@@ -254,7 +257,7 @@ async def check_when(request: Request) -> HTMLResponse:
 @router.post("/playbooks/_draft/params", response_class=HTMLResponse)
 async def agent_fields(request: Request, session: SessionDep) -> HTMLResponse:
     """A step's risk and params fields for the agent just picked."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     index = _step_index(form)
     specs = all_agent_specs(session)
     step = pf.step_from_form(form, index, specs)

@@ -42,6 +42,7 @@ RETRY_DEFAULTS = {
     "max_interval_seconds": "60.0",
 }
 GENERAL = "_general"  # the errors key for problems no single field owns
+CHECKBOX_STEPS = 30  # up to this many steps, depends_on is a checkbox per other step; beyond, a list of ids
 
 
 @dataclass
@@ -222,7 +223,7 @@ def step_from_form(form: Any, index: int, specs: Mapping[str, AgentSpec]) -> Ste
         approval_timeout_seconds=_get(form, p + "approval_timeout_seconds"),
         approvers_users=_get(form, p + "approvers_users"),
         approvers_teams=_get(form, p + "approvers_teams"),
-        depends_on=_list(form, p + "depends_on"),
+        depends_on=list(dict.fromkeys(_list(form, p + "depends_on") + _names(_get(form, p + "depends_on_text")))),
         join=_get(form, p + "join") or "all",
         join_count=_get(form, p + "join_count"),
         when=_get(form, p + "when"),

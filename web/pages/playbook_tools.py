@@ -24,7 +24,7 @@ from services.playbook_preview import PlaybookPreview, preview_playbook
 from services.playbook_sharing import check_view
 from services.playbooks import load_playbook
 from web.pages.playbook_common import markdown, may_create, svg
-from web.pages.playbook_editor import PlaybookId
+from web.pages.playbook_editor import MAX_FIELDS, PlaybookId
 from web.pages.playbook_graph import GraphStep, draw
 from web.templating import templates
 
@@ -118,7 +118,7 @@ async def preview_with(
     request: Request, playbook_id: PlaybookId, principal: Viewer, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:
     """The playbook as it would run with the form's variables or incident (the form also starts a dry run)."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     raw_version = str(form.get("version", ""))
     version = int(raw_version) if raw_version.isdigit() else None
     return _preview_response(request, session, settings, principal, playbook_id, version, form)
@@ -136,7 +136,7 @@ async def dry_run(
     """Start a dry run of this version with the form's variables and incident; then its page."""
     if not principal.can("responder"):
         raise Forbidden(f"a dry run needs the responder role; {principal.username} is {principal.role}")
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     raw_version = str(form.get("version", ""))
     version = int(raw_version) if raw_version.isdigit() else None
     variables = {
@@ -175,7 +175,7 @@ async def import_submit(request: Request, principal: Viewer, session: SessionDep
     """Import a file (or pasted text): everything is checked first; a 422 lists every problem with its path."""
     if principal.role == "viewer":
         raise Forbidden(f"importing playbooks needs the responder role; {principal.username} is a viewer")
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     chosen = str(form.get("format", "yaml"))
     if chosen not in FORMATS:
         raise Invalid(f"format: one of {', '.join(FORMATS)}")

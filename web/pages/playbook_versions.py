@@ -17,7 +17,7 @@ from core.tables import PLAYBOOK_VISIBILITIES
 from services.playbook_sharing import check_view, set_sharing
 from services.playbooks import diff_versions, fork_playbook, restore_version, version_row
 from web.pages.playbook_common import may_create, may_edit, sharing_text, team_choices, versions_of
-from web.pages.playbook_editor import PlaybookId
+from web.pages.playbook_editor import MAX_FIELDS, PlaybookId
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
@@ -105,7 +105,7 @@ def fork_page(
 
 @router.post("/playbooks/{playbook_id}/fork", response_class=HTMLResponse)
 async def fork(request: Request, playbook_id: PlaybookId, principal: Viewer, session: SessionDep) -> Response:
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     values = {k: str(form.get(k, "")).strip() for k in ("version", "new_id", "new_name", "owner_team", "message")}
     errors: dict[str, str] = {}
     version = int(values["version"]) if values["version"].isdigit() else None
@@ -132,7 +132,7 @@ async def fork(request: Request, playbook_id: PlaybookId, principal: Viewer, ses
 @router.post("/playbooks/{playbook_id}/sharing", response_class=HTMLResponse)
 async def change_sharing(request: Request, playbook_id: PlaybookId, principal: Viewer, session: SessionDep) -> Response:
     """Owner team and visibility (edit rights needed; non-admins only to one of their own teams)."""
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     visibility = str(form.get("visibility", ""))
     if visibility not in PLAYBOOK_VISIBILITIES:
         raise Invalid(f"visibility: must be one of {', '.join(PLAYBOOK_VISIBILITIES)}")
