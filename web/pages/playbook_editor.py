@@ -27,6 +27,7 @@ from core.playbook_access import is_admin
 from services.agents import all_agent_specs
 from services.playbook_sharing import check_edit, exists, set_sharing
 from services.playbooks import load_playbook, save_playbook
+from web.pages import playbook_errors as pe
 from web.pages import playbook_form as pf
 from web.pages.playbook_common import markdown, may_create, sharing_text, svg, team_choices
 from web.pages.playbook_graph import GraphStep, draw
@@ -72,7 +73,7 @@ def render_editor(
     specs: dict[str, AgentSpec],
     status_code: int = 200,
 ) -> HTMLResponse:
-    pf.settle_errors(editor)
+    pe.settle_errors(editor)
     drawn = draft_graph(editor)
     principal = request.state.principal
     context = {
@@ -149,7 +150,7 @@ async def _submit(request: Request, principal: Principal, session: Session, play
         try:
             playbook = new_playbook(definition)
         except ValidationError as err:
-            pf.place_validation_errors(editor, err)
+            pe.place_validation_errors(editor, err)
     stored = _save(request, session, principal, playbook, editor) if playbook and not editor.errors else None
     if stored is not None:
         where = f"/playbooks/{stored.id}?version={stored.version}&saved=1"
@@ -186,14 +187,14 @@ def _save(
             )
     except (Invalid, Conflict) as err:  # PlaybookError is an Invalid, PlaybookConflict a Conflict
         session.rollback()
-        for problem in pf.split_problems(str(err)):
-            pf.place_problem(editor, problem)
+        for problem in pe.split_problems(str(err)):
+            pe.place_problem(editor, problem)
         return None
     except Forbidden as err:
         if not str(err).startswith("owner_team:"):
             raise
         session.rollback()
-        pf.place_problem(editor, str(err))
+        pe.place_problem(editor, str(err))
         return None  # fmt: skip
     session.commit()
     return stored
