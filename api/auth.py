@@ -21,6 +21,7 @@ from services.identity import session_user, token_user
 SESSION_COOKIE = "am_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+FORM_MAX_FIELDS = 20_000
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -87,7 +88,9 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
     if sent is None and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
-        value = (await request.form()).get(CSRF_FIELD)
+        # The first parse is the one Starlette keeps for the handler: room for a big form (the playbook editor's
+        # 200 steps are ~4,600 fields; the app's body limit bounds it anyway).
+        value = (await request.form(max_fields=FORM_MAX_FIELDS)).get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     if not sent or not principal.csrf_token or not same(sent, principal.csrf_token):
         raise HTTPException(

@@ -372,3 +372,22 @@ async def test_a_long_playbook_lists_dependencies_as_ids_and_htmx_posts_carry_th
         headers={"X-CSRF-Token": csrf},
     )
     assert graph.status_code == 200 and graph.text.count('data-node="') == 31
+
+
+async def test_a_large_playbook_saves_without_javascript(session_as, engine):
+    """120 steps are ~1,700 form fields: more than a form parser's default 1,000, which would refuse the post (400)
+    before the editor saw it."""
+    client, csrf = await session_as("admin", "ada")
+    form = base_form(csrf, id="big", message="many steps", action="save", step_count="120")
+    template = {k[3:]: v for k, v in form.items() if k.startswith("s4.")}
+    for i in range(5, 120):
+        form.update({f"s{i}.{k}": v for k, v in template.items()})
+        form.update(
+            {f"s{i}.id": f"extra_{i}", f"s{i}.depends_on": [f"extra_{i - 1}" if i > 5 else "fix"], f"s{i}.when": ""}
+        )
+    assert sum(len(v) if isinstance(v, list) else 1 for v in form.values()) > 1500
+    saved = await client.post("/playbooks/_new", data=form)
+    assert saved.status_code == 303, saved.text[:500]
+    assert [(v.version, len(v.definition["steps"]), v.message) for v in versions(engine, "big")] == [
+        (1, 120, "many steps")
+    ]
