@@ -15,6 +15,7 @@ where the services page's availability and the all-services graph spend their ti
 
     python -m bench.uptime [--services 1000] [--days 90] [--incidents 5000] [--runs 20] [--jobs 2]
     python -m bench.uptime --quick      # 100 services × 30 days, 500 incidents, shorter segments: about 3 minutes
+    python -m bench.uptime --smoke      # 20 services × 3 days: that it runs and prints every line (tests/bench)
 Targets: pages p95 ≤ 300 ms, a 1-year graph ≤ 100 ms, a 1-year CSV ≤ 1 s, monitoring CPU with rollups ≤ 110 % of
 without. The full run took 16 minutes on 2 shared cores (10 of them loading 43 M minute rows).
 """
@@ -394,6 +395,9 @@ if __name__ == "__main__":
     parser.add_argument("--monitor-rounds", type=int, default=4, help="rollups on/off rounds; 0: no monitoring part")
     parser.add_argument("--segment-seconds", type=float, default=30, help="seconds of each on or off segment")
     parser.add_argument("--quick", action="store_true", help="100 services × 30 days, 500 incidents, 10 runs, 2 rounds")
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 services × 3 days, 20 incidents, 2 runs, 1 short round: that it runs"
+    )
     parser.add_argument("--role", choices=["main", "worker"], default="main", help=argparse.SUPPRESS)
     parser.add_argument("--switch", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -403,6 +407,9 @@ if __name__ == "__main__":
     if options.quick:
         options.services, options.days, options.incidents = 100, 30, 500
         options.runs, options.monitor_rounds, options.segment_seconds = 10, 2, 15
+    if options.smoke:  # the test suite's: every line printed, no figure worth reading
+        options.services, options.days, options.incidents, options.sample_hours = 20, 3, 20, 1
+        options.runs, options.monitor_rounds, options.segment_seconds = 2, 1, 5
     if not (20 <= options.services and 1 <= options.days <= 730 and options.incidents >= 10 and options.runs >= 1):
         parser.error("--services >= 20, 1 <= --days <= 730, --incidents >= 10, --runs >= 1")
     if not 0 < options.sample_hours * 60 <= options.days * 1440 - 240:

@@ -1,4 +1,4 @@
-"""`python -m bench.uptime --quick` end to end (issue 21): it loads its data, checks them against the monitor's own
+"""`python -m bench.uptime --smoke` (the --quick run, smaller) end to end (issue 21): it loads its data, checks them against the monitor's own
 write path, reads every page and export over real HTTP and measures the monitoring path with rollups on and off —
 and prints every target with its figure and met / not met. Whether a target is met depends on the machine, so that
 is not asserted here; that the generated rollups equal what the write path writes is."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# A few minutes on a busy 2-core machine (most of it loading and the monitoring segments); the limit is far above.
+# About a minute on a busy 2-core machine (most of it starting the stack); the limit is far above.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ TARGET_LINES = {
 def test_quick_run_prints_every_target() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
     run = subprocess.run(
-        [sys.executable, "-m", "bench.uptime", "--quick"],
+        [sys.executable, "-m", "bench.uptime", "--smoke"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1700, check=False,
     )  # fmt: skip
     out = run.stdout
