@@ -1,7 +1,8 @@
-"""`python -m bench.uptime --smoke` (the --quick run, smaller) end to end (issue 21): it loads its data, checks them against the monitor's own
-write path, reads every page and export over real HTTP and measures the monitoring path with rollups on and off —
-and prints every target with its figure and met / not met. Whether a target is met depends on the machine, so that
-is not asserted here; that the generated rollups equal what the write path writes is."""
+"""`python -m bench.uptime --smoke` (the --quick run, smaller) end to end (issue 21): it loads its data, checks them
+against the monitor's own write path, reads every page and export over real HTTP and measures the monitoring path
+with rollups on and off — and prints every target with its figure and met / not met. Whether a target is met
+depends on the machine, so that is not asserted here; that the generated rollups equal what the write path writes
+is."""
 
 from __future__ import annotations
 
