@@ -159,7 +159,7 @@ async def dry_run(
 
 
 def _import_page(request: Request, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    base = {"formats": FORMATS, "fmt": "yaml", "text": "", "problems": [], "result": None}
+    base: dict[str, Any] = {"formats": FORMATS, "fmt": "yaml", "text": "", "problems": [], "result": None}
     return templates.TemplateResponse(request, "playbooks/import.html", base | context, status_code=status_code)
 
 
