@@ -391,3 +391,24 @@ async def test_a_large_playbook_saves_without_javascript(session_as, engine):
     assert [(v.version, len(v.definition["steps"]), v.message) for v in versions(engine, "big")] == [
         (1, 120, "many steps")
     ]
+
+
+async def test_the_draft_is_previewed_under_the_form_and_nothing_is_saved(session_as, engine):
+    client, csrf = await session_as("admin", "ada")
+    form = base_form(csrf, action="preview")
+    form["s0.instructions"] = "Check **{{service_name}}** in {{vars.region}}; {{nope}} and {{7*7}} stay as written"
+    form["s4.when"] = 'incident.severity == "P1"'  # false for the sample incident (P3)
+    answer = await client.post("/playbooks/_new", data=form)
+    assert answer.status_code == 200, answer.text[:500]
+    html = answer.text
+    assert 'data-testid="preview"' in html and "nothing was saved" in html
+    assert "Check <strong>sample-service</strong> in eu-1; {{nope}} and {{7*7}} stay as written" in html
+    assert re.search(r'data-testid="unknown-check">[^<]*<code>nope</code>', html)
+    assert re.search(r'id="preview-fix"[^>]*>\s*<h3>.*?skipped', html, re.S)
+    assert ">Check **{{service_name}}** in {{vars.region}}" in html  # the form keeps what was typed
+    assert versions(engine, "triage") == []
+
+    form["s2.when"] = "steps.check.output.ok =="  # a condition that does not parse: shown at its field, no preview
+    broken = await client.post("/playbooks/_new", data=form)
+    assert broken.status_code == 422
+    assert field_error(broken.text, "s2.when") and 'data-testid="preview"' not in broken.text

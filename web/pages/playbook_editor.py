@@ -22,15 +22,16 @@ from api.deps import SessionDep, SettingsDep
 from core.agents import AgentSpec
 from core.conditions import ConditionError, check
 from core.errors import Conflict, Forbidden, Invalid
-from core.playbook import Playbook, new_playbook
+from core.playbook import Playbook, draft_playbook, new_playbook
 from core.playbook_access import is_admin
 from services.agents import all_agent_specs
+from services.playbook_preview import PlaybookPreview, preview_playbook
 from services.playbook_sharing import check_edit, exists, set_sharing
 from services.playbooks import load_playbook, save_playbook
 from web.pages import playbook_errors as pe
 from web.pages import playbook_form as pf
 from web.pages.playbook_common import markdown, may_create, sharing_text, svg, team_choices
-from web.pages.playbook_graph import GraphStep, draw
+from web.pages.playbook_graph import OUTCOME, GraphStep, draw, preview_graph
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
@@ -72,6 +73,7 @@ def render_editor(
     editor: pf.EditorForm,
     specs: dict[str, AgentSpec],
     status_code: int = 200,
+    draft_preview: PlaybookPreview | None = None,
 ) -> HTMLResponse:
     pe.settle_errors(editor)
     drawn = draft_graph(editor)
@@ -91,6 +93,10 @@ def render_editor(
         "on_failures": pf.ON_FAILURE,
         "retry_fields": pf.RETRY_FIELDS,
         "checkbox_steps": pf.CHECKBOX_STEPS,
+        "draft_preview": draft_preview,
+        "draft_preview_svg": svg(preview_graph(draft_preview)) if draft_preview else None,
+        "outcome_text": OUTCOME,
+        "markdown": markdown,
     }
     return templates.TemplateResponse(request, "playbooks/edit.html", context, status_code=status_code)
 
@@ -138,6 +144,8 @@ async def _submit(request: Request, principal: Principal, session: Session, play
     if playbook_id is not None:
         editor.id = playbook_id  # another id is a fork, not a version of this one
     action = form.get("action")
+    if action == "preview":
+        return _draft_preview(request, session, editor, specs)
     if isinstance(action, str) and action != "save":
         pf.apply_action(editor, action, specs)
         return render_editor(request, session, editor, specs)
@@ -158,6 +166,25 @@ async def _submit(request: Request, principal: Principal, session: Session, play
     if not editor.errors and not editor.general:
         editor.general.append("the playbook could not be saved")
     return render_editor(request, session, editor, specs, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _draft_preview(
+    request: Request, session: Session, editor: pf.EditorForm, specs: dict[str, AgentSpec]
+) -> HTMLResponse:
+    """The form as it is, previewed for a sample incident and the variables' defaults, under the form; nothing is
+    saved. Unknown `{{variables}}` are flagged per step rather than refused; other mistakes are placed as on save."""
+    definition, errors = pf.to_definition(editor)
+    editor.errors.update(errors)
+    preview = None
+    if not editor.errors:
+        try:
+            preview = preview_playbook(
+                session=session, playbook=draft_playbook(definition), variables={}, incident_id=None
+            )
+        except ValidationError as err:
+            pe.place_validation_errors(editor, err)
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT if editor.errors else status.HTTP_200_OK
+    return render_editor(request, session, editor, specs, status_code, draft_preview=preview)
 
 
 def _save(

@@ -14,6 +14,7 @@ from core.agent_palette import agent_style
 from core.approval_rules import needs_approval
 from core.dag_layout import Box, Edge, TextLine, render_svg
 from core.playbook import find_cycle
+from services.playbook_preview import PlaybookPreview
 
 NODE_WIDTH = 220.0
 WRAP = 28
@@ -155,3 +156,25 @@ def draw(
         boxes, edges, label=label, id_prefix=id_prefix, classes="rungraph pbgraph", on_cycle="break"
     ) if boxes else ""  # fmt: skip
     return DrawnGraph(svg=svg, problems=problems)
+
+
+OUTCOME = {"runs": "runs", "skipped": "skipped", "fails": "fails (join cannot succeed)", "never": "never starts"}
+
+
+def preview_graph(preview: PlaybookPreview) -> Any:
+    """A preview's DAG, each step marked with what the preview found it would do (runs, skipped, …)."""
+    steps = []
+    for s in preview.steps:
+        strategy, _, count = s.join.partition(" ")
+        steps.append(GraphStep(id=s.id, agent=s.agent, depends_on=tuple(s.depends_on), join=strategy or "all",
+                               join_count=count or None, when=s.when or "", requires_approval=s.requires_approval,
+                               risk=s.risk))  # fmt: skip
+    outcomes = {s.id: s.outcome for s in preview.steps}
+    return draw(
+        steps,
+        label=f"Preview of {preview.playbook_id} v{preview.version}",
+        href_of=lambda _i, step: f"#preview-{step.id}",
+        id_prefix="preview",
+        classes_of=lambda step: f"pb-outcome-{outcomes.get(step.id, 'runs')}",
+        note_of=lambda step: "" if outcomes.get(step.id) == "runs" else f"↷ {OUTCOME[outcomes[step.id]]}",
+    )

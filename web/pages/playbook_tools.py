@@ -20,17 +20,16 @@ from core.playbook import Playbook
 from core.playbook_vars import spec_of
 from services.dry_runs import start_dry_run
 from services.playbook_io import FORMATS, IMPORT_MAX_BYTES, Format, ImportProblems, import_playbooks
-from services.playbook_preview import PlaybookPreview, preview_playbook
+from services.playbook_preview import preview_playbook
 from services.playbook_sharing import check_view
 from services.playbooks import load_playbook
 from web.pages.playbook_common import markdown, may_create, svg
 from web.pages.playbook_editor import MAX_FIELDS, PlaybookId
-from web.pages.playbook_graph import GraphStep, draw
+from web.pages.playbook_graph import OUTCOME, preview_graph
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 VAR = "var."  # form fields var.<name>: a variable's value for this preview or dry run
-OUTCOME = {"runs": "runs", "skipped": "skipped", "fails": "fails (join cannot succeed)", "never": "never starts"}
 
 
 def _inputs(form: Any, playbook: Playbook) -> tuple[dict[str, Any], int | None, dict[str, str]]:
@@ -54,24 +53,6 @@ def _inputs(form: Any, playbook: Playbook) -> tuple[dict[str, Any], int | None, 
     return variables, incident_id, errors
 
 
-def _preview_graph(preview: PlaybookPreview) -> Any:
-    steps = []
-    for s in preview.steps:
-        strategy, _, count = s.join.partition(" ")
-        steps.append(GraphStep(id=s.id, agent=s.agent, depends_on=tuple(s.depends_on), join=strategy or "all",
-                               join_count=count or None, when=s.when or "", requires_approval=s.requires_approval,
-                               risk=s.risk))  # fmt: skip
-    outcomes = {s.id: s.outcome for s in preview.steps}
-    return draw(
-        steps,
-        label=f"Preview of {preview.playbook_id} v{preview.version}",
-        href_of=lambda _i, step: f"#preview-{step.id}",
-        id_prefix="preview",
-        classes_of=lambda step: f"pb-outcome-{outcomes.get(step.id, 'runs')}",
-        note_of=lambda step: "" if outcomes.get(step.id) == "runs" else f"↷ {OUTCOME[outcomes[step.id]]}",
-    )
-
-
 def _preview_response(
     request: Request, session: Any, settings: Any, principal: Any, playbook_id: str, version: int | None, form: Any
 ) -> HTMLResponse:
@@ -91,7 +72,7 @@ def _preview_response(
         "incident_id": incident_id or "",
         "errors": errors,
         "preview": preview,
-        "graph_svg": svg(_preview_graph(preview)) if preview else None,
+        "graph_svg": svg(preview_graph(preview)) if preview else None,
         "outcome_text": OUTCOME,
         "markdown": markdown,
         "can_dry_run": principal.can("responder"),
