@@ -66,6 +66,10 @@ async def test_the_dry_run_page_shows_the_banner_the_graph_and_the_report_live(
     await node(page, "restart").locator("a").click()
     assert page.url.endswith("#step-restart")
     await page.screenshot(path=str(artifacts_dir / "dry-run-desktop.png"), full_page=True)
+    await page.goto(f"{server}/playbooks/slow-fix")  # the playbook's page lists its dry runs
+    await expect(page.get_by_test_id("dry-runs")).to_contain_text(f"#{started['id']} v1 completed by rita")
+    await page.get_by_test_id("dry-runs").get_by_role("link", name=f"#{started['id']}").click()
+    await expect(page.get_by_test_id("dry-run-banner")).to_be_visible()
 
     phone = await browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True)
     small = await phone.new_page()

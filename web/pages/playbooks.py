@@ -16,6 +16,7 @@ from core.approval_rules import needs_approval
 from core.identity import Team
 from core.services import Service
 from core.tables import PlaybookSharing, PlaybookVersion
+from services.dry_runs import list_dry_runs
 from services.playbook_sharing import check_view, team_names
 from services.playbooks import load_playbook, visible_playbooks
 from web.pages import playbook_editor, playbook_tools, playbook_versions
@@ -26,6 +27,7 @@ from web.run_svg import duration
 from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
+DRY_RUNS_SHOWN = 10
 router.include_router(playbook_editor.router)  # first: /playbooks/_new and /playbooks/_draft/… are not ids
 router.include_router(playbook_versions.router)
 router.include_router(playbook_tools.router)  # before /playbooks/{id}: /playbooks/_import is not an id
@@ -124,5 +126,6 @@ def playbook_view(
         **(playbook_versions.sharing_context(session, principal, playbook_id) if versions else {"sharing": None}),
         "saved": bool(saved),
         "duration": duration,
+        "dry_runs": list_dry_runs(session=session, playbook_id=playbook_id, principal=principal, limit=DRY_RUNS_SHOWN),
     }
     return templates.TemplateResponse(request, "playbooks/view.html", context)
