@@ -98,6 +98,9 @@ async def test_save_new_playbook_then_a_new_version_with_its_message(session_as,
     assert steps["check"]["retry"]["max_attempts"] == 2 and v1.definition["variables"] == {"region": "eu-1"}
     assert v1.message == "first cut" and v1.created_by == "ada"
     assert v1.definition["approvers"] == {"users": [], "teams": ["sre"]}
+    view = (await client.get("/playbooks/triage")).text
+    assert "<title>Triage v1 · Playbooks · Agent Monitor</title>" in view  # the title is the title, nothing else
+    assert view.count('id="sharing-title"') == 1
     assert steps["fix"]["approvers"] == {"users": ["ada", "bo"], "teams": []}
 
     view = await client.get("/playbooks/triage")
