@@ -67,6 +67,15 @@ def running(procs: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
+# `up` as started from a shell: SIGHUP at its default even when the tests run under nohup (which ignores it, and
+# `up` then rightly leaves SIGHUP alone: a closed terminal is not a request to stop). An exec, not preexec_fn: the
+# tests have threads.
+FROM_A_TERMINAL = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]  # fmt: skip
+
+
 class Up:
     """One `agent-monitor up` run."""
 
@@ -76,7 +85,8 @@ class Up:
         self.base = env["AGENT_MONITOR_URL"]
         self.lines: list[str] = []
         self.ready = threading.Event()
-        self.proc = subprocess.Popen([*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        argv = [*FROM_A_TERMINAL, *CLI, "up"]  # the same process: exec keeps the pid
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
