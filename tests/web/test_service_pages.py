@@ -33,7 +33,7 @@ def audited(engine, name: str) -> list[str]:
 
 def watch_console(page: Page) -> list[str]:
     """Console errors (CSP refusals among them), script errors and failed requests of the page, as they come (the
-    browser's own favicon request aside)."""
+    favicon among them: the pages name theirs)."""
     problems: list[str] = []
 
     def seen(message: ConsoleMessage) -> None:
@@ -41,7 +41,7 @@ def watch_console(page: Page) -> list[str]:
             problems.append(message.text)
 
     def answered(response: Response) -> None:
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+        if response.status >= 400:
             problems.append(f"{response.status} {response.url}")
 
     page.on("console", seen)
