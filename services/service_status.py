@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import or_
+from sqlalchemy import BigInteger, String, any_, bindparam, or_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
 from core.monitoring import MaintenanceWindow, ServiceState, UptimeMetric
@@ -93,7 +94,9 @@ def list_service_rows(
         query = query.where(col(Service.config)["tags"].contains([tag]))
     services = list(session.exec(query))
     ids = [s.id for s in services]
-    states = {s.service_id: s for s in session.exec(select(ServiceState).where(col(ServiceState.service_id).in_(ids)))}
+    # One array parameter, not one bind parameter per service (1,000 of them cost more to send than to run).
+    by_id = col(ServiceState.service_id) == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+    states = {s.service_id: s for s in session.exec(select(ServiceState).where(by_id))}
     windows = current_windows(session, utcnow())
     rows = [_row(s, states.get(s.id or 0), windows) for s in services]
     if status:
@@ -112,7 +115,10 @@ def _attach_incidents(session: Session, rows: list[ServiceRow]) -> None:
     if not names:
         return
     query = select(Incident).where(
-        or_(col(Incident.id).in_(list(by_id)), col(Incident.service).in_(names)),
+        or_(
+            col(Incident.id) == any_(bindparam("incident_ids", list(by_id), type_=ARRAY(BigInteger))),
+            col(Incident.service) == any_(bindparam("names", names, type_=ARRAY(String))),
+        ),
         col(Incident.status).not_in(ENDED_STATUSES),
     )
     found = sorted(session.exec(query), key=lambda i: i.id or 0, reverse=True)
