@@ -137,7 +137,7 @@ async def test_route_walker_finds_nothing_private(app, engine, client_as, anonym
                 parts = urlsplit(urljoin(f"http://testserver{path}", link))
                 assert parts.netloc == "testserver", f"{path} links off-site: {link}"
                 queue.append(parts.path)
-    assert set(seen) == {"/status", "/status/api/summary.json", "/static/app.css"}
+    assert set(seen) == {"/status", "/status/api/summary.json", "/static/app.css", "/static/favicon.svg"}
     for path, answer in seen.items():
         for secret in PRIVATE:
             assert secret not in answer.text, f"{path} shows {secret!r}"
