@@ -6,7 +6,7 @@ the team or the responders, the signed webhook). A retry does not act twice: the
 level, and each channel it reached is added to it, so a retry only sends to the channels still missing.
 
 Each email is one person's: it carries an "Acknowledge incident #N" link of their own (web/pages/incident_email.py),
-single-use, valid for ACK_LINK_TTL; only the hash of its token is stored.
+single-use, valid for ACK_LINK_TTL_SECONDS; only the hash of its token is stored.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from core.settings import Settings
 from core.tables import AcknowledgeLink, Event, Incident, utcnow
 
 ESCALATION = Actor(user_id=None, name="escalation", kind="system")
-ACK_LINK_TTL = timedelta(hours=24)  # as long as a failed run waits for a person by default (RETRY_WINDOW_SECONDS)
 
 
 class EscalationActivities(EscalationActivityDefs):
@@ -152,7 +151,7 @@ class EscalationActivities(EscalationActivityDefs):
         """One message per recipient, with an acknowledge link of their own; how many were sent. The links are
         stored (hashed) before the mail leaves; a retry mails fresh ones, as the first may never have left."""
         settings = self._settings
-        expires = utcnow() + ACK_LINK_TTL
+        expires = utcnow() + timedelta(seconds=settings.ack_link_ttl_seconds)
         messages = []
         with Session(self._engine) as session:
             for user in self._recipients(session, incident):

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     verify_passes: int = Field(default=2, ge=1, le=20)
     # A failed incident workflow waits this long for a human's retry_step/abort before it ends as failed.
     retry_window_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # How long an escalation e-mail's acknowledge link works (single use; default: as long as a failed run waits).
+    ack_link_ttl_seconds: float = Field(default=86_400.0, ge=1, le=30 * 86_400)
     # How long a step waits out our own database being unavailable (retried with a durable backoff, not counted
     # against its attempts) before it fails (docs/operations.md).
     infrastructure_wait_seconds: float = Field(default=900.0, ge=0, le=86_400)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import timedelta
 from email.message import Message
 
 import httpx
@@ -164,8 +163,8 @@ async def test_a_link_refuses_who_may_no_longer_acknowledge_and_says_when_it_is_
     assert (await incident_of(api, incident["id"]))["acknowledged_at"] is None
 
 
-async def test_an_expired_link_is_refused(inbox, settings, api, engine, server, monkeypatch):  # noqa: F811
-    monkeypatch.setattr("activities.escalation.ACK_LINK_TTL", timedelta(seconds=1))
+async def test_an_expired_link_is_refused(inbox, settings, api, engine, server):  # noqa: F811
+    settings.ack_link_ttl_seconds = 1  # ACK_LINK_TTL_SECONDS
     _, address = await person(api, engine, "responder", "erin")
     incident = await escalated_by_email(api, settings, [1])
     path = ack_path(await mail_for(inbox, address), incident["id"])
