@@ -10,7 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlmodel import Session
 
-from api.routes import metrics as metrics_route
 from app.main import create_app
 from core.approvals import Approval
 from core.tables import utcnow
@@ -28,8 +27,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.fixture(autouse=True)
-def no_cache(monkeypatch):
-    monkeypatch.setattr(metrics_route, "CACHE_SECONDS", 0.0)
+def no_cache(app):
+    app.state.metrics_cache_seconds = 0.0  # read before the app's first scrape builds its registry
 
 
 async def test_incidents_not_ended_by_status_and_severity(anonymous, engine):
