@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.factories import PASSWORD
+from tests.api.test_access import csrf_of, login
+from tests.conftest import app_client
+from tests.factories import PASSWORD, make_user
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -46,3 +49,20 @@ async def log_in(page: Page, server: str, username: str, next_path: str = "/") -
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{server}{next_path}")
+
+
+@pytest.fixture
+async def session_as(app, engine) -> AsyncIterator[Callable[[str, str], Awaitable[tuple[httpx.AsyncClient, str]]]]:
+    """session_as(role, username): a browser-like client logged in with a session cookie, and its CSRF token."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(role: str, username: str) -> tuple[httpx.AsyncClient, str]:
+        make_user(engine, role, username=username)
+        client = app_client(app)
+        clients.append(client)
+        assert (await login(client, username)).status_code == 303
+        return client, csrf_of((await client.get("/account")).text)
+
+    yield make
+    for client in clients:
+        await client.aclose()

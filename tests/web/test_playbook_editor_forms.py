@@ -6,38 +6,18 @@ refuses viewers (403 on forged posts) — through a client logged in with a sess
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 from sqlmodel import Session, col, select
 
 from core.audit import AuditEvent
 from core.identity import User
 from core.tables import PlaybookVersion
-from tests.api.test_access import csrf_of, login
 from tests.conftest import app_client
 from tests.factories import make_user
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture
-async def session_as(app, engine) -> AsyncIterator[Callable[[str, str], Awaitable[tuple[httpx.AsyncClient, str]]]]:
-    """session_as(role, username): a browser-like client logged in with a session cookie, and its CSRF token."""
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(role: str, username: str) -> tuple[httpx.AsyncClient, str]:
-        make_user(engine, role, username=username)
-        client = app_client(app)
-        clients.append(client)
-        assert (await login(client, username)).status_code == 303
-        return client, csrf_of((await client.get("/account")).text)
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 def field_error(html: str, name: str) -> str | None:

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
-import pytest
 from playwright.async_api import Page, expect
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import EventType
 
 from core.audit import AuditEvent
 from core.payloads import WorkflowState
-from tests.api.test_access import csrf_of, login
-from tests.conftest import app_client
 from tests.factories import make_user, wait_for_workflow
 from tests.web.conftest import log_in
 from tests.web.test_live_pages import assert_not_reloaded, live, mark_page
@@ -76,23 +71,6 @@ async def query(temporal_client, workflow_id: str) -> WorkflowState:
 async def no_horizontal_overflow(page: Page) -> None:
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
-
-
-@pytest.fixture
-async def session_as(app, engine) -> AsyncIterator[Callable[[str, str], Awaitable[tuple[httpx.AsyncClient, str]]]]:
-    """session_as(role, username): a browser-like client logged in with a session cookie, and its CSRF token."""
-    clients: list[httpx.AsyncClient] = []
-
-    async def make(role: str, username: str) -> tuple[httpx.AsyncClient, str]:
-        make_user(engine, role, username=username)
-        client = app_client(app)
-        clients.append(client)
-        assert (await login(client, username)).status_code == 303
-        return client, csrf_of((await client.get("/account")).text)
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 # ---- the flows, in Chromium -------------------------------------------------------------------------------------
