@@ -39,15 +39,17 @@ def _ts(value: str | None) -> datetime | None:
 STEP_WRITE_CTES = """
 upserted AS (
     INSERT INTO workflow_steps AS s (workflow_id, step_id, agent, position, status, attempt, runs, note,
-                                    output, error, seq, started_at, finished_at, updated_at, input)
+                                    output, error, seq, started_at, finished_at, updated_at, input, params)
     VALUES (:workflow_id, :step_id, :agent, :position, :status, :attempt, :runs, :note,
-            CAST(:output AS jsonb), :error, :seq, :started_at, :finished_at, :now, CAST(:input AS jsonb))
+            CAST(:output AS jsonb), :error, :seq, :started_at, :finished_at, :now, CAST(:input AS jsonb),
+            CAST(:params AS jsonb))
     ON CONFLICT ON CONSTRAINT uq_workflow_steps_workflow_step DO UPDATE SET
         agent = EXCLUDED.agent, position = EXCLUDED.position, status = EXCLUDED.status,
         attempt = EXCLUDED.attempt, runs = EXCLUDED.runs, note = EXCLUDED.note, output = EXCLUDED.output,
         error = EXCLUDED.error, seq = EXCLUDED.seq, started_at = EXCLUDED.started_at,
         finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
-        input = COALESCE(EXCLUDED.input, s.input)
+        input = COALESCE(EXCLUDED.input, s.input),
+        params = CASE WHEN CAST(:from_agent AS boolean) THEN s.params ELSE EXCLUDED.params END
     WHERE s.seq < EXCLUDED.seq
     RETURNING s.seq
 ), event AS (
@@ -186,6 +188,8 @@ def step_params(input: RecordStepInput, *, started_too: bool = False) -> dict[st
         "finished_at": _ts(step.finished_at),
         "now": utcnow(),
         "input": _json(redact(input.input)),
+        "params": None if input.from_agent else _json(redact(step.params)),
+        "from_agent": input.from_agent,
         "incident_id": input.incident_id or None,
         "data": json.dumps([{"status": status, "agent": step.agent, "runs": step.runs} for status in statuses]),
         "channel": EVENTS_CHANNEL,

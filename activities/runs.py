@@ -394,7 +394,7 @@ def _snapshot(
             else:
                 step.status, step.error = "failed", result.summary
     return RecordStepInput(
-        workflow_id=input.workflow_id, step=step, seq=seq, input=shown, incident_id=record.incident_id
+        workflow_id=input.workflow_id, step=step, seq=seq, input=shown, incident_id=record.incident_id, from_agent=True
     )
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, or_
+from sqlalchemy import Engine, Table, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +31,7 @@ from core.settings import Settings
 from core.tables import EVENTS_CHANNEL, Event
 from services.identity import live_credentials
 
+EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
 log = logging.getLogger(__name__)
 
 PING_SECONDS = 15
@@ -52,7 +54,8 @@ class Frame:
     data: bytes
 
 
-def encode_event(event: Event) -> Frame:
+def encode_event(event: Event | Any) -> Frame:
+    """An `events` row (the ORM object or a plain row) as an SSE frame."""
     # Unnamed (a "message" event): browsers get every kind through one onmessage; the kind is in the data.
     payload = {
         "id": event.id,
@@ -218,12 +221,13 @@ class EventHub:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    def _rows_after(self, after: int, holes: list[int]) -> list[Event]:
-        """Events after `after`, and those of `holes` committed since."""
-        newer = col(Event.id) > after
-        with Session(self._engine) as session:
-            query = select(Event).where(or_(newer, col(Event.id).in_(holes)) if holes else newer)
-            return list(session.exec(query.order_by(col(Event.id)).limit(500)))
+    def _rows_after(self, after: int, holes: list[int]) -> list[Any]:
+        """Events after `after`, and those of `holes` committed since: plain rows (no ORM objects to build: this
+        runs for every event, before any client gets it)."""
+        newer = EVENTS.c.id > after
+        query = sa_select(EVENTS).where(or_(newer, EVENTS.c.id.in_(holes)) if holes else newer)
+        with self._engine.connect() as conn:
+            return list(conn.execute(query.order_by(EVENTS.c.id).limit(500)).all())
 
     def _max_id(self) -> int:
         with Session(self._engine) as session:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +21,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import current_principal
 from api.deps import INT64_MAX
+from api.errors import dependency_down, domain_error_json
 from api.event_hub import (
     CATCH_UP_LIMIT,
     QUEUE_SIZE,
@@ -39,6 +41,7 @@ from api.event_hub import (
     TooManyClients,
     encode_event,
 )
+from api.security import HEADERS as SECURITY_HEADERS
 from core.tables import Event
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,14 @@ class LiveStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 (the stream's admission checks and its loop)
         request = Request(scope, receive)
-        principal = await current_principal(request)
+        try:
+            principal = await current_principal(request)
+        except Exception as exc:  # served ahead of the app's error handlers (StreamFirst): answer as they would
+            down = dependency_down(exc)
+            if down is None:
+                raise
+            await domain_error_json(down)(scope, receive, send)
+            return
         if principal is None:
             detail = "not authenticated: log in, or send an API token as 'Authorization: Bearer <token>'"
             await JSONResponse({"detail": detail}, 401, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
@@ -127,30 +137,25 @@ class LiveStream:
             return
         engine = request.app.state.engine
 
-        async def frames() -> AsyncIterator[bytes]:
-            try:
-                # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. a deploy.
-                yield f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()
-                # The hub's frames wait in the mailbox while the catch-up is read: those it sent are not sent
-                # twice. By id, not "up to the last id": an event committed after a newer one comes later.
-                replayed: set[int] = set()
-                if after is not None or since is not None:
-                    for missed in await run_in_threadpool(_missed, engine, after, since, incident_id):
-                        replayed.add(missed.id or 0)
-                        yield encode_event(missed).data
-                while True:
-                    for frame in await client.take():
-                        if frame is None:
-                            return
-                        if frame.id and (
-                            frame.id in replayed or (incident_id is not None and frame.incident_id != incident_id)
-                        ):
-                            continue
-                        yield frame.data  # the hub's bytes, as they are (pings included)
-            finally:
-                hub.unsubscribe(client)
+        async def first_frames() -> list[bytes]:
+            # Browsers reconnect after `retry` ms (with Last-Event-ID) when the stream drops, e.g. a deploy.
+            out = [f": connected\r\nretry: {RECONNECT_MS}\r\n\r\n".encode()]
+            if after is not None or since is not None:
+                for missed in await run_in_threadpool(_missed, engine, after, since, incident_id):
+                    replayed.add(missed.id or 0)
+                    out.append(encode_event(missed).data)
+            return out
 
-        response = HubEventSourceResponse(client, frames(), ping=0, send_timeout=None, headers=STREAM_HEADERS)
+        # The hub's frames wait in the mailbox while the catch-up is read: those it sent are not sent twice. By id,
+        # not "up to the last id": an event committed after a newer one comes later.
+        replayed: set[int] = set()
+
+        def wanted(frame: Frame) -> bool:
+            return not frame.id or (
+                frame.id not in replayed and (incident_id is None or frame.incident_id == incident_id)
+            )
+
+        response = HubEventSourceResponse(client, first_frames, wanted, headers=STREAM_HEADERS)
         try:
             await response(scope, receive, send)
         except asyncio.CancelledError:
@@ -160,15 +165,25 @@ class LiveStream:
 
 
 class HubEventSourceResponse(EventSourceResponse):
-    """sse-starlette's response, run with one helper task per connection instead of a task group of three.
+    """sse-starlette's response (its headers, its answer to HEAD), streaming the hub's frames itself.
 
-    The stream runs in the request's own task; a small task waits for the client's disconnect and then drops
-    the client. Pings and shutdown are the hub's, once per process: the per-connection ping, send-timeout and
-    shutdown-watch tasks of EventSourceResponse.__call__ cost ~25 KiB per idle client (bench/sse.py)."""
+    The stream runs in the request's own task; a small task waits for the client's disconnect and then drops the
+    client. Pings and shutdown are the hub's, once per process: the per-connection ping, send-timeout and
+    shutdown-watch tasks of EventSourceResponse.__call__ cost ~25 KiB per idle client (bench/sse.py). Each wake
+    sends what the mailbox holds as one chunk, the hub's bytes as they are: with 500 clients an event is 500
+    wakes, and the last client's wait is the sum of the others' (bench/sse.py, p99), so each is kept to a send."""
 
-    def __init__(self, client: Client, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        client: Client,
+        first: Callable[[], Awaitable[list[bytes]]],
+        wanted: Callable[[Frame], bool],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(_no_body(), ping=0, send_timeout=None, **kwargs)
         self.client = client
+        self.first = first
+        self.wanted = wanted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD":
@@ -183,13 +198,65 @@ class HubEventSourceResponse(EventSourceResponse):
         watcher = asyncio.create_task(self._listen_for_disconnect(receive))
         watcher.add_done_callback(disconnected)
         try:
-            await self._stream_response(send)
+            await self._pump(send)
         finally:
             streaming = False
             watcher.cancel()
 
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._response_started = True
+        await send({"type": "http.response.body", "body": b"".join(await self.first()), "more_body": True})
+        take, wanted = self.client.take, self.wanted
+        while True:
+            frames = await take()
+            chunk = b"".join([f.data for f in frames if f is not None and wanted(f)])
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if None in frames:  # the hub ends the stream (shutdown, credentials ended): after what came before
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)
+
+async def _no_body() -> AsyncIterator[bytes]:
+    """sse-starlette wants a body iterator; HubEventSourceResponse streams the hub's frames instead."""
+    return
+    yield b""
+
+
+# The security headers every response gets (api/security.py: the stream is served ahead of that middleware, see
+# StreamFirst), no caching, and no proxy buffering (nginx).
+STREAM_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+STREAM_PATH = "/api/events/stream"
+
+
+class StreamFirst:
+    """The app's outermost layer: GET /api/events/stream goes straight to its endpoint; everything else through the
+    middleware stack. Thousands of streams stay open for hours, and each layer in between (server errors,
+    security headers, body limit, exceptions, the router) held a coroutine frame per stream and ran on every
+    event sent to every client. What they do for a stream is done by the endpoint itself: it answers its own
+    refusals (401, 422, 429, 503), reads no body, and sends the security headers (STREAM_HEADERS)."""
+
+    def __init__(self, app: ASGIApp, stream: LiveStream) -> None:
+        self.app = app
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] in ("GET", "HEAD"):
+            await self.stream(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def serve_streams_first(app: Starlette) -> None:
+    """Put StreamFirst around the app's middleware stack (built on its first request, as Starlette does). The
+    route stays in the router too: for the API schema, and the 405 to other methods."""
+    build = app.build_middleware_stack
+
+    def build_with_streams_first() -> ASGIApp:
+        return StreamFirst(build(), LiveStream())
+
+    app.build_middleware_stack = build_with_streams_first  # type: ignore[method-assign]
 
 
 STREAM_OPENAPI = {

@@ -18,6 +18,7 @@ from api.routes import (
     incident_templates,
     incidents,
     maintenance,
+    marketplace,
     playbook_io,
     playbooks,
     public_updates,
@@ -45,6 +46,7 @@ for part in (
     conversations.router,
     webhook_agents.router,  # before agents: /api/agents/webhooks is not an agent name
     agents.router,
+    marketplace.router,
     services.router,
     uptime.router,
     alerts.router,

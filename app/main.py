@@ -89,6 +89,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    live.serve_streams_first(app)
 
     generate = app.openapi
 

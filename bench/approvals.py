@@ -9,7 +9,7 @@ wall clock when the request was sent; the dev server and this process share the 
 comes once the worker has finished that task and the server has persisted it.
 
     make bench            # or: python -m bench.approvals --count 100
-Target: p99 <= 15 ms from the POST to the workflow resuming.
+Targets: p99 <= 15 ms from the POST to the workflow resuming; and (issue 25) that p99 at most 2x the bare Update's.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from services.identity import create_token, create_user
 from services.incidents.open import insert_incident
 
 TARGET_P99_MS = 15.0
+TARGET_RATIO = 2.0  # issue 25: the POST's p99 to the workflow resuming, against the bare Update's p99
 GATED = {
     "id": "bench-gated",
     "name": "gated",
@@ -72,9 +73,15 @@ async def bare_updates(env, count: int) -> Samples:
     queue = f"bench-upd-{uuid.uuid4().hex}"
     samples = Samples()
     with bare_worker(env.client.service_client.config.target_host, queue):  # its own process, as ours
-        for i in range(count):
-            handle = await env.client.start_workflow(BareUpdateWorkflow.run, "x", id=f"{queue}-{i}", task_queue=queue)
+        # All started first and waiting, then decided one at a time, as our incidents are: a workflow started and
+        # queried right before its Update would be hot in the server's and the worker's caches, ours are not.
+        handles = [
+            await env.client.start_workflow(BareUpdateWorkflow.run, "x", id=f"{queue}-{i}", task_queue=queue)
+            for i in range(count)
+        ]
+        for handle in handles:
             await handle.query("__stack_trace")  # the run has started and waits
+        for handle in handles:
             sent = time.time()
             resumed_at = await handle.execute_update(BareUpdateWorkflow.decide, "approve")
             samples.add(sent, resumed_at, time.time())
@@ -180,6 +187,12 @@ async def main(count: int) -> None:
     verdict = "met" if pct(post.resumed, 99) <= TARGET_P99_MS else "NOT met"
     print(f"POST (idle) against the bare Update, ratio of medians to the answer: {ratio:.2f}")
     print(f"target p99 <= {TARGET_P99_MS:g} ms from the POST to the workflow resuming: {verdict}")
+    ours99, bare99 = pct(post.resumed, 99), pct(bare.resumed, 99)
+    verdict = "met" if ours99 <= TARGET_RATIO * bare99 else "NOT met"
+    print(
+        f"target p99 to resuming <= {TARGET_RATIO:g}x the bare Update's: {ours99:.1f} ms against {bare99:.1f} ms "
+        f"({ours99 / bare99:.2f}x): {verdict}"
+    )
 
 
 def figures(values: list[float]) -> str:

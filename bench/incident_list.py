@@ -1,6 +1,6 @@
-"""The incident list at 100,000 incidents: p50/p95 of `search_incidents` (count + one page of 50) and of
-GET /api/incidents (in-process ASGI: validation, query, serialisation) for the pages people open, on a private
-embedded Postgres.
+"""The incident list at 100,000 incidents (--incidents 1000000: a million): p50/p95 of `search_incidents` (the
+capped count + one page of 50) and of GET /api/incidents (in-process ASGI: validation, query, serialisation) for
+the pages people open, on a private embedded Postgres.
 
     make bench            # or: python -m bench.incident_list --incidents 100000 --runs 50
 Target: p95 ≤ 50 ms per page; a slower case prints its EXPLAIN ANALYZE.
@@ -122,8 +122,8 @@ def seed(engine, incidents: int) -> float:
 
 def query_page(engine, where: IncidentFilter, sort: str, cursor: str | None) -> str | None:
     with Session(engine) as session:
-        _, _, next_cursor = search_incidents(session=session, where=where, sort=sort, limit=PAGE, cursor=cursor)  # type: ignore[arg-type]
-    return next_cursor
+        found = search_incidents(session=session, where=where, sort=sort, limit=PAGE, cursor=cursor)  # type: ignore[arg-type]
+    return found.next_cursor
 
 
 def time_query(engine, where: IncidentFilter, sort: str, runs: int) -> list[float]:

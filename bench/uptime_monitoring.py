@@ -102,8 +102,18 @@ class Segment:
 
 
 async def monitoring(
-    engine: Engine, settings: Settings, tmp: Path, rounds: int, seconds: float, since: datetime
+    engine: Engine,
+    settings: Settings,
+    tmp: Path,
+    rounds: int,
+    seconds: float,
+    since: datetime,
+    *,
+    first_check_in: float = 8.0,
+    settle: float = 10.0,
 ) -> tuple[bool, list[Segment]]:
+    """Rollups on and off in turns (ABBA) on a running worker; `first_check_in` seconds from now the first checks
+    are due, and the segments start `settle` seconds after the first is stored (--smoke: shorter, no figure)."""
     with engine.connect() as conn:
         idx = list(conn.execute(text("SELECT id, enabled FROM services ORDER BY id")).all())
     enabled = sum(1 for _, on in idx if on)
@@ -119,8 +129,9 @@ async def monitoring(
             # Everyone up, first checks spread over the first interval from a few seconds on (steady at once).
             session.execute(
                 text("UPDATE service_states SET status = 'up', consecutive_failures = 0, failing_since = NULL, "
-                     "incident_id = NULL, next_check_at = now() + interval '8 seconds' "
-                     "+ (abs(hashint8(service_id)) % 60000) * interval '1 millisecond'")
+                     "incident_id = NULL, next_check_at = now() + :first * interval '1 second' "
+                     "+ (abs(hashint8(service_id)) % 60000) * interval '1 millisecond'"),
+                {"first": first_check_in},
             )  # fmt: skip
         started = datetime.now(UTC)
         with switched_worker(settings, tmp, switch) as worker:
@@ -137,7 +148,7 @@ async def monitoring(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"no check stored 180 s after the worker started:\n{worker_log(tmp)}")
                 await asyncio.sleep(1)
-            await asyncio.sleep(10)  # the worker's first ticks and the first interval's burst behind
+            await asyncio.sleep(settle)  # the worker's first ticks and the first interval's burst behind
             groups = {"worker": [psutil.Process(worker.pid)], "temporal": [temporal_server()],
                       "postgres": [postmaster(engine)]}  # fmt: skip
             segments: list[Segment] = []

@@ -54,8 +54,9 @@ def _request(method: str, url: str, token: str | None = None, **kwargs: Any) -> 
     if not token:
         raise fail("no API token: set AGENT_MONITOR_TOKEN or pass --token (create one: agent-monitor tokens create)")
     headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+    timeout = kwargs.pop("timeout", 30)
     try:
-        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
+        response = httpx.request(method, url, timeout=timeout, headers=headers, **kwargs)
     except httpx.HTTPError as err:
         raise fail(f"cannot reach Agent Monitor at {url} ({err}); is `agent-monitor up` running?") from None
     try:

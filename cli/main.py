@@ -89,9 +89,11 @@ def worker() -> None:
             client = await connect(settings, tracing=tracing, runtime=temporal_runtime(settings))
         except RuntimeError as err:
             raise fail(f"cannot reach Temporal at {settings.effective_temporal_address}: {err}") from None
-        await run_worker(client, engine, settings, tracing=tracing)
+        code = await run_worker(client, engine, settings, tracing=tracing)
         tracing.shutdown()
         engine.dispose()
+        if code:  # RESTART_REQUESTED: the installed agents changed; the supervisor starts us again
+            raise typer.Exit(code)
 
     run_then_leave(lambda: asyncio.run(main()))
 
@@ -357,6 +359,15 @@ def _add_playbook_commands() -> None:
 
 
 _add_playbook_commands()
+
+
+def _add_agent_commands() -> None:
+    from cli.agents import agents_app
+
+    app.add_typer(agents_app, name="agents")
+
+
+_add_agent_commands()
 
 
 def _add_status_command() -> None:

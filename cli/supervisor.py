@@ -25,6 +25,9 @@ from typing import Any
 import psutil
 
 GROUP_GONE_TIMEOUT = 5.0
+# A child that exits with this code asks to be started again at once (a worker whose installed agents changed,
+# worker/plugins.py): not a crash, so no backoff and not counted towards a crash loop. EX_TEMPFAIL of sysexits.h.
+RESTART_REQUESTED = 75  # = worker.plugins.RESTART_REQUESTED (cli may not be imported by the worker)
 
 PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # loaded before any fork: the child only calls it
@@ -209,6 +212,13 @@ class Supervisor:
     def _exited(self, child: Child, now: float) -> None:
         assert child.proc is not None
         _kill_group(child.proc.pid)
+        if child.proc.returncode == RESTART_REQUESTED:
+            child.last_exit, child.last_exit_at = "a restart it asked for", time.time()
+            child.restarts += 1
+            self.say(f"{child.name} asked to be restarted (code {RESTART_REQUESTED}); starting it again now")
+            child.restart_at = now
+            self._tell("process.exited", child)
+            return
         if now - child.started_at >= self.policy.healthy_after:
             self._healthy(child)
         child.last_exit, child.last_exit_at = describe_exit(child.proc.returncode), time.time()

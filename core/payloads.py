@@ -359,6 +359,9 @@ class RecordStepInput:
     seq: int
     input: dict[str, Any] | None = None
     incident_id: int = 0
+    # Written by the agent's activity (activities/runs.py), which knows the attempt and its result but not the
+    # step's params as the workflow holds them (its rendered ones are in `input`): the stored ones are kept.
+    from_agent: bool = False
 
 
 @dataclass

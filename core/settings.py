@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks import Webhook
 
+from core.catalogue import IndexSource
 from core.commands import CommandRule
 
 _SECRET_HINT = re.compile("URL|SECRET|TOKEN|PASSWORD|KEY|ENDPOINT")
@@ -171,6 +172,23 @@ class Settings(BaseSettings):
     # with this secret, the contact point's "HMAC Signature") must be right, or the request is refused (401).
     grafana_webhook_secret: SecretStr = SecretStr("")
 
+    # Agent marketplace (docs/agents.md, "Marketplace"). AGENT_INDEXES: the catalogues to browse, a JSON list whose
+    # items are a source (a directory holding index.json, an index file, or an http(s) URL fetched through the
+    # outbound guard) or an object {"name", "source", "sha256" | "public_key"}: the index's own sha256, or the
+    # base64 Ed25519 public key its detached signature (<index>.sig) must verify with. Comma-separated sources
+    # also work. Indexes are read again after AGENT_INDEX_TTL_SECONDS.
+    agent_indexes: Annotated[list[IndexSource], NoDecode] = []
+    agent_index_ttl_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    agent_index_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # Installed agents' packages: their wheels are kept in Postgres (every worker installs the same bytes) and
+    # unpacked per version under PLUGIN_DIR (empty = DATA_DIR/plugins), which workers put on their import path.
+    plugin_dir: Path | None = None
+    agent_package_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=1024**3)
+    # A worker whose installed agents changed drains its running activities (at most this long) and exits with
+    # code 75 so its supervisor (`up`, systemd, Kubernetes) starts it again with the new agents.
+    worker_reload_agents: bool = True
+    worker_drain_seconds: float = Field(default=60.0, ge=0, le=3600)
+
     # Scheduled monitoring (docs/monitoring.md): `agent-monitor worker` keeps one ServiceMonitorWorkflow per shard
     # running (the id is MONITOR_WORKFLOW_ID, with -<n>of<shards> when MONITOR_SHARDS > 1). Each of its ticks is
     # one activity that runs the checks due in the next MONITOR_WINDOW_SECONDS, each at its time, at most
@@ -242,6 +260,20 @@ class Settings(BaseSettings):
             raise ValueError("'*' is not a CIDR network such as 10.0.0.0/8")
         return value
 
+    @field_validator("agent_indexes", mode="before")
+    @classmethod
+    def _agent_indexes(cls, value: object) -> object:
+        expected = "must be a JSON list of index sources (paths, URLs or objects) or comma-separated"
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("[") else _listed(text, expected)
+            except ValueError:
+                raise ValueError(expected) from None
+        if isinstance(value, list):
+            return [{"source": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @field_validator("log_roots", mode="before")
     @classmethod
     def _log_roots(cls, value: object) -> object:
@@ -290,6 +322,10 @@ class Settings(BaseSettings):
     @property
     def effective_attachments_dir(self) -> Path:
         return self.attachments_dir or self.data_dir / "attachments"
+
+    @property
+    def effective_plugin_dir(self) -> Path:
+        return self.plugin_dir or self.data_dir / "plugins"
 
     @property
     def web_url(self) -> str:

@@ -7,7 +7,18 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, field_validator
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -81,7 +92,9 @@ class Incident(IncidentBase, table=True):
     # Also ix_incidents_text_trgm (migration 0005): a trigram index for the list's text filter.
     __table_args__ = (
         Index("ix_incidents_updated_at_id", "updated_at", "id"),
-        Index("ix_incidents_severity_id", "severity", "id"),
+        # The list's severity order is `severity, id DESC`: an index in that same order (a backward scan of
+        # (severity, id) cannot serve mixed directions; Postgres sorted instead: 100 ms at a million incidents).
+        Index("ix_incidents_severity_id_desc", "severity", text("id DESC")),
         Index("ix_incidents_incident_type", "incident_type"),
         Index("ix_incidents_workflow_id", "workflow_id"),
     )
@@ -162,6 +175,8 @@ class WorkflowStep(SQLModel, table=True):
     input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     output: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     error: str | None = None
+    # The params the step runs with as the workflow holds them (redacted); NULL: written before migration 0022.
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -5,13 +5,16 @@ Deduplication. An alert's incidents are numbered episodes: a firing alert with n
 n + 1 (n: the incidents it is attached to already) under the Idempotency-Key `alert:<source>:<hash>:<n + 1>`, so
 concurrent identical notifications all compute the same key and insert_incident gives every one of them the
 same incident. The alert's row is then upserted (unique per source, fingerprint and incident) under a row lock:
-only the request that changes its status writes the timeline event and the agents' message.
+only the request that changes its status writes the timeline event and the agents' message. An alert repeated as
+is, one right after the other in one notification, is recorded once and counted as many times: the same rows, events
+and answers as one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -87,9 +90,11 @@ def _tool_message(session: Session, incident: Incident, alert: ReceivedAlert, co
     )
 
 
-def _attach(session: Session, incident: Incident, alert: ReceivedAlert, actor: Actor, *, announce: bool = True) -> None:
-    """Record the alert on the incident (new row, or the row updated under its lock); a change of its status goes
-    on the timeline and into the conversation. The caller commits."""
+def _attach(
+    session: Session, incident: Incident, alert: ReceivedAlert, actor: Actor, *, announce: bool = True, repeats: int = 1
+) -> None:
+    """Record the alert (received `repeats` times in a row) on the incident (new row, or the row updated under its
+    lock); a change of its status goes on the timeline and into the conversation. The caller commits."""
     assert incident.id is not None
     now = utcnow()
     values = {
@@ -108,7 +113,7 @@ def _attach(session: Session, incident: Incident, alert: ReceivedAlert, actor: A
             source=alert.source,
             fingerprint=alert.fingerprint,
             first_received_at=now,
-            receive_count=1,
+            receive_count=repeats,
             **values,
         )
         .on_conflict_do_nothing(constraint="uq_incident_alerts_source_fingerprint_incident")
@@ -128,7 +133,7 @@ def _attach(session: Session, incident: Incident, alert: ReceivedAlert, actor: A
         changed, again = row.status != alert.status, True
         for name, value in values.items():
             setattr(row, name, value)
-        row.receive_count += 1
+        row.receive_count += repeats
         session.add(row)
         if not changed:
             return
@@ -197,8 +202,11 @@ def _insert(
         return insert_incident(session=session, data=data, idempotency_key=key, actor=actor, settings=settings)
 
 
-def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, settings: Settings, actor: Actor) -> Firing:
-    """Attach a firing alert to its open incident, or open the next one (see the module's docstring)."""
+def record_firing(
+    *, engine: Engine, alert: ReceivedAlert, routed: Routed, settings: Settings, actor: Actor, repeats: int = 1
+) -> Firing:
+    """Attach a firing alert (received `repeats` times in a row) to its open incident, or open the next one (see
+    the module's docstring)."""
     with session_scope(engine) as session:
         for _ in range(3):
             # Count first, look second (each statement sees what was committed when it ran): a concurrent request
@@ -215,7 +223,7 @@ def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, setti
                     _attach(session, incident, alert, actor, announce=False)
                     session.commit()
                     continue
-            _attach(session, incident, alert, actor)
+            _attach(session, incident, alert, actor, repeats=repeats)
             session.commit()
             session.refresh(incident)
             unstarted = incident.workflow_id is not None and session.get(WorkflowRun, incident.workflow_id) is None
@@ -227,8 +235,9 @@ def record_firing(*, engine: Engine, alert: ReceivedAlert, routed: Routed, setti
     raise RuntimeError(f"alert {alert.source}/{alert.fingerprint}: no episode settled after three tries")
 
 
-def record_resolved(*, engine: Engine, alert: ReceivedAlert, actor: Actor) -> AlertOutcome:
-    """Record a resolved notification on the alert's latest incident; one for an alert never seen is ignored.
+def record_resolved(*, engine: Engine, alert: ReceivedAlert, actor: Actor, repeats: int = 1) -> AlertOutcome:
+    """Record a resolved notification (received `repeats` times in a row) on the alert's latest incident; one for an
+    alert never seen is ignored.
 
     An alert's incident stays open while any of its alerts fires (the projection does not resolve it when its run
     completes): when the last one resolves and the incident's run has completed, the source resolves it."""
@@ -246,7 +255,7 @@ def record_resolved(*, engine: Engine, alert: ReceivedAlert, actor: Actor) -> Al
         assert incident is not None and incident.id is not None
         changed, at = row.status != "resolved", alert.ends_at or utcnow()
         row.status, row.ends_at, row.last_received_at = "resolved", at, utcnow()
-        row.labels, row.annotations, row.receive_count = alert.labels, alert.annotations, row.receive_count + 1
+        row.labels, row.annotations, row.receive_count = alert.labels, alert.annotations, row.receive_count + repeats
         session.add(row)
         if changed:
             incident_event(
@@ -356,18 +365,25 @@ async def ingest_alerts(
     rules = await in_session(engine, load_rules)
     outcomes: list[AlertOutcome] = []
     starts: list[Firing] = []
-    for alert in alerts:
+    # An alert repeated as is, one after the other (a storm from one misbehaving source): recorded once, counted as
+    # many times. Each repeat after the first would change only the count (and the time last received), announce
+    # nothing and answer the same: one transaction instead of one per repeat (1,000 of them took 6 s).
+    for alert, run in itertools.groupby(alerts):
+        repeats = sum(1 for _ in run)
         routed = route_alert(alert.labels, rules)
         if routed.drop:
-            outcomes.append(AlertOutcome(incident_id=None, fingerprint=alert.fingerprint, action="dropped"))
+            outcomes += [AlertOutcome(incident_id=None, fingerprint=alert.fingerprint, action="dropped")] * repeats
             continue
         if alert.status == "resolved":
-            outcomes.append(await run_in_threadpool(record_resolved, engine=engine, alert=alert, actor=actor))
+            resolved = await run_in_threadpool(
+                record_resolved, engine=engine, alert=alert, actor=actor, repeats=repeats
+            )
+            outcomes += [resolved] * repeats
             continue
         firing = await run_in_threadpool(
-            record_firing, engine=engine, alert=alert, routed=routed, settings=settings, actor=actor
+            record_firing, engine=engine, alert=alert, routed=routed, settings=settings, actor=actor, repeats=repeats
         )
-        outcomes.append(firing.outcome)
+        outcomes += [firing.outcome] + [firing.outcome.model_copy(update={"action": "attached"})] * (repeats - 1)
         if firing.start is not None:
             starts.append(firing)
     unstarted = await _start_all(engine=engine, temporal=temporal, settings=settings, starts=starts)

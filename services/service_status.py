@@ -3,7 +3,9 @@ paused, unknown), its current streak, last check, open incident and availability
 hour rollups: services/uptime.py); and, for one service, its recent raw results, its incidents and its maintenance
 windows.
 
-One query per table for the whole list (no query per service): the services page stays fast with a thousand rows.
+The list is paged: the statuses of every matching service are counted in Postgres, and only the page's rows are
+read whole (their incidents and availability: one query per table, no query per service), so the page costs about
+the same at ten services and at ten thousand.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, String, any_, bindparam, or_
+from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, case, func, not_, or_, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
@@ -83,29 +85,100 @@ def _row(service: Service, state: ServiceState | None, windows: list[Maintenance
     return row
 
 
-def list_service_rows(
-    *, session: Session, tag: str | None = None, team: str | None = None, status: str | None = None
-) -> list[ServiceRow]:
-    """Every service by name with its state, open incident and maintenance; narrowed by tag, team and status."""
-    query = select(Service).order_by(col(Service.name))
+# The list's count line, worst first: "10,000 services: 2 down, 1 degraded, 9,990 up, 7 paused".
+COUNT_ORDER: tuple[DisplayStatus, ...] = ("down", "degraded", "up", "maintenance", "paused", "unknown")
+PAGE_SIZE = 200  # services on one page of the list: at 10,000 services the page stays one screenful of work
+
+
+@dataclass
+class ServicePage:
+    """One page of the services list, with the figures of every service the filters (other than status) match."""
+
+    rows: list[ServiceRow]
+    total: int  # services matching tag, team and name (any status)
+    counts: dict[str, int]  # … by display status
+    matching: int  # … and the status filter too: what the pages page through
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offset + self.limit if self.offset + self.limit < self.matching else None
+
+    @property
+    def previous_offset(self) -> int | None:
+        return max(0, self.offset - self.limit) if self.offset > 0 else None
+
+
+def _matches(tag: str | None, team: str | None, q: str | None) -> list[ColumnElement[bool]]:
+    """The list's filters other than status, as conditions on `services`."""
+    where: list[ColumnElement[bool]] = []
     if team:
-        query = query.where(col(Service.config)["team"].astext == team)
+        where.append(col(Service.config)["team"].astext == team)
     if tag:
-        query = query.where(col(Service.config)["tags"].contains([tag]))
-    services = list(session.exec(query))
-    ids = [s.id for s in services]
-    # One array parameter, not one bind parameter per service (1,000 of them cost more to send than to run).
-    by_id = col(ServiceState.service_id) == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-    states = {s.service_id: s for s in session.exec(select(ServiceState).where(by_id))}
-    windows = current_windows(session, utcnow())
-    rows = [_row(s, states.get(s.id or 0), windows) for s in services]
-    if status:
-        rows = [r for r in rows if r.status == status]
+        where.append(col(Service.config)["tags"].contains([tag]))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(col(Service.name).ilike(f"%{escaped}%", escape="\\"))
+    return where
+
+
+def _status_of(windows: list[MaintenanceWindow]) -> ColumnElement[str]:
+    """display_status() in SQL, for a `services` row joined to its `service_states` row (or none): the windows
+    holding now are few and already read, so they go in as parameters."""
+    in_window: ColumnElement[bool] = col(Service.name) == any_(
+        bindparam("window_services", sorted({w.service for w in windows if w.service}), type_=ARRAY(String))
+    )
+    if any(w.service is None for w in windows):  # a window for every service
+        in_window = true()
+    return case(
+        (not_(col(Service.enabled)), "paused"),
+        (in_window, "maintenance"),
+        (col(ServiceState.status).in_(("up", "degraded", "down")), col(ServiceState.status)),
+        else_="unknown",
+    )
+
+
+def _with_state(query: Any) -> Any:
+    return query.outerjoin(ServiceState, col(ServiceState.service_id) == col(Service.id))
+
+
+def _complete(session: Session, rows: list[ServiceRow]) -> list[ServiceRow]:
+    """The rows shown: their open incident and availability (the costly part, so only for those shown)."""
     _attach_incidents(session, rows)
     figures = availability_by_service(session=session, service_ids=[r.service_id for r in rows])
     for row in rows:
         row.uptime = figures.get(row.service_id, {})
     return rows
+
+
+def service_list_page(
+    *,
+    session: Session,
+    tag: str | None = None,
+    team: str | None = None,
+    status: str | None = None,
+    q: str | None = None,
+    offset: int = 0,
+    limit: int = PAGE_SIZE,
+) -> ServicePage:
+    """One page of the services list by name: the statuses of every match counted in Postgres (one row per
+    status), then the page's services, states, incidents and availability read for its rows alone."""
+    windows = current_windows(session, utcnow())
+    status_of = _status_of(windows)
+    where = _matches(tag, team, q)
+    counted = session.exec(
+        _with_state(select(status_of, func.count()).select_from(Service)).where(*where).group_by(status_of)
+    )
+    found = {str(name): int(n) for name, n in counted.all()}
+    counts: dict[str, int] = {name: found[name] for name in COUNT_ORDER if name in found}
+    matching = counts.get(status, 0) if status else sum(counts.values())
+    query = _with_state(select(Service, ServiceState)).where(*where)
+    if status:
+        query = query.where(status_of == status)
+    shown = session.exec(query.order_by(col(Service.name)).offset(offset).limit(limit)).all()
+    page = _complete(session, [_row(service, state, windows) for service, state in shown])
+    return ServicePage(page, sum(counts.values()), counts, matching, offset, limit)
 
 
 def _attach_incidents(session: Session, rows: list[ServiceRow]) -> None:
@@ -129,15 +202,21 @@ def _attach_incidents(session: Session, rows: list[ServiceRow]) -> None:
             row.incident = incident
 
 
+_FILTERS = text(
+    """
+    SELECT 'tag', tag FROM services,
+        jsonb_array_elements_text(CASE jsonb_typeof(config -> 'tags') WHEN 'array' THEN config -> 'tags'
+                                  ELSE '[]'::jsonb END) AS tag
+    UNION
+    SELECT 'team', config ->> 'team' FROM services WHERE coalesce(config ->> 'team', '') <> ''
+    """
+)
+
+
 def service_filters(session: Session) -> tuple[list[str], list[str]]:
-    """The tags and teams the services use (for the page's filter lists)."""
-    tags: set[str] = set()
-    teams: set[str] = set()
-    for config in session.exec(select(Service.config)):
-        tags.update(config.get("tags", []))
-        if config.get("team"):
-            teams.add(config["team"])
-    return sorted(tags), sorted(teams)
+    """The tags and teams the services use (for the page's filter lists), gathered in Postgres."""
+    found = session.connection().execute(_FILTERS).all()
+    return sorted(v for k, v in found if k == "tag"), sorted(v for k, v in found if k == "team")
 
 
 @dataclass

@@ -11,9 +11,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, text
+from sqlalchemy import BigInteger, Connection, String, any_, bindparam, or_, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
 from core.errors import Invalid, NotFound
@@ -473,48 +474,59 @@ def service_uptime(
     return answer, modified
 
 
-def chosen_services(session: Session, *, group: str | None, names: Sequence[str]) -> list[Service]:
-    """Every service, or those of a group (a tag or a team), or those named (each must exist)."""
-    query = select(Service).order_by(col(Service.name))
+class ChosenService(NamedTuple):
+    id: int
+    name: str
+    enabled: bool
+
+
+def chosen_services(session: Session, *, group: str | None, names: Sequence[str]) -> list[ChosenService]:
+    """Every service, or those of a group (a tag or a team), or those named (each must exist): by name, only the
+    columns the graphs need (at 10,000 services, reading whole rows with their JSON config cost 370 ms)."""
+    query = select(Service.id, Service.name, Service.enabled).order_by(col(Service.name))
     if names:
-        rows = list(session.exec(query.where(col(Service.name).in_(list(names)))))
-        missing = sorted(set(names) - {r.name for r in rows})
-        if missing:
-            raise NotFound(f"no service named {missing[0][:100]!r}")
-    else:
-        rows = list(session.exec(query))
+        query = query.where(col(Service.name) == any_(bindparam("names", list(names), type_=ARRAY(String))))
     if group:
-        rows = [r for r in rows if group in r.config.get("tags", []) or r.config.get("team") == group]
+        query = query.where(
+            or_(col(Service.config)["tags"].contains([group]), col(Service.config)["team"].astext == group)
+        )
+    rows = [ChosenService(i or 0, n, e) for i, n, e in session.exec(query).all()]
+    if names:
+        missing = sorted(set(names) - {r.name for r in rows})
+        if missing and not group:
+            raise NotFound(f"no service named {missing[0][:100]!r}")
+        if missing:  # named and in the group: a name that exists outside it is not missing
+            known = set(session.exec(select(Service.name).where(col(Service.name).in_(missing))).all())
+            if set(missing) - known:
+                raise NotFound(f"no service named {sorted(set(missing) - known)[0][:100]!r}")
     return rows
 
 
 def group_uptime(
     *, session: Session, span: Period, group: str | None = None, names: Sequence[str] = (), compare: bool = False,
-    filters: IncidentFilter = IncidentFilter(),
+    filters: IncidentFilter = IncidentFilter(), chosen: list[ChosenService] | None = None, per_service: bool = True,
 ) -> tuple[dict[str, Any], datetime | None]:  # fmt: skip
     """All services' (or a group's) uptime over the period: the points summed over them, each service's summary and
-    status, their incidents."""
-    rows = chosen_services(session, group=group, names=names)
-    ids = [r.id for r in rows if r.id is not None]
+    status (`per_service`; at 10,000 services most of the time), their incidents. `chosen`: the services, when the
+    caller has read them already."""
+    rows = chosen if chosen is not None else chosen_services(session, group=group, names=names)
+    ids = [r.id for r in rows]
     conn = session.connection()
-    current, totals = graph(conn, service_ids=ids, span=span, with_totals=True)
-    query = select(ServiceState.service_id, ServiceState.status).where(col(ServiceState.service_id).in_(ids))
-    states: dict[int, str] = dict(session.exec(query).all())
+    current, totals = graph(conn, service_ids=ids, span=span, with_totals=per_service)
     markers, changed = incident_markers(conn, names=[r.name for r in rows], span=span, filters=filters, now=_as_of())
-    answer: dict[str, Any] = {
-        **_head(span),
-        "group": group,
-        **current.public(),
-        "services": [
+    answer: dict[str, Any] = {**_head(span), "group": group, **current.public()}
+    if per_service:
+        query = select(ServiceState.service_id, ServiceState.status).where(_ids_in(ids))
+        states: dict[int, str] = dict(session.exec(query).all())
+        answer["services"] = [
             {
                 "name": r.name,
-                "status": states.get(r.id or 0, "unknown") if r.enabled else "paused",
-                "summary": totals.get(r.id or 0, Totals()).public(),
+                "status": states.get(r.id, "unknown") if r.enabled else "paused",
+                "summary": totals.get(r.id, Totals()).public(),
             }
             for r in rows
-        ],  # fmt: skip
-        "incidents": markers,
-    }
+        ]
+    answer["incidents"] = markers
     modified = _latest(current.modified, changed, _state_changed(session, ids))
     if compare:
         previous, _ = graph(conn, service_ids=ids, span=span.previous(), with_totals=False)
@@ -523,12 +535,17 @@ def group_uptime(
     return answer, modified
 
 
+def _ids_in(ids: Sequence[int]) -> Any:
+    """service_states rows of these services: one array parameter, not one bind parameter per service."""
+    return col(ServiceState.service_id) == any_(bindparam("state_ids", list(ids), type_=ARRAY(BigInteger)))
+
+
 def _state_changed(session: Session, ids: Sequence[int]) -> datetime | None:
     if not ids:
         return None
     return session.exec(
         select(ServiceState.last_change_at)
-        .where(col(ServiceState.service_id).in_(list(ids)), col(ServiceState.last_change_at).is_not(None))
+        .where(_ids_in(ids), col(ServiceState.last_change_at).is_not(None))
         .order_by(col(ServiceState.last_change_at).desc())
         .limit(1)
     ).first()

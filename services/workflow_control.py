@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.agents import AgentSpec
 from core.approval_rules import masked_problem, unmask_params
+from core.approvals import Approval, ApprovalPolicy
 from core.audit import Actor, record_audit
 from core.errors import Conflict, Invalid, NotFound, Unavailable
 from core.payloads import (
     AbortInput,
     AddStepInput,
+    ApprovalState,
     RemoveStepInput,
     RetryStepInput,
     StepState,
@@ -69,6 +73,97 @@ def workflow_known(session: Session, workflow_id: str) -> bool:
 
 def started_by_incident(session: Session, workflow_id: str) -> bool:
     return session.exec(select(Incident.id).where(Incident.workflow_id == workflow_id).limit(1)).first() is not None
+
+
+# The statuses a workflow ends with (workflows/incident/workflow.py `_finish`). With `finished_at` set, the
+# projection holds its final state: `_finish` writes it, and waits for the write, after the last step changed.
+# A failed run still waiting for a retry has no finished_at.
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+# A step's approval as the workflow holds it (core.payloads.ApprovalState), from the `approvals` row of the step's
+# latest run: the fields, in the order of the dataclass, and the policy's name.
+_APPROVAL_COLUMNS = (
+    Approval.id, Approval.status, Approval.risk, Approval.expires_at, Approval.approvers, Approval.decided_by,
+    Approval.decided_at, Approval.channel, Approval.comment, Approval.modified_params, ApprovalPolicy.name,
+    Approval.changed_by,
+)  # fmt: skip
+_APPROVAL_FIELDS = [f.name for f in dataclasses.fields(ApprovalState)]
+ProjectedStep = tuple[WorkflowStep, dict[str, Any] | None]
+
+
+def projection(session: Session, workflow_id: str) -> tuple[WorkflowRun | None, list[ProjectedStep]]:
+    """The run's projected row and its steps in position order, each with its latest run's approval, in one round
+    trip."""
+    rows = session.exec(
+        select(WorkflowRun, WorkflowStep, *_APPROVAL_COLUMNS)  # type: ignore[call-overload]
+        .outerjoin(WorkflowStep, col(WorkflowStep.workflow_id) == col(WorkflowRun.workflow_id))
+        .outerjoin(
+            Approval,
+            (col(Approval.workflow_id) == col(WorkflowStep.workflow_id))
+            & (col(Approval.step_id) == col(WorkflowStep.step_id))
+            & (col(Approval.run) == col(WorkflowStep.runs)),
+        )
+        .outerjoin(ApprovalPolicy, col(ApprovalPolicy.id) == col(Approval.policy_id))
+        .where(WorkflowRun.workflow_id == workflow_id)
+        .order_by(col(WorkflowStep.position))
+    ).all()
+    steps = [(row[1], _approval(row[2:])) for row in rows if row[1] is not None]
+    return (rows[0][0] if rows else None), steps
+
+
+def _approval(values: Sequence[Any]) -> dict[str, Any] | None:
+    if values[0] is None:
+        return None
+    approval = dict(zip(_APPROVAL_FIELDS, values, strict=True))
+    approval["expires_at"] = _iso(approval["expires_at"])
+    approval["decided_at"] = _iso(approval["decided_at"])
+    if approval["modified_params"] is not None:
+        approval["modified_params"] = redact(approval["modified_params"])
+    return approval
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def finished(run: WorkflowRun | None) -> bool:
+    return run is not None and run.finished_at is not None and run.status in FINAL_STATUSES
+
+
+def projected_state(run: WorkflowRun, steps: list[ProjectedStep]) -> dict[str, Any]:
+    """The state as the `status` query answers it (a WorkflowState as JSON) from the projection, with secrets in
+    params redacted. Steps written before migration 0022 take their params from their agent's input."""
+    return {
+        "workflow_id": run.workflow_id,
+        "incident_id": run.incident_id,
+        "playbook_id": run.playbook_id,
+        "status": run.status,
+        "current_steps": [s.step_id for s, _ in steps if s.status == "running"] if run.finished_at is None else [],
+        "steps": [
+            {
+                "step_id": s.step_id,
+                "agent": s.agent,
+                "position": s.position,
+                "status": s.status,
+                "attempt": s.attempt,
+                "started_at": _iso(s.started_at),
+                "finished_at": _iso(s.finished_at),
+                "output": s.output,
+                "error": s.error,
+                "runs": s.runs,
+                "note": s.note,
+                "params": s.params if s.params is not None else (s.input or {}).get("params") or {},
+                "approval": approval,
+            }
+            for s, approval in steps
+        ],
+        "error": run.error,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "playbook_version": run.playbook_version,
+        "changes": run.changes,
+    }
 
 
 async def live_state(temporal: Client, workflow_id: str) -> WorkflowState:

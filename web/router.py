@@ -15,6 +15,7 @@ from web.pages import (
     incident_email,
     incident_forms,
     incidents,
+    marketplace,
     overview,
     playbooks,
     run_view,
@@ -41,5 +42,6 @@ for part in (
     services.router,
     status_page.router,
     playbooks.router,  # the playbook list, view and editor (issue 23)
+    marketplace.router,  # the agent marketplace and templates (issue 24)
 ):
     router.include_router(part)

@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -34,10 +35,13 @@ from core.commands import legacy_warnings
 from core.outbound import OutboundPolicy, guarded_async_client
 from core.settings import Settings
 from core.telemetry import Tracing
+from services.agent_packages import load_plugins, unload_plugins
 from services.incidents.open import open_incident
 from services.incidents.reconcile import Reconciler, reconcile_forever
 from worker.metrics import serve_metrics
 from worker.monitors import ensure_monitors
+from worker.plugins import RESTART_REQUESTED, AgentWatch
+from worker.plugins import current as current_agents
 from workflows.incident import IncidentWorkflow, PlaybookDryRunWorkflow
 from workflows.monitor import ServiceMonitorWorkflow
 
@@ -88,6 +92,8 @@ async def incident_worker(
     """A running worker for the incident task queue; stops cleanly on exit. `options` go to the Worker
     (e.g. no_remote_activities=True for a worker that runs workflow tasks only). With tracing, the agents' HTTP
     calls are spans too (the client's interceptors already trace workflows and activities)."""
+    # Agents installed from the marketplace: on the import path before the agents' activities are listed.
+    await asyncio.to_thread(load_plugins, engine, settings.effective_plugin_dir)
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="activity")
     async with guarded_async_client(
         OutboundPolicy.from_settings(settings), headers={"User-Agent": "agent-monitor/0.1"}
@@ -119,28 +125,52 @@ async def incident_worker(
             activity_executor=executor,
             **options,
         )
-        async with worker:
-            yield worker
+        try:
+            async with worker:
+                yield worker
+        finally:
+            unload_plugins()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def run_worker(client: Client, engine: Engine, settings: Settings, *, tracing: Tracing | None = None) -> None:
+async def run_worker(client: Client, engine: Engine, settings: Settings, *, tracing: Tracing | None = None) -> int:
     """Run until SIGINT/SIGTERM, then drain; serves the worker's metrics meanwhile (WORKER_METRICS_PORT) and
-    reconciles incidents recorded while Temporal was unavailable (RECONCILE_INTERVAL_SECONDS)."""
+    reconciles incidents recorded while Temporal was unavailable (RECONCILE_INTERVAL_SECONDS). Returns the exit
+    code: 0, or RESTART_REQUESTED when the installed agents changed (worker/plugins.py) and it drained to load them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     for warning in legacy_warnings(settings.command_allowlist):
         log.warning("%s", warning)
-    with serve_metrics(settings, engine):
-        async with (
-            incident_worker(client, engine, settings, tracing=tracing),
-            reconciling(client, engine, settings),
-        ):
-            if settings.monitoring_enabled:
-                monitors = await ensure_monitors(client, settings)
-                log.info("service monitors running: %s", ", ".join(monitors))
-            log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
-            await stop.wait()
-            log.info("worker stopping")
+    watch = AgentWatch(engine, await asyncio.to_thread(current_agents, engine))
+    watching = asyncio.create_task(watch.run(), name="agent-watch") if settings.worker_reload_agents else None
+    changed = asyncio.create_task(watch.changed.wait())
+    try:
+        with serve_metrics(settings, engine):
+            async with (
+                incident_worker(
+                    client,
+                    engine,
+                    settings,
+                    tracing=tracing,
+                    graceful_shutdown_timeout=timedelta(seconds=settings.worker_drain_seconds),
+                ),
+                reconciling(client, engine, settings),
+            ):
+                if settings.monitoring_enabled:
+                    monitors = await ensure_monitors(client, settings)
+                    log.info("service monitors running: %s", ", ".join(monitors))
+                log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address)
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({stopping, changed}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                log.info("worker stopping%s", f" to load new agents ({watch.reason})" if watch.changed.is_set() else "")
+        return RESTART_REQUESTED if watch.changed.is_set() and not stop.is_set() else 0
+    finally:
+        changed.cancel()
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        await watch.close()

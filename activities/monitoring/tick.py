@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import httpx
+from temporalio import activity
 
 from activities.checks import CheckOutcome, run_check
 from activities.heartbeat import beat
@@ -71,7 +72,8 @@ class TickRun:
             await self._open(outage, windows_now)
         try:
             await self._roll(started)
-            await self._drain()
+            if not _worker_stopping():
+                await self._drain()
         finally:
             for task in list(self.inflight.values()):
                 task.cancel()
@@ -92,13 +94,19 @@ class TickRun:
             await self._flush()
             loaded, self.windows = await asyncio.to_thread(self.store.load, self.tick, until)
             self._watch_all(loaded, until, self.windows)
-            while (left := _seconds_until(until)) > 0 and not self.failures:
+            while (left := _seconds_until(until)) > 0 and not self.failures and not _worker_stopping():
                 if self.inflight:
                     await asyncio.wait(list(self.inflight.values()), timeout=min(FLUSH_SECONDS, left))
                 else:
                     await asyncio.sleep(min(FLUSH_SECONDS, left))
                 await self._flush()
             self._raise_failure()
+            if _worker_stopping():
+                # Its checks not done yet are cancelled (run()): they were not stored, so they are still due, and the
+                # next tick, on whichever worker polls it, checks them. Waiting for the window would hold up the
+                # worker's stop (and every restart for an agent install) by up to MONITOR_WINDOW_SECONDS.
+                log.info("worker stopping: the monitor tick ends early, its remaining checks go to the next tick")
+                return
             if not self.inflight or (until - started).total_seconds() + self.window > TICK_MAX_SECONDS:
                 return
 
@@ -243,6 +251,11 @@ def slowness(config: ServiceBase, outcome: CheckOutcome | None) -> str | None:
     if outcome is None or outcome.latency_ms is None or outcome.latency_ms <= config.degraded_above_ms:
         return None
     return f"slow: answered in {outcome.latency_ms:g} ms (degraded above {config.degraded_above_ms:g} ms)"
+
+
+def _worker_stopping() -> bool:
+    """The worker running this activity is shutting down (TickRun also runs outside an activity, in tests)."""
+    return activity.in_activity() and activity.is_worker_shutdown()
 
 
 def _seconds_until(at: datetime) -> float:

@@ -8,16 +8,21 @@ from fastapi import APIRouter, HTTPException, status
 
 from api.auth import require
 from api.deps import SessionDep
+from core.agents import Capability
 from services.agents import all_agent_specs
 
 router = APIRouter(prefix="/api/agents", tags=["agents"], dependencies=[require("viewer")])
 
 
 @router.get("")
-def list_agents(session: SessionDep) -> list[dict[str, Any]]:
-    """Every agent a playbook step can name (built-in, plugins, webhook agents): what it does, its params' JSON
-    schema, its default risk."""
-    return [spec.model_dump(mode="json") for _, spec in sorted(all_agent_specs(session).items())]
+def list_agents(session: SessionDep, capability: Capability | None = None) -> list[dict[str, Any]]:
+    """Every agent a playbook step can name (built-in, plugins, webhook agents, agents installed from the
+    marketplace): what it does, its params' JSON schema, its default risk; `capability` keeps those that have it."""
+    return [
+        spec.model_dump(mode="json")
+        for _, spec in sorted(all_agent_specs(session).items())
+        if capability is None or capability in spec.capabilities
+    ]
 
 
 @router.get("/{name}")

@@ -44,9 +44,7 @@ async def _detail(engine: Engine, settings: Settings, incident_id: int) -> Incid
     """The incident's detail, read in a worker thread (see in_session)."""
     return await in_session(
         engine,
-        lambda session: detail_for(
-            session=session, settings=settings, incident=get_incident(session=session, incident_id=incident_id)
-        ),
+        lambda session: detail_for(session=session, settings=settings, incident=incident_id),
     )
 
 
@@ -86,15 +84,17 @@ async def list_incidents_route(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> IncidentPage:
     """Incidents filtered (status and severity repeat: `?status=open&status=in_progress`), sorted, one page at
-    a time: pass `next_cursor` back as `cursor`."""
+    a time: pass `next_cursor` back as `cursor`. `total` counts the matches up to 10,000 (1,000 with a text
+    search `q`); past that it is the cap and `total_capped` is true."""
 
     def _page(session: Session) -> IncidentPage:
-        rows, total, next_cursor = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
+        found = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
         return IncidentPage(
-            items=[IncidentPublic.model_validate(row, from_attributes=True) for row in rows],
-            total=total,
+            items=[IncidentPublic.model_validate(row, from_attributes=True) for row in found.incidents],
+            total=found.total,
+            total_capped=found.capped,
             limit=limit,
-            next_cursor=next_cursor,
+            next_cursor=found.next_cursor,
         )
 
     return await in_session(engine, _page)

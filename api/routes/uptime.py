@@ -31,6 +31,9 @@ CompareQuery = Annotated[Literal["previous"] | None, Query(description="previous
 Filter = Annotated[str | None, Query(max_length=100)]
 GroupQuery = Annotated[str | None, Query(max_length=100, description="a tag or a team")]
 ServicesQuery = Annotated[list[str] | None, Query(alias="service", max_length=200)]
+PerServiceQuery = Annotated[
+    bool, Query(description="false: only the summed points, the summary and the incidents, without `services`")
+]
 
 
 def _filters(incident_type: str | None, severity: str | None, agent: str | None) -> uptime.IncidentFilter:
@@ -87,20 +90,21 @@ def group_uptime(
     request: Request, session: SessionDep, settings: SettingsDep, range_: RangeQuery = "24h",
     step: StepQuery = "auto", end: EndQuery = None, compare: CompareQuery = None, group: GroupQuery = None,
     service: ServicesQuery = None, incident_type: Filter = None, severity: Filter = None, agent: Filter = None,
+    per_service: PerServiceQuery = True,
 ) -> Response:  # fmt: skip
     """All services' (a group's, or those named) availability and latency per step, each service's summary and
-    status, their incidents; compare=previous as for one service."""
-    count = len(uptime.chosen_services(session, group=group, names=service or []))
-    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end, services=count)
+    status (unless per_service=false), their incidents; compare=previous as for one service."""
+    chosen = uptime.chosen_services(session, group=group, names=service or [])
+    span = uptime.resolve_period(settings=settings, range_=range_, step=step, end=end, services=len(chosen))
     body, modified = uptime.group_uptime(
-        session=session, span=span, group=group, names=service or [], compare=compare == "previous",
-        filters=_filters(incident_type, severity, agent),
+        session=session, span=span, group=group, chosen=chosen, compare=compare == "previous",
+        filters=_filters(incident_type, severity, agent), per_service=per_service,
     )  # fmt: skip
     return _json(request, body, modified)
 
 
 def _chosen(session: Session, group: str | None, names: list[str]) -> list[int]:
-    return [r.id for r in uptime.chosen_services(session, group=group, names=names) if r.id is not None]
+    return [r.id for r in uptime.chosen_services(session, group=group, names=names)]
 
 
 @router.get("/api/services/{name}/uptime.csv", response_class=StreamingResponse, responses=CSV_ANSWER)

@@ -15,13 +15,12 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
 from temporalio.service import RPCError
 
 from api.auth import Responder, Viewer, actor_of, require
 from api.deps import SessionDep, TemporalDep
-from core.tables import WorkflowRun, WorkflowStep
 from services import workflow_control as control
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], dependencies=[require("viewer")])
@@ -48,18 +47,27 @@ class ParamsBody(BaseModel):
     params: dict[str, Any]
 
 
-@router.get("/{workflow_id}")
+@router.get("/{workflow_id}", response_model=None)
 async def live_state(
     workflow_id: WorkflowId, _principal: Viewer, session: SessionDep, temporal: TemporalDep
-) -> dict[str, Any]:
-    """The workflow's live state from its `status` query (`live: true`), or else its projection in Postgres."""
-    run = session.get(WorkflowRun, workflow_id)
+) -> dict[str, Any] | JSONResponse:
+    """The workflow's live state from its `status` query (`live: true`), or else its projection in Postgres. A
+    workflow that has finished is answered from the projection at once: its last write, made before the workflow
+    closed, is its final state (each step's params and approval included), and a query would make a worker replay
+    the whole history to say the same."""
+    run, steps = control.projection(session, workflow_id)  # one round trip: for a finished run, the whole answer
     if run is None and not control.started_by_incident(session, workflow_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workflow {workflow_id} does not exist")
+    if run is not None and control.finished(run):
+        # Already JSON-ready: straight out, without FastAPI's walk of every value (jsonable_encoder).
+        final = control.projected_state(run, steps)
+        return JSONResponse({**final, "live": False, "reason": f"finished ({run.status}): its final state"})
     try:
         return {**dataclasses.asdict(await control.live_state(temporal, workflow_id)), "live": True}
     except (TimeoutError, RPCError) as err:
         reason = "no worker answered in time" if isinstance(err, TimeoutError) else err.message
+    session.expire_all()  # the query took a while: read the projection as it is now
+    run, steps = control.projection(session, workflow_id)
     if run is None:  # started, and nothing written yet
         return {
             "workflow_id": workflow_id,
@@ -69,16 +77,7 @@ async def live_state(
             "live": False,
             "reason": f"no projection yet, and Temporal: {reason}",
         }
-    steps = session.exec(
-        select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id).order_by(col(WorkflowStep.position))
-    ).all()
-    return {
-        **run.model_dump(mode="json", exclude={"seq", "updated_at"}),
-        "current_steps": [s.step_id for s in steps if s.status == "running"],
-        "steps": [s.model_dump(mode="json", exclude={"id", "seq", "updated_at", "input"}) for s in steps],
-        "live": False,
-        "reason": f"projection from Postgres: {reason}",
-    }
+    return {**control.projected_state(run, steps), "live": False, "reason": f"projection from Postgres: {reason}"}
 
 
 @router.post("/{workflow_id}/retry")

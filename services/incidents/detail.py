@@ -56,14 +56,24 @@ def temporal_ui_link(*, ui_url: str, namespace: str, workflow_id: str) -> str:
     return f"{ui_url}/namespaces/{quote(namespace)}/workflows/{quote(workflow_id)}"
 
 
-def incident_detail(*, session: Session, incident: Incident, ui_url: str, namespace: str) -> IncidentDetail:
-    """The incident with its projected workflow status and steps."""
+def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, namespace: str) -> IncidentDetail:
+    """The incident (an object, or its id: IncidentNotFound if there is none) with its projected workflow status
+    and steps."""
+    incident_id = incident if isinstance(incident, int) else incident.id
+    # The incident and its run in one statement, so one snapshot: the projection moves both in one statement, and an
+    # alert's source resolves the incident only after its run's row says completed. Read one after the other, a
+    # commit in between could show a resolved incident beside a run still in progress (or the reverse).
+    found = session.exec(
+        select(Incident, WorkflowRun)
+        .outerjoin(WorkflowRun, col(WorkflowRun.workflow_id) == col(Incident.workflow_id))
+        .where(Incident.id == incident_id)
+        .execution_options(populate_existing=True)  # an incident object the caller holds, as it is now
+    ).first()
+    if found is None:
+        raise IncidentNotFound(f"incident {incident_id} does not exist")
+    incident, run = found
     workflow = None
     if incident.workflow_id:
-        run = session.get(WorkflowRun, incident.workflow_id)
-        # The workflow row and the incident it moves are written in one statement; re-reading the incident
-        # after the run means a completed run is never shown beside a not-yet-resolved incident.
-        session.refresh(incident)
         steps = session.exec(
             select(WorkflowStep)
             .where(WorkflowStep.workflow_id == incident.workflow_id)
@@ -97,7 +107,7 @@ def incident_detail(*, session: Session, incident: Incident, ui_url: str, namesp
     )
 
 
-def detail_for(*, session: Session, incident: Incident, settings: Settings) -> IncidentDetail:
+def detail_for(*, session: Session, incident: Incident | int, settings: Settings) -> IncidentDetail:
     """incident_detail with the Temporal UI link built from settings."""
     return incident_detail(
         session=session,

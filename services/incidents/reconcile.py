@@ -13,7 +13,9 @@ has the run, so an incident whose workers are behind is asked about once, not at
 
 Safety: starting an id Temporal already has is success (REJECT_DUPLICATE), so reconcilers in N workers and a
 client's retry start each run once. A start happens under the incident's row lock (FOR UPDATE SKIP LOCKED, the
-criterion checked again): two reconcilers never both start one run, and neither says it started a run it did not.
+criterion checked again) and only if writing the run's mark wrote a row (the claim's snapshot predates its lock, so
+a start committed in between is seen by the mark only): two reconcilers never both start one run, and neither says
+it started a run it did not.
 """
 
 from __future__ import annotations
@@ -201,7 +203,8 @@ class Reconciler:
             if incident is None:
                 return False
             settings = self._settings
-            await asyncio.to_thread(self._mark, session, orphan)
+            if not await asyncio.to_thread(self._mark, session, orphan):
+                return False  # another reconciler's start committed between our claim's snapshot and its lock
             if orphan.workflow_runs > 1:
                 # A reopen → restart whose start failed: end the previous run if it still runs, as the reopen would.
                 moved = Transition(incident, "restart", _previous_run(incident, settings))
@@ -230,10 +233,14 @@ class Reconciler:
         ).first()
 
     @staticmethod
-    def _mark(session: Session, orphan: Orphan) -> None:
-        session.execute(
+    def _mark(session: Session, orphan: Orphan) -> bool:
+        """Write the run's mark; False when the run has one already. The claim alone cannot tell: its snapshot is
+        taken before the row lock, so a reconciler whose start committed in between (mark written, lock let go) is
+        unseen by it; this statement's snapshot comes after the lock, and sees that mark."""
+        written = session.execute(
             _MARK_STARTED, {"incident_id": orphan.incident_id, "workflow_id": orphan.workflow_id, "now": utcnow()}
         )
+        return bool(written.rowcount)  # type: ignore[attr-defined]
 
     def _mark_found(self, orphan: Orphan) -> None:
         with Session(self._engine) as session:

@@ -21,6 +21,7 @@ from activities.registry import agent_specs, known_agents
 from core.agents import AgentSpec
 from core.collaboration import IncidentTemplate
 from core.errors import Conflict
+from core.marketplace import InstalledAgent
 from core.payloads import (
     INCIDENT_WORKFLOW,
     IncidentContext,
@@ -43,10 +44,15 @@ def webhook_agent_names(session: Session) -> list[str]:
 
 
 def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
-    """Every agent a playbook may name: built-in, plugins and enabled webhook agents (which never shadow those)."""
+    """Every agent a playbook may name: built-in, plugins, enabled webhook agents and agents installed from the
+    marketplace (which never shadow those)."""
     specs = agent_specs()
     for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
         specs.setdefault(row.name, row.spec())
+    # Python agents installed from the marketplace: their spec as read from their wheel when it was installed (web
+    # processes never import plugin code; workers load it from PLUGIN_DIR, services/agent_packages.py).
+    for installed in session.exec(select(InstalledAgent).where(InstalledAgent.kind == "python")):
+        specs.setdefault(installed.name, installed.agent_spec())
     return specs
 
 

@@ -198,6 +198,40 @@ def test_a_request_landing_between_any_two_statements_of_another_opens_no_second
     assert walked[:2] == [0, 1] and walked[-1] > 10, walked
 
 
+def storm(tag: str, repeats: int) -> list[dict]:
+    """A repeated as is, B once, A twice more, then A resolved twice: as a misbehaving source sends them."""
+    a, b = am_alert(fingerprint=f"{tag}0a"), am_alert(fingerprint=f"{tag}0b", instance="web-2")
+    resolved = am_alert(fingerprint=f"{tag}0a", status="resolved", ends_at="2026-12-01T10:30:00Z")
+    return [a] * repeats + [b] + [a] * 2 + [resolved] * 2
+
+
+async def test_repeats_in_one_notification_are_recorded_once_with_the_same_outcome_as_one_at_a_time(api, engine):
+    outcomes = await post_ok(api, AM, am_payload(*storm("feed", 995)))  # 1,000 alerts: the most one may carry
+    a, b = outcomes[0]["incident_id"], outcomes[995]["incident_id"]
+    assert [o["action"] for o in outcomes] == ["opened"] + ["attached"] * 994 + ["opened"] + ["attached"] * 2 + [
+        "resolved"
+    ] * 2
+    assert {o["incident_id"] for i, o in enumerate(outcomes) if i != 995} == {a} and b != a
+    rows = {row.fingerprint: row for row in alert_rows(engine)}
+    assert (rows["feed0a"].receive_count, rows["feed0a"].status, rows["feed0b"].receive_count) == (999, "resolved", 1)
+    assert event_kinds(engine, a) == ["alert.firing", "alert.resolved"] and len(tool_messages(engine, a)) == 2
+
+    # The same sequence one alert per notification: the same answers, counts, events and messages.
+    one_by_one = [(await post_ok(api, AM, am_payload(alert)))[0] for alert in storm("cafe", 20)]
+    c, d = one_by_one[0]["incident_id"], one_by_one[20]["incident_id"]
+    at_once = await post_ok(api, AM, am_payload(*storm("beef", 20)))
+    e, f = at_once[0]["incident_id"], at_once[20]["incident_id"]
+    renamed = {c: e, d: f}
+    assert [{**o, "incident_id": renamed[o["incident_id"]], "fingerprint": o["fingerprint"].replace("cafe", "beef")}
+            for o in one_by_one] == at_once  # fmt: skip
+    rows = {row.fingerprint: row for row in alert_rows(engine)}
+    for suffix in ("0a", "0b"):
+        assert (rows["cafe" + suffix].receive_count, rows["cafe" + suffix].status) == (
+            rows["beef" + suffix].receive_count, rows["beef" + suffix].status)  # fmt: skip
+    assert event_kinds(engine, c) == event_kinds(engine, e)
+    assert [m.replace("cafe", "beef") for m in tool_messages(engine, c)] == tool_messages(engine, e)
+
+
 async def test_one_notification_with_several_alerts(api, engine):
     payload = am_payload(
         am_alert(fingerprint="aaaa0001", instance="web-1"),

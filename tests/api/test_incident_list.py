@@ -240,3 +240,36 @@ async def test_many_concurrent_readers_are_all_answered(api, rows):
     requests += [api.get(f"/api/incidents/{rows[0].id}/timeline") for _ in range(30)]
     responses = await asyncio.wait_for(asyncio.gather(*requests), timeout=20)
     assert {r.status_code for r in responses} == {200}
+
+
+async def test_the_total_is_counted_up_to_ten_thousand_and_then_says_so(api, engine):
+    """Past 10,000 matches the count stops: `total` 10,000 with `total_capped`, and the page says "10,000+";
+    below it (a narrower filter) the count is exact."""
+    from sqlalchemy import text
+
+    template = insert_incident(engine, service="noisy", severity="P4")
+    insert_incident(engine, service="quiet", severity="P1")
+    with engine.begin() as conn:
+        columns = conn.execute(
+            text(
+                "SELECT string_agg(quote_ident(column_name), ', ') FROM information_schema.columns "
+                "WHERE table_name = 'incidents' AND column_name NOT IN ('id', 'workflow_id', 'idempotency_key')"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                f"INSERT INTO incidents ({columns}) SELECT {columns} FROM incidents, generate_series(1, 10000) "
+                "WHERE id = :id"
+            ),
+            {"id": template},
+        )
+    everything = (await api.get("/api/incidents", params={"limit": 1})).json()
+    assert (everything["total"], everything["total_capped"]) == (10_000, True)
+    assert everything["next_cursor"]  # paging goes on past the count
+    quiet = (await api.get("/api/incidents", params={"service": "quiet"})).json()
+    assert (quiet["total"], quiet["total_capped"]) == (1, False)
+    # A text search counts up to 1,000 (each match is rechecked in the table).
+    searched = (await api.get("/api/incidents", params={"q": "disk", "limit": 1})).json()
+    assert (searched["total"], searched["total_capped"]) == (1_000, True)
+    page = await api.get("/")  # the list page, with the same token
+    assert "10,000+ incidents" in page.text, page.text[:500]

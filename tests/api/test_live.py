@@ -58,6 +58,10 @@ async def test_stream_delivers_workflow_and_step_events_live(server, api, tempor
         async with client.stream("GET", "/api/events/stream") as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
+            # Served ahead of the middleware stack, with the headers every answer has.
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["content-security-policy"].startswith("default-src 'self'")
+            assert response.headers["cache-control"] == "no-store"
             incident = await create_incident(api, service_url=url)
 
             def finished(seen: list[dict]) -> bool:
@@ -133,6 +137,7 @@ async def test_connections_are_capped_per_process(server, app, api):
             assert "\nagent_monitor_sse_clients 1.0\n" in (await client.get("/metrics")).text
         assert REGISTRY.get_sample_value(*refusals) == refused + 1
         assert (await client.get("/api/events/stream", params={"incident_id": 0})).status_code == 422
+        assert (await client.post("/api/events/stream")).status_code == 405  # only GET streams
     async with httpx.AsyncClient(base_url=server, timeout=30) as anonymous:
         assert (await anonymous.get("/api/events/stream")).status_code == 401
 

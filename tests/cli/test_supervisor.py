@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from cli.supervisor import ChildSpec, RestartPolicy, Supervisor, describe_exit
+from cli.supervisor import RESTART_REQUESTED, ChildSpec, RestartPolicy, Supervisor, describe_exit
 
 FAST = RestartPolicy(first_delay=0.1, max_delay=0.4, healthy_after=1.0, loop_exits=4, loop_window=60)
 
@@ -69,6 +69,22 @@ def test_a_crashing_child_is_restarted_with_growing_capped_delays_and_a_crash_lo
         status = json.loads((tmp_path / "supervisor.json").read_text())
         flaky = next(c for c in status["children"] if c["name"] == "flaky")
         assert flaky["restarts"] >= 6 and flaky["last_exit"] == "code 3" and flaky["crash_loop"] is True
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_child_asking_for_a_restart_is_started_again_at_once_and_never_counted_as_crashing(tmp_path):
+    """A worker whose installed agents changed exits with 75: started again with no backoff, no crash loop."""
+    supervisor, lines = _supervisor(tmp_path)
+    supervisor.start(_spec("worker", f"sleep 0.05; exit {RESTART_REQUESTED}"))
+    try:
+        _run_until(supervisor, lines, lambda: supervisor.children[0].restarts >= 8)
+        assert not [line for line in lines if "keeps crashing" in line], lines
+        assert not [line for line in lines if "restarting in" in line], lines
+        assert "worker asked to be restarted (code 75); starting it again now" in lines[0]
+        status = json.loads((tmp_path / "supervisor.json").read_text())
+        assert status["children"][0]["last_exit"] == "a restart it asked for"
+        assert status["children"][0]["crash_loop"] is False
     finally:
         supervisor.stop_all()
 

@@ -13,6 +13,7 @@ import core.audit  # noqa: F401
 import core.collaboration  # noqa: F401
 import core.conversations  # noqa: F401
 import core.identity  # noqa: F401
+import core.marketplace  # noqa: F401
 import core.monitoring  # noqa: F401
 import core.services  # noqa: F401
 import core.tables  # noqa: F401

@@ -20,6 +20,7 @@ from tests.scenarios.response import conclude, detected, escalated, requested, s
 ESCALATE_AFTER_S = 2.0
 ESCALATION = [{"after_seconds": ESCALATE_AFTER_S, "severity": "P1", "notify": []}]
 APPROVAL_TIMEOUT_S = 4.0
+UNFIXED_VERIFY_CHECKS = 3  # the config error's verify: fails after these checks, a second apart
 SLOW_START_S = 4.0  # how long shop warms up before it listens: the restart command runs that long
 
 
@@ -55,6 +56,8 @@ async def config_error(stack: ScenarioStack) -> Outcome:
     error" in its log) and stays down. The monitor's incident names it, the approver approves one restart, which
     fails the same way; verify fails after its checks, the run waits for a person and the incident escalates."""
     await stack.escalation_policy(ESCALATION)
+    # shop never comes back, so verify's checks only set when it fails: 3 bound it as well as the playbook's 10.
+    await stack.change_playbook(verify={"repeat": {"count": UNFIXED_VERIFY_CHECKS, "interval_seconds": 1}})
     shop, _ = await steady(stack, "shop")
     fault_at = time.time()
     await shop.fault("config", error="invalid setting POOL_SIZE=-1")

@@ -198,6 +198,11 @@ async def test_services_page_goes_live_and_the_graph_marks_the_incident(
             await expect(checkout.locator('[data-uptime="24h"]')).to_have_text(re.compile(r"^\d{1,2}\.\d\d%$"))
             await expect(page.locator('tr[data-service="payments"] [data-uptime="24h"]')).to_have_text("100.00%")
             await expect(page.locator(".uptime .uplot")).to_have_count(2)
+            # The all-services graph draws summed points: it asks for them without each service's own figures.
+            asked = await page.evaluate(
+                "performance.getEntriesByType('resource').map((e) => e.name).filter((u) => u.includes('/api/uptime?'))"
+            )
+            assert asked and all("per_service=false" in url for url in asked), asked
             await page.screenshot(path=SHOTS / "services-desktop.png", full_page=True)
 
             # The service's graph: two charts on canvas, the incident as a band with a marker.

@@ -68,6 +68,22 @@ async def query(temporal_client, workflow_id: str) -> WorkflowState:
     return await temporal_client.get_workflow_handle(workflow_id).query("status", result_type=WorkflowState)
 
 
+async def live_refresh(page: Page) -> None:
+    """Redraw the workflow section as a live event does, and wait until the redraw is on the page."""
+    await page.evaluate(
+        """() => new Promise((done) => {
+            const where = document.getElementById("workflow");
+            where.addEventListener("htmx:afterSwap", function drawn(evt) {
+                const cause = evt.detail.requestConfig && evt.detail.requestConfig.triggeringEvent;
+                if (!cause || !cause.detail || !cause.detail.probe) return;  // another redraw
+                where.removeEventListener("htmx:afterSwap", drawn);
+                setTimeout(done, 0);
+            });
+            document.body.dispatchEvent(new CustomEvent("live-step", {detail: {probe: true}}));
+        })"""
+    )
+
+
 async def no_horizontal_overflow(page: Page) -> None:
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
@@ -174,6 +190,8 @@ async def test_edit_remove_and_add_pending_steps_from_the_page(server, browser, 
     await expect(form.locator("[name='p.summary']")).to_have_value("as written")
     await form.locator("[name='p.summary']").fill("edited on the page")
     await page.get_by_test_id("confirm-params").click()
+    await expect(page.get_by_test_id("control-notice")).to_have_text("Step next's params changed.")
+    await live_refresh(page)  # the run's next event redraws the section: what the change said stays
     await expect(page.get_by_test_id("control-notice")).to_have_text("Step next's params changed.")
 
     page.once("dialog", lambda dialog: dialog.accept())  # "Remove step spare from this run?"

@@ -308,6 +308,39 @@ async def test_a_hanging_service_does_not_hold_up_the_others(
     assert len(fine) >= 8 and max(gaps) < 2.0, gaps
 
 
+async def test_a_stopping_worker_ends_its_monitor_tick_at_once_and_the_next_worker_checks_on(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """A worker stopping (Ctrl-C, a restart to load an agent) while its monitor's tick has most of a long window to
+    go: the tick ends at once with what it checked stored, instead of holding the stop for the window; the next
+    tick, on the next worker, checks on."""
+    settings = monitor_settings(settings, monitor_window_seconds=120.0)
+    drain = {"graceful_shutdown_timeout": timedelta(seconds=120)}  # as `agent-monitor worker` drains its activities
+    with http_service() as (url, _):
+        await register(api, "steady", url)
+        worker = incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue, **drain)
+        await worker.__aenter__()
+        stopped = False
+        try:
+            [monitor] = await ensure_monitors(temporal_client, settings)
+            await wait_until(lambda: len(results(engine, "steady")) >= 2, 30, "two checks of the first tick")
+            stopped = True
+            try:
+                await asyncio.wait_for(worker.__aexit__(None, None, None), 45)
+            except TimeoutError:
+                raise AssertionError("the worker did not stop within 45 s: it waits for the monitor's window") from None
+            checked = len(results(engine, "steady"))
+            history = await temporal_client.get_workflow_handle(monitor).fetch_history()
+            ended = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
+            assert ended, "the tick did not end by itself (cancelled or timed out instead)"
+            async with incident_worker(temporal_client, engine, settings, task_queue=settings.task_queue):
+                await wait_until(lambda: len(results(engine, "steady")) >= checked + 2, 30, "checks by the next worker")
+            await temporal_client.get_workflow_handle(monitor).terminate(reason="test over")
+        finally:
+            if not stopped:
+                await worker.__aexit__(None, None, None)
+
+
 async def test_an_outage_whose_incident_did_not_open_is_opened_by_the_next_tick(
     temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
 ) -> None:

@@ -34,9 +34,7 @@ CONVERSATION_SHOWN = 200
 
 def _list_context(session: Session, where: IncidentFilter, sort: IncidentSort, cursor: str | None) -> dict[str, Any]:
     try:
-        rows, total, next_cursor = search_incidents(
-            session=session, where=where, sort=sort, limit=PAGE_SIZE, cursor=cursor
-        )
+        found = search_incidents(session=session, where=where, sort=sort, limit=PAGE_SIZE, cursor=cursor)
     except CursorError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
     params = [(k, v) for k, v in where.model_dump(exclude_defaults=True).items() if not isinstance(v, list)]
@@ -47,13 +45,14 @@ def _list_context(session: Session, where: IncidentFilter, sort: IncidentSort, c
         params.append(("sort", sort))
     query = urlencode(params)
     return {
-        "incidents": rows,
-        "total": total,
+        "incidents": found.incidents,
+        "total": found.total,
+        "total_capped": found.capped,
         "where": where,
         "sort": sort,
         "query": query,
         "cursor": cursor,
-        "next_url": f"/?{urlencode([*params, ('cursor', next_cursor)])}" if next_cursor else None,
+        "next_url": f"/?{urlencode([*params, ('cursor', found.next_cursor)])}" if found.next_cursor else None,
     }
 
 

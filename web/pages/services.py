@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,10 +25,10 @@ from core.tables import utcnow
 from services import maintenance, monitored
 from services.service_status import (
     DISPLAY_STATUSES,
-    list_service_rows,
     one_service_row,
     service_detail,
     service_filters,
+    service_list_page,
 )
 from web.pages.service_form import form_errors, form_values, service_body
 from web.templating import problem_page, templates
@@ -67,29 +68,47 @@ def _back(name: str, query: str = "") -> RedirectResponse:
     return RedirectResponse(f"/services/{name}{query}", status_code=status.HTTP_303_SEE_OTHER)
 
 
-def _list_context(session: SessionDep, tag: str | None, team: str | None, status_: str | None) -> dict[str, Any]:
+def _list_context(
+    session: SessionDep, tag: str | None, team: str | None, status_: str | None, q: str | None, offset: int
+) -> dict[str, Any]:
     wanted = status_ if status_ in DISPLAY_STATUSES else None
-    rows = list_service_rows(session=session, tag=tag or None, team=team or None, status=wanted)
+    page = service_list_page(
+        session=session, tag=tag or None, team=team or None, status=wanted, q=q or None, offset=offset
+    )
     tags, teams = service_filters(session)
-    filters = {"tag": tag or "", "team": team or "", "status": wanted or ""}
-    return {"rows": rows, "tags": tags, "teams": teams, "filters": filters, "statuses": DISPLAY_STATUSES}
+    filters = {"tag": tag or "", "team": team or "", "status": wanted or "", "q": q or ""}
+    query = urlencode({k: v for k, v in filters.items() if v})
+    return {
+        "rows": page.rows,
+        "page": page,
+        "tags": tags,
+        "teams": teams,
+        "filters": filters,
+        "query": query,
+        "statuses": DISPLAY_STATUSES,
+    }
+
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Search = Annotated[str | None, Query(max_length=100)]
 
 
 @viewer.get("/services", response_class=HTMLResponse)
 def services_page(
     request: Request, session: SessionDep, tag: Filter = None, team: Filter = None,
-    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None, q: Search = None, offset: Offset = 0,
 ) -> HTMLResponse:  # fmt: skip
-    context = _list_context(session, tag, team, status_)
+    context = _list_context(session, tag, team, status_, q, offset)
     return templates.TemplateResponse(request, "services/list.html", {**context, "ranges": RANGES})
 
 
 @viewer.get("/services/_rows", response_class=HTMLResponse)
 def services_rows(
     request: Request, session: SessionDep, tag: Filter = None, team: Filter = None,
-    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None, q: Search = None, offset: Offset = 0,
 ) -> HTMLResponse:  # fmt: skip
-    return templates.TemplateResponse(request, "services/_rows.html", _list_context(session, tag, team, status_))
+    context = _list_context(session, tag, team, status_, q, offset)
+    return templates.TemplateResponse(request, "services/_rows.html", context)
 
 
 @responder.get("/services/_new", response_class=HTMLResponse)

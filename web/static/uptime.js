@@ -98,6 +98,8 @@
         if (value) params.set(name, value);
       });
       if (data.get("compare")) params.set("compare", "previous");
+      // The all-services graph draws the summed points: it leaves out each service's own figures (10,000 of them).
+      if (section.getAttribute("data-per-service") === "false") params.set("per_service", "false");
       return params.toString();
     }
 

@@ -3,7 +3,9 @@
 //   error answers out by default);
 // - while a control form is open, the section's live refresh waits (it would wipe what is being typed) and
 //   runs once the form is closed;
-// - Cancel closes the form in place (without JavaScript it is a link back to the incident).
+// - Cancel closes the form in place (without JavaScript it is a link back to the incident);
+// - what the last change said ("Step spare removed.", or why it was refused) stays when a live refresh redraws the
+//   section a moment later, until the next change from the page.
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -31,9 +33,27 @@
     evt.detail.isError = false;
   });
 
+  // A live refresh is a request of the section itself; a change is a form or button inside it (whose own events
+  // may not reach <body>: it is gone once its answer is swapped in).
+  var said = null;
+  body.addEventListener("htmx:beforeSwap", function (evt) {
+    var where = section();
+    if (where && evt.detail.elt === where) said = where.querySelector("[data-wf-said]");
+  });
+  function putBackSaid(where) {
+    if (!said || where.querySelector("[data-wf-said]")) return;
+    var links = document.getElementById("workflow-title");
+    links = links && links.nextElementSibling;  // under the Temporal UI and run graph links, where the answer had it
+    if (links) links.insertAdjacentElement("afterend", said);
+    said = null;
+  }
+
   body.addEventListener("htmx:afterSwap", function (evt) {
     var where = section();
-    if (where && evt.detail.target === where) where.removeAttribute("data-stale");
+    if (where && evt.detail.target === where) {
+      where.removeAttribute("data-stale");
+      if (evt.detail.elt === where) putBackSaid(where);
+    }
     var panel = evt.detail.target && evt.detail.target.querySelector && evt.detail.target.querySelector("[data-wf-form]");
     var first = panel && (panel.querySelector("[aria-invalid=true]") || panel.querySelector("input:not([type=hidden]), select, textarea"));
     if (first && evt.detail.elt && evt.detail.elt.matches && evt.detail.elt.matches("a, form")) first.focus();
