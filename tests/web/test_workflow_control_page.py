@@ -200,10 +200,23 @@ async def test_edit_remove_and_add_pending_steps_from_the_page(server, browser, 
     await expect(page.locator("[data-pending-step=spare]")).to_have_count(0)
     await expect(page.locator("[data-pending-step=next] code")).to_contain_text("edited on the page")
 
-    await page.get_by_test_id("add-step").click()
+    # The agent is chosen the moment the form is on screen (the task right after its swap), quicker than any hand:
+    # the form must already be wired (htmx's default 20 ms settle delay lost this choice).
+    await page.evaluate(
+        """() => new Promise((done) => {
+            const panel = document.getElementById("wf-panel");
+            panel.addEventListener("htmx:afterSwap", () => setTimeout(() => {
+                const agent = document.getElementById("add-agent");
+                agent.value = "noop";
+                agent.dispatchEvent(new Event("change", {bubbles: true}));
+                done();
+            }, 0), {once: true});
+            document.querySelector("[data-testid=add-step]").click();
+        })"""
+    )
     form = page.get_by_test_id("control-form-add")
     await form.locator("#add-id").fill("extra")
-    await form.locator("#add-agent").select_option("noop")  # htmx loads noop's params fields
+    # htmx loads noop's params fields
     await expect(form.locator("[name='p.summary']")).to_be_visible()
     await form.locator("input[name=depends_on][value=next]").check()
     await form.locator("[name='p.summary']").fill("added on the page")
