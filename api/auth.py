@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from core.audit import Actor
 from core.roles import ROLE_RANK
-from core.secrets import same
+from core.secrets import same, sha256_hex
 from services.identity import session_user, token_user
+
+if TYPE_CHECKING:
+    from api.credential_cache import CredentialCache
 
 SESSION_COOKIE = "am_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -57,30 +60,49 @@ def actor_of(request: Request, principal: Principal) -> Actor:
     )
 
 
-def _resolve(request: Request) -> Principal | None:
+def _credential(request: Request) -> tuple[str, str] | None:
+    """("token" | "session", the secret) the request carries; a bearer token wins over a cookie."""
     header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return "token", header[7:].strip()
     cookie = request.cookies.get(SESSION_COOKIE)
-    if header[:7].lower() != "bearer " and not cookie:
-        return None
+    return ("session", cookie) if cookie else None
+
+
+def _cache_key(via: str, secret: str) -> str:
+    return f"{via[0]}:{sha256_hex(secret)}"
+
+
+def _resolve(request: Request, via: str, secret: str) -> Principal | None:
+    cache: CredentialCache | None = getattr(request.app.state, "credentials", None)
+    generation = cache.generation if cache is not None else 0  # before the read: a change meanwhile voids it
     with request.app.state.engine.connect() as db:
-        if header[:7].lower() == "bearer ":
-            found = token_user(db=db, token=header[7:].strip())
-            if found is None:
-                return None
-            return Principal(found.user_id, found.username, found.role, "token", token_id=found.key)
-        assert cookie
-        found = session_user(db=db, cookie_value=cookie)
-        if found is None:
-            return None
-        return Principal(found.user_id, found.username, found.role, "session", found.key, found.csrf_token)
+        found = token_user(db=db, token=secret) if via == "token" else session_user(db=db, cookie_value=secret)
+    if found is None:
+        return None
+    if via == "token":
+        principal = Principal(found.user_id, found.username, found.role, "token", token_id=found.key)
+    else:
+        principal = Principal(found.user_id, found.username, found.role, "session", found.key, found.csrf_token)
+    if cache is not None:
+        cache.put(_cache_key(via, secret), principal, found.expires_at, generation)
+    return principal
 
 
 async def current_principal(request: Request) -> Principal | None:
-    """The caller, resolved once per request."""
+    """The caller, resolved once per request: from this process's cache of callers while Postgres says none of
+    them changed (api/credential_cache.py), else from Postgres."""
     if not hasattr(request.state, "principal"):
-        request.state.principal = await run_in_threadpool(_resolve, request)
-    principal: Principal | None = request.state.principal
-    return principal
+        credential = _credential(request)
+        principal = None
+        if credential is not None:
+            cache: CredentialCache | None = getattr(request.app.state, "credentials", None)
+            principal = cache.get(_cache_key(*credential)) if cache is not None else None
+            if principal is None:
+                principal = await run_in_threadpool(_resolve, request, *credential)
+        request.state.principal = principal
+    found: Principal | None = request.state.principal
+    return found
 
 
 async def _check_csrf(request: Request, principal: Principal) -> None:

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from api import errors, live, security
 from api.auth import require
+from api.credential_cache import CredentialCache, watch_own_changes
 from api.router import router as api_router
 from api.routes import metrics
 from core.db import make_engine, resolve_database_url
@@ -53,7 +54,9 @@ def create_app(
             # Lazy: the web starts even while Temporal is down; /readyz says so.
             app.state.temporal = await connect(settings, lazy=True, tracing=tracing)
         untrace_engine = tracing.instrument_engine(app.state.engine)
+        app.state.credentials.start(app.state.engine)
         yield
+        await app.state.credentials.close()
         untrace_engine()
         hub = getattr(app.state, "event_hub", None)
         if hub is not None:
@@ -75,6 +78,9 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.temporal = temporal
+    # Callers remembered while Postgres says no credential changed; used only once the lifespan has it listening.
+    app.state.credentials = CredentialCache(settings.credential_cache_seconds)
+    watch_own_changes()
     errors.install(app, upload_limit=settings.attachment_max_bytes, page=domain_error_page)
     security.install(app)
     if tracing.provider is not None:

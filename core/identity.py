@@ -10,6 +10,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from core.tables import utcnow
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
+# NOTIFYed by triggers (migration 0023) when a credential changes: a token revoked, a session ended, a user's role or
+# active flag changed. Each web process forgets the callers it remembered (api/credential_cache.py).
+CREDENTIALS_CHANNEL = "am_credentials"
 
 
 def _ts(nullable: bool = True) -> Column[datetime]:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     sse_max_per_token: int = Field(default=5, ge=1, le=100_000)
     # Open streams re-check their credentials (revoked token, ended session, deactivated user) this often.
     sse_recheck_seconds: float = Field(default=15.0, gt=0, le=30)
+    # How long a web process remembers who a token or session belongs to (api/credential_cache.py): any change to a
+    # credential is honoured at once all the same (Postgres NOTIFYs it). 0: every request asks Postgres.
+    credential_cache_seconds: float = Field(default=30.0, ge=0, le=55)
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs, JSON list or
     # comma-separated; "*" = any). Empty: none, the client address is the TCP peer's.
     trusted_proxies: Annotated[list[str], NoDecode] = []

@@ -245,6 +245,7 @@ _SESSION_CALLER = _caller_lookup(
     core_select(
         col(UserSession.id).label("key"),
         col(UserSession.csrf_token),
+        col(UserSession.expires_at),
         col(User.id).label("user_id"),
         col(User.username),
         col(User.role),
@@ -261,6 +262,7 @@ _SESSION_CALLER = _caller_lookup(
 _TOKEN_CALLER = _caller_lookup(
     core_select(
         col(ApiToken.id).label("key"),
+        col(ApiToken.expires_at),
         col(User.id).label("user_id"),
         col(User.username),
         col(User.role),

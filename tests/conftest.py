@@ -192,7 +192,9 @@ async def worker(temporal_client: Client, engine: Engine, settings: Settings) ->
 async def app(settings: Settings, engine: Engine, temporal_client: Client) -> AsyncIterator[FastAPI]:
     """The real FastAPI app on this test's database and Temporal."""
     app = create_app(settings, engine=engine, temporal=temporal_client)
+    app.state.credentials.start(engine)  # as the lifespan does: callers remembered while Postgres is listened to
     yield app
+    await app.state.credentials.close()
     hub = getattr(app.state, "event_hub", None)
     if hub is not None:  # the live-events listener, if a test opened a stream
         await hub.close()
