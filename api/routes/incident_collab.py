@@ -25,7 +25,7 @@ from services.attachments import (
     store_attachment,
 )
 from services.collaboration import add_comment, add_link, list_comments, remove_link
-from services.incidents.detail import detail_for, get_incident, in_session
+from services.incidents.detail import detail_for, get_incident, in_read_session, in_session
 from services.schemas import AttachmentPublic, CommentCreate, CommentPublic, IncidentDetail
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
@@ -60,7 +60,7 @@ async def comments(
         found = list_comments(session=session, incident_id=incident_id, after_id=after_id, limit=limit)
         return [comment_public(c) for c in found]
 
-    return await in_session(engine, _list)
+    return await in_read_session(engine, _list)
 
 
 @router.post("/{incident_id}/comments", response_model=CommentPublic, status_code=status.HTTP_201_CREATED)

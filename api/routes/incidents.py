@@ -21,6 +21,7 @@ from services.incidents.detail import (
     assign,
     detail_for,
     get_incident,
+    in_read_session,
     in_session,
 )
 from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
@@ -42,7 +43,7 @@ IdempotencyKey = Annotated[
 
 async def _detail(engine: Engine, settings: Settings, incident_id: int) -> IncidentDetail:
     """The incident's detail, read in a worker thread (see in_session)."""
-    return await in_session(
+    return await in_read_session(
         engine,
         lambda session: detail_for(session=session, settings=settings, incident=incident_id),
     )
@@ -97,7 +98,7 @@ async def list_incidents_route(
             next_cursor=found.next_cursor,
         )
 
-    return await in_session(engine, _page)
+    return await in_session(engine, _page)  # a transaction: search_incidents sets its plan mode with SET LOCAL
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail)
@@ -198,4 +199,4 @@ async def incident_timeline(
         items = [TimelineEntry.model_validate(row, from_attributes=True) for row in rows]
         return TimelinePage(items=items, next_after_id=items[-1].id if len(items) == limit else None)
 
-    return await in_session(engine, _page)
+    return await in_read_session(engine, _page)
