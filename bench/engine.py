@@ -118,6 +118,9 @@ async def query_latency(
         session.commit()
     web_engine = make_engine(settings.database_url.get_secret_value())  # as `agent-monitor web` makes it
     app = create_app(settings, engine=web_engine, temporal=env.client)
+    app.state.credentials.start(web_engine)  # as the web's lifespan does: callers remembered while it listens
+    while not app.state.credentials.listening:
+        await asyncio.sleep(0.01)
     queries, api, floor = [], [], []
     async with (
         incident_worker(env.client, engine, settings),  # the query needs a worker to replay the history
@@ -141,6 +144,7 @@ async def query_latency(
             started = time.perf_counter()
             (await client.get("/api/me")).raise_for_status()
             floor.append((time.perf_counter() - started) * 1000)
+    await app.state.credentials.close()
     web_engine.dispose()
     return queries, api, floor
 
