@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from core.audit import Actor
+from core.metrics import CALLER_LOOKUPS
 from core.roles import ROLE_RANK
 from core.secrets import same, sha256_hex
 from services.identity import session_user, token_user
@@ -21,6 +22,7 @@ from services.identity import session_user, token_user
 if TYPE_CHECKING:
     from api.credential_cache import CredentialCache
 
+REMEMBERED, FROM_DATABASE = CALLER_LOOKUPS.labels("remembered"), CALLER_LOOKUPS.labels("database")
 SESSION_COOKIE = "am_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -100,6 +102,9 @@ async def current_principal(request: Request) -> Principal | None:
             principal = cache.get(_cache_key(*credential)) if cache is not None else None
             if principal is None:
                 principal = await run_in_threadpool(_resolve, request, *credential)
+                FROM_DATABASE.inc()
+            else:
+                REMEMBERED.inc()
         request.state.principal = principal
     found: Principal | None = request.state.principal
     return found

@@ -72,6 +72,12 @@ SSE_REFUSED = Counter(
     "Live-event streams refused, by the cap that refused them: process (SSE_MAX_CLIENTS, 503), user or token (429).",
     ["reason"],
 )
+CALLER_LOOKUPS = Counter(
+    "agent_monitor_caller_lookups",
+    "Requests' callers (API token or session) by where they were found: remembered by the web process, or database "
+    "(api/credential_cache.py; mostly database means the credential listener is down or credentials keep changing).",
+    ["source"],
+)
 INCIDENTS_RECONCILED = Counter(
     "agent_monitor_incidents_reconciled",
     "Incidents recorded while Temporal could not start their workflow, settled by the worker's reconciler, by outcome: "

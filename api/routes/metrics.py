@@ -99,7 +99,8 @@ class DomainCollector(Collector):
 
 
 class LiveCollector(Collector):
-    """This process's live-event streams, read from its hub (api/event_hub.py), if one was started."""
+    """This process's live-event streams, read from its hub (api/event_hub.py), if one was started, and whether its
+    credential listener is up (api/credential_cache.py)."""
 
     def __init__(self, state: Any) -> None:
         self._state = state
@@ -108,6 +109,13 @@ class LiveCollector(Collector):
         hub = getattr(self._state, "event_hub", None)
         yield GaugeMetricFamily(
             "agent_monitor_sse_clients", "Live-event streams this web process serves.", hub.clients if hub else 0
+        )
+        credentials = getattr(self._state, "credentials", None)
+        yield GaugeMetricFamily(
+            "agent_monitor_credential_listener_up",
+            "1 while this web process listens for credential changes and so may remember callers (0: it asks the "
+            "database every time).",
+            1 if credentials is not None and credentials.listening else 0,
         )
 
 

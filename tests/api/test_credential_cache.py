@@ -39,6 +39,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
         await asyncio.sleep(0.02)
 
 
+async def scraped(app, name: str) -> float:
+    """A metric's value (summed over its labels' lines when a label is given in `name`) from GET /metrics."""
+    async with app_client(app) as prometheus:
+        text_ = (await prometheus.get("/metrics")).text
+    lines = [line for line in text_.splitlines() if line.startswith(name) and not line.startswith("#")]
+    assert lines, f"{name} is not in /metrics"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
 async def listening(app) -> None:
     async def up() -> bool:
         return app.state.credentials.listening
@@ -50,10 +59,13 @@ async def test_a_caller_is_looked_up_once_and_a_revoke_through_the_app_is_refuse
     await listening(app)
     _, token = make_user(engine, "responder", username="pat")
     async with app_client(app, headers={"Authorization": f"Bearer {token}"}) as pat:
+        assert await scraped(app, "agent_monitor_credential_listener_up") == 1
+        remembered = await scraped(app, 'agent_monitor_caller_lookups_total{source="remembered"}')
         with caller_lookups(engine) as lookups:
             for _ in range(5):
                 assert (await pat.get("/api/me")).json()["username"] == "pat"
             assert len(lookups) == 1  # then remembered
+            assert await scraped(app, 'agent_monitor_caller_lookups_total{source="remembered"}') == remembered + 4
 
             # Any credential's change makes the process forget every caller: pat is looked up again.
             _, other = make_user(engine, "viewer", username="sam")
@@ -111,6 +123,7 @@ async def test_without_its_listener_the_process_remembers_no_one(app, engine):
 
         await eventually(down, "the cache knows its listener is gone")
         assert len(app.state.credentials) == 0
+        assert await scraped(app, "agent_monitor_credential_listener_up") == 0
         with caller_lookups(engine) as lookups:
             assert (await vic.get("/api/me")).status_code == 200
             assert (await vic.get("/api/me")).status_code == 200
