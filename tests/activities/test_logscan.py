@@ -19,6 +19,7 @@ NOW = datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
 # digit parts did, so that neither matched its shape any more.
 GITHUB = "ghp_1234abcdEFGHijklMNOPqrstUVWXyz5678AB"
 SLACK = "xoxb-123-456-secret"
+SUMMARY_WORDS = "Summary of 6 earlier messages from a to b: 6 lines kept, 0 dropped. [investigate_logs]"
 
 
 def scanned(lines: list[str]) -> Scan:
@@ -74,7 +75,8 @@ def test_grouped_file_and_loki_lines_show_no_secret(lines: list[LogLine], cut: i
 @given(st.lists(log_lines(), min_size=2, max_size=6), st.integers(40, 400))
 def test_summarised_redacted_lines_show_no_secret(lines: list[LogLine], budget: int):
     """What the conversation keeps of a tool's message (redacted first): compressed, summarised, cut to tokens."""
-    around = " ".join(line.around for line in lines)
+    # The summary's own header is ours too (a secret ending in "ummar" is not shown by "Summary").
+    around = " ".join(line.around for line in lines) + " " + SUMMARY_WORDS
     history = [Message(n, "tool", redact_text(line.text), agent="investigate_logs") for n, line in enumerate(lines)]
     summary = ExtractiveSummarizer().summarize(history, budget)
     compressed = compress(history, max(budget, 16))
