@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from starlette.concurrency import run_in_threadpool
 
 from core.audit import Actor
+from core.db import on_pool
 from core.metrics import CALLER_LOOKUPS
 from core.roles import ROLE_RANK
 from core.secrets import same, sha256_hex
@@ -91,6 +91,16 @@ def _resolve(request: Request, via: str, secret: str) -> Principal | None:
     return principal
 
 
+def _lookup(request: Request, via: str, secret: str) -> tuple[Principal | None, bool]:
+    """The caller once its turn came: remembered meanwhile (a request before it in line looked it up), or from
+    Postgres. With whether Postgres was asked."""
+    cache: CredentialCache | None = getattr(request.app.state, "credentials", None)
+    principal = cache.get(_cache_key(via, secret)) if cache is not None else None
+    if principal is not None:
+        return principal, False
+    return _resolve(request, via, secret), True
+
+
 async def current_principal(request: Request) -> Principal | None:
     """The caller, resolved once per request: from this process's cache of callers while Postgres says none of
     them changed (api/credential_cache.py), else from Postgres."""
@@ -101,8 +111,10 @@ async def current_principal(request: Request) -> Principal | None:
             cache: CredentialCache | None = getattr(request.app.state, "credentials", None)
             principal = cache.get(_cache_key(*credential)) if cache is not None else None
             if principal is None:
-                principal = await run_in_threadpool(_resolve, request, *credential)
-                FROM_DATABASE.inc()
+                # In turn with other database work (core.db.pool_gate): a burst of callers not yet remembered (a
+                # process just started, every credential just forgotten) must not open a connection each.
+                principal, looked_up = await on_pool(request.app.state.engine, lambda: _lookup(request, *credential))
+                (FROM_DATABASE if looked_up else REMEMBERED).inc()
             else:
                 REMEMBERED.inc()
         request.state.principal = principal

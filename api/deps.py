@@ -5,16 +5,16 @@ thread, a hand-off that costs every request that declares it a fraction of a mil
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy import Engine, QueuePool
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 
+from core.db import pool_gate
 from core.errors import INT64_MAX
 from core.settings import Settings
 
@@ -26,17 +26,6 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
-def _db_gate(request: Request) -> asyncio.Semaphore:
-    gate = getattr(request.app.state, "db_gate", None)
-    if gate is None:
-        engine: Engine = request.app.state.engine
-        pool = engine.pool
-        capacity = pool.size() + max(getattr(pool, "_max_overflow", 0), 0) if isinstance(pool, QueuePool) else 10
-        # Leave room for work that takes connections outside requests (the event hub, background writes).
-        gate = request.app.state.db_gate = asyncio.Semaphore(max(1, capacity - 2))
-    return gate
-
-
 async def get_db(request: Request) -> AsyncIterator[Session]:
     """A session per request, handed out only when a pooled connection is free.
 
@@ -44,8 +33,9 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     connection until its response is validated in another thread, so threads blocked on an exhausted pool
     could otherwise wait for connections whose holders wait for a thread — a deadlock under load.
     """
-    async with _db_gate(request):
-        session = Session(request.app.state.engine)
+    engine: Engine = request.app.state.engine
+    async with pool_gate(engine):
+        session = Session(engine)
         try:
             yield session
         finally:

@@ -48,7 +48,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned_engine = None
         if getattr(app.state, "engine", None) is None:
-            owned_engine = make_engine(resolve_database_url(settings, stop_at_exit=False))
+            owned_engine = make_engine(
+                resolve_database_url(settings, stop_at_exit=False), pool_size=settings.db_pool_size
+            )
             app.state.engine = owned_engine
         if getattr(app.state, "temporal", None) is None:
             # Lazy: the web starts even while Temporal is down; /readyz says so.

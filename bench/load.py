@@ -37,9 +37,10 @@ from typing import Any
 
 import httpx
 import psutil
+from sqlalchemy import Engine
 
 from bench.incident_list import seed
-from bench.local_stack import local_stack, stop_process
+from bench.local_stack import LocalStack, local_stack, stop_process
 from core.audit import SYSTEM
 from core.db import session_scope
 from core.settings import Settings
@@ -510,13 +511,27 @@ def web_argv(server: str, workers: int, port: int) -> list[str]:
     ]
 
 
+def sessions_opened(engine: Engine) -> int:
+    """Connections Postgres has accepted so far (all databases): the difference over a run is how many the web and
+    the worker opened (and closed) while it ran, beside the ones their pools kept."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+        return int(conn.exec_driver_sql("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database").scalar_one())
+
+
 async def one_run(
-    options: argparse.Namespace, settings: Settings, tmp: Path, token: str, workers: int, server: str, worker_pid: int
+    options: argparse.Namespace,
+    local: LocalStack,
+    tmp: Path,
+    token: str,
+    workers: int,
+    server: str,
+    worker_pid: int,
 ) -> int:
     """One web configuration under the load; returns its dropped connections."""
     port = free_port()
     env = stack_env(
-        settings,
+        local.settings,
         tmp,
         WEB_HOST="127.0.0.1",
         WEB_PORT=str(port),
@@ -539,13 +554,16 @@ async def one_run(
             max_id=SEED_INCIDENTS,
         )
         before = rss_mib(web.pid)
+        opened = await asyncio.to_thread(sessions_opened, local.engine)
         idle, tally, wall, rss, cpu = await asyncio.to_thread(run_load, load, web.pid, worker_pid)
+        opened = await asyncio.to_thread(sessions_opened, local.engine) - opened - 2  # less this function's own two
         await asyncio.sleep(2)
         after = rss_mib(web.pid)
         title = (
             "`agent-monitor web`" if server == "ours" else "baseline: uvicorn's defaults"
         ) + f", --workers {workers}"
         dropped = report(load, title, idle, tally, wall, (before, max(rss, default=before), after), cpu)
+        print(f"Postgres connections opened during the run (web, worker; pools included): {opened}")
     log = (tmp / f"{name}.log").read_text(errors="replace")
     tracebacks = log.count("Traceback")
     if tracebacks:
@@ -571,7 +589,7 @@ async def main(options: argparse.Namespace) -> int:
         servers = (["stock"] if options.stock else []) + ["ours"]
         for workers in options.web_workers:
             for server in servers:
-                dropped += await one_run(options, local.settings, tmp, token, workers, server, worker.pid)
+                dropped += await one_run(options, local, tmp, token, workers, server, worker.pid)
     verdict = "met" if dropped == 0 else f"NOT met ({dropped} dropped)"
     print(f"\ntarget: no connection closed without a response or reset: {verdict}")
     return 0 if dropped == 0 else 1

@@ -82,7 +82,9 @@ def worker() -> None:
     tune_gc()
 
     async def main() -> None:
-        engine = make_engine(resolve_database_url(settings, stop_at_exit=False), pre_ping=False)
+        engine = make_engine(
+            resolve_database_url(settings, stop_at_exit=False), pool_size=settings.db_pool_size, pre_ping=False
+        )
         tracing = Tracing.from_settings(settings, "agent-monitor-worker")
         tracing.instrument_engine(engine)
         try:

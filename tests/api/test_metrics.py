@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from app.main import create_app
 from core.approvals import Approval
+from core.settings import DEFAULT_DB_POOL_SIZE
 from core.tables import utcnow
 from tests.api.incident_rows import insert_incident, insert_incidents
 from tests.conftest import app_client
@@ -58,7 +59,7 @@ async def test_incidents_not_ended_by_status_and_severity(anonymous, engine):
     assert not any(labels and dict(labels).get("status") in ("resolved", "closed") for _, labels in got)
     # Bounded labels: no incident, service or title names a series.
     assert "zebra" not in response.text
-    assert got[("agent_monitor_db_pool_size", ())] == 5
+    assert got[("agent_monitor_db_pool_size", ())] == DEFAULT_DB_POOL_SIZE
     assert got[("agent_monitor_sse_clients", ())] == 0
 
 

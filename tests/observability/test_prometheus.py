@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.settings import DEFAULT_DB_POOL_SIZE
 from tests.factories import incident_payload, make_user
 from tests.peers import free_port
 
@@ -170,6 +171,6 @@ async def test_prometheus_reads_the_web_and_worker_metrics(stack, engine, servic
     monitor = 'sum(agent_monitor_step_duration_seconds_count{job="worker",agent="monitor"})'
     assert await query(prometheus, monitor) >= 1
     # The worker's database pool, and the Temporal SDK's own figures from the same worker.
-    assert await query(prometheus, 'agent_monitor_db_pool_size{job="worker"}') == 5
+    assert await query(prometheus, 'agent_monitor_db_pool_size{job="worker"}') == DEFAULT_DB_POOL_SIZE
     activities = 'sum(temporal_activity_execution_latency_seconds_count{job="temporal"})'
     await eventually(prometheus, activities, lambda v: v >= 1, "the SDK's activity latency")
