@@ -49,7 +49,7 @@ def create_app(
         owned_engine = None
         if getattr(app.state, "engine", None) is None:
             owned_engine = make_engine(
-                resolve_database_url(settings, stop_at_exit=False), pool_size=settings.db_pool_size
+                resolve_database_url(settings, stop_at_exit=False), pool_size=settings.db_pool_size, custom_plans=True
             )
             app.state.engine = owned_engine
         if getattr(app.state, "temporal", None) is None:

@@ -116,7 +116,8 @@ async def query_latency(
         admin = create_user(session=session, actor=SYSTEM, username=username, role="admin", password=None)
         token, _ = create_token(session=session, actor=SYSTEM, user=admin, name="bench")
         session.commit()
-    web_engine = make_engine(settings.database_url.get_secret_value())  # as `agent-monitor web` makes it
+    # As `agent-monitor web` makes it.
+    web_engine = make_engine(settings.database_url.get_secret_value(), custom_plans=True)
     app = create_app(settings, engine=web_engine, temporal=env.client)
     app.state.credentials.start(web_engine)  # as the web's lifespan does: callers remembered while it listens
     while not app.state.credentials.listening:

@@ -194,7 +194,7 @@ async def main(incidents: int, runs: int, explain_all: bool) -> None:
         database_url = postgres.start()
         stack.callback(postgres.stop)
         run_migrations(database_url)
-        engine = make_engine(database_url)
+        engine = make_engine(database_url, custom_plans=True)  # as `agent-monitor web` makes it
         stack.callback(engine.dispose)
         took = seed(engine, incidents)
         with session_scope(engine) as session:

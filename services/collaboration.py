@@ -21,7 +21,8 @@ add_link = link_incidents
 
 
 def add_comment(*, session: Session, incident: Incident, body: str, actor: Actor) -> IncidentComment:
-    """Append a comment, with its timeline event and audit row, in one transaction."""
+    """Append a comment, with its timeline event and audit row, to the session's transaction: the caller commits
+    (the live event goes out then). Its fields are all set once this returns (no read back after the commit)."""
     assert incident.id is not None
     comment = IncidentComment(incident_id=incident.id, author_user_id=actor.user_id, author=actor.name, body=body)
     session.add(comment)
@@ -42,8 +43,6 @@ def add_comment(*, session: Session, incident: Incident, body: str, actor: Actor
         target_id=incident.id,
         after={"comment_id": comment.id},
     )
-    session.commit()
-    session.refresh(comment)
     return comment
 
 

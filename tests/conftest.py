@@ -120,7 +120,7 @@ def database_url(postgres_admin_url: str, template_database: str) -> Iterator[st
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, custom_plans=True)  # as the web makes it (the worker in tests shares it)
     yield engine
     engine.dispose()
 

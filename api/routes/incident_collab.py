@@ -72,6 +72,7 @@ async def post_comment(
 
     def _add(session: Session) -> CommentPublic:
         incident = get_incident(session=session, incident_id=incident_id)
+        # Answered from what was written, before in_session commits it: no read back after the commit.
         return comment_public(add_comment(session=session, incident=incident, body=body.body, actor=actor))
 
     return await in_session(engine, _add)

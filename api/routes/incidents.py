@@ -91,14 +91,14 @@ async def list_incidents_route(
     def _page(session: Session) -> IncidentPage:
         found = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
         return IncidentPage(
-            items=[IncidentPublic.model_validate(row, from_attributes=True) for row in found.incidents],
+            items=[IncidentPublic.model_validate(row._asdict()) for row in found.incidents],
             total=found.total,
             total_capped=found.capped,
             limit=limit,
             next_cursor=found.next_cursor,
         )
 
-    return await in_session(engine, _page)  # a transaction: search_incidents sets its plan mode with SET LOCAL
+    return await in_read_session(engine, _page)  # the count and the page need not share a snapshot
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail)

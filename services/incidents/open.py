@@ -240,5 +240,6 @@ def _insert(
         after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
     )
     session.commit()
-    session.refresh(incident)
+    if session.expire_on_commit:  # else every field is still loaded: all of them are set here, none by Postgres
+        session.refresh(incident)
     return incident, True, playbook

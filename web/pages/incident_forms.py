@@ -136,7 +136,9 @@ def comment_form(
         return problem_page(request, 422, "A comment needs some text.", f"/incidents/{incident_id}")
     incident = get_incident(session=session, incident_id=incident_id)
     comment = add_comment(session=session, incident=incident, body=body, actor=actor_of(request, principal))
-    return _back(incident_id, f"#comment-{comment.id}")
+    comment_id = comment.id  # read before the commit expires it
+    session.commit()
+    return _back(incident_id, f"#comment-{comment_id}")
 
 
 @router.post("/incidents/{incident_id}/messages", response_class=HTMLResponse)
