@@ -23,6 +23,7 @@ from services.incidents.detail import (
     get_incident,
     in_read_session,
     in_session,
+    new_incident_detail,
 )
 from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
 from services.incidents.open import open_incident
@@ -69,9 +70,10 @@ async def create_incident(
         actor=actor_of(request, principal),
         idempotency_key=idempotency_key,
     )
-    if not opened.created:
-        response.status_code = status.HTTP_200_OK
     incident = opened.incident
+    if opened.created:
+        return new_incident_detail(incident=incident, settings=settings)
+    response.status_code = status.HTTP_200_OK  # the one stored first under this Idempotency-Key, as it is now
     assert incident.id is not None  # stored
     return await _detail(engine, settings, incident.id)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 from sqlmodel import Session, col, select
 
 from core.audit import Actor, record_audit
@@ -67,41 +67,58 @@ def temporal_ui_link(*, ui_url: str, namespace: str, workflow_id: str) -> str:
     return f"{ui_url}/namespaces/{quote(namespace)}/workflows/{quote(workflow_id)}"
 
 
+# The detail's reads, built once (building and keying a statement costs about 40 µs each time). Rows of the columns
+# shown, not ORM objects: nothing here is changed. ORM attributes, so a caller's pending changes are flushed first.
+_INCIDENT_AND_RUN = (
+    select(  # type: ignore[call-overload]  # sqlmodel's overloads take no unpacked columns
+        *(getattr(Incident, name) for name in IncidentPublic.model_fields),
+        col(WorkflowRun.workflow_id).label("run_workflow_id"),
+        col(WorkflowRun.status).label("run_status"),
+        col(WorkflowRun.error).label("run_error"),
+        col(WorkflowRun.started_at).label("run_started_at"),
+        col(WorkflowRun.finished_at).label("run_finished_at"),
+    )
+    .outerjoin(WorkflowRun, col(WorkflowRun.workflow_id) == col(Incident.workflow_id))
+    .where(col(Incident.id) == bindparam("incident_id"))
+)
+_STEPS = (
+    select(*(getattr(WorkflowStep, name) for name in StepPublic.model_fields))
+    .where(col(WorkflowStep.workflow_id) == bindparam("workflow_id"))
+    .order_by(col(WorkflowStep.position))
+)
+_INCIDENT_FIELDS = tuple(IncidentPublic.model_fields)
+
+
 def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, namespace: str) -> IncidentDetail:
     """The incident (an object, or its id: IncidentNotFound if there is none) with its projected workflow status
-    and steps."""
+    and steps, as stored now."""
     incident_id = incident if isinstance(incident, int) else incident.id
     # The incident and its run in one statement, so one snapshot: the projection moves both in one statement, and an
     # alert's source resolves the incident only after its run's row says completed. Read one after the other, a
     # commit in between could show a resolved incident beside a run still in progress (or the reverse).
-    found = session.exec(
-        select(Incident, WorkflowRun)
-        .outerjoin(WorkflowRun, col(WorkflowRun.workflow_id) == col(Incident.workflow_id))
-        .where(Incident.id == incident_id)
-        .execution_options(populate_existing=True)  # an incident object the caller holds, as it is now
-    ).first()
+    found = session.execute(_INCIDENT_AND_RUN, {"incident_id": incident_id}).first()
     if found is None:
         raise IncidentNotFound(f"incident {incident_id} does not exist")
-    incident, run = found
+    row = found._mapping
+    public = {name: row[name] for name in _INCIDENT_FIELDS}
+    workflow_id = public["workflow_id"]
     workflow = None
-    if incident.workflow_id:
-        steps = session.exec(
-            select(WorkflowStep)
-            .where(WorkflowStep.workflow_id == incident.workflow_id)
-            .order_by(col(WorkflowStep.position))
-        ).all()
+    if workflow_id:
+        steps = [
+            StepPublic.model_validate(step._asdict()) for step in session.execute(_STEPS, {"workflow_id": workflow_id})
+        ]
+        ran = row["run_workflow_id"] is not None
         workflow = WorkflowPublic(
-            workflow_id=incident.workflow_id,
-            status=run.status if run else "pending",
+            workflow_id=workflow_id,
+            status=row["run_status"] if ran else "pending",
             # Agents record their own steps, so the step rows are the fresher source of what runs now.
             current_steps=[step.step_id for step in steps if step.status == "running"],
-            error=run.error if run else None,
-            started_at=run.started_at if run else None,
-            finished_at=run.finished_at if run else None,
-            temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=incident.workflow_id),
-            steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
+            error=row["run_error"],
+            started_at=row["run_started_at"],
+            finished_at=row["run_finished_at"],
+            temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=workflow_id),
+            steps=steps,
         )
-    assert incident.id is not None
     links = [
         LinkPublic(
             id=link.id or 0,
@@ -111,11 +128,32 @@ def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, 
             status=other.status,
             severity=other.severity,
         )
-        for link, kind, other in links_of(session=session, incident_id=incident.id)
+        for link, kind, other in links_of(session=session, incident_id=public["id"])
     ]
-    return IncidentDetail(
-        **IncidentPublic.model_validate(incident, from_attributes=True).model_dump(), workflow=workflow, links=links
+    return IncidentDetail(**public, workflow=workflow, links=links)
+
+
+def new_incident_detail(*, incident: Incident, settings: Settings) -> IncidentDetail:
+    """The detail of an incident this request just stored and started, from what it wrote: its run is pending (the
+    worker records it from here on), no step has run, nothing links to it yet. What a read right after the start
+    would have found, without waiting a second time for a pooled connection and reading it back."""
+    assert incident.workflow_id is not None
+    workflow = WorkflowPublic(
+        workflow_id=incident.workflow_id,
+        status="pending",
+        current_steps=[],
+        error=None,
+        started_at=None,
+        finished_at=None,
+        temporal_ui_url=temporal_ui_link(
+            ui_url=settings.effective_temporal_ui_url,
+            namespace=settings.temporal_namespace,
+            workflow_id=incident.workflow_id,
+        ),
+        steps=[],
     )
+    public = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+    return IncidentDetail(**public, workflow=workflow, links=[])
 
 
 def detail_for(*, session: Session, incident: Incident | int, settings: Settings) -> IncidentDetail:

@@ -198,3 +198,21 @@ async def test_a_started_workflow_is_known_before_its_first_projection_row(api, 
     contexts = await api.get(f"/api/workflows/{workflow_id}/steps/monitor/contexts")
     assert contexts.status_code == 200 and contexts.json() == []
     assert (await api.get("/api/workflows/incident-999999999")).status_code == 404
+
+
+async def test_a_create_answers_the_new_incident_as_a_read_of_it_shows_it(api, engine):
+    """The 201 is built from what the request wrote (no second read): the same fields, run and links as GET
+    answers while nothing has run yet (here no worker runs it); a repeat under its key is read as it is now."""
+    payload = incident_payload(title="answered as written", severity="P2", service="checkout")
+    created = await api.post("/api/incidents", json=payload, headers={"Idempotency-Key": "as-written"})
+    assert created.status_code == 201, created.text
+    read = await api.get(f"/api/incidents/{created.json()['id']}")
+    assert created.json() == read.json()
+    assert created.json()["workflow"]["status"] == "pending" and created.json()["workflow"]["steps"] == []
+    assert created.json()["title"] == "answered as written" and created.json()["links"] == []
+
+    acknowledged = await api.post(f"/api/incidents/{created.json()['id']}/acknowledge")
+    assert acknowledged.status_code == 200 and created.json()["acknowledged_at"] is None
+    repeat = await api.post("/api/incidents", json=payload, headers={"Idempotency-Key": "as-written"})
+    assert repeat.status_code == 200
+    assert repeat.json()["acknowledged_at"] == acknowledged.json()["acknowledged_at"] is not None
