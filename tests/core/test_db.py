@@ -4,12 +4,15 @@ the database dropped the connection."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from core.db import autocommit_rows, autocommit_session, make_engine
+from core.db import autocommit_rows, autocommit_session, libpq_url, make_engine
 
 INSERT = text("INSERT INTO service_groups_probe (name) VALUES (:name) RETURNING id, name")
 SELECT = text("SELECT name FROM service_groups_probe WHERE name LIKE :prefix || '%' ORDER BY id")
@@ -104,3 +107,36 @@ def test_the_webs_connections_plan_every_statement_for_its_values(database_url):
             assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
     finally:
         plain.dispose()
+
+
+def _ended_in_the_pool(engine, database_url) -> int:
+    """Check a connection out and back in, then have Postgres end it (as a restart or an idle timeout would);
+    returns its backend pid once the server has closed it."""
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the backend did not end"
+            time.sleep(0.02)
+    return pid
+
+
+def test_a_connection_ended_while_in_the_pool_is_replaced_at_checkout(database_url):
+    """The web's engine tells an ended connection by its socket and checks out a new one: the request that takes
+    it sees no error. Without the check (the worker's engine) that request fails, and Temporal retries it."""
+    web = make_engine(database_url, pool_size=1)
+    try:
+        ended = _ended_in_the_pool(web, database_url)
+        with web.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != ended
+    finally:
+        web.dispose()
+    unchecked = make_engine(database_url, pool_size=1, pre_ping=False)
+    try:
+        _ended_in_the_pool(unchecked, database_url)
+        with pytest.raises(OperationalError), unchecked.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    finally:
+        unchecked.dispose()
