@@ -31,9 +31,8 @@ from core.settings import Settings
 from core.tables import Incident, PlaybookDryRun, Severity, utcnow
 from services.incidents.start import (
     START_WORKFLOW_TIMEOUT,
-    installed_agent_specs,
+    agents_of,
     start_failure,
-    webhook_agent_names,
     with_declared_remediation,
 )
 from services.playbook_sharing import check_view
@@ -118,8 +117,7 @@ def _pinned(
     a dry run never waits for a person."""
     if playbook.id == "default" and playbook.version == BUILTIN_VERSION:
         playbook = with_declared_remediation(session, playbook, context.service)
-    specs = installed_agent_specs(session)
-    webhooks = webhook_agent_names(session)
+    specs, webhooks = agents_of(session)
     return IncidentWorkflowInput(
         incident=context,
         playbook=with_agent_defaults(playbook, specs).model_dump(mode="json"),

@@ -36,24 +36,26 @@ from core.tables import Incident
 from core.webhook_agents import WebhookAgent
 
 
-def webhook_agent_names(session: Session) -> list[str]:
-    """Enabled webhook agents a step runs as `webhook_agent` (never one named like a built-in or a plugin)."""
-    installed = agent_specs()
-    names = session.exec(select(WebhookAgent.name).where(col(WebhookAgent.enabled)))
-    return sorted(name for name in names if name not in installed)
-
-
 def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
     """Every agent a playbook may name: built-in, plugins, enabled webhook agents and agents installed from the
     marketplace (which never shadow those)."""
-    specs = agent_specs()
+    return agents_of(session)[0]
+
+
+def agents_of(session: Session) -> tuple[dict[str, AgentSpec], list[str]]:
+    """Every agent a playbook may name (installed_agent_specs), and the enabled webhook agents a step runs as
+    `webhook_agent` (never one named like a built-in or a plugin), from one read of the webhook agents."""
+    specs = agent_specs()  # built-in and plugins
+    webhooks = []
     for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
-        specs.setdefault(row.name, row.spec())
+        if row.name not in specs:
+            webhooks.append(row.name)
+            specs[row.name] = row.spec()
     # Python agents installed from the marketplace: their spec as read from their wheel when it was installed (web
     # processes never import plugin code; workers load it from PLUGIN_DIR, services/agent_packages.py).
     for installed in session.exec(select(InstalledAgent).where(InstalledAgent.kind == "python")):
         specs.setdefault(installed.name, installed.agent_spec())
-    return specs
+    return specs, sorted(webhooks)
 
 
 CLOCK_SKEW = timedelta(seconds=2)
@@ -153,11 +155,11 @@ def pin(session: Session, settings: Settings, incident: Incident, playbook: Play
         )
     if playbook.id == "default" and playbook.version == BUILTIN_VERSION:
         playbook = with_declared_remediation(session, playbook, incident.service)
-    specs = installed_agent_specs(session)
+    specs, webhooks = agents_of(session)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
     template = session.get(IncidentTemplate, incident.incident_type)
     escalation = list(template.escalation) if template is not None else []
-    return with_agent_defaults(playbook, specs), webhook_agent_names(session), risks, escalation
+    return with_agent_defaults(playbook, specs), webhooks, risks, escalation
 
 
 def with_declared_remediation(session: Session, playbook: Playbook, service_name: str) -> Playbook:
