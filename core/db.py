@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -88,7 +90,8 @@ def make_engine(
     pg_terminate_backend, a proxy's restart) is replaced at checkout instead of failing the request that takes it.
     Told by its socket, not by a round trip (SQLAlchemy's pool_pre_ping runs a `SELECT 1`, a round trip and about
     65 µs of the caller's CPU per checkout): an ended connection's socket has the server's goodbye or its EOF to
-    read, an idle healthy one has nothing. Neither way notices a silently vanished peer (no FIN or RST) sooner.
+    read, an idle healthy one has nothing. One idle for over IDLE_PING_SECONDS is also asked a `SELECT 1` (a
+    middlebox may have dropped it silently), and TCP keepalives turn a vanished peer into a socket error.
     pre_ping=False for the worker: a connection broken by a database restart fails one activity attempt,
     SQLAlchemy drops the pool's stale connections, and Temporal retries.
 
@@ -103,37 +106,70 @@ def make_engine(
         # The connection used last goes out first: a few backends stay hot (about 1 ms less Postgres CPU per
         # incident in bench.engine than round-robin over the pool), and idle ones can time out server-side.
         pool_use_lifo=True,
-        connect_args={"connect_timeout": 5},
-    )
+        # TCP keepalives: a peer gone without a word (a NAT or load balancer's idle timeout, a failover) turns into
+        # an error on the socket within a minute and a half, which the checkout's poll sees.
+        connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                      "keepalives_count": 5},
+    )  # fmt: skip
     if pre_ping:
+        event.listen(engine, "checkin", _idle_from_now)
         event.listen(engine, "checkout", _ended_while_idle)
-    if custom_plans:
-        event.listen(engine, "connect", _plan_for_each_run)
+    event.listen(engine, "connect", partial(_session_settings, custom_plans=custom_plans))
     return engine
 
 
-def _ended_while_idle(dbapi_connection: psycopg.Connection[Any], _record: object, _proxy: object) -> None:
+# A connection idle in the pool longer than this gets a real query at checkout too: silence on its socket proves
+# little about a connection nobody used for a while (a middlebox may have dropped it; keepalives say so only later).
+IDLE_PING_SECONDS = 30.0
+
+
+def _idle_from_now(_dbapi_connection: psycopg.Connection[Any], record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ended_while_idle(dbapi_connection: psycopg.Connection[Any], record: Any, _proxy: object) -> None:
     """Raising DisconnectionError here has the pool discard this connection and check out another (SQLAlchemy's
     documented checkout hook; up to three tries)."""
     try:
         poller = select.poll()  # not select(): a web process holding thousands of SSE clients has fds past 1024
         poller.register(dbapi_connection.fileno(), select.POLLIN)
         ended = bool(poller.poll(0))
+        idle_since = record.info.get("idle_since")
+        if not ended and idle_since is not None and time.monotonic() - idle_since > IDLE_PING_SECONDS:
+            _ping(dbapi_connection)
     except (OSError, ValueError, psycopg.Error):
         ended = True
     if ended:
         raise DisconnectionError("the server ended this pooled connection while it was idle")
 
 
-def _plan_for_each_run(dbapi_connection: psycopg.Connection[Any], _record: object) -> None:
+def _ping(dbapi_connection: psycopg.Connection[Any]) -> None:
+    """One round trip, outside any transaction (as SQLAlchemy's own ping)."""
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute("SELECT 1")
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = False
+
+
+def _session_settings(dbapi_connection: psycopg.Connection[Any], _record: object, *, custom_plans: bool) -> None:
+    """Every connection reads timestamps in UTC (the app's code works in UTC throughout; a server in another zone
+    would otherwise answer reads in its own offset beside values the app just wrote in UTC); the web's also plan
+    each run of a statement for its values. Session-level, so committed: SQLAlchemy rolls back on return."""
     with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
-    dbapi_connection.commit()  # session-level, and kept: SQLAlchemy rolls back on return, which would undo it
+        if custom_plans:
+            cursor.execute(
+                "SELECT set_config('TimeZone', 'UTC', false), set_config('plan_cache_mode', 'force_custom_plan', false)"
+            )
+        else:
+            cursor.execute("SELECT set_config('TimeZone', 'UTC', false)")
+    dbapi_connection.commit()
 
 
 # Pooled connections left for work that takes them outside pool_gate (the event hub, metrics, background writes).
 GATE_RESERVE = 2
-_GATES: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
+_GATES: weakref.WeakKeyDictionary[Engine, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 T = TypeVar("T")
@@ -145,12 +181,15 @@ def pool_gate(engine: Engine) -> asyncio.Semaphore:
     deadlock once every thread waits for a connection whose holder waits for a thread, and each connection opened
     beyond the pool's size for the burst is closed again when given back (a new Postgres backend each time)."""
     loop = asyncio.get_running_loop()
-    held = _GATES.get(engine)
-    if held is None or held[0] is not loop:  # a semaphore belongs to one event loop
+    per_loop = _GATES.get(engine)
+    if per_loop is None:
+        per_loop = _GATES[engine] = weakref.WeakKeyDictionary()
+    gate = per_loop.get(loop)
+    if gate is None:  # one per event loop: a semaphore belongs to the loop it first waits on
         pool = engine.pool
         capacity = pool.size() if isinstance(pool, QueuePool) else 10
-        held = _GATES[engine] = (loop, asyncio.Semaphore(max(1, capacity - GATE_RESERVE)))
-    return held[1]
+        gate = per_loop[loop] = asyncio.Semaphore(max(1, capacity - GATE_RESERVE))
+    return gate
 
 
 async def on_pool(engine: Engine, work: Callable[[], T]) -> T:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from core import db
 from core.db import autocommit_rows, autocommit_session, libpq_url, make_engine
 
 INSERT = text("INSERT INTO service_groups_probe (name) VALUES (:name) RETURNING id, name")
@@ -98,6 +99,7 @@ def test_the_webs_connections_plan_every_statement_for_its_values(database_url):
         for _ in range(3):
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "force_custom_plan"
+                assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
                 conn.rollback()
     finally:
         engine.dispose()
@@ -105,6 +107,7 @@ def test_the_webs_connections_plan_every_statement_for_its_values(database_url):
     try:
         with plain.connect() as conn:
             assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
     finally:
         plain.dispose()
 
@@ -140,3 +143,44 @@ def test_a_connection_ended_while_in_the_pool_is_replaced_at_checkout(database_u
             conn.exec_driver_sql("SELECT 1")
     finally:
         unchecked.dispose()
+
+
+def _last_statement(database_url: str, pid: int) -> str:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        row = admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_connection_long_idle_in_the_pool_is_asked_a_query_at_checkout(database_url, monkeypatch):
+    """Silence on a socket proves little about a connection nobody used for a while (a NAT may have dropped it):
+    past IDLE_PING_SECONDS it is asked a `SELECT 1`; a recently used one is checked by its socket alone."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with engine.connect():
+            assert _last_statement(database_url, pid) != "SELECT 1"
+        monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+        with engine.connect() as conn:
+            assert _last_statement(database_url, pid) == "SELECT 1"
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid  # the same one, kept
+    finally:
+        engine.dispose()
+
+
+def test_every_engine_reads_timestamps_in_utc_whatever_the_servers_zone(database_url):
+    """A server in another zone answers timestamps in its offset; the app writes UTC. Read back, a value it just
+    wrote must look the same (an API answer built from what was written equals the GET after it)."""
+    conninfo = libpq_url(database_url)
+    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Asia/Kolkata'")
+    with psycopg.connect(conninfo) as fresh:
+        assert fresh.execute("SELECT now()").fetchone()[0].utcoffset().total_seconds() == 5.5 * 3600
+    for engine in (make_engine(database_url, pre_ping=False), make_engine(database_url, custom_plans=True)):
+        try:
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT now()").scalar_one().utcoffset().total_seconds() == 0
+        finally:
+            engine.dispose()
