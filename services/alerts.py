@@ -17,12 +17,12 @@ import hashlib
 import itertools
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Session, col, select
-from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -40,7 +40,7 @@ from core.alerts import (
 )
 from core.audit import Actor
 from core.conversations import append_tool_message
-from core.db import session_scope
+from core.db import on_pool, session_scope
 from core.errors import Unavailable
 from core.events import incident_event
 from core.settings import Settings
@@ -332,7 +332,7 @@ async def _start_all(*, engine: Engine, temporal: Client, settings: Settings, st
     def pinned_for(incident: Incident) -> asyncio.Task[Pinned]:
         key = (incident.playbook_id, incident.playbook_version, incident.incident_type, incident.service)
         if key not in pins:
-            pins[key] = asyncio.ensure_future(asyncio.to_thread(_pin, engine, settings, incident))
+            pins[key] = asyncio.ensure_future(on_pool(engine, partial(_pin, engine, settings, incident)))
         return pins[key]
 
     async def start(firing: Firing) -> None:
@@ -375,14 +375,14 @@ async def ingest_alerts(
             outcomes += [AlertOutcome(incident_id=None, fingerprint=alert.fingerprint, action="dropped")] * repeats
             continue
         if alert.status == "resolved":
-            resolved = await run_in_threadpool(
-                record_resolved, engine=engine, alert=alert, actor=actor, repeats=repeats
+            resolved = await on_pool(
+                engine, partial(record_resolved, engine=engine, alert=alert, actor=actor, repeats=repeats)
             )
             outcomes += [resolved] * repeats
             continue
-        firing = await run_in_threadpool(
+        firing = await on_pool(engine, partial(
             record_firing, engine=engine, alert=alert, routed=routed, settings=settings, actor=actor, repeats=repeats
-        )
+        ))  # fmt: skip
         outcomes += [firing.outcome] + [firing.outcome.model_copy(update={"action": "attached"})] * (repeats - 1)
         if firing.start is not None:
             starts.append(firing)

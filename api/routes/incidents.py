@@ -8,7 +8,6 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.auth import Responder, actor_of, require
@@ -25,7 +24,7 @@ from services.incidents.detail import (
     in_session,
     new_incident_detail,
 )
-from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
+from services.incidents.lifecycle import acknowledged, act_on_playbook, move
 from services.incidents.open import open_incident
 from services.incidents.query import PUBLIC_FIELDS, IncidentFilter, IncidentSort, search_incidents
 from services.schemas import IncidentDetail, IncidentPage, IncidentPublic, TimelineEntry, TimelinePage
@@ -145,7 +144,8 @@ async def acknowledge_incident(
 ) -> IncidentDetail:
     """Say you have it: sets `acknowledged_at` (once; a repeat answers the incident as it is). Only people
     acknowledge; a resolved or closed incident is a 409."""
-    await run_in_threadpool(acknowledge, engine=engine, incident_id=incident_id, actor=actor_of(request, principal))
+    actor = actor_of(request, principal)
+    await acknowledged(engine=engine, incident_id=incident_id, actor=actor)
     return await _detail(engine, settings, incident_id)
 
 
@@ -168,15 +168,10 @@ async def change_status(
     reopened → in_progress); any other move is a 409 naming the allowed ones. Reopening restarts the
     playbook, resumes its failed run, or leaves it, as the incident type's template says (default restart)."""
     actor = actor_of(request, principal)
-    moved = await run_in_threadpool(
-        transition,
-        engine=engine,
-        incident_id=incident_id,
-        target=body.status,
-        comment=body.comment,
-        actor=actor,
+    moved = await move(
+        engine=engine, incident_id=incident_id, target=body.status, comment=body.comment, actor=actor,
         settings=settings,
-    )
+    )  # fmt: skip
     try:
         await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
     except RPCError as err:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.audit import Actor, record_audit
-from core.db import session_scope
+from core.db import on_pool, session_scope
 from core.errors import Conflict
 from core.events import incident_event
 from core.payloads import AbortInput, RetryStepInput, incident_workflow_id
@@ -90,6 +90,22 @@ def transition(
         return Transition(incident, reopen_action, previous)
 
 
+async def move(
+    *, engine: Engine, incident_id: int, target: str, comment: str, actor: Actor, settings: Settings
+) -> Transition:
+    """transition, in a worker thread once the pool has a connection for it (core.db.on_pool)."""
+    work = partial(
+        transition, engine=engine, incident_id=incident_id, target=target, comment=comment, actor=actor,
+        settings=settings,
+    )  # fmt: skip
+    return await on_pool(engine, work)
+
+
+async def acknowledged(*, engine: Engine, incident_id: int, actor: Actor) -> tuple[Incident, bool]:
+    """acknowledge, in a worker thread once the pool has a connection for it (core.db.on_pool)."""
+    return await on_pool(engine, partial(acknowledge, engine=engine, incident_id=incident_id, actor=actor))
+
+
 def acknowledge(*, engine: Engine, incident_id: int, actor: Actor) -> tuple[Incident, bool]:
     """A person says they have it: `acknowledged_at` is set once (the first acknowledgement is kept; a repeat is
     answered as it is, not an error). Only people acknowledge: a workflow starting work does not. Returns
@@ -165,7 +181,7 @@ async def act_on_playbook(
             if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: the run has already ended
                 raise
         # Nothing left to resume: restart, as for a run that had ended before the reopen.
-        moved = await run_in_threadpool(_restart_instead, engine=engine, moved=moved, settings=settings)
+        moved = await on_pool(engine, partial(_restart_instead, engine=engine, moved=moved, settings=settings))
     if moved.reopen_action == "restart":
         if moved.previous_workflow_id:
             await _end_if_open(temporal, moved.previous_workflow_id, actor)

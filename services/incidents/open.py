@@ -10,7 +10,6 @@ workflows afterwards, and a reopen starts a fresh run of an existing incident.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from sqlalchemy import Engine
@@ -33,7 +32,7 @@ from core.playbook import Playbook
 from core.playbook_store import PlaybookNotFound, choose_playbook
 from core.settings import Settings
 from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
-from services.incidents.lifecycle import TransitionRefused, act_on_playbook, transition
+from services.incidents.lifecycle import TransitionRefused, act_on_playbook, move
 from services.incidents.start import (
     Pinned,
     pin,
@@ -135,10 +134,9 @@ async def _reopen(
     playbook). Someone reopened it meanwhile: it is answered as it is."""
     assert incident.id is not None
     try:
-        moved = await asyncio.to_thread(
-            transition, engine=engine, incident_id=incident.id, target="reopened", comment=why, actor=actor,
-            settings=settings,
-        )  # fmt: skip
+        moved = await move(
+            engine=engine, incident_id=incident.id, target="reopened", comment=why, actor=actor, settings=settings
+        )
     except TransitionRefused:
         return Opened(incident, False)
     try:

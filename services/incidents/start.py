@@ -6,8 +6,8 @@ through here.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.registry import agent_specs, known_agents
 from core.agents import AgentSpec
 from core.collaboration import IncidentTemplate
+from core.db import on_pool
 from core.errors import Conflict
 from core.marketplace import InstalledAgent
 from core.payloads import (
@@ -100,7 +101,7 @@ async def start_incident_workflow(
         service_url=incident.service_url,
     )
     if pinned is None:
-        pinned = await asyncio.to_thread(_pinned_playbook, engine, settings, incident)
+        pinned = await on_pool(engine, partial(_pinned_playbook, engine, settings, incident))
     playbook, webhooks, risks, escalation = pinned
     try:
         await temporal.start_workflow(

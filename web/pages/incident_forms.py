@@ -7,13 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from temporalio.service import RPCError
 
 from api.auth import Responder, actor_of, require
 from api.deps import EngineDep, Int64Id, SessionDep, SettingsDep, TemporalDep
-from core.db import session_scope
+from core.db import on_pool, session_scope
 from core.errors import Invalid
 from core.tables import Incident, IncidentCreate
 from services.attachments import store_attachment
@@ -23,7 +22,7 @@ from services.incidents.detail import (
     assign,
     get_incident,
 )
-from services.incidents.lifecycle import acknowledge, act_on_playbook, transition
+from services.incidents.lifecycle import acknowledged, act_on_playbook, move
 from services.incidents.open import IncidentNotStarted, open_incident
 from web.templating import problem_page, templates
 
@@ -101,14 +100,8 @@ async def change_status_form(
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     actor = actor_of(request, principal)
-    moved = await run_in_threadpool(
-        transition,
-        engine=engine,
-        incident_id=incident_id,
-        target=status_,
-        comment=comment,
-        actor=actor,
-        settings=settings,
+    moved = await move(
+        engine=engine, incident_id=incident_id, target=status_, comment=comment, actor=actor, settings=settings
     )
     try:
         await act_on_playbook(temporal=temporal, engine=engine, settings=settings, moved=moved, actor=actor)
@@ -120,7 +113,8 @@ async def change_status_form(
 
 @router.post("/incidents/{incident_id}/acknowledge", response_class=HTMLResponse)
 async def acknowledge_form(request: Request, incident_id: Int64Id, principal: Responder, engine: EngineDep) -> Response:
-    await run_in_threadpool(acknowledge, engine=engine, incident_id=incident_id, actor=actor_of(request, principal))
+    actor = actor_of(request, principal)
+    await acknowledged(engine=engine, incident_id=incident_id, actor=actor)
     return _back(incident_id)
 
 
@@ -211,7 +205,7 @@ async def attachment_form(
                 actor=actor,
             )
 
-    await run_in_threadpool(_store)
+    await on_pool(engine, _store)
     return _back(incident_id)
 
 
