@@ -78,19 +78,29 @@ def resolve_database_url(settings: Settings, *, stop_at_exit: bool = True) -> st
     return EmbeddedPostgres(settings.data_dir).start(stop_at_exit=stop_at_exit)
 
 
+# A connection idle in the pool longer than this gets a real query at checkout too: silence on its socket proves
+# little about a connection nobody used for a while (a middlebox may have dropped it; keepalives say so only later).
+IDLE_PING_SECONDS = 30.0
+
+
 # Connections opened above pool_size for a burst; each is closed when given back. Steady work should fit in the pool:
 # opening one costs a TCP and auth handshake and a new Postgres backend (a fork), closing it throws that away.
 POOL_OVERFLOW = 10
 
 
 def make_engine(
-    url: str, *, pool_size: int = DEFAULT_DB_POOL_SIZE, pre_ping: bool = True, custom_plans: bool = False
+    url: str,
+    *,
+    pool_size: int = DEFAULT_DB_POOL_SIZE,
+    pre_ping: bool = True,
+    custom_plans: bool = False,
+    idle_ping_seconds: float = IDLE_PING_SECONDS,
 ) -> Engine:
     """pre_ping: a connection the server ended while it sat in the pool (a restart, idle_session_timeout,
     pg_terminate_backend, a proxy's restart) is replaced at checkout instead of failing the request that takes it.
     Told by its socket, not by a round trip (SQLAlchemy's pool_pre_ping runs a `SELECT 1`, a round trip and about
     65 µs of the caller's CPU per checkout): an ended connection's socket has the server's goodbye or its EOF to
-    read, an idle healthy one has nothing. One idle for over IDLE_PING_SECONDS is also asked a `SELECT 1` (a
+    read, an idle healthy one has nothing. One idle for over `idle_ping_seconds` is also asked a `SELECT 1` (a
     middlebox may have dropped it silently), and TCP keepalives turn a vanished peer into a socket error.
     pre_ping=False for the worker: a connection broken by a database restart fails one activity attempt,
     SQLAlchemy drops the pool's stale connections, and Temporal retries.
@@ -113,21 +123,18 @@ def make_engine(
     )  # fmt: skip
     if pre_ping:
         event.listen(engine, "checkin", _idle_from_now)
-        event.listen(engine, "checkout", _ended_while_idle)
+        event.listen(engine, "checkout", partial(_ended_while_idle, idle_ping_seconds=idle_ping_seconds))
     event.listen(engine, "connect", partial(_session_settings, custom_plans=custom_plans))
     return engine
-
-
-# A connection idle in the pool longer than this gets a real query at checkout too: silence on its socket proves
-# little about a connection nobody used for a while (a middlebox may have dropped it; keepalives say so only later).
-IDLE_PING_SECONDS = 30.0
 
 
 def _idle_from_now(_dbapi_connection: psycopg.Connection[Any], record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ended_while_idle(dbapi_connection: psycopg.Connection[Any], record: Any, _proxy: object) -> None:
+def _ended_while_idle(
+    dbapi_connection: psycopg.Connection[Any], record: Any, _proxy: object, *, idle_ping_seconds: float
+) -> None:
     """Raising DisconnectionError here has the pool discard this connection and check out another (SQLAlchemy's
     documented checkout hook; up to three tries)."""
     try:
@@ -135,7 +142,7 @@ def _ended_while_idle(dbapi_connection: psycopg.Connection[Any], record: Any, _p
         poller.register(dbapi_connection.fileno(), select.POLLIN)
         ended = bool(poller.poll(0))
         idle_since = record.info.get("idle_since")
-        if not ended and idle_since is not None and time.monotonic() - idle_since > IDLE_PING_SECONDS:
+        if not ended and idle_since is not None and time.monotonic() - idle_since > idle_ping_seconds:
             _ping(dbapi_connection)
     except (OSError, ValueError, psycopg.Error):
         ended = True

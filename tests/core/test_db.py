@@ -12,7 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from core import db
 from core.db import autocommit_rows, autocommit_session, libpq_url, make_engine
 
 INSERT = text("INSERT INTO service_groups_probe (name) VALUES (:name) RETURNING id, name")
@@ -152,21 +151,19 @@ def _last_statement(database_url: str, pid: int) -> str:
     return row[0]
 
 
-def test_a_connection_long_idle_in_the_pool_is_asked_a_query_at_checkout(database_url, monkeypatch):
+def test_a_connection_long_idle_in_the_pool_is_asked_a_query_at_checkout(database_url):
     """Silence on a socket proves little about a connection nobody used for a while (a NAT may have dropped it):
-    past IDLE_PING_SECONDS it is asked a `SELECT 1`; a recently used one is checked by its socket alone."""
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with engine.connect():
-            assert _last_statement(database_url, pid) != "SELECT 1"
-        monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
-        with engine.connect() as conn:
-            assert _last_statement(database_url, pid) == "SELECT 1"
-            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid  # the same one, kept
-    finally:
-        engine.dispose()
+    past idle_ping_seconds (30 s) it is asked a `SELECT 1`; a recently used one is checked by its socket alone."""
+    for idle_ping_seconds, pinged in ((30.0, False), (0.0, True)):
+        engine = make_engine(database_url, pool_size=1, idle_ping_seconds=idle_ping_seconds)
+        try:
+            with engine.connect() as conn:
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with engine.connect() as conn:
+                assert (_last_statement(database_url, pid) == "SELECT 1") is pinged
+                assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid  # the same one, kept
+        finally:
+            engine.dispose()
 
 
 def test_every_engine_reads_timestamps_in_utc_whatever_the_servers_zone(database_url):
