@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from core.audit import Actor, record_audit
 from core.collaboration import (
-    LINK_INVERSE,
     IncidentComment,
     IncidentLink,
     IncidentTemplate,
@@ -72,20 +71,6 @@ def remove_link(*, session: Session, link: IncidentLink, actor: Actor) -> None:
     )
     session.delete(link)
     session.commit()
-
-
-def links_of(*, session: Session, incident_id: int) -> list[tuple[IncidentLink, str, Incident]]:
-    """Every link touching the incident, as (link, how it reads from this side, the other incident)."""
-    query = select(IncidentLink).where(
-        or_(IncidentLink.incident_id == incident_id, IncidentLink.related_incident_id == incident_id)
-    )
-    found = []
-    for link in session.exec(query.order_by(col(IncidentLink.id))):
-        outgoing = link.incident_id == incident_id
-        other = session.get(Incident, link.related_incident_id if outgoing else link.incident_id)
-        if other is not None:
-            found.append((link, link.kind if outgoing else LINK_INVERSE[link.kind], other))
-    return found
 
 
 def timeline(*, session: Session, incident_id: int, after_id: int, limit: int) -> list[Event]:

@@ -70,9 +70,10 @@ def temporal_ui_link(*, ui_url: str, namespace: str, workflow_id: str) -> str:
 
 # The detail's reads, built once (building and keying a statement costs about 40 µs each time). Rows of the columns
 # shown, not ORM objects: nothing here is changed. ORM attributes, so a caller's pending changes are flushed first.
+_INCIDENT_FIELDS = tuple(IncidentPublic.model_fields)
 _INCIDENT_AND_RUN = (
     select(  # type: ignore[call-overload]  # sqlmodel's overloads take no unpacked columns
-        *(getattr(Incident, name) for name in IncidentPublic.model_fields),
+        *(getattr(Incident, name) for name in _INCIDENT_FIELDS),
         col(WorkflowRun.workflow_id).label("run_workflow_id"),
         col(WorkflowRun.status).label("run_status"),
         col(WorkflowRun.error).label("run_error"),
@@ -88,9 +89,8 @@ _STEPS = (
     .where(col(WorkflowStep.workflow_id) == bindparam("workflow_id"))
     .order_by(col(WorkflowStep.position))
 )
-_INCIDENT_FIELDS = tuple(IncidentPublic.model_fields)
-# Every link touching the incident with the incident at its other end, in one statement (services.collaboration's
-# links_of, for the detail: no ORM objects and no read per link).
+# Every link touching the incident, with the incident at its other end and which way the link reads, in one
+# statement: no ORM objects and no read per link.
 _OTHER = aliased(Incident)
 _OUTGOING = col(IncidentLink.incident_id) == bindparam("incident_id")
 _LINKS = (
