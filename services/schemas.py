@@ -97,7 +97,7 @@ class AttachmentPublic(BaseModel):
 
 class IncidentPage(BaseModel):
     items: list[IncidentPublic]
-    total: int  # how many match, counted up to 10,000 (1,000 with a text search) …
+    total: int  # how many match, counted up to 10,000 (500 with a text search) …
     total_capped: bool = False  # … and true when more match than that ("10,000+")
     limit: int
     next_cursor: str | None  # pass as cursor for the next page

@@ -86,7 +86,7 @@ async def list_incidents_route(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> IncidentPage:
     """Incidents filtered (status and severity repeat: `?status=open&status=in_progress`), sorted, one page at
-    a time: pass `next_cursor` back as `cursor`. `total` counts the matches up to 10,000 (1,000 with a text
+    a time: pass `next_cursor` back as `cursor`. `total` counts the matches up to 10,000 (500 with a text
     search `q`); past that it is the cap and `total_capped` is true."""
 
     def _page(session: Session) -> IncidentPage:
