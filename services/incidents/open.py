@@ -35,6 +35,7 @@ from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPubl
 from services.incidents.lifecycle import TransitionRefused, act_on_playbook, move
 from services.incidents.start import (
     Pinned,
+    escalation_of,
     pin,
     start_failure,
     start_incident_workflow,
@@ -104,13 +105,20 @@ async def open_incident(
             joined = join(session) if join is not None else None
             if joined is not None:
                 return joined, False, None, None
-            incident, created, playbook = _insert_or_fallback(session, data, idempotency_key, actor, settings,
-                                                              fallback=playbook_fallback)  # fmt: skip
+            # One transaction: the incident, what on_created adds, and the reads of what its run is started with
+            # (a commit before those reads cost a second checkout, BEGIN and ROLLBACK per create).
+            incident, created, playbook, template = _insert_or_fallback(
+                session, data, idempotency_key, actor, settings, fallback=playbook_fallback
+            )
             if created and on_created is not None:
                 on_created(session, incident)
-                session.commit()
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
-            return incident, created, pin(session, settings, incident, playbook) if ours else None, None
+            pinned = None
+            if ours:
+                escalation = escalation_of(template) if created else None
+                pinned = pin(session, settings, incident, playbook, escalation=escalation)
+            session.commit()
+            return incident, created, pinned, None
 
     incident, created, pinned, why = await on_pool(engine, store)
     if why is not None:
@@ -148,9 +156,10 @@ async def _reopen(
 
 def _insert_or_fallback(
     session: Session, data: IncidentCreate, key: str | None, actor: Actor, settings: Settings, *, fallback: bool
-) -> tuple[Incident, bool, Playbook | None]:
+) -> Inserted:
+    """_insert, not committed."""
     try:
-        return _insert(session=session, data=data, idempotency_key=key, actor=actor, settings=settings)
+        return _insert(session=session, data=data, idempotency_key=key, actor=actor, settings=settings, commit=False)
     except PlaybookNotFound as err:
         if not fallback:
             raise Invalid(f"playbook_id: {err}") from None
@@ -159,7 +168,7 @@ def _insert_or_fallback(
         log.warning("playbook %s does not exist; incident %r runs its type's playbook", data.playbook_id, data.title)
         return _insert(
             session=session, data=data.model_copy(update={"playbook_id": None}), idempotency_key=key, actor=actor,
-            settings=settings,
+            settings=settings, commit=False,
         )  # fmt: skip
 
 
@@ -172,10 +181,14 @@ def insert_incident(
     settings: Settings,
 ) -> tuple[Incident, bool]:
     """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
-    incident, created, _ = _insert(
+    incident, created, _, _ = _insert(
         session=session, data=data, idempotency_key=idempotency_key, actor=actor, settings=settings
     )
     return incident, created
+
+
+# The incident, whether this call stored it, and (when it did) the playbook it chose and its type's template.
+Inserted = tuple[Incident, bool, Playbook | None, IncidentTemplate | None]
 
 
 def _insert(
@@ -185,12 +198,14 @@ def _insert(
     idempotency_key: str | None,
     actor: Actor,
     settings: Settings,
-) -> tuple[Incident, bool, Playbook | None]:
-    """insert_incident, and the playbook it chose when it stored a new incident."""
+    commit: bool = True,
+) -> Inserted:
+    """insert_incident, and the playbook and template it read when it stored a new incident (committed unless
+    `commit` is False: the caller commits)."""
     if idempotency_key:
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
-            return existing, False, None
+            return existing, False, None, None
     # The type's template fills in what the caller left out: severity, description, playbook.
     template = session.get(IncidentTemplate, data.incident_type)
     playbook = choose_playbook(
@@ -216,7 +231,7 @@ def _insert(
         # A concurrent request with the same key won the race: answer with its incident.
         session.rollback()
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).one()
-        return existing, False, None
+        return existing, False, None, None
     assert incident.id is not None
     incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
     incident_event(
@@ -237,7 +252,9 @@ def _insert(
         target_id=incident.id,
         after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
     )
+    if not commit:
+        return incident, True, playbook, template
     session.commit()
     if session.expire_on_commit:  # else every field is still loaded: all of them are set here, none by Postgres
         session.refresh(incident)
-    return incident, True, playbook
+    return incident, True, playbook, template

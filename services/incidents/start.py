@@ -148,8 +148,16 @@ def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> 
         return pin(session, settings, incident, None)
 
 
-def pin(session: Session, settings: Settings, incident: Incident, playbook: Playbook | None) -> Pinned:
-    """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with."""
+def pin(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    playbook: Playbook | None,
+    *,
+    escalation: list[dict[str, Any]] | None = None,
+) -> Pinned:
+    """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with;
+    its type's escalation is read unless the caller read the type's template already (`escalation`)."""
     if playbook is None or (playbook.id, playbook.version) != (incident.playbook_id, incident.playbook_version):
         playbook = load_playbook(
             session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
@@ -158,9 +166,13 @@ def pin(session: Session, settings: Settings, incident: Incident, playbook: Play
         playbook = with_declared_remediation(session, playbook, incident.service)
     specs, webhooks = agents_of(session)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
-    template = session.get(IncidentTemplate, incident.incident_type)
-    escalation = list(template.escalation) if template is not None else []
+    if escalation is None:
+        escalation = escalation_of(session.get(IncidentTemplate, incident.incident_type))
     return with_agent_defaults(playbook, specs), webhooks, risks, escalation
+
+
+def escalation_of(template: IncidentTemplate | None) -> list[dict[str, Any]]:
+    return list(template.escalation) if template is not None else []
 
 
 def with_declared_remediation(session: Session, playbook: Playbook, service_name: str) -> Playbook:
