@@ -38,6 +38,7 @@ PING_SECONDS = 15
 RECONNECT_MS = 1000
 CATCH_UP_LIMIT = 1000
 QUEUE_SIZE = 1000
+READ_LIMIT = 500  # events read at a time by the hub (a longer burst is read in several)
 # Ids are taken when a row is inserted, rows are seen when their transaction commits: an id skipped by a read (a
 # hole) may still come, from a transaction that took it earlier and commits later. Holes are looked for again with
 # every read for this long (an id a rolled-back transaction took never comes), at most HOLES_MAX of them.
@@ -227,7 +228,7 @@ class EventHub:
         newer = EVENTS.c.id > after
         query = sa_select(EVENTS).where(or_(newer, EVENTS.c.id.in_(holes)) if holes else newer)
         with self._engine.connect() as conn:
-            return list(conn.execute(query.order_by(EVENTS.c.id).limit(500)).all())
+            return list(conn.execute(query.order_by(EVENTS.c.id).limit(READ_LIMIT)).all())
 
     def _max_id(self) -> int:
         with Session(self._engine) as session:
@@ -242,8 +243,9 @@ class EventHub:
                     if not self._last_id:
                         self._last_id = await run_in_threadpool(self._max_id)
                     self._ready.set()
-                    async for _ in conn.notifies():
-                        await self._deliver()
+                    async for notify in conn.notifies():
+                        if not self._covered(notify.payload):
+                            await self._deliver()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # the database went away: tell no one, reconnect, catch up
@@ -285,15 +287,25 @@ class EventHub:
         for client in list(self._clients):
             client.end()
 
+    def _covered(self, payload: str) -> bool:
+        """Whether the notified event was read already: the notifications of one commit arrive together, and the
+        read after the first of them brought every row (each one after it cost a thread hop and an empty query)."""
+        try:
+            event_id = int(payload)
+        except ValueError:
+            return False  # not one of ours: read, as before
+        return event_id <= self._last_id and event_id not in self._holes
+
     async def _deliver(self) -> None:
         while True:
             self._forget_old_holes()
             rows = await run_in_threadpool(self._rows_after, self._last_id, list(self._holes))
-            if not rows:
-                return
             for row in rows:
                 self._advance(row.id or 0)
-            self._fan_out([encode_event(row) for row in rows])  # encoded once, whatever the number of clients
+            if rows:
+                self._fan_out([encode_event(row) for row in rows])  # encoded once, whatever the number of clients
+            if len(rows) < READ_LIMIT:
+                return  # all there was (a row committed after this read is notified on its own)
 
     def _advance(self, event_id: int) -> None:
         """Note a row read: a hole filled, or the newest id (the ids it skips become holes)."""

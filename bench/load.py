@@ -521,6 +521,16 @@ def sessions_opened(engine: Engine) -> int:
         return int(conn.exec_driver_sql("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database").scalar_one())
 
 
+def event_counts(engine: Engine) -> tuple[int, int]:
+    """Rows written to `events` so far, and index scans of it: over a run, mostly the live hub's reads (each
+    notification it does not skip costs one)."""
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT n_tup_ins, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'events'"
+        ).one()
+        return int(row[0]), int(row[1])
+
+
 async def one_run(
     options: argparse.Namespace,
     local: LocalStack,
@@ -557,15 +567,20 @@ async def one_run(
         )
         before = rss_mib(web.pid)
         opened = await asyncio.to_thread(sessions_opened, local.engine)
+        events = await asyncio.to_thread(event_counts, local.engine)
         idle, tally, wall, rss, cpu = await asyncio.to_thread(run_load, load, web.pid, worker_pid)
         opened = await asyncio.to_thread(sessions_opened, local.engine) - opened - 2  # less this function's own two
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # and every process's statistics flushed (at least once a second)
+        written, scans = await asyncio.to_thread(event_counts, local.engine)
+        written, scans = written - events[0], scans - events[1]
         after = rss_mib(web.pid)
         title = (
             "`agent-monitor web`" if server == "ours" else "baseline: uvicorn's defaults"
         ) + f", --workers {workers}"
         dropped = report(load, title, idle, tally, wall, (before, max(rss, default=before), after), cpu)
         print(f"Postgres connections opened during the run (web, worker; pools included): {opened}")
+        per = f" ({scans / written:.2f} per event)" if written else ""
+        print(f"events written during the run: {written}; index reads of the table (the live hub's): {scans}{per}")
     log = (tmp / f"{name}.log").read_text(errors="replace")
     tracebacks = log.count("Traceback")
     if tracebacks:

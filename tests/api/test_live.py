@@ -250,3 +250,40 @@ async def test_an_event_committed_after_a_newer_one_still_reaches_the_stream(ser
                 slow.commit()
             seen = await reader
     assert [(e["id"], e["data"]["n"]) for e in seen] == [(late, "late"), (early, "early")]
+
+
+async def test_the_notifications_of_one_commit_cost_the_hub_one_read(engine, settings):
+    """A workflow's projection writes several events in one commit and each NOTIFYs its id: the hub reads them all
+    at the first notification and skips the rest (it read the table once per notification, and once more to find
+    nothing: 21 reads for 20 events)."""
+    from sqlalchemy import event
+    from sqlmodel import Session
+
+    from api.live import EventHub
+    from core.events import publish
+    from core.tables import Event
+
+    hub = EventHub(engine, settings)
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement, *_):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM events" in statement:
+            reads.append(statement)
+
+    client = await hub.subscribe()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with Session(engine) as session:
+            ids = [publish(session, Event(kind="test.burst", data={"n": n})).id for n in range(20)]
+            session.commit()
+        got: list[int] = []
+        while len(got) < 20:
+            frames = await asyncio.wait_for(client.take(), 10)
+            got += [frame.id for frame in frames if frame is not None and frame.id]
+        assert got == ids  # every one, in order
+        await asyncio.sleep(0.5)  # the rest of the notifications are handled
+        assert len(reads) == 1, reads
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        hub.unsubscribe(client)
+        await hub.close()
