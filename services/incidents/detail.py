@@ -19,7 +19,8 @@ from core.events import incident_event
 from core.identity import Team, User
 from core.settings import Settings
 from core.tables import Incident, WorkflowRun, WorkflowStep, utcnow
-from services.schemas import IncidentDetail, IncidentPublic, LinkPublic, StepPublic, WorkflowPublic
+from services.incidents.query import PUBLIC_FIELDS
+from services.schemas import IncidentDetail, LinkPublic, StepPublic, WorkflowPublic
 
 
 class IncidentNotFound(NotFound):
@@ -70,10 +71,9 @@ def temporal_ui_link(*, ui_url: str, namespace: str, workflow_id: str) -> str:
 
 # The detail's reads, built once (building and keying a statement costs about 40 µs each time). Rows of the columns
 # shown, not ORM objects: nothing here is changed. ORM attributes, so a caller's pending changes are flushed first.
-_INCIDENT_FIELDS = tuple(IncidentPublic.model_fields)
 _INCIDENT_AND_RUN = (
     select(  # type: ignore[call-overload]  # sqlmodel's overloads take no unpacked columns
-        *(getattr(Incident, name) for name in _INCIDENT_FIELDS),
+        *(getattr(Incident, name) for name in PUBLIC_FIELDS),
         col(WorkflowRun.workflow_id).label("run_workflow_id"),
         col(WorkflowRun.status).label("run_status"),
         col(WorkflowRun.error).label("run_error"),
@@ -122,8 +122,8 @@ def incident_detail(*, session: Session, incident: Incident | int, ui_url: str, 
     found = session.execute(_INCIDENT_AND_RUN, {"incident_id": incident_id}).first()
     if found is None:
         raise IncidentNotFound(f"incident {incident_id} does not exist")
-    public = dict(zip(_INCIDENT_FIELDS, found, strict=False))  # the run's columns follow (Row._mapping is slow)
-    run_workflow_id, run_status, run_error, run_started_at, run_finished_at = found[len(_INCIDENT_FIELDS) :]
+    public = dict(zip(PUBLIC_FIELDS, found, strict=False))  # the run's columns follow (Row._mapping is slow)
+    run_workflow_id, run_status, run_error, run_started_at, run_finished_at = found[len(PUBLIC_FIELDS) :]
     workflow_id = public["workflow_id"]
     workflow = None
     if workflow_id:
@@ -178,7 +178,7 @@ def new_incident_detail(*, incident: Incident, settings: Settings) -> IncidentDe
         ),
         steps=[],
     )
-    public = {name: getattr(incident, name) for name in _INCIDENT_FIELDS}
+    public = {name: getattr(incident, name) for name in PUBLIC_FIELDS}
     return IncidentDetail(**public, workflow=workflow, links=[])
 
 
