@@ -16,7 +16,11 @@ from web.pages import (
     incident_forms,
     incidents,
     marketplace,
+    marketplace_actions,
     overview,
+    playbook_editor,
+    playbook_tools,
+    playbook_versions,
     playbooks,
     run_view,
     services,
@@ -41,7 +45,11 @@ for part in (
     account.router,
     services.router,
     status_page.router,
-    playbooks.router,  # the playbook list, view and editor (issue 23)
+    playbook_editor.router,  # before playbooks: /playbooks/_new and /playbooks/_draft/… are not ids
+    playbook_versions.router,
+    playbook_tools.router,  # before playbooks: /playbooks/_import is not an id
+    playbooks.router,  # the playbook list and view (issue 23)
     marketplace.router,  # the agent marketplace and templates (issue 24)
+    marketplace_actions.router,  # admins install, update and remove there
 ):
     router.include_router(part)

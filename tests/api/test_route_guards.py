@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
+
+from api.auth import require
+from app.main import flat_routes
 
 # Public on purpose, and why; anything else must carry require(role).
 PUBLIC = {
@@ -24,12 +29,10 @@ PUBLIC_MOUNTS = {"/static"}
 
 
 def _routes(app):
-    """(methods, path, dependant | None, route) for every route, through included routers."""
+    """(methods, path, dependant | None, route) for every route: the app serves them as one list (app/main.py)."""
     for route in app.routes:
-        if hasattr(route, "effective_route_contexts"):  # FastAPI's included router
-            for context in route.effective_route_contexts():
-                yield context.methods, context.path, context.dependant, context.original_route
-        elif isinstance(route, APIRoute):
+        assert not hasattr(route, "original_router"), "an included router was left in the app's routes"
+        if isinstance(route, APIRoute):
             yield route.methods, route.path, route.dependant, route
         else:
             yield getattr(route, "methods", None), getattr(route, "path", ""), None, route
@@ -86,3 +89,21 @@ def test_walker_catches_an_unguarded_route(app):
         if dependant is not None and _markers(dependant) == (set(), set())
     ]
     assert unguarded == ["/api/forgot-a-guard"]
+
+
+def test_a_router_included_with_a_guard_of_its_own_stops_the_app_from_being_built():
+    """The app serves its routes as one flat list (app/main.py: flat_routes); a guard given at inclusion is not on
+    the routes themselves, and flattening would drop it: refused, not served unguarded."""
+    inner = APIRouter()
+
+    @inner.get("/secret")
+    def secret() -> dict[str, str]:
+        return {}
+
+    outer = APIRouter()
+    outer.include_router(inner, dependencies=[require("admin")])
+    with pytest.raises(RuntimeError, match="dependencies"):
+        flat_routes(outer)
+    plain = APIRouter()
+    plain.include_router(inner)
+    assert [route.path for route in flat_routes(plain)] == ["/secret"]

@@ -92,9 +92,6 @@ def templates_page(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "marketplace/templates.html", {"shown": agent_templates()})
 
 
-router.include_router(marketplace_actions.router)
-
-
 @router.get("/marketplace/{name}", response_class=HTMLResponse)
 async def agent_page(
     request: Request,

@@ -19,7 +19,7 @@ from core.tables import PlaybookSharing, PlaybookVersion
 from services.dry_runs import list_dry_runs
 from services.playbook_sharing import check_view, team_names
 from services.playbooks import load_playbook, visible_playbooks
-from web.pages import playbook_editor, playbook_tools, playbook_versions
+from web.pages import playbook_versions
 from web.pages.playbook_common import graph_of, markdown, may_create, may_edit, svg, versions_of
 from web.pages.playbook_editor import PlaybookId
 from web.pages.playbook_graph import join_text, steps_of
@@ -28,9 +28,6 @@ from web.templating import templates
 
 router = APIRouter(include_in_schema=False, dependencies=[require("viewer")])
 DRY_RUNS_SHOWN = 10
-router.include_router(playbook_editor.router)  # first: /playbooks/_new and /playbooks/_draft/… are not ids
-router.include_router(playbook_versions.router)
-router.include_router(playbook_tools.router)  # before /playbooks/{id}: /playbooks/_import is not an id
 Filter = Annotated[str, Query(max_length=100)]
 
 
