@@ -41,6 +41,7 @@ from sqlalchemy import Engine
 
 from bench.incident_list import seed
 from bench.local_stack import LocalStack, local_stack, stop_process
+from bench.monitoring import postmaster, temporal_server
 from core.audit import SYSTEM
 from core.db import session_scope
 from core.settings import Settings
@@ -406,16 +407,17 @@ def machine_busy() -> tuple[int, int]:
 
 
 def run_load(
-    load: Load, web_pid: int, worker_pid: int
+    load: Load, web_pid: int, worker_pid: int, stack_pids: dict[str, int]
 ) -> tuple[dict[str, float], Tally, float, list[float], dict[str, float]]:
-    """The client process runs the load; meanwhile the web's RSS is sampled each second."""
+    """The client process runs the load; meanwhile the web's RSS is sampled each second. CPU per process group:
+    web, clients, worker and `stack_pids` (Temporal, Postgres: their children included), and the machine's."""
     context = multiprocessing.get_context("spawn")
     pipe, child_end = context.Pipe()
     clients = context.Process(target=client_process, args=(child_end, load), daemon=True)
     busy_before, total_before = machine_busy()
     clients.start()
     assert clients.pid is not None
-    pids = {"web": web_pid, "clients": clients.pid, "worker": worker_pid}
+    pids = {"web": web_pid, "clients": clients.pid, "worker": worker_pid, **stack_pids}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     rss: list[float] = []
     try:
@@ -452,7 +454,7 @@ def report(
         f"\n{title}: {load.readers} readers (list, detail), {load.writers} writers (create, comment), "
         f"{load.sse} SSE clients, /readyz every {load.probe_interval:g} s; think time {load.think:g} s (mean); "
         f"{wall:.0f} s\nCPU (idle baseline included): {', '.join(f'{name} {v:.0f}%' for name, v in cpu.items())} of "
-        f"{(os.cpu_count() or 1) * 100}% (the rest: Postgres, Temporal, others on the machine)"
+        f"{(os.cpu_count() or 1) * 100}% (the rest: others on the machine)"
     )
     print(f"{'kind':<8} {'answers':>7} {'req/s':>6} {'p50 ms':>8} {'p99 ms':>8} {'idle p50':>8} {'×idle':>6}  errors")
     dropped = 0
@@ -568,7 +570,8 @@ async def one_run(
         before = rss_mib(web.pid)
         opened = await asyncio.to_thread(sessions_opened, local.engine)
         events = await asyncio.to_thread(event_counts, local.engine)
-        idle, tally, wall, rss, cpu = await asyncio.to_thread(run_load, load, web.pid, worker_pid)
+        stack_pids = {"Temporal": temporal_server().pid, "Postgres": postmaster(local.engine).pid}
+        idle, tally, wall, rss, cpu = await asyncio.to_thread(run_load, load, web.pid, worker_pid, stack_pids)
         opened = await asyncio.to_thread(sessions_opened, local.engine) - opened - 2  # less this function's own two
         await asyncio.sleep(2)  # and every process's statistics flushed (at least once a second)
         written, scans = await asyncio.to_thread(event_counts, local.engine)
