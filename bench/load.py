@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -400,6 +401,16 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Every thread of the process and of its children `nice` nicer than ours, as `agent-monitor up` starts the
+    worker and Temporal (BACKGROUND_NICE); the threads they start from now on inherit it."""
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        for thread in process.threads():
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, thread.id, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+
+
 def machine_busy() -> tuple[int, int]:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
@@ -602,9 +613,12 @@ async def main(options: argparse.Namespace) -> int:
             token, _ = create_token(session=session, actor=SYSTEM, user=admin, name="bench")
         binary = str(Path(sys.executable).parent / "agent-monitor")
         worker = stack.enter_context(child([binary, "worker"], stack_env(local.settings, tmp), tmp, "worker"))
+        for background in (worker.pid, temporal_server().pid):
+            lower_priority(background, options.background_nice)
         print(
             f"one `agent-monitor worker` (pid {worker.pid}), Temporal dev server in memory, embedded Postgres with "
-            f"{SEED_INCIDENTS} incidents; clients in a process of their own; {os.cpu_count()} CPUs"
+            f"{SEED_INCIDENTS} incidents; clients in a process of their own; {os.cpu_count()} CPUs; worker and "
+            f"Temporal at nice +{options.background_nice} (BACKGROUND_NICE, as `agent-monitor up` runs them)"
         )
         servers = (["stock"] if options.stock else []) + ["ours"]
         for workers in options.web_workers:
@@ -623,6 +637,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=60, help="seconds of load per web configuration")
     parser.add_argument("--readers", type=int, default=200, help="users listing and opening incidents")
+    parser.add_argument(
+        "--background-nice",
+        type=int,
+        choices=range(20),
+        default=Settings.model_fields["background_nice"].default,
+        help="how much nicer than the web the worker and Temporal run (as `agent-monitor up` runs them; 0: alike)",
+    )
     parser.add_argument("--writers", type=int, default=50, help="users creating incidents and commenting")
     parser.add_argument("--sse", type=int, default=50, help="live-event (SSE) clients held open throughout")
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between a user's requests; 0: none")

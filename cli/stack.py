@@ -127,6 +127,7 @@ class Stack:
                     log_to=log_dir / "temporal.log",
                     stop_signal=signal.SIGINT,
                     death_signal=signal.SIGINT,
+                    nice=s.background_nice,
                 )
             )
             _wait_until(
@@ -149,9 +150,12 @@ class Stack:
         if _port_in_use(s.web_host if s.web_host != "0.0.0.0" else "127.0.0.1", s.web_port):  # noqa: S104
             raise StackError(f"port {s.web_port} is in use: stop what holds it or set WEB_PORT")
         cli = [sys.executable, "-m", "cli.main"]
-        self.supervisor.start(ChildSpec("worker", [*cli, "worker"], env, layer=2))
+        # Background work at a lower CPU priority than the web (BACKGROUND_NICE): Postgres stays at the web's, as the
+        # web waits on it.
+        nice = s.background_nice
+        self.supervisor.start(ChildSpec("worker", [*cli, "worker"], env, layer=2, nice=nice))
         if s.embedding_provider != "off":  # semantic search: embeds conversation messages as they arrive
-            self.supervisor.start(ChildSpec("indexer", [*cli, "indexer"], env, layer=2))
+            self.supervisor.start(ChildSpec("indexer", [*cli, "indexer"], env, layer=2, nice=nice))
         web = self.supervisor.start(ChildSpec("web", [*cli, "web"], env, layer=2))
 
         def web_ready() -> bool:

@@ -47,12 +47,14 @@ def describe_exit(code: int) -> str:
     return f"code {code}"
 
 
-def _bound_to(parent: int, death_signal: int) -> Callable[[], None]:
+def _bound_to(parent: int, death_signal: int, nice: int = 0) -> Callable[[], None]:
     def preexec() -> None:
         # Runs in the child after fork and after any change of user (which would clear the setting), before exec.
         _prctl(PR_SET_PDEATHSIG, death_signal)
         if os.getppid() != parent:  # `up` died before the line above: nobody would send the signal
             os._exit(1)
+        if nice:  # before exec: every thread the program starts inherits it
+            os.nice(nice)
 
     return preexec
 
@@ -82,6 +84,7 @@ class ChildSpec:
     stop_grace: float = 10.0
     user: str | None = None
     before_start: Callable[[], None] | None = None  # may raise StackError: not now, try again later
+    nice: int = 0  # added to up's own: a lower CPU priority (background work)
 
 
 @dataclass
@@ -122,7 +125,7 @@ class Child:
                 stderr=out,
                 start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches `up` alone
                 user=spec.user,
-                preexec_fn=_bound_to(os.getpid(), spec.death_signal),
+                preexec_fn=_bound_to(os.getpid(), spec.death_signal, spec.nice),
             )
         finally:
             if out is not None:

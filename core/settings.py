@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8000, ge=1, le=65535)
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    # `agent-monitor up` runs the worker, the indexer and the embedded Temporal dev server this much nicer (lower CPU
+    # priority) than itself and the web: on a busy machine, pages and API answers go first. 0: all alike.
+    background_nice: int = Field(default=10, ge=0, le=19)
     # Where the dashboard links to the Temporal UI; empty = the embedded UI on temporal_ui_port.
     temporal_ui_url: str = ""
     log_level: LogLevel = "INFO"

@@ -156,3 +156,25 @@ def test_children_die_with_a_killed_supervisor(tmp_path, death_signal):
     while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the child outlived its supervisor"
         time.sleep(0.05)
+
+
+def test_a_background_child_and_every_thread_it_starts_run_at_a_lower_cpu_priority(tmp_path):
+    """`up` starts the worker, the indexer and Temporal with `nice` (BACKGROUND_NICE): the threads they start later
+    inherit it; the others run at the supervisor's own priority."""
+    supervisor, _ = _supervisor()
+    threads = "import threading, time; [threading.Thread(target=time.sleep, args=(60,)).start() for _ in range(3)]"
+    background = supervisor.start(
+        ChildSpec("worker", [sys.executable, "-c", threads], dict(os.environ), layer=1, nice=7)
+    )
+    web = supervisor.start(_spec("web", "sleep 60", layer=1))
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(f"/proc/{background.pid}/task")) < 4:
+            assert time.monotonic() < deadline, "the child did not start its threads"
+            time.sleep(0.05)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        tasks = [int(tid) for tid in os.listdir(f"/proc/{background.pid}/task")]
+        assert [os.getpriority(os.PRIO_PROCESS, tid) for tid in tasks] == [own + 7] * len(tasks)
+        assert os.getpriority(os.PRIO_PROCESS, web.pid or 0) == own
+    finally:
+        supervisor.stop_all()

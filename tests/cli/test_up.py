@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -30,6 +31,14 @@ def test_up_runs_an_incident_end_to_end_stops_cleanly_and_keeps_data(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
         assert "created the first admin: log in as 'admin' with password" in output
         assert (data_dir / "initial-admin-password").stat().st_mode & 0o077 == 0
+        # Background work yields the CPU to the web and Postgres (BACKGROUND_NICE, 10 by default).
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert {name: first.child(name).nice() - own for name in ("worker", "temporal", "web", "postgres")} == {
+            "worker": 10,
+            "temporal": 10,
+            "web": 0,
+            "postgres": 0,
+        }
 
         unauthenticated = cli(env, "incident", "show", "1")
         assert unauthenticated.returncode == 1 and "no API token" in unauthenticated.stderr
