@@ -33,6 +33,7 @@ from app.main import create_app
 from bench.bare_worker import bare_worker
 from bench.baseline import BareUpdateWorkflow
 from bench.local_stack import local_stack, stop_process
+from bench.machine import machine_line
 from core.approvals import Approval
 from core.audit import SYSTEM
 from core.payloads import DecideApprovalInput, IncidentContext, IncidentWorkflowInput, WorkflowState
@@ -203,4 +204,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="decisions to time on each line")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     asyncio.run(main(args.count))

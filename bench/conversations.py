@@ -36,6 +36,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from bench.machine import machine_line
 from core.db import EmbeddedPostgres, libpq_url, run_migrations, sqlalchemy_url
 
 TARGET_RECALL = 0.95
@@ -521,6 +522,7 @@ if __name__ == "__main__":
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` and `timeout` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         main(options)
     except KeyboardInterrupt:
         print("\ninterrupted; the database was stopped", file=sys.stderr)

@@ -23,6 +23,7 @@ from activities.registry import known_agents
 from app.main import create_app
 from bench.baseline import BareChainWorkflow, bare_noop
 from bench.local_stack import local_stack
+from bench.machine import machine_line
 from core.audit import SYSTEM
 from core.db import make_engine
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
@@ -199,4 +200,5 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=150, help="workflows per round and kind")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     asyncio.run(main(args.count, args.rounds))

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bench.machine import machine_line
 from bench.procs import ScaleStack, scale_stack
 from bench.workload import (
     Ledger,
@@ -224,6 +225,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    print(machine_line(), flush=True)
     code = asyncio.run(main(parse(sys.argv[1:])))
     sys.stdout.flush()
     os._exit(code)  # a Temporal client in a plain script can abort at interpreter exit (DESIGN.md)

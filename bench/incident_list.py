@@ -25,6 +25,7 @@ from sqlalchemy import event, text
 from sqlmodel import Session
 
 from app.main import create_app
+from bench.machine import machine_line
 from core.audit import SYSTEM
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
 from core.settings import Settings
@@ -261,6 +262,7 @@ if __name__ == "__main__":
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         asyncio.run(main(options.incidents, options.runs, options.explain))
     except KeyboardInterrupt:
         sys.exit(130)

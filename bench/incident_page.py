@@ -31,6 +31,7 @@ from sqlalchemy import event, text
 from sqlmodel import Session
 
 from app.main import create_app
+from bench.machine import machine_line
 from core.audit import SYSTEM
 from core.conversations import ContextSnapshot, ConversationMessage
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
@@ -256,6 +257,7 @@ if __name__ == "__main__":
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         sys.exit(asyncio.run(main(options.runs, options.messages, options.steps)))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -42,6 +42,7 @@ from sqlalchemy import Engine
 
 from bench.incident_list import seed
 from bench.local_stack import LocalStack, local_stack, stop_process
+from bench.machine import machine_line
 from bench.monitoring import postmaster, temporal_server
 from core.audit import SYSTEM
 from core.db import session_scope
@@ -657,6 +658,7 @@ if __name__ == "__main__":
     )
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         sys.exit(asyncio.run(main(parser.parse_args())))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -47,6 +47,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from bench.local_stack import local_stack, stop_process
+from bench.machine import machine_line
 from core.monitoring import spread
 from core.services import HttpCheck, Service, ServiceBase
 from core.settings import Settings
@@ -515,6 +516,7 @@ if __name__ == "__main__":
         sys.exit(0)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         asyncio.run(
             main(
                 options.services,

@@ -25,6 +25,7 @@ import httpx
 
 from app.main import create_app
 from bench.local_stack import local_stack
+from bench.machine import machine_line
 from tests.factories import make_user
 from tests.scenarios.harness import scenario_stack
 from tests.scenarios.outcome import Outcome, table
@@ -81,6 +82,7 @@ if __name__ == "__main__":
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="default: all of them")
     parser.add_argument("--rounds", type=int, default=1, help="times to run each scenario")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     asyncio.run(main(args.scenario or list(SCENARIOS), args.rounds))
     sys.stdout.flush()
     # A Client + Worker in a plain script can abort at interpreter exit (PyGILState_Release, DESIGN.md).

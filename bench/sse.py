@@ -30,6 +30,7 @@ import httpx
 from sqlmodel import Session
 
 from bench.local_stack import stop_process
+from bench.machine import machine_line
 from core.audit import SYSTEM
 from core.db import EmbeddedPostgres, make_engine, run_migrations, session_scope
 from core.events import publish
@@ -390,6 +391,7 @@ if __name__ == "__main__":
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         main(options.events, options.rate, options.clients, options.idle)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -48,6 +48,7 @@ from sqlmodel import Session
 from bench.load import child as app_child
 from bench.load import free_port, stack_env, wait_ready, web_argv
 from bench.local_stack import local_stack
+from bench.machine import machine_line
 from bench.monitoring import CPUS, pct
 from bench.uptime_data import Plan, load, write_path_check
 from bench.uptime_monitoring import met, monitoring, run_worker_with_switch
@@ -422,6 +423,7 @@ if __name__ == "__main__":
         parser.error("--sample-hours must be positive and well inside --days")
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs for `kill` as for Ctrl-C
     try:
+        print(machine_line(), flush=True)
         code = asyncio.run(main(options))
     except KeyboardInterrupt:
         code = 130
