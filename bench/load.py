@@ -638,15 +638,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=60, help="seconds of load per web configuration")
     parser.add_argument("--readers", type=int, default=200, help="users listing and opening incidents")
+    parser.add_argument("--writers", type=int, default=50, help="users creating incidents and commenting")
+    parser.add_argument("--sse", type=int, default=50, help="live-event (SSE) clients held open throughout")
     parser.add_argument(
         "--background-nice",
         type=int,
         choices=range(20),
+        metavar="0-19",
         default=Settings.model_fields["background_nice"].default,
         help="how much nicer than the web the worker and Temporal run (as `agent-monitor up` runs them; 0: alike)",
     )
-    parser.add_argument("--writers", type=int, default=50, help="users creating incidents and commenting")
-    parser.add_argument("--sse", type=int, default=50, help="live-event (SSE) clients held open throughout")
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between a user's requests; 0: none")
     parser.add_argument("--probe-interval", type=float, default=2.0, help="seconds between /readyz probes")
     parser.add_argument("--timeout", type=float, default=60.0, help="the clients' timeout per request, seconds")

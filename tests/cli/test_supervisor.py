@@ -158,7 +158,7 @@ def test_children_die_with_a_killed_supervisor(tmp_path, death_signal):
         time.sleep(0.05)
 
 
-def test_a_background_child_and_every_thread_it_starts_run_at_a_lower_cpu_priority(tmp_path):
+def test_a_background_child_and_every_thread_it_starts_run_at_a_lower_cpu_priority():
     """`up` starts the worker, the indexer and Temporal with `nice` (BACKGROUND_NICE): the threads they start later
     inherit it; the others run at the supervisor's own priority."""
     supervisor, _ = _supervisor()
