@@ -13,17 +13,23 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import httpx
+import psutil
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.registry import known_agents
+from activities.runs import AgentRunLog
 from app.main import create_app
 from bench.baseline import BareChainWorkflow, bare_noop
 from bench.local_stack import local_stack
 from bench.machine import machine_line
+from bench.monitoring import cpu_seconds, postmaster, temporal_server
 from core.audit import SYSTEM
 from core.db import make_engine
 from core.payloads import IncidentContext, IncidentWorkflowInput, WorkflowState
@@ -35,6 +41,7 @@ from services.incidents.open import insert_incident
 from worker.runner import incident_worker, tune_gc
 from workflows.incident import IncidentWorkflow
 
+R = TypeVar("R")
 CONCURRENCY = 50
 RATIO_TARGET = 0.9  # IncidentWorkflow against the bare workflow, median of the rounds (issue 25)
 STATUS_P50_TARGET_MS = 5.0  # the status of a closed workflow through the API (issue 25)
@@ -71,7 +78,8 @@ async def bare(env: WorkflowEnvironment, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count: int) -> tuple[float, list[str]]:
+def insert_incidents(engine, settings: Settings, count: int) -> list[tuple[int, str]]:
+    """The incidents' rows, as opening them stores them (their workflows are started by `incidents`)."""
     ids = []
     with Session(engine) as session:
         for i in range(count):
@@ -82,7 +90,13 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
                 actor=SYSTEM,
                 settings=settings,
             )
+            assert incident.id is not None and incident.workflow_id is not None
             ids.append((incident.id, incident.workflow_id))
+    return ids
+
+
+async def incidents(env: WorkflowEnvironment, engine, settings: Settings, ids: list[tuple[int, str]]) -> float:
+    """Incidents/s of IncidentWorkflow over the stored incidents `ids`."""
     playbook = NOOP_CHAIN.model_dump(mode="json")
     async with incident_worker(env.client, engine, settings):
         started = time.perf_counter()
@@ -102,8 +116,7 @@ async def incidents(env: WorkflowEnvironment, engine, settings: Settings, count:
             )
             for incident_id, workflow_id in ids
         )
-        rate = count / (time.perf_counter() - started)
-        return rate, [w for _, w in ids]
+        return len(ids) / (time.perf_counter() - started)
 
 
 async def query_latency(
@@ -151,20 +164,77 @@ async def query_latency(
     return queries, api, floor
 
 
-async def main(count: int, rounds: int) -> None:
+class CpuMeter:
+    """CPU seconds per process group: this process (the worker and the bench's client), the Temporal dev server,
+    Postgres (its backends included)."""
+
+    def __init__(self, engine) -> None:
+        self._groups = {
+            "Python": lambda: _own_cpu(),
+            "Temporal": lambda: cpu_seconds([temporal_server()]),
+            "Postgres": lambda: cpu_seconds([postmaster(engine)]),
+        }
+
+    def read(self) -> dict[str, float]:
+        return {name: read() for name, read in self._groups.items()}
+
+
+def _own_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def per_workflow(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """ms of CPU per workflow in each group."""
+    return {name: (after[name] - before[name]) * 1000 / count for name in after}
+
+
+@contextmanager
+def records_off() -> Iterator[None]:
+    """A diagnostic, never the product: the agents run without their per-step records (the context read and its
+    snapshot, the agent_runs row, the step's row and event, the conversation message), to show what they cost."""
+    original = AgentRunLog.around
+
+    async def unrecorded(_self: AgentRunLog, _agent: str, _input: object, call: Callable[[], Awaitable[R]]) -> R:
+        return await call()
+
+    AgentRunLog.around = unrecorded  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        AgentRunLog.around = original  # type: ignore[method-assign]
+
+
+async def main(count: int, rounds: int, without_records: bool) -> None:
     """Alternate bare and IncidentWorkflow rounds (after one warm-up round each) so a burst of load from
-    anything else on the machine hits both; report each round and the median ratio."""
+    anything else on the machine hits both; report each round and the median ratio, and where the CPU went."""
     tune_gc()  # as `agent-monitor worker` does; both workers run in this process, so both have it
     async with local_stack("bench", workflow_id_prefix=f"bench{uuid.uuid4().hex[:6]}-") as stack:
         env, engine, settings = stack.env, stack.engine, stack.settings
+        meter = CpuMeter(engine)
         await bare(env, min(count, 50))
-        await incidents(env, engine, settings, min(count, 50))
+        await incidents(env, engine, settings, insert_incidents(engine, settings, min(count, 50)))
         pairs: list[tuple[float, float]] = []
+        unrecorded: list[float] = []
+        cpu: dict[str, list[dict[str, float]]] = {"bare": [], "ours": [], "unrecorded": []}
         workflow_ids: list[str] = []
         for _ in range(rounds):
+            ids = insert_incidents(engine, settings, count)  # before the CPU is read: not the engine's work
+            before = meter.read()
             raw = await bare(env, count)
-            ours, workflow_ids = await incidents(env, engine, settings, count)
+            middle = meter.read()
+            ours = await incidents(env, engine, settings, ids)
+            after = meter.read()
+            workflow_ids = [workflow_id for _, workflow_id in ids]
             pairs.append((raw, ours))
+            cpu["bare"].append(per_workflow(before, middle, count))
+            cpu["ours"].append(per_workflow(middle, after, count))
+            if without_records:
+                ids = insert_incidents(engine, settings, count)
+                before = meter.read()
+                with records_off():
+                    unrecorded.append(await incidents(env, engine, settings, ids) / raw)
+                cpu["unrecorded"].append(per_workflow(before, meter.read(), count))
         latencies, api_latencies, floor = await query_latency(env, engine, settings, workflow_ids[: min(100, count)])
     p50, p99 = _p50_p99(latencies)
     api_p50, api_p99 = _p50_p99(api_latencies)
@@ -181,6 +251,13 @@ async def main(count: int, rounds: int) -> None:
     print(f"IncidentWorkflow, 4 no-op agents + projection: {ours_median:7.1f} incidents/s (median)")
     met_ratio = "met" if ratio >= RATIO_TARGET else "NOT met"
     print(f"ratio: {ratio:.2f} median of the {rounds} rounds (target >= {RATIO_TARGET:g}: {met_ratio})")
+    if unrecorded:
+        median = statistics.median(unrecorded)
+        print(
+            f"diagnostic, IncidentWorkflow without the agents' per-step records: ratio {median:.2f} "
+            f"(rounds {min(unrecorded):.2f}-{max(unrecorded):.2f})"
+        )
+    print_cpu(cpu)
     print(f"status query on a closed workflow (replays): p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(latencies)} queries)")
     met = "met" if api_p50 <= STATUS_P50_TARGET_MS else "NOT met"
     print(
@@ -191,6 +268,20 @@ async def main(count: int, rounds: int) -> None:
     print(f"GET /api/me (the floor of an authenticated call): p50 {floor_p50:.1f} ms, p99 {floor_p99:.1f} ms")
 
 
+def print_cpu(cpu: dict[str, list[dict[str, float]]]) -> None:
+    """CPU per workflow by process, medians of the rounds. The machine's cores are shared: a workflow that costs
+    more CPU anywhere leaves less for the rest, so the ratio follows the totals."""
+    groups = list(cpu["bare"][0])
+    print("CPU per workflow, ms, medians of the rounds (Python: this process, the worker and the bench's client):")
+    print(f"  {'':18s}" + "".join(f"{g:>10s}" for g in [*groups, "total"]))
+    for kind, label in (("bare", "bare workflow"), ("ours", "IncidentWorkflow"), ("unrecorded", "without records")):
+        if not cpu[kind]:
+            continue
+        medians = [statistics.median(r[g] for r in cpu[kind]) for g in groups]
+        total = statistics.median(sum(r.values()) for r in cpu[kind])
+        print(f"  {label:18s}" + "".join(f"{m:10.1f}" for m in medians) + f"{total:10.1f}")
+
+
 def _p50_p99(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), sorted(samples)[max(0, int(len(samples) * 0.99) - 1)]
 
@@ -199,6 +290,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=150, help="workflows per round and kind")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--without-records",
+        action="store_true",
+        help="also run IncidentWorkflow with the agents' per-step records off in each round (a diagnostic: what "
+        "they cost)",
+    )
     args = parser.parse_args()
     print(machine_line(), flush=True)
-    asyncio.run(main(args.count, args.rounds))
+    asyncio.run(main(args.count, args.rounds, args.without_records))
