@@ -3,6 +3,7 @@ an index or a wheel, the exact wheel bytes every worker installs, install/update
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -54,7 +55,12 @@ class InstalledAgent(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
     def agent_spec(self) -> AgentSpec:
-        return AgentSpec.model_validate({**self.spec, "source": "plugin"})
+        return installed_agent_spec(self.spec)
+
+
+def installed_agent_spec(spec: Mapping[str, Any]) -> AgentSpec:
+    """An installed Python agent's spec, as read from its wheel when it was installed."""
+    return AgentSpec.model_validate({**spec, "source": "plugin"})
 
 
 class AgentPackage(SQLModel, table=True):

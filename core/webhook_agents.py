@@ -3,6 +3,7 @@ signed per Standard Webhooks with the agent's own secret, and accept the AgentRe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +39,21 @@ class WebhookAgent(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
     def spec(self) -> AgentSpec:
-        return AgentSpec(
-            name=self.name,
-            version=self.version,
-            description=self.description,
-            capabilities=tuple(self.capabilities),  # type: ignore[arg-type]
-            params_schema=self.params_schema,
-            default_risk=self.default_risk,  # type: ignore[arg-type]
-            source="webhook",
-        )
+        return webhook_agent_spec({field: getattr(self, field) for field in SPEC_FIELDS})
+
+
+# The columns a webhook agent's spec is made of.
+SPEC_FIELDS = ("name", "version", "description", "capabilities", "params_schema", "default_risk")
+
+
+def webhook_agent_spec(fields: Mapping[str, Any]) -> AgentSpec:
+    """A webhook agent's spec from its SPEC_FIELDS (a row, or the row as JSON)."""
+    return AgentSpec(
+        name=fields["name"],
+        version=fields["version"],
+        description=fields["description"],
+        capabilities=tuple(fields["capabilities"]),
+        params_schema=fields["params_schema"],
+        default_risk=fields["default_risk"],
+        source="webhook",
+    )

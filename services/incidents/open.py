@@ -19,7 +19,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from core.audit import Actor, record_audit
-from core.collaboration import IncidentTemplate
 from core.db import on_pool
 from core.errors import Invalid, Unavailable
 from core.events import incident_event
@@ -28,11 +27,11 @@ from core.outbound import BlockedTarget, OutboundPolicy, check_url
 from core.payloads import (
     incident_workflow_id,
 )
-from core.playbook import Playbook
-from core.playbook_store import PlaybookNotFound, choose_playbook
+from core.playbook_store import PlaybookNotFound
 from core.settings import Settings
 from core.tables import DEFAULT_SEVERITY, Incident, IncidentCreate, IncidentPublic
 from services.incidents.lifecycle import TransitionRefused, act_on_playbook, move
+from services.incidents.run_config import RunConfig, read_run_config
 from services.incidents.start import (
     Pinned,
     escalation_of,
@@ -107,7 +106,7 @@ async def open_incident(
                 return joined, False, None, None
             # One transaction: the incident, what on_created adds, and the reads of what its run is started with
             # (a commit before those reads cost a second checkout, BEGIN and ROLLBACK per create).
-            incident, created, playbook, template = _insert_or_fallback(
+            incident, created, config = _insert_or_fallback(
                 session, data, idempotency_key, actor, settings, fallback=playbook_fallback
             )
             if created and on_created is not None:
@@ -115,8 +114,11 @@ async def open_incident(
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
             pinned = None
             if ours:
-                escalation = escalation_of(template) if created else None
-                pinned = pin(session, settings, incident, playbook, escalation=escalation)
+                if config is not None:
+                    escalation = escalation_of(config.template)
+                    pinned = pin(session, settings, incident, config.playbook, escalation=escalation, config=config)
+                else:
+                    pinned = pin(session, settings, incident, None)
             session.commit()
             return incident, created, pinned, None
 
@@ -181,14 +183,15 @@ def insert_incident(
     settings: Settings,
 ) -> tuple[Incident, bool]:
     """Store the incident, or return the one stored under the same idempotency key: (incident, created)."""
-    incident, created, _, _ = _insert(
+    incident, created, _ = _insert(
         session=session, data=data, idempotency_key=idempotency_key, actor=actor, settings=settings
     )
     return incident, created
 
 
-# The incident, whether this call stored it, and (when it did) the playbook it chose and its type's template.
-Inserted = tuple[Incident, bool, Playbook | None, IncidentTemplate | None]
+# The incident, whether this call stored it, and (when it did) what it read to choose its playbook: its type's
+# template, the playbook, its service and the agents (what its run is started with).
+Inserted = tuple[Incident, bool, RunConfig | None]
 
 
 def _insert(
@@ -200,20 +203,17 @@ def _insert(
     settings: Settings,
     commit: bool = True,
 ) -> Inserted:
-    """insert_incident, and the playbook and template it read when it stored a new incident (committed unless
+    """insert_incident, and what it read to choose the playbook when it stored a new incident (committed unless
     `commit` is False: the caller commits)."""
     if idempotency_key:
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
-            return existing, False, None, None
+            return existing, False, None
     # The type's template fills in what the caller left out: severity, description, playbook.
-    template = session.get(IncidentTemplate, data.incident_type)
-    playbook = choose_playbook(
-        session=session,
-        settings=settings,
-        incident_type=data.incident_type,
-        playbook_id=data.playbook_id or (template.playbook_id if template else None),
+    config = read_run_config(
+        session, settings, incident_type=data.incident_type, playbook_id=data.playbook_id, service=data.service
     )
+    template, playbook = config.template, config.playbook
     incident = Incident.model_validate(
         data.model_dump(exclude={"playbook_id"}),
         update={
@@ -231,7 +231,7 @@ def _insert(
         # A concurrent request with the same key won the race: answer with its incident.
         session.rollback()
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).one()
-        return existing, False, None, None
+        return existing, False, None
     assert incident.id is not None
     incident.workflow_id = incident_workflow_id(incident.id, settings.workflow_id_prefix)
     incident_event(
@@ -253,8 +253,8 @@ def _insert(
         after=IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
     )
     if not commit:
-        return incident, True, playbook, template
+        return incident, True, config
     session.commit()
     if session.expire_on_commit:  # else every field is still loaded: all of them are set here, none by Postgres
         session.refresh(incident)
-    return incident, True, playbook, template
+    return incident, True, config

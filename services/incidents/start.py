@@ -17,7 +17,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.registry import agent_specs, known_agents
+from activities.registry import known_agents
 from core.agents import AgentSpec
 from core.collaboration import IncidentTemplate
 from core.db import on_pool
@@ -31,10 +31,11 @@ from core.payloads import (
 )
 from core.playbook import Playbook, with_agent_defaults
 from core.playbook_store import BUILTIN_VERSION, load_playbook
-from core.services import Service
+from core.services import Service, ServiceBase
 from core.settings import Settings
 from core.tables import Incident
 from core.webhook_agents import WebhookAgent
+from services.incidents.run_config import RunConfig, agents_from
 
 
 def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
@@ -46,17 +47,11 @@ def installed_agent_specs(session: Session) -> dict[str, AgentSpec]:
 def agents_of(session: Session) -> tuple[dict[str, AgentSpec], list[str]]:
     """Every agent a playbook may name (installed_agent_specs), and the enabled webhook agents a step runs as
     `webhook_agent` (never one named like a built-in or a plugin), from one read of the webhook agents."""
-    specs = agent_specs()  # built-in and plugins
-    webhooks = []
-    for row in session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled))):
-        if row.name not in specs:
-            webhooks.append(row.name)
-            specs[row.name] = row.spec()
+    webhooks = session.exec(select(WebhookAgent).where(col(WebhookAgent.enabled)).order_by(col(WebhookAgent.id)))
     # Python agents installed from the marketplace: their spec as read from their wheel when it was installed (web
     # processes never import plugin code; workers load it from PLUGIN_DIR, services/agent_packages.py).
-    for installed in session.exec(select(InstalledAgent).where(InstalledAgent.kind == "python")):
-        specs.setdefault(installed.name, installed.agent_spec())
-    return specs, sorted(webhooks)
+    installed = session.exec(select(InstalledAgent).where(InstalledAgent.kind == "python"))
+    return agents_from([row.spec() for row in webhooks], [row.agent_spec() for row in installed])
 
 
 CLOCK_SKEW = timedelta(seconds=2)
@@ -155,16 +150,21 @@ def pin(
     playbook: Playbook | None,
     *,
     escalation: list[dict[str, Any]] | None = None,
+    config: RunConfig | None = None,
 ) -> Pinned:
     """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with;
-    its type's escalation is read unless the caller read the type's template already (`escalation`)."""
+    its type's escalation is read unless the caller read the type's template already (`escalation`), and the
+    service and the agents unless the caller read them with it (`config`, for the incident's service)."""
     if playbook is None or (playbook.id, playbook.version) != (incident.playbook_id, incident.playbook_version):
         playbook = load_playbook(
             session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
         )
     if playbook.id == "default" and playbook.version == BUILTIN_VERSION:
-        playbook = with_declared_remediation(session, playbook, incident.service)
-    specs, webhooks = agents_of(session)
+        if config is None:
+            playbook = with_declared_remediation(session, playbook, incident.service)
+        else:
+            playbook = declared_remediation(playbook, incident.service, config.service_config)
+    specs, webhooks = agents_of(session) if config is None else (config.agents, config.webhooks)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
     if escalation is None:
         escalation = escalation_of(session.get(IncidentTemplate, incident.incident_type))
@@ -180,7 +180,12 @@ def with_declared_remediation(session: Session, playbook: Playbook, service_name
     runs that (remediate_command or remediate_webhook: high risk, so approved first), unless the diagnosis says the
     service is healthy. Without a declaration it records "no action", as before."""
     service = session.exec(select(Service).where(Service.name == service_name)).first()
-    remediation = service.settings().remediation if service is not None else None
+    return declared_remediation(playbook, service_name, service.config if service is not None else None)
+
+
+def declared_remediation(playbook: Playbook, service_name: str, config: dict[str, Any] | None) -> Playbook:
+    """with_declared_remediation, given the service's stored configuration (None: not registered)."""
+    remediation = ServiceBase.model_validate(config).remediation if config is not None else None
     if remediation is None:
         return playbook
     params: dict[str, Any]
