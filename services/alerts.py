@@ -354,7 +354,7 @@ async def _start_all(*, engine: Engine, temporal: Client, settings: Settings, st
 
 def _pin(engine: Engine, settings: Settings, incident: Incident) -> Pinned:
     with Session(engine) as session:
-        return pin(session, settings, incident, None)
+        return pin(session, settings, incident)
 
 
 async def ingest_alerts(

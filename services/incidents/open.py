@@ -34,7 +34,6 @@ from services.incidents.lifecycle import TransitionRefused, act_on_playbook, mov
 from services.incidents.run_config import RunConfig, read_run_config
 from services.incidents.start import (
     Pinned,
-    escalation_of,
     pin,
     start_failure,
     start_incident_workflow,
@@ -112,13 +111,7 @@ async def open_incident(
             if created and on_created is not None:
                 on_created(session, incident)
             ours = created or (idempotency_key is not None and incident.idempotency_key == idempotency_key)
-            pinned = None
-            if ours:
-                if config is not None:
-                    escalation = escalation_of(config.template)
-                    pinned = pin(session, settings, incident, config.playbook, escalation=escalation, config=config)
-                else:
-                    pinned = pin(session, settings, incident, None)
+            pinned = pin(session, settings, incident, config) if ours else None
             session.commit()
             return incident, created, pinned, None
 

@@ -140,21 +140,13 @@ Pinned = tuple[Playbook, list[str], dict[str, str], list[dict[str, Any]]]
 
 def _pinned_playbook(engine: Engine, settings: Settings, incident: Incident) -> Pinned:
     with Session(engine) as session:
-        return pin(session, settings, incident, None)
+        return pin(session, settings, incident)
 
 
-def pin(
-    session: Session,
-    settings: Settings,
-    incident: Incident,
-    playbook: Playbook | None,
-    *,
-    escalation: list[dict[str, Any]] | None = None,
-    config: RunConfig | None = None,
-) -> Pinned:
-    """The incident's pinned playbook version (`playbook` when the caller just chose it) as a run is started with;
-    its type's escalation is read unless the caller read the type's template already (`escalation`), and the
-    service and the agents unless the caller read them with it (`config`, for the incident's service)."""
+def pin(session: Session, settings: Settings, incident: Incident, config: RunConfig | None = None) -> Pinned:
+    """The incident's pinned playbook version as a run is started with. `config`: what opening the incident read
+    (services/incidents/run_config.py), so its playbook, service, agents and type's template are not read again."""
+    playbook = config.playbook if config is not None else None
     if playbook is None or (playbook.id, playbook.version) != (incident.playbook_id, incident.playbook_version):
         playbook = load_playbook(
             session=session, settings=settings, playbook_id=incident.playbook_id, version=incident.playbook_version
@@ -166,9 +158,8 @@ def pin(
             playbook = declared_remediation(playbook, incident.service, config.service_config)
     specs, webhooks = agents_of(session) if config is None else (config.agents, config.webhooks)
     risks: dict[str, str] = {name: spec.default_risk for name, spec in specs.items()}
-    if escalation is None:
-        escalation = escalation_of(session.get(IncidentTemplate, incident.incident_type))
-    return with_agent_defaults(playbook, specs), webhooks, risks, escalation
+    template = config.template if config is not None else session.get(IncidentTemplate, incident.incident_type)
+    return with_agent_defaults(playbook, specs), webhooks, risks, escalation_of(template)
 
 
 def escalation_of(template: IncidentTemplate | None) -> list[dict[str, Any]]:
