@@ -60,9 +60,13 @@ class TickRun:
         self.results: list[Result] = []  # checked, not flushed yet
         self.lags: list[float] = []  # ms from each check's due time to its start
         self.inflight: dict[int, asyncio.Task[None]] = {}  # by service id: its watch, while it runs
+        # Services loaded again by a later window while their watch was still running (a check in flight at the
+        # window's end): when that watch ends, the service goes on in the later window, with what it loaded.
+        self.handover: dict[int, tuple[Due, datetime, list[Window]]] = {}
         self.known: dict[int, Due] = {}  # every service this tick checked, as it stands now
         self.failures: list[BaseException] = []  # of watches: the first ends the tick
         self.windows: list[Window] = []  # the maintenance windows of the last load
+        self.closing = False  # run() is ending: no watch starts any more
 
     async def run(self) -> MonitorTickResult:
         started = utcnow()
@@ -75,6 +79,7 @@ class TickRun:
             if not _worker_stopping():
                 await self._drain()
         finally:
+            self.closing = True
             for task in list(self.inflight.values()):
                 task.cancel()
             if self.results:  # cancelled (the worker is stopping) or failed: keep what was checked
@@ -85,9 +90,9 @@ class TickRun:
 
     async def _roll(self, started: datetime) -> None:
         """Windows follow one another in this one activity while checks are still running at a window's end (a slow
-        service near its timeout): the next window's checks start on time beside them, and a service in flight is
-        not loaded again. The run goes on to the drain at the first window's end with nothing in flight, or after
-        TICK_MAX_SECONDS."""
+        service near its timeout): the next window's checks start on time beside them, and a service in flight goes
+        on in the window that loaded it as soon as its check ends (_finished). The run goes on to the drain at the
+        first window's end with nothing in flight, or after TICK_MAX_SECONDS."""
         until = started
         while True:
             until += timedelta(seconds=self.window)
@@ -126,22 +131,34 @@ class TickRun:
 
     def _watch_all(self, loaded: list[Due], until: datetime, windows: list[Window]) -> None:
         for item in loaded:
-            if item.service_id in self.inflight:  # still being checked, from the window before
+            if item.service_id in self.inflight:  # still being checked, from the window before: it goes on after
+                self.handover[item.service_id] = (item, until, windows)
                 continue
-            if (seen := self.known.get(item.service_id)) is not None:
-                # This activity is the state's only writer, and its memory is ahead of what it flushed.
-                item.state, item.next_check_at = seen.state, seen.next_check_at
-                if item.next_check_at >= until:
-                    continue
-            self.known[item.service_id] = item
-            task = asyncio.create_task(self._watch(item, until, windows))
-            self.inflight[item.service_id] = task
-            task.add_done_callback(functools.partial(self._finished, item.service_id))
+            self._watch_from(item, until, windows)
+
+    def _watch_from(self, item: Due, until: datetime, windows: list[Window]) -> None:
+        """Watch the loaded service up to `until`, from where this tick's memory has it if it checked it before."""
+        if (seen := self.known.get(item.service_id)) is not None:
+            # This activity is the state's only writer, and its memory is ahead of what it flushed.
+            item.state, item.next_check_at = seen.state, seen.next_check_at
+            if item.next_check_at >= until:
+                return
+        self.known[item.service_id] = item
+        task = asyncio.create_task(self._watch(item, until, windows))
+        self.inflight[item.service_id] = task
+        task.add_done_callback(functools.partial(self._finished, item.service_id))
 
     def _finished(self, service_id: int, task: asyncio.Task[None]) -> None:
         self.inflight.pop(service_id, None)
-        if not task.cancelled() and (err := task.exception()) is not None:
+        later = self.handover.pop(service_id, None)
+        if task.cancelled():
+            return
+        if (err := task.exception()) is not None:
             self.failures.append(err)
+        elif later is not None and not self.closing and not _worker_stopping():
+            # Its check overlapped the end of the window it was watched in, and a later window loaded it meanwhile:
+            # its checks due there start now, on time, rather than a window late.
+            self._watch_from(*later)
 
     async def _watch(self, item: Due, until: datetime, windows: list[Window]) -> None:
         """The service's checks due before `until`, each at its time."""
