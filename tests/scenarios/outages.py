@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from sqlmodel import Session, col, select
+from temporalio.api.enums.v1 import EventType
 
 from core.monitoring import UptimeMetric
 from core.services import Service
@@ -235,9 +236,44 @@ async def slow_degraded(stack: ScenarioStack) -> Outcome:
     outcome.incidents = len(await stack.incidents(shop.name))
     lag = check_lag(stack, ["shop", "shop-db"], fault_at, slow_until)
     outcome.facts.update(state=state, seen=sorted(seen), lag=lag)
+    if any(value["max_gap_s"] >= 1.5 for value in lag.values()):  # a skipped slot: when did the ticks run?
+        outcome.facts["ticks"] = await tick_timeline(stack, fault_at, slow_until)
     outcome.notes += [f"status {'/'.join(sorted(seen))} while slow", "checks' lag max "
                       + ", ".join(f"{name} {value['max_lag_ms']:.0f} ms" for name, value in lag.items())]  # fmt: skip
     return outcome
+
+
+TIMELINE = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "scheduled",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED: "started",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "completed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: "FAILED",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "TIMED OUT",
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED: "scheduled",
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED: "started",
+}
+
+
+async def tick_timeline(stack: ScenarioStack, since: float, until: float) -> str:
+    """The monitor workflow's events around [since, until] (seconds from `since`), to tell a stall between ticks
+    (Temporal handing over) from one inside a tick (the checks' own loop)."""
+    handle = stack.temporal.get_workflow_handle(stack.settings.monitor_workflow_id)
+    names: dict[int, str] = {}  # activity name by its scheduled event's id
+    lines = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        at = event.event_time.seconds + event.event_time.nanos / 1e9
+        if event.event_type not in TIMELINE or not since - 3 <= at <= until + 3:
+            continue
+        what = "workflow task"
+        if (kind := event.WhichOneof("attributes") or "").startswith("activity_task_"):
+            attributes = getattr(event, kind)
+            what = names.get(event.event_id) or names.get(attributes.scheduled_event_id, "activity")
+            if kind == "activity_task_started_event_attributes" and attributes.attempt > 1:
+                what += f" (attempt {attributes.attempt})"
+        lines.append(f"{at - since:+.2f} {what} {TIMELINE[event.event_type]}")
+    return "\n".join(lines)
 
 
 def check_lag(stack: ScenarioStack, names: list[str], since: float, until: float) -> dict[str, dict[str, Any]]:
