@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from activities.http_check import CheckOutcome, check_http, policy_of
-from core.outbound import OutboundPolicy
+from core.outbound import OutboundPolicy, resolve
 
 __all__ = [
     "CheckOutcome",
@@ -48,7 +48,7 @@ async def dial_checked(host: str, port: int, policy: OutboundPolicy) -> Dialled:
     """Resolve host, refuse if the policy refuses any of its addresses, else connect to them in turn (never to the
     name again) and hang up at once. No timeout of its own: callers bound it."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await resolve(host, port)
     except socket.gaierror as err:
         return Dialled(error=f"DNS lookup failed: {err.strerror or err}", error_kind="dns")
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -122,9 +122,7 @@ async def check_dns(name: str, *, record_type: str = "A", expect: Iterable[str] 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                name, None, family=FAMILIES[record_type], type=socket.SOCK_STREAM
-            )
+            infos = await resolve(name, None, family=FAMILIES[record_type])
     except socket.gaierror as err:
         outcome.error, outcome.error_kind = f"{name} does not resolve ({record_type}): {err.strerror or err}", "dns"
     except TimeoutError:

@@ -9,11 +9,14 @@ is checked without the caller doing anything. TLS is unaffected: httpcore calls
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import re
 import socket
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -174,6 +177,34 @@ def _vetted(host: str, infos: Iterable[tuple[Any, ...]], policy: OutboundPolicy)
     return addresses
 
 
+# Name lookups (getaddrinfo blocks) run on threads of their own, not on the event loop's default pool, where every
+# database call of the process queues: a worker busy with an incident storm must not make the services it checks look
+# slow or down (a check's time includes its lookup). An address is its own answer: no lookup, no thread.
+RESOLVER_THREADS = 8
+_resolver = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="resolve")
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+async def resolve(host: str, port: int | None, *, family: int = 0) -> list[tuple[Any, ...]]:
+    """`socket.getaddrinfo(host, port, family, SOCK_STREAM)` without blocking the event loop or waiting on its
+    default pool. International names are encoded as IDNA 2008 (as anyio and httpx do)."""
+    try:
+        literal = None if "%" in host else ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and family in (0, _FAMILIES[literal.version]):
+        sockaddr = (host, port or 0) if literal.version == 4 else (host, port or 0, 0, 0)
+        return [(_FAMILIES[literal.version], socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+    try:
+        name: str | bytes = host.encode("ascii")
+    except UnicodeEncodeError:
+        import idna
+
+        name = idna.encode(host, uts46=True)
+    lookup = functools.partial(socket.getaddrinfo, name, port, family, socket.SOCK_STREAM)
+    return await asyncio.get_running_loop().run_in_executor(_resolver, lookup)
+
+
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
@@ -196,7 +227,7 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                infos = await resolve(host, port)
         except TimeoutError as err:
             raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout:g}s") from err
         except OSError as err:  # socket.gaierror: the name does not resolve

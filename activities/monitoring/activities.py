@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from activities.heartbeat import beat
 from activities.monitoring.degraded import DegradedOpener
 from activities.monitoring.outages import OutageOpener, join_open_incident
 from activities.monitoring.store import PRUNE_BATCH, MonitorStore
+from activities.monitoring.threads import in_monitor_thread
 from activities.monitoring.tick import TickRun
 from core.opening import OpenIncident
 from core.payloads import CHECK_DUE_SERVICES, PRUNE_UPTIME, MonitorTick, MonitorTickResult
@@ -61,13 +61,13 @@ class MonitorActivities:
         cutoff = now - timedelta(days=self.settings.uptime_retention_days)
         deleted = 0
         while True:
-            count = await asyncio.to_thread(self.store.prune_batch, cutoff)
+            count = await in_monitor_thread(self.store.prune_batch, cutoff)
             deleted += count
             beat(deleted)
             if count < PRUNE_BATCH:
                 break
         kept = self.settings.uptime_kept_days()
         for resolution, days in kept.items():
-            while await asyncio.to_thread(self.store.prune_rollups_batch, resolution, now - timedelta(days=days)):
+            while await in_monitor_thread(self.store.prune_rollups_batch, resolution, now - timedelta(days=days)):
                 beat(resolution)
         return deleted

@@ -12,7 +12,6 @@ then goes down, its outage joins or reopens the degraded incident (outages.py) a
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +20,7 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 
 from activities.monitoring.rows import MONITOR, Result, Window, duration, in_maintenance, target
+from activities.monitoring.threads import in_monitor_thread
 from core.audit import record_audit
 from core.conversations import append_tool_message
 from core.escalation import raised
@@ -149,7 +149,7 @@ class DegradedOpener:
         return SlowSpell(sid, r.due.name, r.due.config, setting, since, checks, r.outcome.latency_ms)
 
     async def pending(self, r: Result) -> SlowSpell | None:
-        return await asyncio.to_thread(self.due_spell, r)
+        return await in_monitor_thread(self.due_spell, r)
 
     async def open(self, spell: SlowSpell, windows: list[Window]) -> int | None:
         """Open (or join, or reopen) the spell's incident; None while a maintenance window holds."""

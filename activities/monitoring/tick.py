@@ -26,6 +26,7 @@ from activities.monitoring.degraded import DegradedOpener, slow_candidate
 from activities.monitoring.outages import OutageOpener
 from activities.monitoring.rows import Due, Outage, Result, Window, in_maintenance
 from activities.monitoring.store import MonitorStore
+from activities.monitoring.threads import in_monitor_thread
 from core.metrics import observe_check, observe_tick
 from core.monitoring import Thresholds, advance, next_due
 from core.payloads import MonitorTick, MonitorTickResult
@@ -71,7 +72,7 @@ class TickRun:
     async def run(self) -> MonitorTickResult:
         started = utcnow()
         # Outages an earlier attempt or tick saw but could not open an incident for (Temporal was away…).
-        pending, windows_now = await asyncio.to_thread(self.store.pending_outages, self.tick)
+        pending, windows_now = await in_monitor_thread(self.store.pending_outages, self.tick)
         for outage in pending:
             await self._open(outage, windows_now)
         try:
@@ -97,7 +98,7 @@ class TickRun:
         while True:
             until += timedelta(seconds=self.window)
             await self._flush()
-            loaded, self.windows = await asyncio.to_thread(self.store.load, self.tick, until)
+            loaded, self.windows = await in_monitor_thread(self.store.load, self.tick, until)
             self._watch_all(loaded, until, self.windows)
             while (left := _seconds_until(until)) > 0 and not self.failures and not _worker_stopping():
                 if self.inflight:
@@ -168,7 +169,7 @@ class TickRun:
             if in_maintenance(windows, item.name, scheduled):
                 self.result.silenced += 1
                 item.next_check_at = next_due(scheduled, item.config.interval_seconds, utcnow(), item.service_id)
-                await asyncio.to_thread(self.store.skip, item, scheduled)
+                await in_monitor_thread(self.store.skip, item, scheduled)
                 continue
             await self._check(item, scheduled)
 
@@ -202,7 +203,7 @@ class TickRun:
 
     async def _record(self, batch: list[Result], windows: list[Window]) -> None:
         """Write a batch of results, then open the incidents of the outages among them."""
-        stored = await asyncio.to_thread(self.store.write, batch)
+        stored = await in_monitor_thread(self.store.write, batch)
         for r in stored:
             self.result.checked += 1
             self.result.down += r.status == "down"
@@ -223,7 +224,7 @@ class TickRun:
         try:
             incident_id = await self.opener.open(outage, windows)
             if incident_id is not None:
-                await asyncio.to_thread(self.store.link, outage, incident_id)
+                await in_monitor_thread(self.store.link, outage, incident_id)
         except Exception:
             log.exception(
                 "cannot open the incident of %s's outage %s yet; the next tick tries again", outage.name, outage.episode

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 import ssl
 import subprocess
 import threading
@@ -24,6 +26,7 @@ from core.outbound import (
     check_url,
     guarded_async_client,
     guarded_client,
+    resolve,
 )
 from core.settings import Settings, SettingsError, load_settings
 from tests.peers import serving
@@ -295,3 +298,24 @@ def test_a_bad_deny_network_is_one_line_naming_the_variable(tmp_path, value):
         load_settings(_env_file=env)
     assert str(err.value).startswith("invalid configuration: OUTBOUND_DENY_NETWORKS: ")
     assert "\n" not in str(err.value)
+
+
+async def test_lookups_do_not_wait_behind_the_event_loops_busy_threads() -> None:
+    """Every blocking database call of a worker queues on the event loop's default threads; a check's name lookup
+    (part of its measured time) does not wait behind them, and an address needs no lookup at all."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    held = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # every default thread, and a queue behind
+    try:
+        named = await asyncio.wait_for(resolve("localhost", 8080), 10)
+        assert {info[4][0] for info in named} & {"127.0.0.1", "::1"} and {info[4][1] for info in named} == {8080}
+        assert await asyncio.wait_for(resolve("10.1.2.3", 443), 10) == [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", 443))
+        ]
+        [(family, _, _, _, sockaddr)] = await asyncio.wait_for(resolve("::1", 80), 10)
+        assert (family, sockaddr[:2]) == (socket.AF_INET6, ("::1", 80))
+        with pytest.raises(socket.gaierror):  # an IPv4 address has no IPv6 answer: asked of the resolver, as before
+            await asyncio.wait_for(resolve("10.1.2.3", None, family=socket.AF_INET6), 10)
+    finally:
+        release.set()
+        await asyncio.gather(*held)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -327,6 +328,29 @@ async def test_a_check_running_over_a_windows_end_keeps_the_services_schedule(
     # Five windows' ends went by. A check missed for the window's sake starts more than a second late (at the next
     # window's start, 1-1.8 s after its due time); each started well within its second.
     assert max(lags) < 0.9, (slots, lags)
+
+
+async def test_checks_stay_on_time_while_the_workers_threads_are_busy(
+    temporal_client: Client, engine: Engine, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """An incident storm queues hundreds of agents' database calls on the worker's shared threads; the monitor's own
+    (loading each window, storing results) do not wait behind them, so the checks still start when they are due."""
+    settings = monitor_settings(settings)
+    loop = asyncio.get_running_loop()
+    with http_service() as (url, _):
+        await register(api, "steady", url)
+        async with monitoring(temporal_client, engine, settings):
+            await wait_until(lambda: len(results(engine, "steady")) >= 2, 30, "the first checks")
+            busy_from = utcnow()
+            # The shared pool's threads (asyncio.to_thread's) each held for 1.5 s, a queue 8 s long.
+            held = [loop.run_in_executor(None, time.sleep, 1.5) for _ in range(5 * 6)]
+            await asyncio.gather(*held)
+            busy_until = utcnow()
+            await wait_until(lambda: results(engine, "steady")[-1].scheduled_at > busy_until, 30, "checks after")
+    during = [r for r in results(engine, "steady") if busy_from <= r.scheduled_at <= busy_until]
+    lags = [round((r.checked_at - r.scheduled_at).total_seconds(), 2) for r in during]
+    span = (busy_until - busy_from).total_seconds()
+    assert len(during) >= 6 and max(lags) < 0.9, (span, lags, [r.scheduled_at.isoformat() for r in during])
 
 
 async def test_a_stopping_worker_ends_its_monitor_tick_at_once_and_the_next_worker_checks_on(
