@@ -138,6 +138,11 @@ class ConversationStore:
         self._budget = default_budget
         self._summarizer = summarizer
 
+    @property
+    def asks_a_model(self) -> bool:
+        """Preparing a context may wait on the model (a long conversation's summary, when an LLM is configured)."""
+        return self._summarizer is not None
+
     def prepare(self, input: AgentInput, *, attempt: int, run_key: str, agent: str) -> Prepared:
         """Load, assemble and compress the context of one attempt; a new summary is stored as a message."""
         incident_id = input.incident.incident_id

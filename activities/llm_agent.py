@@ -14,7 +14,7 @@ from activities.base import AgentDeps, agent_result
 from activities.heartbeat import heartbeating
 from core.agents import AgentSpec, object_schema
 from core.compress import Message
-from core.llm import ChatClient, LLMError, llm_client, transcript
+from core.llm import LLM_THREADS, ChatClient, LLMError, llm_client, transcript
 from core.payloads import AgentInput, AgentResult
 from core.redact import redact_text
 from core.tokens import count_tokens, truncate_tokens
@@ -224,7 +224,7 @@ class LLMAgent:
         json_mode = bool(input.params.get("json", False))
         messages = build_messages(input, json_mode=json_mode)
         max_tokens, temperature = int(input.params.get("max_tokens", 800)), float(input.params.get("temperature", 0))
-        asking = asyncio.ensure_future(asyncio.to_thread(_ask, client, messages, max_tokens, temperature))
+        asking = asyncio.ensure_future(LLM_THREADS.run(_ask, client, messages, max_tokens, temperature))
         try:
             reply = await heartbeating(asking, f"waiting for {client.model}")
         except LLMError as err:  # down, slow, HTTP 5xx, a malformed answer: Temporal retries

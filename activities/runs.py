@@ -41,6 +41,7 @@ from activities.heartbeat import heartbeating
 from activities.projection import STEP_WRITE_CTES, open_workflow, step_params
 from core.conversations import MESSAGES_CHANNEL
 from core.db import autocommit_rows
+from core.llm import LLM_THREADS
 from core.metrics import observe_attempt
 from core.payloads import (
     INFRASTRUCTURE_UNAVAILABLE,
@@ -295,8 +296,9 @@ class AgentRunLog:
         opening = _opening(input)
         if self._conversation is not None and isinstance(input, AgentInput):
             # An LLM summary can take a while: keep the step's heartbeat timeout from firing meanwhile.
+            threads = LLM_THREADS.run if self._conversation.asks_a_model else asyncio.to_thread
             prepared = await heartbeating(
-                asyncio.to_thread(self._prepare, input, opening, run["run_attempt"], run["run_key"], agent),
+                threads(self._prepare, input, opening, run["run_attempt"], run["run_key"], agent),
                 "preparing the context",
             )
             input.context = prepared.context

@@ -10,6 +10,7 @@ import httpx
 
 from core.openai_http import api_root, error_excerpt, one_line
 from core.outbound import OutboundPolicy, guarded_client
+from core.threads import Threads
 
 if TYPE_CHECKING:
     from core.compress import Message
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 
 # Reasoning models served by Ollama/vLLM (DeepSeek-R1, Qwen3 …) prefix their answer with their thinking.
 _THINKING = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
+
+# A model's answer takes seconds to minutes: the calls wait on threads of their own, not on the event loop's default
+# pool, where every database call of the worker queues (6 threads on 2 CPUs). A few agents waiting on the model (or a
+# long conversation's summary) would otherwise hold up every other step's records, and the worker could ask the model
+# only that many questions at once.
+LLM_THREADS = Threads("llm", 32)
 
 SUMMARY_PROMPT = """\
 You summarise an incident-response conversation between automated agents, tools and people, \

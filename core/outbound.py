@@ -9,14 +9,11 @@ is checked without the caller doing anything. TLS is unaffected: httpcore calls
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import ipaddress
 import re
 import socket
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,6 +21,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpcore
 import httpx
+
+from core.threads import Threads
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -180,8 +179,7 @@ def _vetted(host: str, infos: Iterable[tuple[Any, ...]], policy: OutboundPolicy)
 # Name lookups (getaddrinfo blocks) run on threads of their own, not on the event loop's default pool, where every
 # database call of the process queues: a worker busy with an incident storm must not make the services it checks look
 # slow or down (a check's time includes its lookup). An address is its own answer: no lookup, no thread.
-RESOLVER_THREADS = 8
-_resolver = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="resolve")
+RESOLVER_THREADS = Threads("resolve", 8)
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
@@ -201,8 +199,7 @@ async def resolve(host: str, port: int | None, *, family: int = 0) -> list[tuple
         import idna
 
         name = idna.encode(host, uts46=True)
-    lookup = functools.partial(socket.getaddrinfo, name, port, family, socket.SOCK_STREAM)
-    return await asyncio.get_running_loop().run_in_executor(_resolver, lookup)
+    return await RESOLVER_THREADS.run(socket.getaddrinfo, name, port, family, socket.SOCK_STREAM)
 
 
 def _remaining(deadline: float | None) -> float | None:

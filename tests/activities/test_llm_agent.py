@@ -227,6 +227,18 @@ async def test_it_heartbeats_while_the_model_thinks_and_stops_at_once_when_cance
         assert time.monotonic() - started < 1.0
 
 
+async def test_agents_waiting_on_the_model_do_not_hold_the_workers_shared_threads():
+    """Eight agents waiting 5 s each for the model: the threads every database call of the worker runs on
+    (asyncio.to_thread's) stay free meanwhile, and all eight questions are asked at once."""
+    with openai_api() as (base, calls):
+        calls.delay = 5.0
+        asking = [asyncio.ensure_future(ask(settings_for(base), agent_input())) for _ in range(8)]
+        await asyncio.sleep(0.5)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 2.5) == "free"
+        results = await asyncio.wait_for(asyncio.gather(*asking), 30)
+    assert [r.summary for r in results] == [calls.reply] * 8 and len(calls.requests) == 8
+
+
 async def test_bad_params_are_refused_when_the_playbook_is_stored(api):
     for params, problem in [
         ({"temperature": 5}, "params.temperature: 5 is greater than the maximum of 2"),
